@@ -1,0 +1,32 @@
+# fiberflow: the two commands a fresh machine needs are `make demo` and `make test`.
+# Everything is installed here: a .venv (PyPI) plus the Debian packages real components need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fiberflow-installed
+DEMO   ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean-demo help
+
+help:
+	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
+	@echo "make test   # set up .venv and run the test suite"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/fiberflow demo --out $(DEMO)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+clean-demo:
+	rm -rf $(DEMO)

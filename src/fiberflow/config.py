@@ -1,0 +1,126 @@
+"""Workflow configuration: load, fill defaults, validate against the JSON schema, resolve roots.
+
+Errors name the file and the key path, e.g.
+``config/config.yaml: extract.wavesize: -3 is less than the minimum of 5``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+
+import yaml
+
+from .errors import ConfigError
+from .provenance import config_hash
+
+
+def schema():
+    """The configuration JSON schema (a dict)."""
+    text = (resources.files("fiberflow") / "data" / "schemas" / "config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _fill_defaults(obj, sch):
+    if sch.get("type") == "object" and isinstance(obj, dict):
+        for key, sub in sch.get("properties", {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                _fill_defaults(obj[key], sub)
+    return obj
+
+
+def validate_config(config, source="<config>"):
+    """Validate (and fill defaults of) a configuration mapping in place; return it.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source`` and the offending key path.
+    """
+    import jsonschema
+
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
+    sch = schema()
+    _fill_defaults(config, sch)
+    validator = jsonschema.Draft202012Validator(sch)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"{source}: {where}: {err.message}")
+        raise ConfigError("\n".join(lines))
+    return config
+
+
+def load_config(path=None, overrides=None):
+    """Read a YAML config file (optional), apply ``overrides`` (dict), validate.
+
+    Returns
+    -------
+    dict
+    """
+    config = {}
+    source = "<overrides>"
+    if path is not None:
+        source = str(path)
+        if not os.path.exists(source):
+            raise ConfigError(f"{source}: config file does not exist")
+        with open(source) as fh:
+            try:
+                config = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    if overrides:
+        from .instrument import _deep_update
+
+        config = _deep_update(config, overrides)
+    return validate_config(config, source)
+
+
+def resolve_roots(config, base=None):
+    """Absolute raw, production and truth roots from the config, else DESI environment variables.
+
+    Parameters
+    ----------
+    config : dict
+    base : str, optional
+        Folder relative config paths are resolved against (default: current directory).
+
+    Returns
+    -------
+    dict with keys ``raw``, ``redux``, ``specprod``, ``prod``, ``truth`` (truth may be None)
+    """
+    base = base or os.getcwd()
+
+    def pick(key, env):
+        val = config.get(key)
+        if val is None and env:
+            val = os.environ.get(env)
+        return val
+
+    raw = pick("raw", "DESI_SPECTRO_DATA")
+    redux = pick("redux", "DESI_SPECTRO_REDUX")
+    specprod = pick("specprod", "SPECPROD")
+    truth = pick("truth", "FIBERFLOW_TRUTH")
+    missing = [name for name, val in (("raw (or $DESI_SPECTRO_DATA)", raw), ("redux (or $DESI_SPECTRO_REDUX)", redux),
+                                       ("specprod (or $SPECPROD)", specprod)) if not val]
+    if missing:
+        raise ConfigError(f"configuration: set {', '.join(missing)}")
+
+    def absolute(p):
+        return None if p is None else os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+    return {"raw": absolute(raw), "redux": absolute(redux), "specprod": specprod,
+            "prod": absolute(os.path.join(redux, specprod)), "truth": absolute(truth)}
+
+
+def section_hash(config, *sections):
+    """Hash of some config sections (what a step's outputs depend on)."""
+    return config_hash({s: config.get(s) for s in sections})

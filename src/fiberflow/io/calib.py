@@ -1,0 +1,213 @@
+"""Calibration products of one camera: fiberflat, sky model, flux calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .datamodel import HDU, Product, check_shape
+
+
+def _check_2d_products(obj, path, names):
+    nspec, nwave = np.shape(getattr(obj, names[0]))
+    check_shape(path, "WAVELENGTH", np.asarray(obj.wave), (nwave,))
+    for name in names[1:]:
+        check_shape(path, name.upper(), getattr(obj, name), (nspec, nwave))
+    if getattr(obj, "fibermap", None) is not None:
+        check_shape(path, "FIBERMAP", obj.fibermap, (nspec,))
+    return nspec, nwave
+
+
+@dataclass
+class FiberFlat(Product):
+    """Relative fiber throughput at native resolution, median 1 per wavelength.
+
+    Attributes
+    ----------
+    wave : (nwave,)
+    fiberflat, ivar : (nspec, nwave)
+    mask : int32 (nspec, nwave)
+        specmask bits (LOWFLAT, BADFIBERFLAT).
+    meanspec : (nwave,)
+        Deconvolved mean lamp spectrum [electron/Angstrom].
+    fibermap : optional
+    header : dict
+    """
+
+    wave: np.ndarray
+    fiberflat: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    meanspec: np.ndarray
+    fibermap: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "fiberflat"
+    VERSION = "1"
+    DATAMODEL = {
+        "fiberflat": HDU("FIBERFLAT", dtype="f4", ndim=2, descr="relative throughput (nspec, nwave)"),
+        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
+        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
+        "meanspec": HDU("MEANSPEC", dtype="f4", ndim=1, units="electron/Angstrom", descr="mean lamp spectrum (nwave,)"),
+        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows"),
+    }
+
+    def validate(self, path=None):
+        _, nwave = _check_2d_products(self, path, ("fiberflat", "ivar", "mask"))
+        check_shape(path, "MEANSPEC", np.asarray(self.meanspec), (nwave,))
+
+
+@dataclass
+class SkyModel(Product):
+    """Sky model per fiber (resolution-convolved), electron/Angstrom.
+
+    Attributes
+    ----------
+    wave : (nwave,)
+    flux, ivar : (nspec, nwave)
+    mask : int32 (nspec, nwave)
+    stat_ivar : (nspec, nwave), optional
+        Statistical-only inverse variance (no model-error term).
+    throughput_corr : (nspec,), optional
+        Per-fiber throughput corrections applied.
+    header : dict
+    """
+
+    wave: np.ndarray
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    stat_ivar: np.ndarray | None = None
+    throughput_corr: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "sky"
+    VERSION = "1"
+    DATAMODEL = {
+        "flux": HDU("SKY", dtype="f4", ndim=2, units="electron/Angstrom", descr="sky per fiber (nspec, nwave)"),
+        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
+        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
+        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "stat_ivar": HDU("STATIVAR", dtype="f4", ndim=2, required=False, descr="statistical ivar (nspec, nwave)"),
+        "throughput_corr": HDU("THRPUTCORR", dtype="f4", ndim=1, required=False, descr="throughput correction (nspec,)"),
+    }
+
+    def validate(self, path=None):
+        nspec, _ = _check_2d_products(self, path, ("flux", "ivar", "mask", "stat_ivar"))
+        if self.throughput_corr is not None:
+            check_shape(path, "THRPUTCORR", np.asarray(self.throughput_corr), (nspec,))
+
+
+@dataclass
+class FluxCalib(Product):
+    """Flux calibration: electron/Angstrom per 1e-17 erg/s/cm2/Angstrom, per fiber.
+
+    Attributes
+    ----------
+    wave : (nwave,)
+    calib, ivar : (nspec, nwave)
+    mask : int32 (nspec, nwave)
+    fibercorr : structured (nspec,), optional
+    stdstar_fibermap : structured, optional
+    header : dict
+    """
+
+    wave: np.ndarray
+    calib: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    fibercorr: np.ndarray | None = None
+    stdstar_fibermap: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "fluxcalib"
+    VERSION = "1"
+    DATAMODEL = {
+        "calib": HDU("FLUXCALIB", dtype="f4", ndim=2, units="10**+17 cm2 count s / erg", descr="calibration (nspec, nwave)"),
+        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
+        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
+        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "fibercorr": HDU("FIBERCORR", kind="table", required=False, descr="per-fiber corrections"),
+        "stdstar_fibermap": HDU("STDSTAR_FIBERMAP", kind="table", required=False, descr="standards used"),
+    }
+
+    def validate(self, path=None):
+        _check_2d_products(self, path, ("calib", "ivar", "mask"))
+
+
+@dataclass
+class StdStars(Product):
+    """Best-fit standard-star models of one spectrograph (all its cameras).
+
+    Attributes
+    ----------
+    wave : (nwave_model,)
+    flux : (nstd, nwave_model)
+        Models normalised to the photometry [1e-17 erg/s/cm2/Angstrom].
+    fibers : int32 (nstd,)
+    metadata : structured (nstd,)
+        TEFF, LOGG, FEH, REDSHIFT, CHI2DOF, DATA_G-R, MODEL_G-R ...
+    fibermap : structured (nstd,), optional
+    input_frames : structured, optional
+        NIGHT, EXPID, CAMERA of the input frames.
+    header : dict
+    """
+
+    wave: np.ndarray
+    flux: np.ndarray
+    fibers: np.ndarray
+    metadata: np.ndarray
+    fibermap: np.ndarray | None = None
+    input_frames: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "stdstars"
+    VERSION = "1"
+    DATAMODEL = {
+        "flux": HDU("FLUX", dtype="f4", ndim=2, units="10**-17 erg/(s cm2 Angstrom)", descr="model spectra (nstd, nwave)"),
+        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="model wavelength (nwave,)"),
+        "fibers": HDU("FIBERS", dtype="i4", ndim=1, descr="FIBER of each standard (nstd,)"),
+        "metadata": HDU("METADATA", kind="table", descr="fit results per standard"),
+        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the standards"),
+        "input_frames": HDU("INPUT_FRAMES", kind="table", required=False, descr="frames used"),
+    }
+
+    def validate(self, path=None):
+        nstd, nwave = np.shape(self.flux)
+        check_shape(path, "WAVELENGTH", np.asarray(self.wave), (nwave,))
+        check_shape(path, "FIBERS", np.asarray(self.fibers), (nstd,))
+        check_shape(path, "METADATA", self.metadata, (nstd,))
+
+
+def read_fiberflat(path):
+    return FiberFlat.read(path)
+
+
+def write_fiberflat(path, fiberflat):
+    return fiberflat.write(path)
+
+
+def read_sky(path):
+    return SkyModel.read(path)
+
+
+def write_sky(path, sky):
+    return sky.write(path)
+
+
+def read_fluxcalib(path):
+    return FluxCalib.read(path)
+
+
+def write_fluxcalib(path, fluxcalib):
+    return fluxcalib.write(path)
+
+
+def read_stdstars(path):
+    return StdStars.read(path)
+
+
+def write_stdstars(path, stdstars):
+    return stdstars.write(path)

@@ -1,0 +1,174 @@
+"""Self-documenting, versioned data products (in the spirit of PypeIt's DataContainer).
+
+A product class is a dataclass whose class attribute ``DATAMODEL`` lists, in file order,
+its HDUs: attribute name -> :class:`HDU` (EXTNAME, kind, dtype, ndim, required, units,
+description). :class:`Product` then gives every product exactly one reader
+(:meth:`Product.read`) and one writer (:meth:`Product.write`), both checked:
+
+- writing is atomic and stamps ``FFDMNAME``/``FFDMVER`` (product name and datamodel version)
+  plus whatever provenance the caller put in ``header``;
+- reading raises :class:`~fiberflow.errors.DataError` naming the file for a truncated
+  file, a missing required HDU, a wrong number of dimensions, or inconsistent shapes
+  (each product's ``validate``).
+
+``describe()`` renders the datamodel as a text table for the documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from . import fitsutil
+
+
+@dataclass(frozen=True)
+class HDU:
+    """One HDU of a product.
+
+    Parameters
+    ----------
+    extname : str
+        FITS EXTNAME.
+    kind : str
+        ``"image"`` or ``"table"``.
+    dtype : str, optional
+        On-disk dtype of an image (``"f4"``, ``"f8"``, ``"i4"``, ``"i2"``, ``"u2"``).
+    ndim : int, optional
+        Required dimensions of an image.
+    required : bool
+        Whether the HDU must exist.
+    units : str
+        BUNIT written into the HDU header.
+    descr : str
+        What it holds (with numpy shape).
+    compress : str, optional
+        fitsio compression for integer images.
+    """
+
+    extname: str
+    kind: str = "image"
+    dtype: str | None = None
+    ndim: int | None = None
+    required: bool = True
+    units: str = ""
+    descr: str = ""
+    compress: str | None = None
+
+
+class Product:
+    """Base class of fiberflow data products. Subclasses are dataclasses with a ``header`` field."""
+
+    NAME = "product"
+    VERSION = "1"
+    DATAMODEL: dict[str, HDU] = {}
+    #: True: the first image is the primary HDU with an EXTNAME (DESI frame/fiberflat/sky style);
+    #: False: an empty primary HDU carries the header and every HDU is an extension.
+    PRIMARY_IMAGE = True
+
+    # ------------------------------------------------------------------ hooks
+    def validate(self, path=None):
+        """Check shapes; raise DataError (with ``path``) when inconsistent."""
+
+    def hdu_header(self, attr):
+        """Extra header for the HDU of ``attr`` (besides BUNIT)."""
+        return {}
+
+    # ------------------------------------------------------------------ I/O
+    def write(self, path):
+        """Write the product atomically. Returns ``path``."""
+        self.validate()
+        header = dict(getattr(self, "header", None) or {})
+        header["FFDMNAME"] = (self.NAME, "fiberflow data product")
+        header["FFDMVER"] = (str(self.VERSION), "datamodel version")
+        first = True
+        with fitsutil.atomic_fits(path) as fx:
+            if not self.PRIMARY_IMAGE:
+                fitsutil.write_empty_primary(fx, header)
+            for attr, spec in self.DATAMODEL.items():
+                value = getattr(self, attr)
+                if value is None:
+                    if spec.required:
+                        raise ValueError(f"{self.NAME}: required {attr} ({spec.extname}) is None")
+                    continue
+                hdr = dict(self.hdu_header(attr))
+                if spec.units:
+                    hdr["BUNIT"] = spec.units
+                if self.PRIMARY_IMAGE and first:
+                    if spec.kind != "image":
+                        raise TypeError(f"{self.NAME}: first HDU must be an image")
+                    full = dict(header)
+                    full.update(hdr)
+                    hdr = full
+                if spec.kind == "image":
+                    arr = np.asarray(value)
+                    if spec.dtype:
+                        arr = arr.astype(spec.dtype, copy=False)
+                    fitsutil.write_image(fx, arr, spec.extname, hdr, compress=spec.compress)
+                else:
+                    fitsutil.write_table(fx, value, spec.extname, hdr)
+                first = False
+        return path
+
+    @classmethod
+    def read(cls, path):
+        """Read a product, checking required HDUs and shapes."""
+        path = str(path)
+        values = {}
+        header = None
+        with fitsutil.open_fits(path) as fx:
+            names = fitsutil.hdu_names(fx)
+            if not cls.PRIMARY_IMAGE:
+                header = fitsutil.header_dict(fx[0].read_header())
+            for attr, spec in cls.DATAMODEL.items():
+                if spec.extname.upper() not in names:
+                    if spec.required:
+                        fitsutil.require_hdu(fx, spec.extname, path)
+                    values[attr] = None
+                    continue
+                if spec.kind == "image":
+                    data, hdr = fitsutil.read_image(fx, spec.extname, path, ndim=spec.ndim)
+                    if spec.dtype:
+                        data = data.astype(np.dtype(spec.dtype).newbyteorder("="), copy=False)
+                    else:
+                        data = fitsutil.native(data)
+                else:
+                    data, hdr = fitsutil.read_table(fx, spec.extname, path)
+                values[attr] = data
+                if header is None:
+                    header = hdr
+        obj = cls._from_hdus(values, header or {}, path)
+        obj.validate(path)
+        return obj
+
+    @classmethod
+    def _from_hdus(cls, values, header, path):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in fields}
+        if "header" in fields:
+            kwargs["header"] = header
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ docs
+    @classmethod
+    def describe(cls):
+        """The datamodel as a plain-text table."""
+        lines = [f"{cls.NAME} (datamodel version {cls.VERSION})", ""]
+        lines.append(f"{'EXTNAME':14s} {'kind':6s} {'dtype':6s} {'req':4s} {'units':28s} description")
+        for attr, spec in cls.DATAMODEL.items():
+            lines.append(
+                f"{spec.extname:14s} {spec.kind:6s} {spec.dtype or '-':6s} {'yes' if spec.required else 'no':4s} "
+                f"{spec.units or '-':28s} {spec.descr}"
+            )
+        return "\n".join(lines)
+
+
+def check_shape(path, name, arr, shape):
+    """Raise DataError if ``arr.shape`` differs from ``shape`` (None entries match anything)."""
+    if arr is None:
+        return
+    if len(arr.shape) != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        raise DataError(path, f"{name} has shape {arr.shape}, expected {tuple(shape)}")

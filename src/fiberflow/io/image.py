@@ -1,0 +1,64 @@
+"""Preprocessed CCD image of one camera (``preproc-{camera}-{expid}.fits``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .datamodel import HDU, Product, check_shape
+
+
+@dataclass
+class PreprocImage(Product):
+    """Bias/overscan-subtracted, gain-corrected CCD image in electrons.
+
+    Attributes
+    ----------
+    image : float32 (ny, nx)
+        Electrons.
+    ivar : float32 (ny, nx)
+        Inverse variance from the variance model (read noise + Poisson of the model).
+    mask : int16 (ny, nx)
+        ccdmask bits, 0 = good.
+    readnoise : float32 (ny, nx)
+        Read noise per pixel [electron].
+    fibermap : structured (nfiber,), optional
+        Fibermap rows of this petal.
+    header : dict
+        Camera + exposure keywords, per-amplifier OVERSCNx, OBSRDNx, GAINx, OSTEPx ...
+    """
+
+    image: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    readnoise: np.ndarray
+    fibermap: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "preproc"
+    VERSION = "1"
+    DATAMODEL = {
+        "image": HDU("IMAGE", dtype="f4", ndim=2, units="electron", descr="image (ny, nx)"),
+        "ivar": HDU("IVAR", dtype="f4", ndim=2, units="electron**-2", descr="inverse variance (ny, nx)"),
+        "mask": HDU("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)"),
+        "readnoise": HDU("READNOISE", dtype="f4", ndim=2, units="electron", descr="read noise per pixel (ny, nx)"),
+        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the petal"),
+    }
+
+    def validate(self, path=None):
+        shape = np.shape(self.image)
+        for name in ("ivar", "mask", "readnoise"):
+            check_shape(path, name.upper(), getattr(self, name), shape)
+
+    @property
+    def camera(self):
+        return str(self.header.get("CAMERA", "")).lower()
+
+
+def read_preproc(path):
+    return PreprocImage.read(path)
+
+
+def write_preproc(path, image):
+    return image.write(path)
