@@ -1,6 +1,7 @@
 """DESI bit masks (ccdmask, specmask, fibermask) with DESI's names and bit values.
 
-Values follow desispec.maskbits, so DESI tools interpret fiberflow masks correctly.
+Names and values are exactly those of desispec 0.70 ``desispec.maskbits`` (a test checks
+every bit against it), so DESI tools interpret fiberflow masks correctly.
 """
 
 from __future__ import annotations
@@ -107,10 +108,8 @@ specmask = BitMask(
         "BADSKY": (6, "Bad sky model"),
         "BAD2DFIT": (7, "Bad fit of extraction 2D model to pixel data"),
         "NODATA": (8, "No data exists"),
-        "BADFIBER": (9, "fiber is likely bad"),
-        "BADCOLUMN": (10, "bad CCD column"),
-        "SATURATED": (11, "saturated"),
-        "CONTAMINATED": (12, "contaminated by a bright neighbour or scattered light"),
+        "BADFIBER": (9, "fibermask has a non-zero bit"),
+        "BADCOLUMN": (10, "Bad CCD column biases the flux"),
     },
 )
 
@@ -124,7 +123,6 @@ fibermask = BitMask(
         "MISSINGPOSITION": (8, "Fiber location information is missing"),
         "BADPOSITION": (9, "Fiber >100 microns from target location"),
         "POORPOSITION": (10, "Fiber 30-100 microns from target location"),
-        "BRIGHTNEIGHBOR": (11, "Fiber next to a bright star"),
         "LOWTRANSMISSION": (12, "Fiber has low transmission"),
         "NEARCHARGETRAP": (13, "Fiber near a CCD charge trap"),
         "VARIABLETHRU": (14, "Fiber has variable throughput"),
@@ -133,7 +131,7 @@ fibermask = BitMask(
         "BADTRACE": (17, "Bad trace solution"),
         "BADFLAT": (18, "Bad fiber flat"),
         "BADARC": (19, "Bad arc solution"),
-        "VARIABLE": (20, "Fiber flux too variable between exposures"),
+        "MANYBADCOL": (20, ">10% of pixels are bad columns"),
         "MANYREJECTED": (21, "Excessive number of rejected pixels"),
         "BADAMPB": (22, "Issues in the amplifier readouts of camera B"),
         "BADAMPR": (23, "Issues in the amplifier readouts of camera R"),

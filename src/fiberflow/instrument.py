@@ -37,7 +37,7 @@ def preset_names():
 
 
 def _load_raw(name_or_path, _seen=()):
-    if os.path.exists(str(name_or_path)):
+    if os.path.isfile(str(name_or_path)) and str(name_or_path).endswith((".yaml", ".yml")):
         path = str(name_or_path)
         with open(path) as fh:
             data = yaml.safe_load(fh)

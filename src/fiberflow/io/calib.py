@@ -50,7 +50,7 @@ class FiberFlat(Product):
         "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
         "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
         "meanspec": HDU("MEANSPEC", dtype="f4", ndim=1, units="electron/Angstrom", descr="mean lamp spectrum (nwave,)"),
-        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
         "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows"),
     }
 
@@ -89,7 +89,7 @@ class SkyModel(Product):
         "flux": HDU("SKY", dtype="f4", ndim=2, units="electron/Angstrom", descr="sky per fiber (nspec, nwave)"),
         "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
         "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
         "stat_ivar": HDU("STATIVAR", dtype="f4", ndim=2, required=False, descr="statistical ivar (nspec, nwave)"),
         "throughput_corr": HDU("THRPUTCORR", dtype="f4", ndim=1, required=False, descr="throughput correction (nspec,)"),
     }
@@ -128,7 +128,7 @@ class FluxCalib(Product):
         "calib": HDU("FLUXCALIB", dtype="f4", ndim=2, units="10**+17 cm2 count s / erg", descr="calibration (nspec, nwave)"),
         "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
         "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
+        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
         "fibercorr": HDU("FIBERCORR", kind="table", required=False, descr="per-fiber corrections"),
         "stdstar_fibermap": HDU("STDSTAR_FIBERMAP", kind="table", required=False, descr="standards used"),
     }
@@ -167,7 +167,7 @@ class StdStars(Product):
     VERSION = "1"
     DATAMODEL = {
         "flux": HDU("FLUX", dtype="f4", ndim=2, units="10**-17 erg/(s cm2 Angstrom)", descr="model spectra (nstd, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f4", ndim=1, units="Angstrom", descr="model wavelength (nwave,)"),
+        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="model wavelength (nwave,)"),
         "fibers": HDU("FIBERS", dtype="i4", ndim=1, descr="FIBER of each standard (nstd,)"),
         "metadata": HDU("METADATA", kind="table", descr="fit results per standard"),
         "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the standards"),

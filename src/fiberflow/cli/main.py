@@ -1,0 +1,50 @@
+"""``fiberflow`` entry point. Building the parser imports only argparse-level code, so
+``fiberflow --help`` compiles nothing and stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import FiberflowError
+
+#: command -> (module, one-line help). Steps add themselves here as they land.
+COMMANDS = {
+    "findfile": ("fiberflow.cli.findfile", "print the path of one file of the production (DESI names)"),
+    "parsepath": ("fiberflow.cli.findfile", "print the file type and identifiers of a path"),
+    "describe": ("fiberflow.cli.describe", "print the datamodel of a product"),
+    "config": ("fiberflow.cli.configcmd", "validate a configuration file and print it with defaults"),
+    "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fiberflow", description="DESI-like multi-fiber spectroscopic reductions")
+    parser.add_argument("--version", action="version", version=f"fiberflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, (modname, help_) in COMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p, name)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv=None):
+    """Run a command; return the exit code (0 success, 1 data/config error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except FiberflowError as exc:
+        print(f"fiberflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Resolution matrices stored as diagonals, scipy ``dia_matrix`` convention (as DESI).
+
+``rdata[k, j] = R[j - off[k], j]`` with ``off = [+h, ..., 0, ..., -h]``, ``h = ndiag // 2``:
+column ``j`` of ``rdata`` holds the kernel by which true flux bin ``j`` spreads into the
+observed bins ``j - off``. Rows of R (observed bins) sum to 1 for a properly normalised matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def offsets(ndiag):
+    """Diagonal offsets ``[+h .. -h]`` for ``ndiag`` (odd) diagonals."""
+    if ndiag % 2 != 1:
+        raise ValueError(f"ndiag must be odd, got {ndiag}")
+    h = ndiag // 2
+    return np.arange(h, -h - 1, -1)
+
+
+def diags_to_dense(rdata):
+    """Diagonals (ndiag, nwave) -> dense R (nwave, nwave)."""
+    ndiag, nwave = rdata.shape
+    R = np.zeros((nwave, nwave))
+    for k, off in enumerate(offsets(ndiag)):
+        j = np.arange(max(0, off), min(nwave, nwave + off))
+        R[j - off, j] = rdata[k, j]
+    return R
+
+
+def dense_to_diags(R, ndiag):
+    """Dense R (nwave, nwave) -> diagonals (ndiag, nwave); entries beyond ``ndiag//2`` are dropped."""
+    nwave = R.shape[0]
+    rdata = np.zeros((ndiag, nwave))
+    for k, off in enumerate(offsets(ndiag)):
+        j = np.arange(max(0, off), min(nwave, nwave + off))
+        rdata[k, j] = R[j - off, j]
+    return rdata
+
+
+def apply(rdata, flux):
+    """R @ flux for diagonals ``rdata`` (ndiag, nwave) and ``flux`` (nwave,) without a dense matrix."""
+    ndiag, nwave = rdata.shape
+    out = np.zeros(nwave)
+    for k, off in enumerate(offsets(ndiag)):
+        j = np.arange(max(0, off), min(nwave, nwave + off))
+        out[j - off] += rdata[k, j] * flux[j]
+    return out
+
+
+def row_sums(rdata):
+    """Sum of every row of R (nwave,), from diagonals."""
+    return apply(rdata, np.ones(rdata.shape[1]))
+
+
+def gaussian_diags(sigma, ndiag):
+    """Resolution diagonals of a Gaussian line-spread function with rows summing to 1.
+
+    Parameters
+    ----------
+    sigma : (nwave,)
+        LSF sigma in units of wavelength bins at each bin.
+    ndiag : int
+
+    Returns
+    -------
+    (ndiag, nwave)
+    """
+    sigma = np.asarray(sigma, dtype=float)
+    nwave = sigma.size
+    R = np.zeros((nwave, nwave))
+    h = ndiag // 2
+    for i in range(nwave):
+        j = np.arange(max(0, i - h), min(nwave, i + h + 1))
+        k = np.exp(-0.5 * ((j - i) / sigma[i]) ** 2)
+        R[i, j] = k / k.sum()
+    return dense_to_diags(R, ndiag)
