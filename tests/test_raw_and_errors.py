@@ -125,7 +125,8 @@ def test_truncated_and_missing_hdu_frame(tmp_path):
     import fitsio
 
     with fitsio.FITS(str(path)) as fx:
-        _, data_start, data_end = (int(v) for v in fx["IVAR"].get_offsets())
+        off = fx["IVAR"].get_offsets()
+        data_start, data_end = int(off["data_start"]), int(off["data_end"])
     corrupt = bytearray(blob)
     corrupt[(data_start + data_end) // 2] ^= 0xFF
     bad = tmp_path / "corrupt.fits"
