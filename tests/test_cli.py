@@ -1,0 +1,67 @@
+"""The ``fiberflow`` command line: cheap help, findfile/parsepath, describe, config, demo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fiberflow.cli.main import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_help_imports_no_numba():
+    code = "import sys; from fiberflow.cli.main import build_parser; build_parser(); " \
+           "print(json.dumps(sorted(m for m in ('numba', 'scipy', 'matplotlib', 'astropy') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_findfile_and_parsepath(capsys):
+    assert main(["findfile", "sframe", "--night", "20251205", "--expid", "7", "--camera", "b1", "--prod", "/p"]) == 0
+    assert capsys.readouterr().out.strip() == "/p/exposures/20251205/00000007/sframe-b1-00000007.fits"
+    assert main(["parsepath", "/p/calibnight/20251205/fiberflatnight-z2-20251205.fits"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec == {"path": "/p/calibnight/20251205/fiberflatnight-z2-20251205.fits", "filetype": "fiberflatnight",
+                   "night": 20251205, "camera": "z2"}
+    assert main(["findfile", "frame", "--night", "20251205", "--prod", "/p"]) == 1
+    assert "needs expid, camera" in capsys.readouterr().err
+    assert main(["parsepath", "/not/ours.txt"]) == 1
+
+
+def test_describe(capsys):
+    assert main(["describe", "frame"]) == 0
+    assert "RESOLUTION" in capsys.readouterr().out
+
+
+def test_config_command(tmp_path, capsys):
+    assert main(["config", os.path.join(ROOT, "config", "config.yaml")]) == 0
+    assert "instrument demo" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("instrument: demo\nhealpix:\n  nside: 63\n")
+    assert main(["config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "healpix.nside" in err and str(bad) in err
+
+
+def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT YET simulate" in text
+    assert (out / "qa" / "index.html").exists() and (out / "qa" / "psf-r0-spots.png").stat().st_size > 10000
+    assert (out / "redux" / "demo" / "FILE-NAMES.txt").exists()
+    from fiberflow.io.psf import read_psf
+
+    assert read_psf(out / "calib" / "psf-r0-nominal.fits").nfiber == 500
+
+
+@pytest.mark.parametrize("argv", [["--version"]])
+def test_console_script(argv):
+    exe = os.path.join(os.path.dirname(sys.executable), "fiberflow")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed in this environment")
+    out = subprocess.run([exe] + argv, capture_output=True, text=True)
+    assert out.returncode == 0 and "fiberflow" in out.stdout
