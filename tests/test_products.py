@@ -140,3 +140,17 @@ def test_describe_lists_hdus():
     text = Frame.describe()
     for name in ("FLUX", "IVAR", "MASK", "WAVELENGTH", "RESOLUTION", "FIBERMAP", "CHI2PIX"):
         assert name in text
+
+
+def test_every_writer_stamps_provenance(tmp_path, real_psf):
+    import fitsio
+
+    from fiberflow.io.fibermap import write_fibermap
+
+    files = [fac.frame().write(tmp_path / "a.fits"), fac.sky().write(tmp_path / "b.fits"),
+             fac.spectra().write(tmp_path / "c.fits"), real_psf.write(tmp_path / "d.fits")]
+    write_fibermap(tmp_path / "e.fits", fac.fibermap(3))
+    files.append(tmp_path / "e.fits")
+    for f in files:
+        hdr = fitsio.read_header(str(f), 0)
+        assert hdr["FFVER"] and hdr["DEPNAM00"] == "python", f

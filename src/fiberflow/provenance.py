@@ -66,6 +66,25 @@ def _dependency_versions():
     return deps
 
 
+def base_cards():
+    """Provenance every written file carries, whatever wrote it: FFVER, FFGIT, DEPNAMnn/DEPVERnn."""
+    hdr = {"FFVER": (__version__, "fiberflow version")}
+    git = git_describe()
+    if git:
+        hdr["FFGIT"] = (git, "fiberflow git describe")
+    for i, (name, ver) in enumerate(_dependency_versions()):
+        hdr[f"DEPNAM{i:02d}"] = name
+        hdr[f"DEPVER{i:02d}"] = str(ver)
+    return hdr
+
+
+def with_base_provenance(header):
+    """``header`` (dict or None) with :func:`base_cards` filled in where absent."""
+    out = base_cards()
+    out.update(header or {})
+    return out
+
+
 def provenance_header(step, options=None, inputs=(), config=None, prod=None):
     """Header cards describing how a product was made.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
+from ..provenance import with_base_provenance
 from . import fitsutil
 
 
@@ -81,7 +82,7 @@ class Product:
     def write(self, path):
         """Write the product atomically. Returns ``path``."""
         self.validate()
-        header = dict(getattr(self, "header", None) or {})
+        header = with_base_provenance(getattr(self, "header", None))
         header["FFDMNAME"] = (self.NAME, "fiberflow data product")
         header["FFDMVER"] = (str(self.VERSION), "datamodel version")
         first = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from ..provenance import with_base_provenance
 from . import fitsutil
 
 #: DESI fibermap columns written by fiberflow, in DESI order, with DESI dtypes
@@ -150,7 +151,7 @@ def write_fibermap(path, table, header=None):
     """Write a fibermap file (empty primary + FIBERMAP table), atomically."""
     table = conform(table)
     with fitsutil.atomic_fits(path) as fx:
-        fitsutil.write_empty_primary(fx, header)
+        fitsutil.write_empty_primary(fx, with_base_provenance(header))
         fitsutil.write_table(fx, table, "FIBERMAP", header)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
+from ..provenance import with_base_provenance
 from . import fitsutil
 
 REQUIRED_PARAMS = ("GHSIGX", "GHSIGY")
@@ -139,7 +140,7 @@ class GaussHermitePSF:
             table["LEGDEGW"][k] = dw
         fmin = self.fibermin
         common = {"FIBERMIN": fmin, "FIBERMAX": fmin + nfib - 1, "PSFTYPE": "GAUSS-HERMITE", "PSFVER": 3}
-        xhdr = dict(self.header)
+        xhdr = with_base_provenance(self.header)
         xhdr.update(common)
         xhdr.update({"WAVEMIN": float(self.trace_wavemin), "WAVEMAX": float(self.trace_wavemax)})
         xhdr["FFDMNAME"] = (self.NAME, "fiberflow data product")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
+from ..provenance import with_base_provenance
 from . import fitsutil
 
 AMPS = ("A", "B", "C", "D")
@@ -160,7 +161,7 @@ def write_raw(path, header, cameras):
             raise ValueError(f"write_raw: exposure header lacks {key}")
     with fitsutil.atomic_fits(path) as fx:
         fitsutil.write_empty_primary(fx, None)
-        spec_hdr = dict(header)
+        spec_hdr = with_base_provenance(header)
         fitsutil.write_image(fx, np.arange(10, dtype=np.int16), "SPEC", spec_hdr, compress="GZIP")
         for cam in sorted(cameras):
             rc = cameras[cam]

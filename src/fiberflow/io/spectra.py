@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
+from ..provenance import with_base_provenance
 from . import fitsutil
 from .datamodel import HDU, Product, check_shape
 from .frame import FLUX_UNITS
@@ -81,7 +82,7 @@ class Spectra(Product):
 
     def write(self, path):
         self.validate()
-        header = dict(self.header or {})
+        header = with_base_provenance(self.header)
         header["FFDMNAME"] = (self.NAME, "fiberflow data product")
         header["FFDMVER"] = (str(self.VERSION), "datamodel version")
         ivar_units = "10**+34 (s2 cm4 Angstrom2) / erg2" if self.units == FLUX_UNITS else f"1/({self.units})**2"
