@@ -55,7 +55,8 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     assert (out / "redux" / "demo" / "FILE-NAMES.txt").exists()
     from fiberflow.io.psf import read_psf
 
-    assert read_psf(out / "calib" / "psf-r0-nominal.fits").nfiber == 500
+    for arm in "brz":
+        assert read_psf(out / "calib" / "psf" / f"psf-{arm}0.fits").nfiber == 50
 
 
 @pytest.mark.parametrize("argv", [["--version"]])

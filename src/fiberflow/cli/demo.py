@@ -17,6 +17,7 @@ import time
 STAGES = [
     ("config + instrument preset + path table", 2, True),
     ("PSF model on the real DESI r0 PSF (read, evaluate, write)", 2, True),
+    ("nominal b/r/z PSFs of the demo instrument (simulator optics)", 3, True),
     ("simulate a raw night with truth", 3, False),
     ("Snakemake production workflow (exposure tables, calibration association)", 4, False),
     ("preproc, psf, psfnight, traceshift", 5, False),
@@ -85,13 +86,19 @@ def run(args):
         _log("shared data (../shared/data) not found: PSF diagnostics skipped")
     else:
         psf = read_psf(psf_path)
-        calib_dir = os.path.join(out, "calib")
-        psf.header.update(provenance_header("demo", {"source": "real DESI r0 PSF"}, [psf_path]))
-        copy_path = psf.write(os.path.join(calib_dir, "psf-r0-nominal.fits"))
-        _log(f"read the real DESI r0 PSF ({psf.nfiber} fibers) and re-wrote it as {os.path.relpath(copy_path)}")
+        calib_dir = os.path.join(out, "calib", "psf")
+        from ..sim.optics import nominal_psfs
+
+        for arm, npsf in nominal_psfs(psf, inst).items():
+            npsf.header.update(provenance_header("nominal-psf", {"arm": arm, "instrument": inst.name}, [psf_path]))
+            p = npsf.write(os.path.join(calib_dir, f"psf-{arm}0.fits"))
+            wmin, wmax = psfmodel.wavelength_range(npsf, [0])
+            _log(f"nominal {arm} PSF for the {inst.name} instrument ({npsf.nfiber} fibers, "
+                 f"{wmin[0]:.0f}-{wmax[0]:.0f} A on the CCD): {os.path.relpath(p)}")
+        done.append(f"nominal b/r/z PSFs of the {inst.name} instrument derived from the real DESI r0 PSF")
         fig = _psf_figure(psf, psfmodel, np, qa_dir)
         figs.append(fig)
-        done.append("real DESI r0 PSF read, re-written, spots evaluated (numba)")
+        done.append("real DESI r0 PSF read and its spots evaluated (numba kernel)")
         _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
 
     page = _write_page(qa_dir, inst, done, figs)
