@@ -14,20 +14,20 @@ def rng():
     return np.random.default_rng(20251205)
 
 
+def _require(path, what):
+    if path is None:
+        pytest.skip(f"{what} is absent on this machine (real DESI instrument data from ../shared/data)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data():
-    path = shared_data_dir()
-    if path is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
-    return path
+    return _require(shared_data_dir(), "../shared/data")
 
 
 @pytest.fixture(scope="session")
 def real_psf_file():
-    path = real_psf_path()
-    if path is None:
-        pytest.skip("the real DESI PSF ../shared/data/psf/psf-r0-00067784.fits is absent on this machine")
-    return path
+    return _require(real_psf_path(), "../shared/data/psf/psf-r0-00067784.fits")
 
 
 @pytest.fixture(scope="session")
