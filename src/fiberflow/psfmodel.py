@@ -191,7 +191,7 @@ def spot_inputs(psf, wave, fibers=None):
     }
 
 
-def spots(psf, wave, fibers=None, use_numba=True):
+def spots(psf, wave, fibers=None, use_numba=True, hsize=None):
     """Pixel-integrated, unit-sum spots of every (fiber, wavelength).
 
     Parameters
@@ -201,6 +201,10 @@ def spots(psf, wave, fibers=None, use_numba=True):
     fibers : array of int, optional
     use_numba : bool
         numba kernel (default) or the numpy reference.
+    hsize : (int, int), optional
+        Stamp half sizes (x, y) instead of the file's HSIZEX/HSIZEY. The file's stamp cuts the
+        wings asymmetrically when a spot centre sits near a pixel edge (up to ~0.002 px of
+        centroid shift in y on the real r0 PSF); a larger stamp shows the untruncated model.
 
     Returns
     -------
@@ -210,7 +214,8 @@ def spots(psf, wave, fibers=None, use_numba=True):
     """
     p = spot_inputs(psf, wave, fibers)
     func = _numba_stamps() if use_numba else spot_stamps_numpy
-    stamps, x0, y0 = func(p["xc"], p["yc"], p["sigx"], p["sigy"], p["gh"], p["tail"], psf.hsizex, psf.hsizey)
+    hx, hy = (psf.hsizex, psf.hsizey) if hsize is None else hsize
+    stamps, x0, y0 = func(p["xc"], p["yc"], p["sigx"], p["sigy"], p["gh"], p["tail"], int(hx), int(hy))
     shape = p["shape"]
     return stamps.reshape(shape + stamps.shape[1:]), x0.reshape(shape), y0.reshape(shape)
 
