@@ -54,6 +54,8 @@ def test_parse_rejects_inconsistent_and_unknown():
 def test_findfile_errors():
     with pytest.raises(ValueError, match="needs camera"):
         paths.relpath("frame", night=20201214, expid=5)
+    with pytest.raises(ValueError, match="invalid night"):
+        paths.relpath("psfnight", night=1234, camera="r0")
     with pytest.raises(ValueError, match="invalid camera"):
         paths.relpath("frame", night=20201214, expid=5, camera="x9")
     with pytest.raises(KeyError, match="unknown file type"):

@@ -163,11 +163,8 @@ def relpath(filetype, **ids):
 
 
 def _format_one(name, value):
-    if name in ("night",):
-        return f"{int(value):08d}" if int(value) >= 0 else str(value)
-    if name == "expid":
-        return f"{int(value):08d}"
-    return str(value)
+    """An identifier as it appears in a file name (expid zero-padded to 8 digits)."""
+    return f"{int(value):08d}" if name == "expid" else str(value)
 
 
 def findfile(filetype, *, raw=None, prod=None, truth=None, **ids):

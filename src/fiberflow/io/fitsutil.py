@@ -172,9 +172,9 @@ def write_image(fx, data, extname, header=None, compress=None):
     kwargs = {}
     if compress:
         kwargs["compress"] = compress
-        if compress.upper() == "RICE":
-            kwargs["tile_dims"] = [1, int(data.shape[-1])] if data.ndim == 2 else None
-    fx.write(np.ascontiguousarray(data), extname=extname, header=header_records(header), **{k: v for k, v in kwargs.items() if v is not None})
+        if compress.upper() == "RICE" and data.ndim == 2:
+            kwargs["tile_dims"] = [1, int(data.shape[-1])]  # row tiles, as fpack
+    fx.write(np.ascontiguousarray(data), extname=extname, header=header_records(header), **kwargs)
     _write_datasum(fx[-1])
 
 
