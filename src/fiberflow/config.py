@@ -84,7 +84,7 @@ def load_config(path=None, overrides=None):
     return validate_config(config, source)
 
 
-def resolve_roots(config, base=None):
+def resolve_roots(config, base=None, need_prod=True):
     """Absolute raw, production and truth roots from the config, else DESI environment variables.
 
     Parameters
@@ -92,6 +92,9 @@ def resolve_roots(config, base=None):
     config : dict
     base : str, optional
         Folder relative config paths are resolved against (default: current directory).
+    need_prod : bool
+        Require the production roots (False for tools that only touch raw data, e.g. the
+        simulator; ``prod`` is then None when they are unset).
 
     Returns
     -------
@@ -110,7 +113,8 @@ def resolve_roots(config, base=None):
     specprod = pick("specprod", "SPECPROD")
     truth = pick("truth", "FIBERFLOW_TRUTH")
     missing = [name for name, val in (("raw (or $DESI_SPECTRO_DATA)", raw), ("redux (or $DESI_SPECTRO_REDUX)", redux),
-                                       ("specprod (or $SPECPROD)", specprod)) if not val]
+                                       ("specprod (or $SPECPROD)", specprod)) if not val
+               and (need_prod or name.startswith("raw"))]
     if missing:
         raise ConfigError(f"configuration: set {', '.join(missing)}")
 
@@ -118,7 +122,7 @@ def resolve_roots(config, base=None):
         return None if p is None else os.path.normpath(os.path.join(base, os.path.expanduser(p)))
 
     return {"raw": absolute(raw), "redux": absolute(redux), "specprod": specprod,
-            "prod": absolute(os.path.join(redux, specprod)), "truth": absolute(truth)}
+            "prod": absolute(os.path.join(redux, specprod)) if redux and specprod else None, "truth": absolute(truth)}
 
 
 def section_hash(config, *sections):

@@ -16,6 +16,7 @@ COMMANDS = {
     "parsepath": ("fiberflow.cli.findfile", "print the file type and identifiers of a path"),
     "describe": ("fiberflow.cli.describe", "print the datamodel of a product"),
     "config": ("fiberflow.cli.configcmd", "validate a configuration file and print it with defaults"),
+    "simulate": ("fiberflow.cli.simulate", "simulate a night of raw exposures (DESI layout) with truth files"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }
 

@@ -226,16 +226,20 @@ def hdu_names(fx):
 
 
 def require_hdu(fx, extname, path):
-    """Return the HDU ``extname`` or raise DataError naming the file and the missing HDU."""
+    """Return the HDU ``extname`` (name or index) or raise DataError naming the file and the missing HDU."""
     names = hdu_names(fx)
-    if extname.upper() not in names:
-        have = ", ".join(n or "<primary>" for n in names)
-        size = os.path.getsize(path) if path and os.path.exists(path) else None
-        if size is not None and size % 2880:
-            raise DataError(path, f"file is truncated ({size} bytes, not a whole number of FITS blocks): "
-                                  f"HDU {extname} missing (file has {have})")
-        raise DataError(path, f"missing HDU {extname} (file has {have})")
-    return fx[extname]
+    if isinstance(extname, (int, np.integer)):
+        if 0 <= extname < len(names):
+            return fx[int(extname)]
+        extname = f"#{extname}"
+    elif extname.upper() in names:
+        return fx[extname]
+    have = ", ".join(n or "<primary>" for n in names)
+    size = os.path.getsize(path) if path and os.path.exists(path) else None
+    if size is not None and size % 2880:
+        raise DataError(path, f"file is truncated ({size} bytes, not a whole number of FITS blocks): "
+                              f"HDU {extname} missing (file has {have})")
+    raise DataError(path, f"missing HDU {extname} (file has {have})")
 
 
 def _verify(hdu, path, extname):
@@ -274,7 +278,7 @@ def read_image(fx, extname, path, dtype=None, ndim=None, shape=None, verify=True
         Data and header dict.
     """
     name = extname if isinstance(extname, str) else f"#{extname}"
-    hdu = require_hdu(fx, extname, path) if isinstance(extname, str) else fx[extname]
+    hdu = require_hdu(fx, extname, path)
     try:
         data = hdu.read()
         hdr = hdu.read_header()

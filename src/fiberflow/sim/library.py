@@ -1,0 +1,223 @@
+"""Readers of the real instrument data the simulator is built on (``../shared/data``).
+
+Every function returns plain numpy arrays and caches its result; a missing file raises
+:class:`~fiberflow.errors.DataError` naming it. Wavelengths are vacuum Angstrom.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import numpy as np
+
+from ..errors import DataError
+from ..io import fitsutil
+from ..shared import shared_data_dir
+
+#: lamps DESI's arc exposures use (HgAr, Cd, Ne, Kr)
+ARC_LAMPS = ("HgI", "CdI", "NeI", "KrI", "ArI")
+
+
+def data_path(*parts):
+    """Absolute path of a shared data file; DataError when the folder or file is absent."""
+    root = shared_data_dir()
+    if root is None:
+        raise DataError("../shared/data", "the shared instrument data folder is absent "
+                        "(set FIBERFLOW_SHARED_DATA to its location)")
+    path = os.path.join(root, *parts)
+    if not os.path.exists(path):
+        raise DataError(path, "shared data file missing")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def sky_spectrum():
+    """UVES night-sky spectrum (continuum + lines).
+
+    Returns
+    -------
+    wave, flux : (n,)
+        Angstrom; 1e-17 erg/s/cm^2/Angstrom/arcsec^2 (dark sky at zenith).
+    """
+    path = data_path("spectra", "sky-uves.fits")
+    with fitsutil.open_fits(path) as fx:
+        tab, _ = fitsutil.read_table(fx, 1, path, required=("wavelength", "flux"))
+    return np.asarray(tab["wavelength"], float), np.clip(np.asarray(tab["flux"], float), 0.0, None)
+
+
+@functools.lru_cache(maxsize=None)
+def extinction_curve():
+    """Kitt Peak zenith extinction (mag per airmass), including telluric bands.
+
+    Returns
+    -------
+    wave, ext : (n,)
+    """
+    path = data_path("spectra", "ZenExtinct-KPNO.fits")
+    with fitsutil.open_fits(path) as fx:
+        tab, _ = fitsutil.read_table(fx, 1, path, required=("WAVELENGTH", "EXTINCTION"))
+    return np.asarray(tab["WAVELENGTH"], float), np.asarray(tab["EXTINCTION"], float)
+
+
+@functools.lru_cache(maxsize=None)
+def quartz_lamp():
+    """Quartz-iodine flat-field lamp SED (3100 K), relative surface brightness.
+
+    Returns
+    -------
+    wave, flux : (n,)
+    """
+    path = data_path("spectra", "flat-3100K-quartz-iodine.fits")
+    with fitsutil.open_fits(path) as fx:
+        data, hdr = fitsutil.read_image(fx, 0, path, ndim=1)
+    for key in ("CRVAL1", "CDELT1"):
+        if key not in hdr:
+            raise DataError(path, f"missing keyword {key}")
+    wave = float(hdr["CRVAL1"]) + float(hdr["CDELT1"]) * np.arange(data.size)
+    return wave, np.asarray(data, float)
+
+
+def _nist_wavelengths(path):
+    """Observed vacuum wavelengths of a NIST line list (``*_vacuum.ascii``)."""
+    waves = []
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith("#") or "|" not in line:
+                continue
+            m = re.match(r"\s*(\d+\.\d*)", line.split("|")[0])
+            if m:
+                waves.append(float(m.group(1)))
+    return np.array(sorted(waves))
+
+
+@functools.lru_cache(maxsize=None)
+def arc_lines():
+    """Arc lines with DESI's measured intensities, each tagged with its lamp.
+
+    The measured table (``arc-lines-average-in-vacuum.fits``) gives electrons per second in a
+    typical BOSS/DESI arc; each line is attributed to the NIST list (Hg, Cd, Ne, Kr, Ar) with
+    the nearest wavelength within 0.2 Angstrom.
+
+    Returns
+    -------
+    ndarray, structured (nline,)
+        WAVE (Angstrom), ELECTRONS_PER_S, LAMP (str, '' when unattributed), GOOD (bool: in
+        DESI's good-lines list).
+    """
+    path = data_path("spectra", "arc-lines-average-in-vacuum.fits")
+    with fitsutil.open_fits(path) as fx:
+        tab, _ = fitsutil.read_table(fx, 1, path, required=("VACUUM_WAVE", "ELECTRONS"))
+    wave = np.asarray(tab["VACUUM_WAVE"], float)
+    out = np.zeros(wave.size, dtype=[("WAVE", "f8"), ("ELECTRONS_PER_S", "f8"), ("LAMP", "U4"), ("GOOD", "?")])
+    out["WAVE"] = wave
+    out["ELECTRONS_PER_S"] = np.clip(np.asarray(tab["ELECTRONS"], float), 0.0, None)
+    best = np.full(wave.size, 0.2)
+    for lamp in ARC_LAMPS:
+        nist = _nist_wavelengths(data_path("arc_lines", f"{lamp}_vacuum.ascii"))
+        if nist.size == 0:
+            continue
+        idx = np.clip(np.searchsorted(nist, wave), 1, nist.size - 1)
+        near = np.where(np.abs(nist[idx] - wave) < np.abs(nist[idx - 1] - wave), nist[idx], nist[idx - 1])
+        d = np.abs(near - wave)
+        take = d < best
+        out["LAMP"][take] = lamp
+        best[take] = d[take]
+    good = good_lines()["WAVE"]
+    out["GOOD"] = np.min(np.abs(wave[:, None] - good[None, :]), axis=1) < 0.05 if good.size else False
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def good_lines():
+    """DESI's bright isolated arc lines used to start a wavelength solution.
+
+    Returns
+    -------
+    ndarray, structured (n,): WAVE, ION, CAMERAS (e.g. 'B,R')
+    """
+    path = data_path("arc_lines", "goodlines_vacuum.ascii")
+    rows = []
+    with open(path) as fh:
+        for line in fh:
+            parts = line.split()
+            if not parts or line.startswith("#") or len(parts) < 3:
+                continue
+            rows.append((float(parts[0]), parts[1], parts[2]))
+    return np.array(rows, dtype=[("WAVE", "f8"), ("ION", "U6"), ("CAMERAS", "U8")])
+
+
+@functools.lru_cache(maxsize=None)
+def lrg_templates():
+    """LRG basis templates (rest frame).
+
+    Returns
+    -------
+    wave : (nwave,)
+    flux : (ntemplate, nwave)
+        erg/s/cm^2/Angstrom, arbitrary normalisation.
+    """
+    path = data_path("templates", "lrg_templates_v2.0-lite.fits")
+    with fitsutil.open_fits(path) as fx:
+        flux, _ = fitsutil.read_image(fx, 0, path, ndim=2)
+        wave, _ = fitsutil.read_image(fx, 2, path, ndim=1)
+    return np.asarray(wave, float), np.asarray(flux, float)
+
+
+@functools.lru_cache(maxsize=None)
+def qso_eigenspectra():
+    """SDSS quasar eigenspectra with the coefficients and redshifts of real SDSS quasars.
+
+    Returns
+    -------
+    wave : (nwave,)
+        Rest frame.
+    eigen : (4, nwave)
+    coeff : (nqso, 4)
+    z : (nqso,)
+    """
+    path = data_path("templates", "qso_templates_v2.0-lite.fits")
+    with fitsutil.open_fits(path) as fx:
+        eigen, _ = fitsutil.read_image(fx, "SDSS_EIGEN", path, ndim=2)
+        wave, _ = fitsutil.read_image(fx, "SDSS_EIGEN_WAVE", path, ndim=1)
+        pca, _ = fitsutil.read_table(fx, "SDSS_PCA", path)
+        z, _ = fitsutil.read_image(fx, "SDSS_Z", path, ndim=1)
+    coeff = np.stack([np.asarray(pca[f"PCA{k}"], float) for k in range(eigen.shape[0])], axis=1)
+    return np.asarray(wave, float), np.asarray(eigen, float), coeff, np.asarray(z, float)
+
+
+@functools.lru_cache(maxsize=None)
+def filters():
+    """DECam g, r, z response curves (speclite ``decam2014``), the Legacy Surveys' south photometry."""
+    import speclite.filters
+
+    return speclite.filters.load_filters("decam2014-g", "decam2014-r", "decam2014-z")
+
+
+def ab_nanomaggies(wave, flux):
+    """Synthetic g, r, z photometry.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+        Angstrom, covering 3600-10500.
+    flux : (n, nwave)
+        erg/s/cm^2/Angstrom.
+
+    Returns
+    -------
+    (n, 3)
+        Fluxes in nanomaggies (AB magnitude 22.5 = 1 nanomaggy).
+    """
+    flux = np.atleast_2d(flux)
+    out = np.empty((flux.shape[0], 3))
+    fs = filters()
+    for k, filt in enumerate(fs):
+        resp = filt(wave)  # dimensionless response
+        # AB: f_nu = int f_lambda lambda R dlambda / int c/lambda R dlambda
+        num = np.trapezoid(flux * (wave * resp)[None, :], wave, axis=1)
+        den = np.trapezoid(2.99792458e18 / wave * resp, wave)
+        fnu = num / den
+        out[:, k] = fnu / 3.631e-29  # 1 nanomaggy = 3.631e-29 erg/s/cm^2/Hz
+    return out

@@ -1,0 +1,123 @@
+"""Truth products of the simulator (read by tests and validation tools, never by the pipeline).
+
+Stable contract (see the simulator issue): ``truth-{camera}-{expid}.fits`` has WAVELENGTH,
+ELECTRONS, SKY, FIBERFLAT, CALIB, FLUX and FIBERMAP for exposures with light; every exposure
+also has the detector truth (CRMASK, BADPIX, and per-amplifier ``TBIASx`` [ADU], ``TRDNOIx``
+[electron], ``TGAINx`` in the header) and the trace offsets (``TDX``, ``TDY``, ``TDYSLOPE``:
+this exposure relative to the night's PSF, pixels; ``NDX``, ``NDY``: the night relative to
+the nominal PSF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..io.datamodel import HDU, Product, check_shape
+
+
+@dataclass
+class TruthFrame(Product):
+    """Truth of one exposure x camera.
+
+    Attributes
+    ----------
+    wave : (nwave,) or None
+        The camera's extraction grid.
+    electrons : (nfiber, nwave)
+        What a perfect extraction returns: electron/Angstrom at the PSF resolution, object + sky.
+    sky : (nfiber, nwave)
+        Sky part of ``electrons``.
+    fiberflat : (nfiber, nwave)
+        True relative fiber throughput (median 1 over fibers at each wavelength).
+    calib : (nfiber, nwave)
+        Electron/Angstrom per 1e-17 erg/s/cm^2/Angstrom of a point source (exposure time,
+        atmosphere, aperture loss, instrument; not the fiberflat).
+    flux : (nfiber, nwave)
+        True object flux at the instrument resolution, 1e-17 erg/s/cm^2/Angstrom, scaled to the
+        point-source aperture (what a calibrated spectrum of the fiber should show).
+    fine_center : (nbin,)
+        Fine-bin centres of the projected photons.
+    fine_dwave : (nfiber, nbin)
+        Electron-weighted wavelength of each fine bin minus its centre.
+    photons : (nfiber, nbin)
+        Detected electrons per fine bin (before Poisson noise): the projection input.
+    crmask : uint8 (ny, nx)
+        1 where cosmic rays deposited more than twice the read noise.
+    badpix : uint8 (ny, nx)
+        1 hot pixel, 2 hot column.
+    fibermap : table or None
+    header : dict
+    """
+
+    crmask: np.ndarray
+    badpix: np.ndarray
+    wave: np.ndarray | None = None
+    electrons: np.ndarray | None = None
+    sky: np.ndarray | None = None
+    fiberflat: np.ndarray | None = None
+    calib: np.ndarray | None = None
+    flux: np.ndarray | None = None
+    fine_center: np.ndarray | None = None
+    fine_dwave: np.ndarray | None = None
+    photons: np.ndarray | None = None
+    fibermap: np.ndarray | None = None
+    header: dict = field(default_factory=dict)
+
+    NAME = "truth"
+    VERSION = "1"
+    PRIMARY_IMAGE = False
+    DATAMODEL = {
+        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, required=False, units="Angstrom", descr="frame grid (nwave,)"),
+        "electrons": HDU("ELECTRONS", dtype="f4", ndim=2, required=False, units="electron/Angstrom",
+                         descr="perfect extraction, object + sky (nfiber, nwave)"),
+        "sky": HDU("SKY", dtype="f4", ndim=2, required=False, units="electron/Angstrom", descr="sky part (nfiber, nwave)"),
+        "fiberflat": HDU("FIBERFLAT", dtype="f4", ndim=2, required=False, descr="true fiber throughput (nfiber, nwave)"),
+        "calib": HDU("CALIB", dtype="f4", ndim=2, required=False,
+                     units="electron/Angstrom per 1e-17 erg/(s cm2 Angstrom)", descr="calibration vector (nfiber, nwave)"),
+        "flux": HDU("FLUX", dtype="f4", ndim=2, required=False, units="1e-17 erg/(s cm2 Angstrom)",
+                    descr="true object flux at resolution (nfiber, nwave)"),
+        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the camera"),
+        "fine_center": HDU("FINEWAVE", dtype="f8", ndim=1, required=False, units="Angstrom", descr="fine-bin centres (nbin,)"),
+        "fine_dwave": HDU("FINEDWAVE", dtype="f4", ndim=2, required=False, units="Angstrom",
+                          descr="electron-weighted bin wavelength minus centre (nfiber, nbin)"),
+        "photons": HDU("PHOTONS", dtype="f4", ndim=2, required=False, units="electron",
+                       descr="electrons per fine bin, before noise (nfiber, nbin)"),
+        "crmask": HDU("CRMASK", dtype="u1", ndim=2, descr="cosmic-ray pixels (ny, nx)", compress="RICE"),
+        "badpix": HDU("BADPIX", dtype="u1", ndim=2, descr="1 hot pixel, 2 hot column (ny, nx)", compress="RICE"),
+    }
+
+    def validate(self, path=None):
+        check_shape(path, "BADPIX", self.badpix, self.crmask.shape)
+        if self.electrons is not None:
+            nfib, nwave = self.electrons.shape
+            check_shape(path, "WAVELENGTH", self.wave, (nwave,))
+            for name in ("sky", "fiberflat", "calib", "flux"):
+                check_shape(path, name.upper(), getattr(self, name), (nfib, nwave))
+        if self.photons is not None:
+            check_shape(path, "FINEDWAVE", self.fine_dwave, self.photons.shape)
+            check_shape(path, "FINEWAVE", self.fine_center, (self.photons.shape[1],))
+
+    @property
+    def fine_wave(self):
+        """(nfiber, nbin) electron-weighted wavelength of each fine bin."""
+        return self.fine_center[None, :] + self.fine_dwave
+
+    def amp_truth(self):
+        """dict amp -> (bias ADU, read noise electron, gain e/ADU)."""
+        return {a: (self.header[f"TBIAS{a}"], self.header[f"TRDNOI{a}"], self.header[f"TGAIN{a}"])
+                for a in "ABCD" if f"TBIAS{a}" in self.header}
+
+
+@dataclass
+class TruthStdStars(Product):
+    """True parameters of the standard stars of one exposure (table STDSTARS)."""
+
+    table: np.ndarray
+    header: dict = field(default_factory=dict)
+
+    NAME = "truth_stdstars"
+    VERSION = "1"
+    PRIMARY_IMAGE = False
+    DATAMODEL = {"table": HDU("STDSTARS", kind="table", descr="TARGETID, PETAL_LOC, FIBER, TEFF, LOGG, FEH, RV, MAG_R, FLAGGED")}
