@@ -35,3 +35,8 @@ def real_psf(real_psf_file):
     from fiberflow.io.psf import read_psf
 
     return read_psf(real_psf_file)
+
+
+#: mark for tests (or modules) that need ../shared/data
+needs_shared_data = pytest.mark.skipif(
+    shared_data_dir() is None, reason="../shared/data (real DESI instrument data) is absent on this machine")

@@ -30,7 +30,7 @@ from .truth import TruthFrame, TruthStdStars
 #: per-fiber throughput RMS (truth of the fiberflat)
 FIBER_SCATTER = 0.03
 #: quartz lamp level: peak electrons per Angstrom per fiber for a 120 s flat
-FLAT_LEVEL = 1.0e5
+FLAT_LEVEL = 2.5e5
 #: night / exposure trace offsets (pixels, RMS)
 NIGHT_SHIFT = 0.3
 EXPOSURE_SHIFT = 0.05

@@ -106,8 +106,13 @@ class TruthFrame(Product):
 
     def amp_truth(self):
         """dict amp -> (bias ADU, read noise electron, gain e/ADU)."""
-        return {a: (self.header[f"TBIAS{a}"], self.header[f"TRDNOI{a}"], self.header[f"TGAIN{a}"])
+        return {a: tuple(self.value(f"{k}{a}") for k in ("TBIAS", "TRDNOI", "TGAIN"))
                 for a in "ABCD" if f"TBIAS{a}" in self.header}
+
+    def value(self, key):
+        """Header value (in-memory headers may hold (value, comment) pairs)."""
+        v = self.header[key]
+        return v[0] if isinstance(v, tuple) else v
 
 
 @dataclass
