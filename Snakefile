@@ -1,6 +1,7 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
-# Rules arrive stage by stage (issues 4-9): preproc, arcs, flats, science, healpix, qa, simulate.
+# Stages arrive issue by issue: exposure tables and preproc now; psf, extraction,
+# calibration, healpix and QA next.
 
 from snakemake.utils import min_version
 
@@ -11,3 +12,19 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/exptable.smk"
+include: "rules/preproc.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        exptable_targets(),
+        preproc_targets(),
+
+
+rule night:
+    input:
+        lambda wc: exptable_targets([int(wc.night)]) + preproc_targets([int(wc.night)]),
+    output:
+        touch(os.path.join(PROD, "run", "night-{night}.done")),

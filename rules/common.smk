@@ -1,16 +1,26 @@
-# Shared workflow helpers: configuration validation, roots, wildcard constraints and
-# output patterns, all taken from the library so that no file name is spelled twice.
+# Shared workflow helpers: configuration validation, roots, exposure tables, wildcard
+# constraints, output patterns and input functions. File names come from fiberflow.paths.
 
+import os
+
+import fiberflow.exptable as ffexp
 import fiberflow.paths as ffpaths
-from fiberflow.config import resolve_roots, validate_config
+from fiberflow.config import resolve_roots, section_hash, validate_config
 from fiberflow.instrument import load_instrument
 
 # validate (and fill defaults of) the configuration; errors name the bad key
 validate_config(config, source="config")
 
 ROOTS = resolve_roots(config)
+PROD = ROOTS["prod"]
 INSTRUMENT = load_instrument(config["instrument"])
 CAMERAS = INSTRUMENT.camera_names()
+# the configuration file the steps read (command-line --config overrides do not reach them)
+CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles else ""
+# nights: configured, else every night with raw data; exposure tables read at parse time
+# (CSV edits + raw exposures not yet in the CSV + override file), so no checkpoint is needed
+NIGHTS = [int(n) for n in config["nights"]] or ffexp.nights_with_raw(ROOTS["raw"])
+TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
 
 
 wildcard_constraints:
@@ -18,10 +28,54 @@ wildcard_constraints:
 
 
 def out(filetype):
-    """Snakemake output pattern of a production file type (relative to the production root)."""
-    return ffpaths.wildcard_pattern(filetype)
+    """Output pattern of a production file type (absolute, under the production root)."""
+    return ffpaths.wildcard_pattern(filetype, PROD)
 
 
 def raw_pattern(filetype):
     """Pattern of a raw-data file type under the raw root."""
     return ffpaths.wildcard_pattern(filetype, ROOTS["raw"])
+
+
+def logfile(step, ident):
+    """Log of one job: {prod}/logs/{step}/{ident}.log."""
+    return os.path.join(PROD, "logs", step, ident + ".log")
+
+
+def benchfile(step, ident):
+    """Benchmark of one job: {prod}/benchmarks/{step}/{ident}.tsv."""
+    return os.path.join(PROD, "benchmarks", step, ident + ".tsv")
+
+
+def find(filetype, **ids):
+    return ffpaths.findfile(filetype, raw=ROOTS["raw"], prod=PROD, **ids)
+
+
+def rows(night, obstypes=None):
+    """Exposure-table rows of a night that are not ignored (optionally of some OBSTYPEs)."""
+    return [
+        r
+        for r in TABLES.get(int(night), [])
+        if r["LASTSTEP"] != "ignore" and (obstypes is None or r["OBSTYPE"] in obstypes)
+    ]
+
+
+def row(night, expid):
+    for r in TABLES.get(int(night), []):
+        if r["EXPID"] == int(expid):
+            return r
+    raise ValueError(f"exposure {expid} is not in the exposure table of night {night}")
+
+
+def cameras(r):
+    return ffexp.cameras_of(r, CAMERAS)
+
+
+def zeros_of(night, camera):
+    return [r for r in rows(night, ("ZERO",)) if camera in cameras(r)]
+
+
+def badamps(night, expid, camera):
+    """Amplifiers of a camera marked bad in the exposure table (e.g. 'B,C')."""
+    amps = ffexp.parse_badamps(row(night, expid)["BADAMPS"]).get(camera, set())
+    return ",".join(sorted(amps))

@@ -17,6 +17,9 @@ COMMANDS = {
     "describe": ("fiberflow.cli.describe", "print the datamodel of a product"),
     "config": ("fiberflow.cli.configcmd", "validate a configuration file and print it with defaults"),
     "simulate": ("fiberflow.cli.simulate", "simulate a night of raw exposures (DESI layout) with truth files"),
+    "biasnight": ("fiberflow.cli.preproc", "nightly master bias of one camera from the night's ZERO exposures"),
+    "preproc": ("fiberflow.cli.preproc", "preprocess one camera of a raw exposure (overscan, bias, gain, masks, ivar)"),
+    "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }
 

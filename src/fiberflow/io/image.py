@@ -62,3 +62,32 @@ def read_preproc(path):
 
 def write_preproc(path, image):
     return image.write(path)
+
+
+@dataclass
+class BiasNight(Product):
+    """Nightly master bias of one camera (``biasnight-{camera}-{night}.fits``).
+
+    Attributes
+    ----------
+    image : float32 (ny, nx)
+        Overscan-subtracted bias structure [ADU] (subtract before applying the gain).
+    mask : int16 (ny, nx)
+        ccdmask bits of pixels that stand out in the bias (hot columns, hot pixels).
+    header : dict
+        CAMERA, NIGHT, NZERO, input EXPIDs.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    header: dict = field(default_factory=dict)
+
+    NAME = "biasnight"
+    VERSION = "1"
+    DATAMODEL = {
+        "image": HDU("IMAGE", dtype="f4", ndim=2, units="adu", descr="master bias (ny, nx)"),
+        "mask": HDU("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)"),
+    }
+
+    def validate(self, path=None):
+        check_shape(path, "MASK", self.mask, np.shape(self.image))

@@ -1,0 +1,99 @@
+"""``fiberflow preproc`` and ``fiberflow biasnight``: CCD preprocessing steps."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", default=None, help="workflow configuration (instrument preset, preproc options)")
+    p.add_argument("--camera", required=True, help="camera, e.g. r0")
+    p.add_argument("-o", "--outfile", required=True)
+    if name == "preproc":
+        p.add_argument("-i", "--infile", required=True, help="raw file desi-{expid}.fits.fz")
+        p.add_argument("--biasnight", default=None, help="master bias of the night (default: none, overscan only)")
+        p.add_argument("--fibermap", default=None, help="fibermap-{expid}.fits to attach (rows of the petal)")
+        p.add_argument("--badamps", default="", help="amplifiers to mask, e.g. B or B,C")
+        p.add_argument("--no-cosmics", action="store_true", help="skip cosmic-ray rejection")
+    else:
+        p.add_argument("-i", "--infiles", nargs="+", required=True, help="raw ZERO exposures of the night")
+
+
+def _prod_root(cfg):
+    from ..config import resolve_roots
+
+    try:
+        return resolve_roots(cfg)["prod"]
+    except Exception:
+        return None
+
+
+def run(args):
+    from ..config import load_config
+    from ..errors import DataError
+    from ..instrument import load_instrument
+    from ..io.fibermap import petal_rows, read_fibermap
+    from ..io.image import BiasNight, PreprocImage
+    from ..io.raw import read_raw_camera
+    from ..provenance import provenance_header
+    from .. import preproc
+
+    cfg = load_config(args.config)
+    inst = load_instrument(cfg["instrument"])
+    cam = args.camera.lower()
+    if cam not in inst.camera_names():
+        raise DataError(None, f"instrument {inst.name} has no camera {cam}")
+    spec = inst.camera(cam)
+    gains = dict(zip(preproc.AMPS, spec.gain))
+    opts = cfg["preproc"]
+    prod = _prod_root(cfg)
+    if args.command == "biasnight":
+        images, expids = [], []
+        for path in args.infiles:
+            rc = read_raw_camera(path, cam)
+            if str(rc.header.get("OBSTYPE", "")).upper() != "ZERO":
+                raise DataError(path, f"OBSTYPE {rc.header.get('OBSTYPE')!r} is not ZERO")
+            img, _ = preproc.subtract_overscan(rc, opts["overscan_per_row"], opts["ostep_threshold"], path)
+            images.append(img)
+            expids.append(int(rc.header["EXPID"]))
+        bias, mask = preproc.master_bias(images)
+        hdr = provenance_header("biasnight", {"camera": cam}, args.infiles, cfg, prod)
+        hdr.update({"CAMERA": cam, "NIGHT": int(rc.header["NIGHT"]), "NZERO": len(images),
+                    "EXPIDS": ",".join(str(e) for e in expids)})
+        BiasNight(bias, mask, hdr).write(args.outfile)
+        print(f"biasnight {cam}: {len(images)} zero(s) -> {args.outfile}")
+        return 0
+    rc = read_raw_camera(args.infile, cam)
+    bias = bmask = None
+    inputs = [args.infile]
+    if args.biasnight:
+        b = BiasNight.read(args.biasnight)
+        bias, bmask = b.image, b.mask
+        inputs.append(args.biasnight)
+    badamps = [a.strip().upper() for a in args.badamps.split(",") if a.strip()]
+    image, ivar, rdnoise, mask, qa = preproc.preproc_camera(
+        rc, gains=gains, dark_rate=spec.dark, bias=bias, bias_mask=bmask, badamps=badamps,
+        nsig_cosmics=0.0 if args.no_cosmics else opts["cosmics_nsig"], per_row=opts["overscan_per_row"],
+        ostep_threshold=opts["ostep_threshold"], path=args.infile)
+    fibermap = None
+    if args.fibermap:
+        fm, _ = read_fibermap(args.fibermap)
+        fibermap = petal_rows(fm, int(cam[1:]))
+        inputs.append(args.fibermap)
+    hdr = {k: v for k, v in rc.header.items() if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "XTENSION",
+                                                                      "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE",
+                                                                      "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME",
+                                                                      "ZVAL", "ZQUANTIZ", "EXTNAME", "CHECKSUM", "DATASUM",
+                                                                      "INHERIT", "BSCALE", "BZERO", "ZSIMPLE", "ZEXTEND",
+                                                                      "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM", "TFIELDS",
+                                                                      "TTYPE", "TFORM", "THEAP", "FFDM", "DEP", "FFVER",
+                                                                      "FFGIT"))}
+    hdr.update(qa)
+    hdr.update(provenance_header("preproc", {"camera": cam, "badamps": args.badamps, "cosmics": not args.no_cosmics},
+                                 inputs, cfg, prod))
+    hdr["CAMERA"] = cam
+    PreprocImage(image, ivar, mask, rdnoise, fibermap, hdr).write(args.outfile)
+    rdn = ", ".join("%.2f" % qa["OBSRDN" + a][0] for a in preproc.AMPS if "OBSRDN" + a in qa)
+    print(f"preproc {cam} {os.path.basename(args.infile)}: {qa['NCOSMIC'][0]} cosmic-ray clusters, "
+          f"read noise {rdn} e -> {args.outfile}")
+    return 0
