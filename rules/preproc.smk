@@ -43,9 +43,6 @@ def preproc_options(wildcards, input):
         opts.append(f"--biasnight {input.biasnight}")
     if "fibermap" in input.keys():
         opts.append(f"--fibermap {input.fibermap}")
-    amps = badamps(wildcards.night, wildcards.expid, wildcards.camera)
-    if amps:
-        opts.append(f"--badamps {amps}")
     return " ".join(opts)
 
 
@@ -58,6 +55,7 @@ rule preproc:
         cfg=section_hash(config, "instrument", "preproc"),
         configfile=CONFIGFILE,
         opts=preproc_options,
+        badamps=lambda wc: badamps(wc.night, wc.expid, wc.camera),
     log:
         logfile("preproc", "{night}/{expid}-{camera}"),
     benchmark:
@@ -67,7 +65,7 @@ rule preproc:
         runtime=10,
     shell:
         "fiberflow preproc --config {params.configfile} --camera {wildcards.camera} "
-        "-i {input.raw} {params.opts} -o {output} > {log} 2>&1"
+        "-i {input.raw} {params.opts} --badamps '{params.badamps}' -o {output} > {log} 2>&1"
 
 
 def preproc_targets(nights=None):

@@ -3,10 +3,10 @@
 Per amplifier (:func:`overscan_correct`): the overscan level is a sigma-clipped mean, per row
 (median-smoothed over 7 rows) when the overscan shows a step larger than ``ostep_threshold``
 ADU, else one value; the read noise is the clipped RMS of the overscan around its level,
-times the gain. Then (:func:`preproc_camera`): master-bias subtraction (ADU), gain, dark
+times the gain. Then (:func:`preproc_camera`): master-bias subtraction (ADU; its own noise, read noise^2 / NZERO, enters the variance), gain, dark
 current scaled by DARKTIME, masks (pre-determined bad pixels from the master bias, saturation,
 bad amplifiers, cosmic rays), per-pixel read noise and inverse variance
-``1 / (readnoise^2 + max(S, 0))`` where the signal model ``S`` is the 3x3 median of the image,
+``1 / (readnoise^2 + max(S, 0))`` where the signal model ``S`` is the median of the 8 neighbours,
 not the pixel itself (a pixel's own noise would otherwise bias its weight).
 
 Cosmic rays (:func:`cosmic_candidates`, numba kernel with the numpy reference
@@ -218,7 +218,7 @@ def master_bias(images):
     return bias.astype(np.float32), mask
 
 
-def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None, badamps=(), nsig_cosmics=6.0,
+def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None, bias_nzero=0, badamps=(), nsig_cosmics=6.0,
                    per_row=True, ostep_threshold=2.0, path=None, use_numba=True):
     """Preprocess one camera.
 
@@ -233,6 +233,9 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
         Master bias (overscan-subtracted).
     bias_mask : (ny, nx) int16, optional
         Pre-determined bad pixels (from the master bias).
+    bias_nzero : int
+        Number of ZEROs averaged into the master bias: its noise (read noise^2 / nzero)
+        is added to the variance.
     badamps : sequence of amp letters
         Amplifiers marked bad by operators: masked BADAMP, ivar 0.
     nsig_cosmics : float
@@ -280,8 +283,11 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
         image -= dark_rate * darktime / 3600.0
     if bias_mask is not None:
         mask |= bias_mask.astype(np.int16)
-    signal = ndimage.median_filter(image, size=3, mode="nearest")
-    var = readnoise**2 + np.clip(signal, 0.0, None)
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False  # the pixel's own noise must not set its weight
+    signal = ndimage.median_filter(image, footprint=ring, mode="nearest")
+    bias_var = readnoise**2 / bias_nzero if (bias is not None and bias_nzero > 0) else 0.0
+    var = readnoise**2 + bias_var + np.clip(signal, 0.0, None)
     valid = (mask & ccdmask.mask("SATURATED|BADAMP|HOT")) == 0
     crs = reject_cosmics(image, var, valid, nsig_cosmics, use_numba=use_numba) if nsig_cosmics > 0 else np.zeros_like(valid)
     mask[crs] |= ccdmask.mask("COSMIC")

@@ -65,14 +65,16 @@ def run(args):
         return 0
     rc = read_raw_camera(args.infile, cam)
     bias = bmask = None
+    nzero = 0
     inputs = [args.infile]
     if args.biasnight:
         b = BiasNight.read(args.biasnight)
         bias, bmask = b.image, b.mask
+        nzero = int(b.header.get("NZERO", 0))
         inputs.append(args.biasnight)
     badamps = [a.strip().upper() for a in args.badamps.split(",") if a.strip()]
     image, ivar, rdnoise, mask, qa = preproc.preproc_camera(
-        rc, gains=gains, dark_rate=spec.dark, bias=bias, bias_mask=bmask, badamps=badamps,
+        rc, gains=gains, dark_rate=spec.dark, bias=bias, bias_mask=bmask, bias_nzero=nzero, badamps=badamps,
         nsig_cosmics=0.0 if args.no_cosmics else opts["cosmics_nsig"], per_row=opts["overscan_per_row"],
         ostep_threshold=opts["ostep_threshold"], path=args.infile)
     fibermap = None

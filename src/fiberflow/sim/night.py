@@ -205,6 +205,8 @@ class Simulator:
         truth_hdr = {}
         expected = np.zeros((ny, nx))
         tf_args = {}
+        if exp.obstype == "SCIENCE" and objflux is None:
+            fibermap, objflux, info = self.science_targets(exp, int(camera[1:]))
         if exp.obstype in ("ARC", "FLAT", "SCIENCE"):
             L = self.light(exp, camera, fibermap, objflux, info)
             grid, factor = self.model_grid(camera)
@@ -250,6 +252,8 @@ class Simulator:
             truth_hdr[f"TBIAS{a}"] = (float(levels[a]), "true bias level [ADU]")
             truth_hdr[f"TRDNOI{a}"] = (float(rdn[a] * (4.0 if a in noisy else 1.0)), "true read noise [electron]")
             truth_hdr[f"TGAIN{a}"] = (float(gains[a]), "true gain [e/ADU]")
+        hdr.update({"EXPID": exp.expid, "NIGHT": int(night), "OBSTYPE": exp.obstype, "EXPTIME": float(exp.exptime),
+                    "DARKTIME": float(darktime)})
         hdr["DETECTOR"] = f"SIM-{camera.upper()}"
         hdr["CCDSIZE"] = f"{ny},{nx}"
         dx, dy, slope = self.exposure_shift(exp.expid, camera)
@@ -268,6 +272,14 @@ class Simulator:
         return RawCamera(camera, data, hdr), truth, expected
 
     # ------------------------------------------------------------------ one exposure
+    def science_targets(self, exp: ExposureSpec, petal):
+        """(fibermap, flux, info) of one petal of a science exposure (see targets.tile_targets)."""
+        ra, dec = targets.tile_center(exp.tileid)
+        tile = targets.Tile(exp.tileid, ra, dec, exp.program, exp.survey)
+        fm, flux, info = targets.tile_targets(self.seed, tile, petal, self.instrument.nfiber, exp.faults.get("few_stdstars"))
+        fm["EXPTIME"] = exp.exptime
+        return fm, flux, info
+
     def exposure_header(self, night, exp: ExposureSpec, tile=None):
         from astropy.time import Time
 
@@ -307,8 +319,7 @@ class Simulator:
             ra, dec = targets.tile_center(exp.tileid)
             tile = targets.Tile(exp.tileid, ra, dec, exp.program, exp.survey)
             for petal in sorted({int(c[1:]) for c in cameras}):
-                fm, flux, info = targets.tile_targets(self.seed, tile, petal, inst.nfiber, exp.faults.get("few_stdstars"))
-                fm["EXPTIME"] = exp.exptime
+                fm, flux, info = self.science_targets(exp, petal)
                 # broken fibers (fault) are not flagged in the fibermap: the pipeline must find them
                 fm_all.append(fm)
                 flux_by_petal[petal], info_by_petal[petal] = flux, info
