@@ -18,9 +18,11 @@ STAGES = [
     ("config + instrument preset + path table", 2, True),
     ("PSF model on the real DESI r0 PSF (read, evaluate, write)", 2, True),
     ("nominal b/r/z PSFs of the demo instrument (simulator optics)", 3, True),
-    ("simulate a raw night with truth", 3, False),
-    ("Snakemake production workflow (exposure tables, calibration association)", 4, False),
-    ("preproc, psf, psfnight, traceshift", 5, False),
+    ("simulate a raw night with truth (fiberflow simulate)", 3, True),
+    ("Snakemake workflow: exposure tables, biasnight, preproc (local profile)", 4, True),
+    ("calibration association, Slurm profiles, status, dag", 4, False),
+    ("biasnight and preproc", 5, True),
+    ("psf, psfnight, traceshift", 5, False),
     ("extraction", 6, False),
     ("fiberflat, sky, stdstars, fluxcalib, cframe", 7, False),
     ("HEALPix spectra and coadds", 8, False),
@@ -101,12 +103,61 @@ def run(args):
         done.append("real DESI r0 PSF read and its spots evaluated (numba kernel)")
         _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
 
+    if psf_path is not None:
+        done += _simulate_and_reduce(out, roots, inst)
+
     page = _write_page(qa_dir, inst, done, figs)
     _log(f"QA page: {os.path.relpath(page)}")
     for stage, issue, implemented in STAGES:
         _log(f"  {'done   ' if implemented else 'NOT YET'} {stage} (issue {issue})")
     _log(f"finished in {time.time() - t0:.1f} s; look at {os.path.relpath(page)}")
     return 0
+
+
+DEMO_NIGHT = 20250101
+
+
+def _simulate_and_reduce(out, roots, inst):
+    """Simulate the demo night (once) and run the Snakemake workflow on it."""
+    import subprocess
+
+    import yaml
+
+    from ..exptable import raw_exposures
+    from ..sim.night import simulate_night
+    from ..sim.plan import default_plan, parse_plan
+
+    done = []
+    plan = parse_plan(default_plan(DEMO_NIGHT))
+    have = raw_exposures(roots["raw"], DEMO_NIGHT)
+    if set(plan.expids()) <= set(have):
+        _log(f"raw night {DEMO_NIGHT} already simulated ({len(have)} exposures)")
+    else:
+        t = time.time()
+        simulate_night(plan, inst, 1, roots["raw"], roots["truth"])
+        _log(f"simulated night {DEMO_NIGHT}: {len(plan.expids())} exposures in {time.time() - t:.1f} s "
+             f"-> {os.path.relpath(roots['raw'])}")
+    done.append(f"simulated night {DEMO_NIGHT} ({len(plan.expids())} exposures, truth in {os.path.relpath(roots['truth'])})")
+    project = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    snakefile = os.path.join(project, "Snakefile")
+    if not os.path.exists(snakefile):
+        _log("no Snakefile beside the package (installed without the project tree): workflow skipped")
+        return done
+    cfgfile = os.path.join(out, "config.yaml")
+    with open(cfgfile, "w") as fh:
+        yaml.safe_dump({"instrument": inst.name, "raw": roots["raw"], "redux": roots["redux"], "specprod": roots["specprod"],
+                        "truth": roots["truth"], "nights": [DEMO_NIGHT]}, fh, sort_keys=False)
+    cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
+           "--profile", os.path.join(project, "profiles", "local"), "--cores", str(os.cpu_count() or 1), "--quiet"]
+    _log("running the workflow: " + " ".join(cmd[1:]))
+    t = time.time()
+    res = subprocess.run(cmd)
+    if res.returncode != 0:
+        raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
+                         f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
+    _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera")
+    done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera")
+    return done
 
 
 def _psf_figure(psf, psfmodel, np, qa_dir):
