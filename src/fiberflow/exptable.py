@@ -207,13 +207,19 @@ def night_table(raw_root, prod, night):
     new = [e for e in raw_exposures(raw_root, night) if e not in known]
     if new:
         rows += [r for r in build_table(raw_root, night) if r["EXPID"] in new]
-    ovr = read_override(paths.findfile("exposure_override", prod=prod, night=night)) if prod else {}
-    for r in rows:
-        for k, v in ovr.get(r["EXPID"], {}).items():
-            r[k] = "" if v is None else str(v)
-        if r["EXPID"] in ovr:
-            r.update(_normalise(r, "override"))
+    if prod:
+        apply_override(rows, read_override(paths.findfile("exposure_override", prod=prod, night=night)))
     return sorted(rows, key=lambda r: r["EXPID"])
+
+
+def apply_override(rows, override):
+    """Apply :func:`read_override` edits to table rows in place (validated)."""
+    for r in rows:
+        if r["EXPID"] in override:
+            for k, v in override[r["EXPID"]].items():
+                r[k] = "" if v is None else str(v)
+            r.update(_normalise(r, "override"))
+    return rows
 
 
 def cameras_of(row, instrument_cameras):

@@ -160,11 +160,6 @@ def reject_cosmics(image, var, valid, nsig=6.0, use_numba=True):
 
 
 # ---------------------------------------------------------------------------- camera
-def amp_regions(rawcam, path=None):
-    """Validated amplifier geometry of a RawCamera (see fiberflow.io.raw.amp_geometry)."""
-    return rawcam.amps(path)
-
-
 def subtract_overscan(rawcam, per_row=True, ostep_threshold=2.0, path=None):
     """Trimmed overscan-subtracted image (ADU) and per-amplifier statistics.
 

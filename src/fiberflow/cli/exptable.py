@@ -24,10 +24,8 @@ def run(args):
     out = args.outfile or paths.findfile("exposure_table", prod=roots["prod"], night=args.night)
     existing = exptable.read_table(out) if os.path.exists(out) else []
     rows = exptable.build_table(roots["raw"], args.night, existing)
-    ovr = exptable.read_override(paths.findfile("exposure_override", prod=roots["prod"], night=args.night))
-    for r in rows:
-        for k, v in ovr.get(r["EXPID"], {}).items():
-            r[k] = "" if v is None else str(v)
+    exptable.apply_override(rows, exptable.read_override(
+        paths.findfile("exposure_override", prod=roots["prod"], night=args.night)))
     exptable.write_table(out, rows)
     counts = {}
     for r in rows:

@@ -82,14 +82,9 @@ def run(args):
         fm, _ = read_fibermap(args.fibermap)
         fibermap = petal_rows(fm, int(cam[1:]))
         inputs.append(args.fibermap)
-    hdr = {k: v for k, v in rc.header.items() if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "XTENSION",
-                                                                      "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE",
-                                                                      "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME",
-                                                                      "ZVAL", "ZQUANTIZ", "EXTNAME", "CHECKSUM", "DATASUM",
-                                                                      "INHERIT", "BSCALE", "BZERO", "ZSIMPLE", "ZEXTEND",
-                                                                      "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM", "TFIELDS",
-                                                                      "TTYPE", "TFORM", "THEAP", "FFDM", "DEP", "FFVER",
-                                                                      "FFGIT"))}
+    # camera + exposure keywords; structural ones are dropped by the writer, provenance is re-stamped
+    hdr = {k: v for k, v in rc.header.items()
+           if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "INHERIT", "FFDM", "DEPNAM", "DEPVER"))}
     hdr.update(qa)
     hdr.update(provenance_header("preproc", {"camera": cam, "badamps": args.badamps, "cosmics": not args.no_cosmics},
                                  inputs, cfg, prod))

@@ -122,7 +122,7 @@ class Simulator:
         return lightpath.fiber_throughput(_rng(self.seed, 21, _cam_index(camera)), self.instrument.nfiber, wave,
                                           spec.wavemin, spec.wavemax, FIBER_SCATTER, broken)
 
-    def light(self, exp: ExposureSpec, camera, fibermap=None, objflux=None, info=None):
+    def light(self, exp: ExposureSpec, camera, objflux=None, info=None):
         """Electrons per 0.1 A model sample of every fiber, plus the pieces the truth needs.
 
         Returns
@@ -208,7 +208,7 @@ class Simulator:
         if exp.obstype == "SCIENCE" and objflux is None:
             fibermap, objflux, info = self.science_targets(exp, int(camera[1:]))
         if exp.obstype in ("ARC", "FLAT", "SCIENCE"):
-            L = self.light(exp, camera, fibermap, objflux, info)
+            L = self.light(exp, camera, objflux, info)
             grid, factor = self.model_grid(camera)
             centers, centroid, photons = project.bin_model(grid, L["total"], factor, L["lines"])
             expected = project.project(psf, centers, centroid, photons, (ny, nx), use_numba=use_numba)
