@@ -2,11 +2,18 @@
 # constraints, output patterns and input functions. File names come from fiberflow.paths.
 
 import os
+import sys
 
 import fiberflow.exptable as ffexp
 import fiberflow.paths as ffpaths
 from fiberflow.config import resolve_roots, section_hash, validate_config
 from fiberflow.instrument import load_instrument
+
+# jobs call `fiberflow <step>`: the one installed beside the Python running Snakemake comes
+# first on PATH, so a non-activated virtual environment (python -m snakemake) works too
+_BINDIR = os.path.dirname(sys.executable)
+if os.path.exists(os.path.join(_BINDIR, "fiberflow")):
+    os.environ["PATH"] = _BINDIR + os.pathsep + os.environ.get("PATH", "")
 
 # validate (and fill defaults of) the configuration; errors name the bad key
 validate_config(config, source="config")
