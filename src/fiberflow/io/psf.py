@@ -43,6 +43,11 @@ class GaussHermitePSF:
         PSF-HDU keywords (NPIX_X, NPIX_Y, HSIZEX, HSIZEY, GHDEGX, GHDEGY, ...).
     header : dict
         Extra keywords for the XTRACE (primary) HDU: provenance, CAMERA ...
+    fiberstatus : structured (nfiber,), optional
+        HDU ``FIBERSTATUS`` of fitted PSFs: FIBER, STATUS (fibermask bits BADARC/BADTRACE),
+        NLINE (spots used), RMSX/RMSY (spot residuals about the fitted traces, pixel).
+    spots : structured (nspot,), optional
+        HDU ``SPOTS``: every measured arc spot (FIBER, WAVE, X, Y, FLUX, errors, CHI2, GOOD).
     """
 
     xtrace: np.ndarray
@@ -55,6 +60,8 @@ class GaussHermitePSF:
     meta: dict = field(default_factory=dict)
     legdeg: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)
+    fiberstatus: np.ndarray | None = None
+    spots: np.ndarray | None = None
 
     NAME = "psf"
     VERSION = "3"
@@ -84,6 +91,12 @@ class GaussHermitePSF:
     def hsizey(self):
         return int(self.meta.get("HSIZEY", 5))
 
+    def status(self):
+        """fibermask bits per fiber (nfiber,), zeros when the file has no FIBERSTATUS."""
+        if self.fiberstatus is None:
+            return np.zeros(self.nfiber, dtype=np.int32)
+        return np.asarray(self.fiberstatus["STATUS"], dtype=np.int32)
+
     @property
     def ghdegx(self):
         return int(self.meta.get("GHDEGX", max((i for i, _ in self.gh_terms()), default=0)))
@@ -107,6 +120,8 @@ class GaussHermitePSF:
             self.xtrace.copy(), self.ytrace.copy(), self.trace_wavemin, self.trace_wavemax,
             {k: v.copy() for k, v in self.params.items()}, self.psf_wavemin, self.psf_wavemax,
             dict(self.meta), dict(self.legdeg), dict(self.header),
+            None if self.fiberstatus is None else self.fiberstatus.copy(),
+            None if self.spots is None else self.spots.copy(),
         )
 
     def select_fibers(self, start, stop):
@@ -115,6 +130,9 @@ class GaussHermitePSF:
         out.xtrace = out.xtrace[start:stop].copy()
         out.ytrace = out.ytrace[start:stop].copy()
         out.params = {k: v[start:stop].copy() for k, v in out.params.items()}
+        if out.fiberstatus is not None:
+            out.fiberstatus = out.fiberstatus[start:stop].copy()
+        out.spots = None
         out.meta["FIBERMIN"] = self.fibermin + start
         out.meta["FIBERMAX"] = self.fibermin + start + out.nfiber - 1
         return out
@@ -156,6 +174,12 @@ class GaussHermitePSF:
             fitsutil.write_image(fx, np.asarray(self.xtrace, "f8"), "XTRACE", xhdr)
             fitsutil.write_image(fx, np.asarray(self.ytrace, "f8"), "YTRACE", yhdr)
             fitsutil.write_table(fx, table, "PSF", phdr)
+            if self.fiberstatus is not None:
+                if len(self.fiberstatus) != nfib:
+                    raise ValueError(f"FIBERSTATUS has {len(self.fiberstatus)} rows, traces have {nfib} fibers")
+                fitsutil.write_table(fx, self.fiberstatus, "FIBERSTATUS")
+            if self.spots is not None:
+                fitsutil.write_table(fx, self.spots, "SPOTS")
         return path
 
     @classmethod
@@ -166,6 +190,10 @@ class GaussHermitePSF:
             xtrace, xhdr = fitsutil.read_image(fx, "XTRACE", path, dtype="f8", ndim=2)
             ytrace, yhdr = fitsutil.read_image(fx, "YTRACE", path, dtype="f8", ndim=2)
             table, phdr = fitsutil.read_table(fx, "PSF", path, required=("PARAM", "COEFF"))
+            names = fitsutil.hdu_names(fx)
+            fiberstatus = (fitsutil.read_table(fx, "FIBERSTATUS", path, required=("FIBER", "STATUS"))[0]
+                           if "FIBERSTATUS" in names else None)
+            spots = fitsutil.read_table(fx, "SPOTS", path)[0] if "SPOTS" in names else None
         for name, hdr in (("XTRACE", xhdr), ("YTRACE", yhdr), ("PSF", phdr)):
             fitsutil.require_keys(hdr, ("WAVEMIN", "WAVEMAX"), path, f"HDU {name}")
         psftype = str(xhdr.get("PSFTYPE", phdr.get("PSFTYPE", ""))).strip()
@@ -193,8 +221,10 @@ class GaussHermitePSF:
         meta.setdefault("FIBERMIN", xhdr.get("FIBERMIN", 0))
         header = {k: v for k, v in xhdr.items()
                   if k not in ("WAVEMIN", "WAVEMAX", "FIBERMIN", "FIBERMAX", "PSFTYPE", "PSFVER", "COMMENT", "HISTORY")}
+        if fiberstatus is not None and len(fiberstatus) != xtrace.shape[0]:
+            raise DataError(path, f"FIBERSTATUS has {len(fiberstatus)} rows, XTRACE {xtrace.shape[0]} fibers")
         return cls(xtrace, ytrace, float(xhdr["WAVEMIN"]), float(xhdr["WAVEMAX"]), params,
-                   float(phdr["WAVEMIN"]), float(phdr["WAVEMAX"]), meta, legdeg, header)
+                   float(phdr["WAVEMIN"]), float(phdr["WAVEMAX"]), meta, legdeg, header, fiberstatus, spots)
 
 
 def read_psf(path):

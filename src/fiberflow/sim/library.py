@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 
 import numpy as np
 
+from .. import arclines
 from ..errors import DataError
 from ..io import fitsutil
 from ..shared import shared_data_dir
 
 #: lamps DESI's arc exposures use (HgAr, Cd, Ne, Kr)
-ARC_LAMPS = ("HgI", "CdI", "NeI", "KrI", "ArI")
+ARC_LAMPS = arclines.ARC_LAMPS
 
 
 def data_path(*parts):
@@ -81,15 +81,7 @@ def quartz_lamp():
 
 def _nist_wavelengths(path):
     """Observed vacuum wavelengths of a NIST line list (``*_vacuum.ascii``)."""
-    waves = []
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("#") or "|" not in line:
-                continue
-            m = re.match(r"\s*(\d+\.\d*)", line.split("|")[0])
-            if m:
-                waves.append(float(m.group(1)))
-    return np.array(sorted(waves))
+    return arclines.read_nist(path)[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,7 +121,6 @@ def arc_lines():
     return out
 
 
-@functools.lru_cache(maxsize=None)
 def good_lines():
     """DESI's bright isolated arc lines used to start a wavelength solution.
 
@@ -137,15 +128,7 @@ def good_lines():
     -------
     ndarray, structured (n,): WAVE, ION, CAMERAS (e.g. 'B,R')
     """
-    path = data_path("arc_lines", "goodlines_vacuum.ascii")
-    rows = []
-    with open(path) as fh:
-        for line in fh:
-            parts = line.split()
-            if not parts or line.startswith("#") or len(parts) < 3:
-                continue
-            rows.append((float(parts[0]), parts[1], parts[2]))
-    return np.array(rows, dtype=[("WAVE", "f8"), ("ION", "U6"), ("CAMERAS", "U8")])
+    return arclines.read_line_list(data_path("arc_lines", "goodlines_vacuum.ascii"))
 
 
 @functools.lru_cache(maxsize=None)

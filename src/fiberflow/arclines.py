@@ -1,0 +1,158 @@
+"""Arc-lamp line lists the wavelength calibration starts from.
+
+DESI's ``goodlines_vacuum.ascii`` (bright, isolated lines, vacuum wavelengths in Angstrom, each
+tagged with the cameras it serves) is read from the shared instrument data, or from a file
+named in the configuration (``psf.line_list``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .errors import DataError
+from .shared import shared_file
+
+
+def default_line_list():
+    """Path of DESI's good-lines list in the shared data, or None when absent."""
+    return shared_file("arc_lines", "goodlines_vacuum.ascii")
+
+
+@functools.lru_cache(maxsize=8)
+def read_line_list(path):
+    """Read a good-lines list: ``wavelength ion [cameras]`` per line (untagged lines serve no camera), ``#`` comments.
+
+    Returns
+    -------
+    ndarray, structured (nline,): WAVE (f8), ION (U6), CAMERAS (U8, e.g. ``B,R``)
+    """
+    rows = []
+    try:
+        fh = open(path)
+    except OSError as exc:
+        raise DataError(path, f"cannot read the arc line list ({exc.strerror})") from exc
+    with fh:
+        for k, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts or line.lstrip().startswith("#"):
+                continue
+            if len(parts) < 2:
+                raise DataError(path, f"line {k}: expected 'wavelength ion [cameras]', got {line.strip()!r}")
+            try:
+                wave = float(parts[0])
+            except ValueError as exc:
+                raise DataError(path, f"line {k}: wavelength {parts[0]!r} is not a number") from exc
+            rows.append((wave, parts[1], parts[2] if len(parts) > 2 else ""))  # untagged: no camera
+    if not rows:
+        raise DataError(path, "no lines in the arc line list")
+    return np.array(rows, dtype=[("WAVE", "f8"), ("ION", "U6"), ("CAMERAS", "U8")])
+
+
+def lines_for_camera(arm, wmin, wmax, path=None, min_separation=6.0):
+    """Good-line wavelengths usable by one arm inside [wmin, wmax].
+
+    Lines closer than ``min_separation`` Angstrom to another listed line of the arm are dropped
+    (their spots would overlap).
+
+    Parameters
+    ----------
+    arm : str
+        ``b``, ``r`` or ``z``.
+    wmin, wmax : float
+    path : str, optional
+        Line list (default: DESI's good lines in the shared data).
+
+    Returns
+    -------
+    (nline,) float64, sorted
+    """
+    path = path or default_line_list()
+    if path is None:
+        raise DataError("../shared/data/arc_lines/goodlines_vacuum.ascii",
+                        "no arc line list: the shared data are absent and psf.line_list is not set")
+    tab = read_line_list(str(path))
+    tag = arm.upper()
+    sel = np.array([tag in c.upper().split(",") for c in tab["CAMERAS"]])
+    wave = np.sort(tab["WAVE"][sel])
+    if wave.size > 1:
+        gap = np.diff(wave)
+        crowded = np.zeros(wave.size, bool)
+        crowded[1:] |= gap < min_separation
+        crowded[:-1] |= gap < min_separation
+        wave = wave[~crowded]
+    return wave[(wave > wmin) & (wave < wmax)]
+
+
+#: NIST lists of the lamps in DESI's arc exposures (HgAr, Cd, Ne, Kr)
+ARC_LAMPS = ("HgI", "CdI", "NeI", "KrI", "ArI")
+
+
+@functools.lru_cache(maxsize=16)
+def read_nist(path):
+    """Observed vacuum wavelengths and relative intensities of a NIST list (``*_vacuum.ascii``).
+
+    Returns
+    -------
+    wave, intensity : (n,) float64, sorted by wavelength (intensity 0 when NIST gives none)
+    """
+    import re
+
+    waves, ints = [], []
+    try:
+        fh = open(path)
+    except OSError as exc:
+        raise DataError(path, f"cannot read the NIST line list ({exc.strerror})") from exc
+    with fh:
+        for line in fh:
+            if line.startswith("#") or "|" not in line:
+                continue
+            cols = line.split("|")
+            m = re.match(r"\s*(\d+\.\d*)", cols[0])
+            if not m:
+                continue
+            k = re.search(r"(\d+)", cols[2]) if len(cols) > 2 else None
+            waves.append(float(m.group(1)))
+            ints.append(float(k.group(1)) if k else 0.0)
+    order = np.argsort(waves)
+    return np.asarray(waves)[order], np.asarray(ints)[order]
+
+
+def nist_path(lamp):
+    """Path of a lamp's NIST list in the shared data, or None."""
+    return shared_file("arc_lines", f"{lamp}_vacuum.ascii")
+
+
+def refinement_lines(wmin, wmax, lamps=ARC_LAMPS, min_intensity=50.0, min_separation=6.0, contrast=0.1):
+    """NIST lines of the arc lamps worth fitting after the good lines have anchored the solution.
+
+    A line is kept when NIST gives it at least ``min_intensity`` and no other line of any of the
+    lamps within ``min_separation`` Angstrom is brighter than ``contrast`` times it (blends
+    would pull the centroid). Whether a line is really lit in the lamps is decided by the data.
+
+    Returns
+    -------
+    (nline,) float64, sorted
+    """
+    ws, its = [], []
+    for lamp in lamps:
+        path = nist_path(lamp)
+        if path is None:
+            continue
+        w, i = read_nist(path)
+        ws.append(w)
+        its.append(i)
+    if not ws:
+        return np.zeros(0)
+    w = np.concatenate(ws)
+    i = np.concatenate(its)
+    order = np.argsort(w)
+    w, i = w[order], i[order]
+    keep = []
+    for k in np.nonzero((i >= min_intensity) & (w > wmin) & (w < wmax))[0]:
+        near = (np.abs(w - w[k]) < min_separation)
+        near[k] = False
+        if not np.any(i[near] > contrast * i[k]):
+            keep.append(w[k])
+    return np.unique(np.array(keep))

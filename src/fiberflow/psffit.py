@@ -1,0 +1,595 @@
+"""Fit a GAUSS-HERMITE PSF to an arc image: traces (the wavelength solution) and core widths.
+
+The fit starts from a PSF that is nearly right (the nominal PSF or a previous night's):
+
+1. **Coarse offset**: the starting PSF's predicted spots of DESI's good arc lines are slid
+   over the image in y, then x, then y again; the lag that collects the most light wins.
+2. **Spot fits**: every (fiber, line) spot is fitted in a fixed window (+-``window_hx`` columns,
+   the PSF's +-HSIZEY rows) with the PSF model itself, free flux, position and x/y width
+   scales (the widths have a weak prior at 1, so faint spots are position-only fits). The
+   light of every other fitted spot (neighbouring fibers, nearby lines) is part of the model,
+   so overlapping wings do not pull the centroids. Gauss-Newton on all spots at once, pixel
+   weights from a variance model (read noise + model), masked pixels weight 0. Spots with
+   masked cores (saturated lines, cosmics, dead amplifiers), low S/N or bad chi2 are dropped.
+3. **Traces**, per bundle: a smooth correction ``d(fiber, wave)`` of the starting traces
+   (Legendre in wavelength x linear in fiber) is fitted to the measured minus predicted x and
+   y with iterative clipping; each fiber then gets its own Legendre residual term (degree
+   limited by its line count and coverage, ``fiber_resid_deg`` at most). Fibers with too few lines are flagged BADARC and
+   BADTRACE fibers deviate from their bundle; both keep the bundle model (the neighbours'
+   interpolation). The new trace coefficients are the start's plus the correction, so the
+   stored x(wave), y(wave) Legendre series are the wavelength solution.
+4. **Widths**, per bundle: log width scales of well-measured spots, smooth in wavelength and
+   fiber, multiply GHSIGX/GHSIGY; the Gauss-Hermite shape terms and tails are kept from the
+   starting PSF (they describe the optics and change little between nights).
+
+Steps 2-4 run twice (the second time from the updated PSF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial import legendre
+from scipy import ndimage
+
+from . import bitmasks, psfmodel
+from .errors import DataError
+
+BADARC = bitmasks.fibermask.mask("BADARC")
+BADTRACE = bitmasks.fibermask.mask("BADTRACE")
+
+
+@dataclass
+class PSFFitOptions:
+    """Options of :func:`fit_psf` (config section ``psf``)."""
+
+    trace_deg: int = 3          #: Legendre degree of the trace corrections in wavelength
+    fiber_deg: int = 1          #: polynomial degree of the bundle model across fibers
+    fiber_resid_deg: int = 1    #: Legendre degree of each fiber's own term on top of its bundle model
+    width_deg: int = 2          #: Legendre degree of the width scales in wavelength
+    fit_widths: bool = True
+    window_hx: int = 3          #: half width in columns of the spot-fit window
+    snr_min: float = 10.0       #: minimum spot flux S/N
+    chi2_max: float = 10.0      #: maximum spot chi2 per degree of freedom
+    masked_max: float = 0.05    #: maximum fraction of a spot's light on masked pixels
+    min_lines: int = 5          #: fewer good lines flags the fiber BADARC
+    nsig_clip: float = 4.0
+    niter: int = 10             #: Gauss-Newton iterations per pass
+    npass: int = 2
+    search_x: float = 3.5       #: coarse search half range in columns
+    search_y: float = 12.0      #: coarse search half range in rows
+    pos_floor: float = 0.003    #: systematic floor added to spot position errors [pixel]
+    width_prior: float = 0.15   #: prior sigma of the spot width scales
+    badtrace_nsig: float = 6.0  #: fiber offset from its bundle model (in its own errors) flagged BADTRACE
+
+    @classmethod
+    def from_config(cls, section):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+# ---------------------------------------------------------------------------- spot geometry
+def render_windows(stamps, sx0, sy0, wx0, wy0, wnx, wny):
+    """Cut model stamps into fixed data windows.
+
+    Parameters
+    ----------
+    stamps : (n, sny, snx)
+        Spots with CCD origins ``sx0, sy0`` (n,).
+    wx0, wy0 : int (n,)
+        CCD origins of the windows.
+    wnx, wny : int
+        Window size.
+
+    Returns
+    -------
+    (n, wny, wnx)
+        Stamp values on the window's pixels (0 where the stamp does not reach).
+    """
+    n, sny, snx = stamps.shape
+    ri = (wy0 - sy0)[:, None] + np.arange(wny)[None, :]
+    ci = (wx0 - sx0)[:, None] + np.arange(wnx)[None, :]
+    vr = (ri >= 0) & (ri < sny)
+    vc = (ci >= 0) & (ci < snx)
+    out = stamps[np.arange(n)[:, None, None], np.clip(ri, 0, sny - 1)[:, :, None], np.clip(ci, 0, snx - 1)[:, None, :]]
+    return out * (vr[:, :, None] & vc[:, None, :])
+
+
+def paint(shape, stamps, sx0, sy0, weights):
+    """Sum of ``weights[k] * stamps[k]`` placed on a CCD image of ``shape`` (ny, nx)."""
+    n, sny, snx = stamps.shape
+    ny, nx = shape
+    rows = sy0[:, None, None] + np.arange(sny)[None, :, None]
+    cols = sx0[:, None, None] + np.arange(snx)[None, None, :]
+    ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    vals = stamps * weights[:, None, None]
+    idx = (np.broadcast_to(rows, stamps.shape) * nx + np.broadcast_to(cols, stamps.shape))[ok]
+    return np.bincount(idx, weights=vals[ok], minlength=ny * nx).reshape(ny, nx)
+
+
+def gather_windows(image, wx0, wy0, wnx, wny, fill=0.0):
+    """Pixels of ``image`` in windows (n, wny, wnx); outside the CCD gives ``fill``."""
+    ny, nx = image.shape
+    rows = wy0[:, None] + np.arange(wny)[None, :]
+    cols = wx0[:, None] + np.arange(wnx)[None, :]
+    ok = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+    out = image[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]].astype(np.float64)
+    out[~ok] = fill
+    return out
+
+
+# ---------------------------------------------------------------------------- coarse offset
+def coarse_offset(image, weight, xpred, ypred, search_x, search_y):
+    """Global (dx, dy) that puts the predicted spots on the arc lines.
+
+    Parameters
+    ----------
+    image : (ny, nx) electrons
+    weight : (ny, nx) bool
+        Usable pixels.
+    xpred, ypred : (nspot,)
+        Predicted spot centres of the starting PSF.
+    search_x, search_y : float
+        Half ranges of the search [pixel].
+
+    Returns
+    -------
+    dx, dy : float
+    """
+    img = np.where(weight, np.clip(image, 0, None), 0.0)
+    img = np.clip(ndimage.uniform_filter(img, size=3), 0.0, None)
+
+    def score(dx, dy):
+        vals = ndimage.map_coordinates(img, [ypred + dy, xpred + dx], order=1, mode="constant")
+        return np.sum(np.sqrt(vals))
+
+    def scan(lags, fixed, axis):
+        s = np.array([score(fixed, lag) if axis == "y" else score(lag, fixed) for lag in lags])
+        k = int(np.argmax(s))
+        if 0 < k < len(lags) - 1:  # parabolic refinement
+            den = s[k - 1] - 2 * s[k] + s[k + 1]
+            frac = 0.5 * (s[k - 1] - s[k + 1]) / den if den < 0 else 0.0
+            return lags[k] + frac * (lags[1] - lags[0]), s[k]
+        return lags[k], s[k]
+
+    ylags = np.arange(-search_y, search_y + 1e-9, 0.5)
+    xlags = np.arange(-search_x, search_x + 1e-9, 0.25)
+    dy, best = scan(ylags, 0.0, "y")
+    dx, _ = scan(xlags, dy, "x")
+    dy, best = scan(ylags, dx, "y")
+    if not np.isfinite(best) or best <= 0:
+        raise ValueError("no arc line light found near the predicted line positions")
+    return float(dx), float(dy)
+
+
+# ---------------------------------------------------------------------------- spot fits
+def _stamps(inputs, sx, sy, hx, hy, x, y):
+    st, x0, y0 = psfmodel.spot_stamps(x, y, inputs["sigx"] * sx, inputs["sigy"] * sy, inputs["gh"], inputs["tail"], hx, hy)
+    return st, x0, y0
+
+
+def fit_spots(image, ivar, readnoise, psf, wave, xinit, yinit, opts):
+    """Fit flux, position and width scales of every (fiber, line) spot.
+
+    Parameters
+    ----------
+    image, ivar, readnoise : (ny, nx)
+        Preprocessed arc (electrons), its inverse variance (0 = masked) and read noise.
+    psf : GaussHermitePSF
+        Shape parameters (GHSIG*, GH-i-j, tails) evaluated at each spot.
+    wave : (nline,)
+    xinit, yinit : (nfiber, nline)
+        Starting positions.
+    opts : PSFFitOptions
+
+    Returns
+    -------
+    dict of (nfiber, nline) arrays: FLUX, X, Y, SX, SY (width scales), FLUX_ERR, X_ERR,
+    Y_ERR, SX_ERR, SY_ERR, CHI2 (per degree of freedom), MASKED (light fraction on masked
+    pixels), GOOD (bool)
+    """
+    nfib, nline = xinit.shape
+    shape = image.shape
+    inputs = psfmodel.spot_inputs(psf, np.broadcast_to(wave, (nfib, nline)).copy())
+    hx, hy = psf.hsizex, psf.hsizey
+    wnx, wny = 2 * opts.window_hx + 1, 2 * hy + 1
+    x = xinit.ravel().astype(float).copy()
+    y = yinit.ravel().astype(float).copy()
+    n = x.size
+    wx0 = np.floor(x + 0.5).astype(np.int64) - opts.window_hx
+    wy0 = np.floor(y + 0.5).astype(np.int64) - hy
+    data = gather_windows(image, wx0, wy0, wnx, wny)
+    usable = gather_windows((ivar > 0).astype(float), wx0, wy0, wnx, wny) > 0
+    rn2 = gather_windows(np.asarray(readnoise, float) ** 2, wx0, wy0, wnx, wny, fill=1.0)
+    data = np.where(usable, data, 0.0)
+    flux = np.clip(data.sum(axis=(1, 2)), 1.0, None)
+    sx = np.ones(n)
+    sy = np.ones(n)
+    prior = 1.0 / opts.width_prior**2 if opts.fit_widths else 1e12
+    h = 1e-3
+    for it in range(opts.niter):
+        st, sx0, sy0 = _stamps(inputs, sx, sy, hx, hy, x, y)
+        W = render_windows(st, sx0, sy0, wx0, wy0, wnx, wny)
+        canvas = paint(shape, st, sx0, sy0, flux)
+        others = gather_windows(canvas, wx0, wy0, wnx, wny) - flux[:, None, None] * W
+        derivs = []
+        for dxx, dyy, dsx, dsy in ((h, 0, 0, 0), (0, h, 0, 0), (0, 0, h, 0), (0, 0, 0, h)):
+            s2, a0, b0 = _stamps(inputs, sx + dsx, sy + dsy, hx, hy, x + dxx, y + dyy)
+            derivs.append((render_windows(s2, a0, b0, wx0, wy0, wnx, wny) - W) / h)
+        model = flux[:, None, None] * W + others
+        var = rn2 + np.clip(model, 0.0, None)
+        w = np.where(usable, 1.0 / var, 0.0).reshape(n, -1)
+        r = (data - model).reshape(n, -1)
+        J = np.stack([W.reshape(n, -1)] + [flux[:, None] * d.reshape(n, -1) for d in derivs], axis=-1)
+        A = np.einsum("npk,np,npl->nkl", J, w, J)
+        b = np.einsum("npk,np,np->nk", J, w, r)
+        A[:, 3, 3] += prior
+        A[:, 4, 4] += prior
+        b[:, 3] += prior * (1.0 - sx)
+        b[:, 4] += prior * (1.0 - sy)
+        A += np.eye(5)[None] * 1e-9 * (np.trace(A, axis1=1, axis2=2)[:, None, None] + 1e-30)
+        try:
+            delta = np.linalg.solve(A, b[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            delta = np.zeros((n, 5))
+            for k in range(n):
+                try:
+                    delta[k] = np.linalg.solve(A[k], b[k])
+                except np.linalg.LinAlgError:
+                    pass
+        delta = np.nan_to_num(delta)
+        flux = np.clip(flux + delta[:, 0], 1e-3, None)
+        x += np.clip(delta[:, 1], -0.5, 0.5)
+        y += np.clip(delta[:, 2], -0.5, 0.5)
+        sx = np.clip(sx + np.clip(delta[:, 3], -0.1, 0.1), 0.5, 2.0)
+        sy = np.clip(sy + np.clip(delta[:, 4], -0.1, 0.1), 0.5, 2.0)
+    # final model, covariance and quality
+    st, sx0, sy0 = _stamps(inputs, sx, sy, hx, hy, x, y)
+    W = render_windows(st, sx0, sy0, wx0, wy0, wnx, wny)
+    canvas = paint(shape, st, sx0, sy0, flux)
+    others = gather_windows(canvas, wx0, wy0, wnx, wny) - flux[:, None, None] * W
+    model = flux[:, None, None] * W + others
+    var = rn2 + np.clip(model, 0.0, None)
+    w = np.where(usable, 1.0 / var, 0.0)
+    chi2 = np.sum(w * (data - model) ** 2, axis=(1, 2))
+    ngood = usable.sum(axis=(1, 2))
+    dof = np.clip(ngood - 5, 1, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = np.linalg.pinv(A)
+    err = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
+    rchi2 = chi2 / dof
+    scale = np.sqrt(np.clip(rchi2, 1.0, None))
+    masked = 1.0 - np.sum(W * usable, axis=(1, 2)) / np.clip(W.sum(axis=(1, 2)), 1e-12, None)
+    moved = np.hypot(x - (wx0 + opts.window_hx), y - (wy0 + hy))
+    good = (np.isfinite(x) & np.isfinite(y) & (flux / np.clip(err[:, 0], 1e-12, None) > opts.snr_min)
+            & (rchi2 < opts.chi2_max) & (masked < opts.masked_max) & (moved < 1.0))
+    shp = (nfib, nline)
+    return {
+        "FLUX": flux.reshape(shp), "X": x.reshape(shp), "Y": y.reshape(shp), "SX": sx.reshape(shp),
+        "SY": sy.reshape(shp), "FLUX_ERR": (err[:, 0] * scale).reshape(shp),
+        "X_ERR": np.hypot(err[:, 1] * scale, opts.pos_floor).reshape(shp),
+        "Y_ERR": np.hypot(err[:, 2] * scale, opts.pos_floor).reshape(shp),
+        "SX_ERR": (err[:, 3] * scale).reshape(shp), "SY_ERR": (err[:, 4] * scale).reshape(shp),
+        "CHI2": rchi2.reshape(shp), "MASKED": masked.reshape(shp), "GOOD": good.reshape(shp),
+    }
+
+
+# ---------------------------------------------------------------------------- smooth fits
+def _bundle_basis(u, t, deg, fdeg):
+    """Design matrix (n, (fdeg+1)*(deg+1)): t^a L_j(u)."""
+    L = legendre.legvander(u, deg)
+    return np.concatenate([L * (t[:, None] ** a) for a in range(fdeg + 1)], axis=1)
+
+
+def robust_lstsq(A, d, err, nsig, niter=5):
+    """Weighted least squares with iterative clipping.
+
+    Parameters
+    ----------
+    A : (n, m)
+    d, err : (n,)
+
+    Returns
+    -------
+    coef : (m,)
+    keep : (n,) bool
+        Points kept after clipping.
+    """
+    keep = np.isfinite(d) & np.isfinite(err) & (err > 0)
+    coef = np.zeros(A.shape[1])
+    for _ in range(niter):
+        if keep.sum() < A.shape[1]:
+            break
+        w = 1.0 / err[keep]
+        coef = np.linalg.lstsq(A[keep] * w[:, None], d[keep] * w, rcond=None)[0]
+        pull = (d - A @ coef) / err
+        # scale the clipping by the robust spread of the pulls (errors may be underestimated)
+        spread = max(1.0, 1.4826 * np.median(np.abs(pull[keep])))
+        new = np.isfinite(pull) & (np.abs(pull) < nsig * spread) & (err > 0)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return coef, keep
+
+
+def fit_trace_corrections(u, resid, err, good, bundlesize, opts):
+    """Per-fiber Legendre corrections of a trace coordinate, bundle by bundle.
+
+    Parameters
+    ----------
+    u : (nline,)
+        Reduced wavelength of the lines in the trace domain.
+    resid, err : (nfiber, nline)
+        Measured minus predicted coordinate and its error [pixel].
+    good : (nfiber, nline) bool
+    bundlesize : int
+    opts : PSFFitOptions
+
+    Returns
+    -------
+    coeff : (nfiber, trace_deg+1)
+        Legendre coefficients of the correction in ``u``.
+    status : (nfiber,) int32
+        BADARC / BADTRACE bits.
+    used : (nfiber, nline) bool
+        Spots kept by the fits.
+    """
+    nfib, nline = resid.shape
+    deg = opts.trace_deg
+    coeff = np.zeros((nfib, deg + 1))
+    status = np.zeros(nfib, np.int32)
+    used = np.zeros_like(good)
+    uu = np.broadcast_to(u, (nfib, nline))
+    for b0 in range(0, nfib, bundlesize):
+        fib = np.arange(b0, min(b0 + bundlesize, nfib))
+        t_f = 2.0 * (fib - fib[0]) / max(len(fib) - 1, 1) - 1.0
+        g = good[fib]
+        ff, ll = np.nonzero(g)
+        nl_bundle = len(np.unique(ll))
+        bdeg = min(deg, max(nl_bundle - 2, 0))
+        fdeg = min(opts.fiber_deg, max(len(np.unique(ff)) - 1, 0))
+        if len(ff) < (bdeg + 1) * (fdeg + 1) + 2:
+            status[fib] |= BADARC
+            continue
+        A = _bundle_basis(uu[fib][g], t_f[ff], bdeg, fdeg)
+        bc, keep = robust_lstsq(A, resid[fib][g], err[fib][g], opts.nsig_clip)
+        bc = bc.reshape(fdeg + 1, bdeg + 1)
+        for k, f in enumerate(fib):
+            c = np.zeros(deg + 1)
+            c[: bdeg + 1] = sum(bc[a] * t_f[k] ** a for a in range(fdeg + 1))
+            sel = (ff == k)
+            lines_f = ll[sel][keep[sel]]
+            nk = lines_f.size
+            if nk < opts.min_lines:
+                status[f] |= BADARC
+                coeff[f] = c
+                continue
+            cover = np.ptp(u[lines_f]) / max(np.ptp(u[np.unique(ll)]), 1e-9)
+            fdeg_f = min(opts.fiber_resid_deg, nk - 3) if cover > 0.6 else 0
+            fdeg_f = max(fdeg_f, 0)
+            model = legendre.legval(u[lines_f], c)
+            r = resid[f, lines_f] - model
+            e = err[f, lines_f]
+            Af = legendre.legvander(u[lines_f], fdeg_f)
+            rc, kf = robust_lstsq(Af, r, e, opts.nsig_clip)
+            used[f, lines_f[kf]] = True
+            # a fiber whose own offset from the bundle model is many sigma off is flagged
+            mean_off = rc[0]
+            sig_off = 1.0 / np.sqrt(np.sum(1.0 / e[kf] ** 2)) if kf.any() else np.inf
+            if abs(mean_off) > max(opts.badtrace_nsig * sig_off, 0.05) and abs(mean_off) > 0.25:
+                status[f] |= BADTRACE
+                coeff[f] = c
+                continue
+            c[: fdeg_f + 1] += rc
+            coeff[f] = c
+    return coeff, status, used
+
+
+def fit_width_scales(u, s, serr, good, bundlesize, opts):
+    """Smooth log width scales per bundle.
+
+    Parameters
+    ----------
+    u : (nline,)
+        Reduced wavelength in the PSF-parameter domain.
+    s, serr : (nfiber, nline)
+        Spot width scales and errors.
+    good : (nfiber, nline) bool
+
+    Returns
+    -------
+    callable(uq (nq,)) -> (nfiber, nq) multiplicative scale
+    """
+    nfib, nline = s.shape
+    coefs = []
+    for b0 in range(0, nfib, bundlesize):
+        fib = np.arange(b0, min(b0 + bundlesize, nfib))
+        t_f = 2.0 * (fib - fib[0]) / max(len(fib) - 1, 1) - 1.0
+        g = good[fib] & (serr[fib] < 0.05) & (serr[fib] > 0)
+        ff, ll = np.nonzero(g)
+        wdeg = min(opts.width_deg, max(len(np.unique(ll)) - 2, 0))
+        fdeg = min(opts.fiber_deg, max(len(np.unique(ff)) - 1, 0))
+        if len(ff) < 3 * (wdeg + 1) * (fdeg + 1):
+            coefs.append((fib, t_f, None, 0, 0))
+            continue
+        A = _bundle_basis(u[ll], t_f[ff], wdeg, fdeg)
+        vals = np.log(s[fib][g])
+        c, _ = robust_lstsq(A, vals, serr[fib][g] / s[fib][g], opts.nsig_clip)
+        coefs.append((fib, t_f, c, wdeg, fdeg))
+
+    def scale(uq):
+        out = np.ones((nfib, len(uq)))
+        for fib, t_f, c, wdeg, fdeg in coefs:
+            if c is None:
+                continue
+            for k, f in enumerate(fib):
+                out[f] = np.exp(_bundle_basis(uq, np.full(len(uq), t_f[k]), wdeg, fdeg) @ c)
+        return out
+
+    return scale
+
+
+# ---------------------------------------------------------------------------- driver
+def _pad(coeff, ncoef):
+    out = np.zeros((coeff.shape[0], max(ncoef, coeff.shape[1])))
+    out[:, : coeff.shape[1]] = coeff
+    return out
+
+
+def update_widths(psf, scale):
+    """New PSF whose GHSIGX/GHSIGY are multiplied by ``scale`` = (sx(u), sy(u)) callables."""
+    out = psf.copy()
+    uq = np.linspace(-1, 1, 41)
+    wq = psf.psf_wavemin + (uq + 1) * 0.5 * (psf.psf_wavemax - psf.psf_wavemin)
+    for name, fn in zip(("GHSIGX", "GHSIGY"), scale):
+        old = psfmodel.legendre_eval(psf.params[name], wq, psf.psf_wavemin, psf.psf_wavemax)
+        new = old * fn(uq)
+        deg = max(psf.params[name].shape[1] - 1, 3)
+        out.params[name] = legendre.legfit(uq, new.T, deg).T
+        out.legdeg[name] = (psf.legdeg.get(name, (0, 0))[0], deg)
+    return out
+
+
+def _usable_lines(psf, lines):
+    """Lines inside every fiber's wavelength range whose spots stay HSIZEY+2 rows off the CCD edges."""
+    fibers = psf.fibermin + np.arange(psf.nfiber)
+    wmin, wmax = psfmodel.wavelength_range(psf)
+    lines = np.asarray(lines, float)
+    lines = lines[(lines > np.max(wmin)) & (lines < np.min(wmax))]
+    if lines.size == 0:
+        return lines
+    y = psfmodel.trace_y(psf, lines, fibers)
+    edge = np.all((y > psf.hsizey + 2) & (y < psf.npix_y - psf.hsizey - 3), axis=0)
+    return lines[edge]
+
+
+def fit_psf(image, ivar, readnoise, start, arm, lines, bundlesize, opts=None, log=None, refine_lines=None):
+    """Fit a PSF to a preprocessed arc image.
+
+    Parameters
+    ----------
+    image, ivar, readnoise : (ny, nx)
+        Preprocessed arc [electron], inverse variance (0 = masked) and read noise.
+    start : GaussHermitePSF
+        Starting PSF (nominal or previous night's), same fibers and CCD.
+    arm : str
+    lines : (nline,)
+        Vacuum wavelengths of the anchor lines (see :func:`fiberflow.arclines.lines_for_camera`).
+    bundlesize : int
+    opts : PSFFitOptions, optional
+    log : callable(str), optional
+    refine_lines : (nref,), optional
+        More lines tried from the second pass on (see :func:`fiberflow.arclines.refinement_lines`);
+        those the data do not show clearly in most fibers are dropped.
+
+    Returns
+    -------
+    psf : GaussHermitePSF
+        With FIBERSTATUS and SPOTS tables and fit-quality keywords.
+    """
+    opts = opts or PSFFitOptions()
+    log = log or (lambda msg: None)
+    image = np.asarray(image, np.float64)
+    ivar = np.asarray(ivar, np.float64)
+    if image.shape != (start.npix_y, start.npix_x):
+        raise ValueError(f"image shape {image.shape} differs from the PSF's CCD ({start.npix_y}, {start.npix_x})")
+    usable = (ivar > 0) & np.isfinite(image)
+    if not usable.any():
+        raise ValueError("every pixel of the arc image is masked")
+    nfib = start.nfiber
+    fibers = start.fibermin + np.arange(nfib)
+    lines = _usable_lines(start, lines)
+    if lines.size < 3:
+        raise ValueError(f"only {lines.size} arc lines fall on the {arm} CCD; need at least 3")
+    xpred = psfmodel.trace_x(start, lines, fibers)
+    ypred = psfmodel.trace_y(start, lines, fibers)
+    dx, dy = coarse_offset(image, usable, xpred.ravel(), ypred.ravel(), opts.search_x, opts.search_y)
+    log(f"coarse offset of the arc vs the starting PSF: dx={dx:+.2f} dy={dy:+.2f} px ({lines.size} lines)")
+    psf = start.copy()
+    psf.xtrace[:, 0] += dx
+    psf.ytrace[:, 0] += dy
+    anchors = lines
+    for npass in range(opts.npass):
+        if npass > 0 and refine_lines is not None and len(refine_lines):
+            extra = _usable_lines(psf, refine_lines)
+            extra = extra[np.min(np.abs(extra[:, None] - anchors[None, :]), axis=1) > 6.0] if extra.size else extra
+            lines = np.sort(np.concatenate([anchors, extra]))
+        xp = psfmodel.trace_x(psf, lines, fibers)
+        yp = psfmodel.trace_y(psf, lines, fibers)
+        spots = fit_spots(image, ivar, readnoise, psf, lines, xp, yp, opts)
+        good = spots["GOOD"]
+        # a line that is bad in most fibers (absent from the lamp, blended) is dropped
+        line_ok = good.mean(axis=0) > 0.3
+        good = good & line_ok[None, :]
+        if good.sum() < opts.min_lines:
+            raise ValueError(f"arc lines not found: {good.sum()} good spots out of {good.size}")
+        u = psfmodel.reduced_wave(lines, psf.trace_wavemin, psf.trace_wavemax)
+        cx, stx, usedx = fit_trace_corrections(u, spots["X"] - xp, spots["X_ERR"], good, bundlesize, opts)
+        cy, sty, usedy = fit_trace_corrections(u, spots["Y"] - yp, spots["Y_ERR"], good, bundlesize, opts)
+        new = psf.copy()
+        new.xtrace = _pad(psf.xtrace, cx.shape[1])
+        new.xtrace[:, : cx.shape[1]] += cx
+        new.ytrace = _pad(psf.ytrace, cy.shape[1])
+        new.ytrace[:, : cy.shape[1]] += cy
+        status = stx | sty
+        if opts.fit_widths:
+            up = psfmodel.reduced_wave(lines, psf.psf_wavemin, psf.psf_wavemax)
+            ok = good & usedx & usedy
+            fx = fit_width_scales(up, spots["SX"], spots["SX_ERR"], ok, bundlesize, opts)
+            fy = fit_width_scales(up, spots["SY"], spots["SY_ERR"], ok, bundlesize, opts)
+            new = update_widths(new, (fx, fy))
+        # residuals about the new traces
+        rx = spots["X"] - psfmodel.trace_x(new, lines, fibers)
+        ry = spots["Y"] - psfmodel.trace_y(new, lines, fibers)
+        used = good & usedx & usedy
+        rmsx = np.sqrt(np.nanmean(rx[used] ** 2)) if used.any() else np.nan
+        rmsy = np.sqrt(np.nanmean(ry[used] ** 2)) if used.any() else np.nan
+        log(f"pass {npass + 1}: {used.sum()}/{good.size} spots used, {int(line_ok.sum())}/{lines.size} lines, "
+            f"residual rms x {rmsx:.4f} px y {rmsy:.4f} px, {int(np.sum(status != 0))} flagged fibers")
+        psf = new
+    # products: status table, spots table, quality keywords
+    nline = lines.size
+    fs = np.zeros(nfib, dtype=[("FIBER", "i4"), ("STATUS", "i4"), ("NLINE", "i4"), ("RMSX", "f4"), ("RMSY", "f4")])
+    fs["FIBER"] = fibers
+    fs["STATUS"] = status
+    fs["NLINE"] = used.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        fs["RMSX"] = np.sqrt(np.nanmean(np.where(used, rx, np.nan) ** 2, axis=1))
+        fs["RMSY"] = np.sqrt(np.nanmean(np.where(used, ry, np.nan) ** 2, axis=1))
+    psf.fiberstatus = fs
+    sp = np.zeros(nfib * nline, dtype=[("FIBER", "i4"), ("WAVE", "f8"), ("X", "f8"), ("Y", "f8"), ("FLUX", "f4"),
+                                        ("X_ERR", "f4"), ("Y_ERR", "f4"), ("SX", "f4"), ("SY", "f4"), ("CHI2", "f4"),
+                                        ("GOOD", "?"), ("USED", "?")])
+    sp["FIBER"] = np.repeat(fibers, nline)
+    sp["WAVE"] = np.tile(lines, nfib)
+    for key in ("X", "Y", "FLUX", "X_ERR", "Y_ERR", "SX", "SY", "CHI2"):
+        sp[key] = spots[key].ravel()
+    sp["GOOD"] = spots["GOOD"].ravel()
+    sp["USED"] = used.ravel()
+    psf.spots = sp
+    meta = psf.meta
+    for k in list(meta):
+        if len(k) == 8 and k[0] == "B" and k[1:3].isdigit():
+            del meta[k]
+    for b, b0 in enumerate(range(0, nfib, bundlesize)):
+        sel = slice(b0, b0 + bundlesize)
+        u_b = used[sel]
+        meta[f"B{b:02d}RCHI2"] = (float(np.mean(spots["CHI2"][sel][u_b])) if u_b.any() else -1.0,
+                                  f"bundle {b}: mean spot chi2/dof")
+        meta[f"B{b:02d}NSPOT"] = (int(u_b.sum()), f"bundle {b}: spots used")
+    meta["NLINES"] = (int(line_ok.sum()), "arc lines used")
+    meta["RMSX"] = (float(rmsx), "spot x residual rms about the traces [pixel]")
+    meta["RMSY"] = (float(rmsy), "spot y residual rms about the traces [pixel]")
+    meta["MEANDX"] = (float(np.mean(psf.xtrace[:, 0] - _pad(start.xtrace, psf.xtrace.shape[1])[:, 0])),
+                      "mean x shift vs the starting PSF [pixel]")
+    meta["MEANDY"] = (float(np.mean(psf.ytrace[:, 0] - _pad(start.ytrace, psf.ytrace.shape[1])[:, 0])),
+                      "mean y shift vs the starting PSF [pixel]")
+    meta["NBADFIB"] = (int(np.sum(status != 0)), "fibers flagged BADARC/BADTRACE")
+    return psf
+
+
+def check_arc(image, ivar, path):
+    """Reject images a PSF cannot be fitted to, naming the file."""
+    if not np.any(np.isfinite(image) & (ivar > 0)):
+        raise DataError(path, "every pixel is masked or NaN: no arc light to fit")
