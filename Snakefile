@@ -1,7 +1,7 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
-# Stages arrive issue by issue: exposure tables and preproc now; psf, extraction,
-# calibration, healpix and QA next.
+# Stages arrive issue by issue: exposure tables, preproc, psf/psfnight now; traceshift,
+# extraction, calibration, healpix and QA next.
 
 from snakemake.utils import min_version
 
@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/exptable.smk"
 include: "rules/preproc.smk"
+include: "rules/psf.smk"
 
 
 rule all:
@@ -21,10 +22,13 @@ rule all:
     input:
         exptable_targets(),
         preproc_targets(),
+        psf_targets(),
 
 
 rule night:
     input:
-        lambda wc: exptable_targets([int(wc.night)]) + preproc_targets([int(wc.night)]),
+        lambda wc: exptable_targets([int(wc.night)])
+        + preproc_targets([int(wc.night)])
+        + psf_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),

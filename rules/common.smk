@@ -6,6 +6,7 @@ import sys
 
 import fiberflow.exptable as ffexp
 import fiberflow.paths as ffpaths
+from fiberflow.cli.calibinit import default_psf_dir
 from fiberflow.config import resolve_roots, section_hash, validate_config
 from fiberflow.instrument import load_instrument
 
@@ -28,6 +29,7 @@ CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles e
 # (CSV edits + raw exposures not yet in the CSV + override file), so no checkpoint is needed
 NIGHTS = [int(n) for n in config["nights"]] or ffexp.nights_with_raw(ROOTS["raw"])
 TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
+DEFAULT_PSF_DIR = default_psf_dir(config)
 
 
 wildcard_constraints:
@@ -86,3 +88,27 @@ def badamps(night, expid, camera):
     """Amplifiers of a camera marked bad in the exposure table (e.g. 'B,C')."""
     amps = ffexp.parse_badamps(row(night, expid)["BADAMPS"]).get(camera, set())
     return ",".join(sorted(amps))
+
+
+def default_psf(camera):
+    """Nominal PSF of a camera (calibration.default_psf/psf-{camera}.fits)."""
+    if not DEFAULT_PSF_DIR:
+        raise ValueError(
+            "calibration.default_psf is not set: the psf and psfnight steps need a starting PSF "
+            "(write the nominal ones with `fiberflow calibinit --config CONFIG`)"
+        )
+    return os.path.join(DEFAULT_PSF_DIR, f"psf-{camera}.fits")
+
+
+def fallback_night(night, obstype, camera):
+    """Nearest earlier production night with a usable `obstype` exposure of `camera`, within
+    calibration.fallback_nights days; None when there is none."""
+    night = int(night)
+    limit = config["calibration"]["fallback_nights"]
+    best = None
+    for n in sorted(NIGHTS):
+        if n >= night or ffexp.nights_apart(n, night) > limit:
+            continue
+        if any(camera in cameras(r) for r in rows(n, (obstype,))):
+            best = n
+    return best

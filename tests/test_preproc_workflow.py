@@ -20,6 +20,7 @@ PLAN = {
         {"obstype": "ZERO", "count": 3},
         {"obstype": "FLAT", "exptime": 120.0},
         {"obstype": "SCIENCE", "tileid": 77, "exptime": 900.0},
+        {"obstype": "ARC", "exptime": 5.0},
     ],
 }
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,10 @@ def tiny_night(tmp_path_factory):
     plan = parse_plan(PLAN)
     simulate_night(plan, "tiny", 3, str(root / "raw"), str(root / "truth"), cameras=["r0", "b0"])
     cfg = root / "config.yaml"
-    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: test\ntruth: {root / 'truth'}\n")
+    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: test\ntruth: {root / 'truth'}\n"
+                   f"calibration: {{default_psf: {root / 'calib'}}}\n")
+    res = _ff("calibinit", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
     return {"root": root, "plan": plan, "cfg": str(cfg), "sim": Simulator("tiny", 3)}
 
 
@@ -160,15 +164,15 @@ def test_exposure_table_edits_and_overrides(tiny_night, tmp_path):
     root = tiny_night["root"]
     prod = str(tmp_path / "prod")
     rows = exptable.night_table(str(root / "raw"), prod, NIGHT)
-    assert [r["OBSTYPE"] for r in rows] == ["ZERO"] * 3 + ["FLAT", "SCIENCE"]
-    assert rows[-1]["TILEID"] == 77 and rows[-1]["CAMWORD"] == "b0r0"
+    assert [r["OBSTYPE"] for r in rows] == ["ZERO"] * 3 + ["FLAT", "SCIENCE", "ARC"]
+    assert rows[4]["TILEID"] == 77 and rows[4]["CAMWORD"] == "b0r0"
     path = paths.findfile("exposure_table", prod=prod, night=NIGHT)
     os.makedirs(os.path.dirname(path))
     rows[3]["LASTSTEP"] = "ignore"
     rows[4]["BADCAMWORD"] = "b0"
-    exptable.write_table(path, rows[:4])  # the science exposure is "new raw data" not yet in the CSV
+    exptable.write_table(path, rows[:4])  # the science and arc exposures are "new raw data" not yet in the CSV
     again = exptable.night_table(str(root / "raw"), prod, NIGHT)
-    assert len(again) == 5 and again[3]["LASTSTEP"] == "ignore" and again[4]["BADCAMWORD"] == ""
+    assert len(again) == 6 and again[3]["LASTSTEP"] == "ignore" and again[4]["BADCAMWORD"] == ""
     ovr = paths.findfile("exposure_override", prod=prod, night=NIGHT)
     with open(ovr, "w") as fh:
         fh.write("904: {badcamword: b0, badamps: r0B, comments: bad shutter}\n")
@@ -196,6 +200,12 @@ def test_snakemake_preproc_night_and_exposure_table_edit(tiny_night):
     assert os.path.exists(paths.findfile("biasnight", prod=str(prod), night=NIGHT, camera="r0"))
     assert os.path.exists(paths.findfile("exposure_table", prod=str(prod), night=NIGHT))
     assert os.path.exists(prod / "logs" / "preproc" / str(NIGHT) / "00000904-r0.log")
+    from fiberflow.io.psf import read_psf
+
+    for cam in ("r0", "b0"):
+        assert os.path.exists(paths.findfile("fitpsf", prod=str(prod), night=NIGHT, expid=905, camera=cam))
+        pn = read_psf(paths.findfile("psfnight", prod=str(prod), night=NIGHT, camera=cam))
+        assert pn.header["FALLBACK"] is False and pn.meta["NPSF"] == 1 and (pn.status() == 0).all()
     # nothing left to do
     res = subprocess.run(base + ["-n", "--quiet", "rules"], capture_output=True, text=True)
     assert res.returncode == 0 and "preproc" not in res.stdout, res.stdout

@@ -236,3 +236,14 @@ def nights_with_raw(raw_root):
     if not raw_root or not os.path.isdir(raw_root):
         return []
     return sorted(int(n) for n in os.listdir(raw_root) if re.fullmatch(r"\d{8}", n))
+
+
+def nights_apart(night1, night2):
+    """Days between two YYYYMMDD nights (absolute)."""
+    from datetime import date
+
+    def d(n):
+        n = int(n)
+        return date(n // 10000, n // 100 % 100, n % 100)
+
+    return abs((d(night2) - d(night1)).days)

@@ -593,3 +593,93 @@ def check_arc(image, ivar, path):
     """Reject images a PSF cannot be fitted to, naming the file."""
     if not np.any(np.isfinite(image) & (ivar > 0)):
         raise DataError(path, "every pixel is masked or NaN: no arc light to fit")
+
+
+# ---------------------------------------------------------------------------- nightly PSF
+def _clipped_mean(values, good, nsig):
+    """Mean over axis 0 of ``values`` (n, ...) using ``good`` (n, ...) with median/MAD clipping."""
+    v = np.where(good, values, np.nan)
+    med = np.nanmedian(v, axis=0)
+    mad = 1.4826 * np.nanmedian(np.abs(v - med), axis=0)
+    # MAD of 2 or 3 values is degenerate; do not clip below a tiny relative scale
+    scale = np.maximum(mad, 1e-6 * np.maximum(np.abs(med), 1.0))
+    keep = good & (np.abs(values - med) <= nsig * scale)
+    keep = np.where(keep.any(axis=0), keep, good)
+    n = keep.sum(axis=0)
+    mean = np.where(n > 0, np.sum(np.where(keep, values, 0.0), axis=0) / np.maximum(n, 1), med)
+    return mean, keep
+
+
+def combine_psfs(psfs, bundlesize, nsig=3.0, chi2_factor=3.0):
+    """Nightly PSF: per-fiber outlier-rejecting mean of the arc PSFs' coefficients.
+
+    Only fibers that are unflagged in an input, in bundles whose fit quality is normal
+    (B{bb}RCHI2 below ``chi2_factor`` times the median of that bundle over the inputs), enter
+    the mean; a fiber bad in every input keeps the plain mean and the OR of its flags.
+
+    Parameters
+    ----------
+    psfs : list of GaussHermitePSF
+        Same fibers, CCD and Legendre domains.
+    bundlesize : int
+
+    Returns
+    -------
+    GaussHermitePSF
+        With FIBERSTATUS (NLINE = number of inputs used per fiber) and header NPSF/NPSFUSED.
+    """
+    if not psfs:
+        raise ValueError("no PSF to combine")
+    ref = psfs[0]
+    for p in psfs[1:]:
+        if p.nfiber != ref.nfiber or p.npix_x != ref.npix_x or p.npix_y != ref.npix_y:
+            raise ValueError("PSFs of different fibers or CCD sizes cannot be combined")
+        if not np.allclose([p.trace_wavemin, p.trace_wavemax, p.psf_wavemin, p.psf_wavemax],
+                           [ref.trace_wavemin, ref.trace_wavemax, ref.psf_wavemin, ref.psf_wavemax]):
+            raise ValueError("PSFs with different wavelength domains cannot be combined")
+    nfib, npsf = ref.nfiber, len(psfs)
+    good = np.ones((npsf, nfib), bool)
+    for k, p in enumerate(psfs):
+        good[k] &= p.status() == 0
+    for b, b0 in enumerate(range(0, nfib, bundlesize)):
+        key = f"B{b:02d}RCHI2"
+        chi = np.array([float(p.meta.get(key, 1.0)) for p in psfs])
+        ok = chi >= 0
+        if ok.any():
+            med = np.median(chi[ok])
+            bad = ~ok | (chi > chi2_factor * max(med, 1.0))
+            good[bad, b0:b0 + bundlesize] = False
+    out = ref.copy()
+    keep_any = np.zeros((npsf, nfib), bool)
+
+    def combine(arrays):
+        width = max(a.shape[1] for a in arrays)
+        stack = np.stack([_pad(a, width) for a in arrays])  # (npsf, nfib, ncoef)
+        g = np.broadcast_to(good[:, :, None], stack.shape)
+        none = ~good.any(axis=0)
+        g = np.where(none[None, :, None], True, g)
+        mean, keep = _clipped_mean(stack, g, nsig)
+        keep_any[:] |= keep.all(axis=2)
+        return mean
+
+    out.xtrace = combine([p.xtrace for p in psfs])
+    out.ytrace = combine([p.ytrace for p in psfs])
+    for name in ref.params:
+        if all(name in p.params for p in psfs):
+            out.params[name] = combine([p.params[name] for p in psfs])
+    status = np.zeros(nfib, np.int32)
+    none = ~good.any(axis=0)
+    for p in psfs:
+        status[none] |= p.status()[none]
+    fs = np.zeros(nfib, dtype=[("FIBER", "i4"), ("STATUS", "i4"), ("NLINE", "i4"), ("RMSX", "f4"), ("RMSY", "f4")])
+    fs["FIBER"] = ref.fibermin + np.arange(nfib)
+    fs["STATUS"] = status
+    fs["NLINE"] = np.where(none, 0, (keep_any & good).sum(axis=0))
+    fs["RMSX"] = np.nan
+    fs["RMSY"] = np.nan
+    out.fiberstatus = fs
+    out.spots = None
+    out.meta["NPSF"] = (npsf, "arc PSFs offered")
+    out.meta["NPSFUSED"] = (int(good.any(axis=1).sum()), "arc PSFs with at least one good fiber")
+    out.meta["NBADFIB"] = (int(np.sum(status != 0)), "fibers bad in every input")
+    return out

@@ -19,6 +19,9 @@ COMMANDS = {
     "simulate": ("fiberflow.cli.simulate", "simulate a night of raw exposures (DESI layout) with truth files"),
     "biasnight": ("fiberflow.cli.preproc", "nightly master bias of one camera from the night's ZERO exposures"),
     "preproc": ("fiberflow.cli.preproc", "preprocess one camera of a raw exposure (overscan, bias, gain, masks, ivar)"),
+    "calibinit": ("fiberflow.cli.calibinit", "write the default calibration files (nominal PSFs) a production starts from"),
+    "psf": ("fiberflow.cli.psf", "fit the PSF and wavelength solution of one camera of an arc exposure"),
+    "psfnight": ("fiberflow.cli.psf", "nightly PSF of one camera from the night's arc PSFs (or a fallback)"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }

@@ -1,0 +1,138 @@
+"""``fiberflow psf`` (PSF fit of one arc camera) and ``fiberflow psfnight`` (nightly PSF)."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", default=None, help="workflow configuration (instrument preset, psf options)")
+    p.add_argument("--camera", required=True, help="camera, e.g. r0")
+    p.add_argument("-o", "--outfile", required=True)
+    if name == "psf":
+        p.add_argument("-i", "--infile", required=True, help="preprocessed arc preproc-{camera}-{expid}.fits")
+        p.add_argument("--start", required=True, help="starting PSF (nominal or a previous night's psfnight)")
+    else:
+        p.add_argument("-i", "--infiles", nargs="*", default=[], help="the night's arc PSFs fit-psf-{camera}-{expid}.fits")
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--fallback", default=None,
+                       help="PSF used when the night has no usable arc PSF (nominal or an earlier night's)")
+
+
+def _prod(cfg):
+    from ..config import resolve_roots
+
+    try:
+        return resolve_roots(cfg)["prod"]
+    except Exception:
+        return None
+
+
+def run(args):
+    from ..config import load_config
+    from ..errors import DataError
+    from ..instrument import load_instrument
+
+    cfg = load_config(args.config)
+    inst = load_instrument(cfg["instrument"])
+    cam = args.camera.lower()
+    if cam not in inst.camera_names():
+        raise DataError(None, f"instrument {inst.name} has no camera {cam}")
+    if args.command == "psf":
+        return _psf(args, cfg, inst, cam)
+    return _psfnight(args, cfg, inst, cam)
+
+
+def _psf(args, cfg, inst, cam):
+    import numpy as np
+
+    from .. import arclines, psffit, psfmodel
+    from ..errors import DataError
+    from ..io.image import PreprocImage
+    from ..io.psf import read_psf
+    from ..provenance import provenance_header
+
+    opts = cfg["psf"]
+    img = PreprocImage.read(args.infile)
+    obstype = str(img.header.get("OBSTYPE", "")).strip().upper()
+    if obstype != "ARC":
+        raise DataError(args.infile, f"OBSTYPE is {obstype or 'missing'!r}; a PSF is fitted on ARC exposures")
+    if str(img.header.get("CAMERA", cam)).strip().lower() != cam:
+        raise DataError(args.infile, f"CAMERA is {img.header.get('CAMERA')!r}, expected {cam}")
+    psffit.check_arc(img.image, img.ivar, args.infile)
+    start = read_psf(args.start)
+    if start.nfiber != inst.nfiber:
+        raise DataError(args.start, f"starting PSF has {start.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+    if img.image.shape != (start.npix_y, start.npix_x):
+        raise DataError(args.start, f"starting PSF is for a {start.npix_y}x{start.npix_x} CCD; "
+                                    f"{args.infile} is {img.image.shape[0]}x{img.image.shape[1]}")
+    wmin, wmax = psfmodel.wavelength_range(start)
+    lines = arclines.lines_for_camera(cam[0], float(np.max(wmin)), float(np.min(wmax)), path=opts["line_list"])
+    refine = arclines.refinement_lines(float(np.max(wmin)), float(np.min(wmax))) if opts["refine"] else None
+    fit_opts = psffit.PSFFitOptions.from_config(opts)
+    try:
+        psf = psffit.fit_psf(img.image, img.ivar, img.readnoise, start, cam[0], lines, inst.bundlesize, fit_opts,
+                             log=lambda m: print(f"psf {cam}: {m}"), refine_lines=refine)
+    except ValueError as exc:
+        raise DataError(args.infile, str(exc)) from exc
+    hdr = provenance_header("psf", opts, [args.infile, args.start], cfg, _prod(cfg))
+    for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS"):
+        if key in img.header:
+            hdr[key] = img.header[key]
+    hdr["CAMERA"] = cam
+    hdr["IN_PSF"] = (os.path.basename(args.start), "starting PSF")
+    hdr["IN_IMAGE"] = (os.path.basename(args.infile), "arc image")
+    psf.header = {k: v for k, v in psf.header.items() if k not in ("TRUTH", "NOMINAL")}
+    psf.header.update(hdr)
+    psf.meta["CAMERA"] = cam
+    psf.meta["ARCEXP"] = int(img.header.get("EXPID", 0))
+    psf.write(args.outfile)
+    print(f"psf {cam}: {psf.meta['NLINES'][0]} lines, x/y residual rms {psf.meta['RMSX'][0]:.4f}/"
+          f"{psf.meta['RMSY'][0]:.4f} px, {psf.meta['NBADFIB'][0]} flagged fibers -> {args.outfile}")
+    return 0
+
+
+def _psfnight(args, cfg, inst, cam):
+    from .. import psffit
+    from ..errors import DataError
+    from ..io.psf import read_psf
+    from ..provenance import provenance_header
+
+    psfs, used = [], []
+    for path in args.infiles:
+        p = read_psf(path)
+        if p.nfiber != inst.nfiber:
+            raise DataError(path, f"PSF has {p.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+        if (p.status() == 0).any():
+            psfs.append(p)
+            used.append(path)
+        else:
+            print(f"psfnight {cam}: {path} has no good fiber; not used")
+    prod = _prod(cfg)
+    if psfs:
+        try:
+            out = psffit.combine_psfs(psfs, inst.bundlesize, cfg["psf"]["night_nsig"])
+        except ValueError as exc:
+            raise DataError(used[0], str(exc)) from exc
+        hdr = provenance_header("psfnight", {"night_nsig": cfg["psf"]["night_nsig"]}, used, cfg, prod)
+        hdr["FALLBACK"] = (False, "True when no arc of the night was usable")
+        what = f"{len(psfs)} arc PSF(s)"
+    else:
+        if not args.fallback:
+            raise DataError(None, f"night {args.night} camera {cam}: no usable arc PSF and no --fallback PSF")
+        out = read_psf(args.fallback)
+        if out.nfiber != inst.nfiber:
+            raise DataError(args.fallback, f"fallback PSF has {out.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+        hdr = provenance_header("psfnight", {"fallback": True}, [args.fallback], cfg, prod)
+        hdr["FALLBACK"] = (True, "no usable arc this night: PSF copied from IN_PSF")
+        hdr["IN_PSF"] = (os.path.basename(args.fallback), "fallback PSF")
+        what = f"fallback {args.fallback}"
+    out.header = {k: v for k, v in out.header.items()
+                  if k not in ("TRUTH", "NOMINAL", "EXPID", "EXPTIME", "MJD-OBS", "IN_IMAGE") and not k.startswith("FF")}
+    out.header.update(hdr)
+    out.header["CAMERA"] = cam
+    out.header["NIGHT"] = int(args.night)
+    out.spots = None
+    out.write(args.outfile)
+    print(f"psfnight {cam} {args.night}: {what} -> {args.outfile}")
+    return 0
