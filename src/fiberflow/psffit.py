@@ -11,12 +11,12 @@ The fit starts from a PSF that is nearly right (the nominal PSF or a previous ni
    so overlapping wings do not pull the centroids. Gauss-Newton on all spots at once, pixel
    weights from a variance model (read noise + model), masked pixels weight 0. Spots with
    masked cores (saturated lines, cosmics, dead amplifiers), low S/N or bad chi2 are dropped.
-3. **Traces**, per bundle: a smooth correction ``d(fiber, wave)`` of the starting traces
-   (Legendre in wavelength x linear in fiber) is fitted to the measured minus predicted x and
-   y with iterative clipping; each fiber then gets its own Legendre residual term (degree
-   limited by its line count and coverage, ``fiber_resid_deg`` at most). Fibers with too few lines are flagged BADARC and
-   BADTRACE fibers deviate from their bundle; both keep the bundle model (the neighbours'
-   interpolation). The new trace coefficients are the start's plus the correction, so the
+3. **Traces**: a smooth correction ``d(fiber, wave)`` of the starting traces is fitted to the
+   measured minus predicted x and y with iterative clipping, at three levels: camera-wide
+   (Legendre in fiber x wavelength), per bundle (linear in fiber, wavelength degree following
+   the bundle's line coverage) and per fiber (``fiber_resid_deg``). Fibers with too few lines
+   or lines over too short a span are flagged BADARC, fibers far off their bundle BADTRACE;
+   both keep the camera + bundle model (the neighbours' interpolation). The new trace coefficients are the start's plus the correction, so the
    stored x(wave), y(wave) Legendre series are the wavelength solution.
 4. **Widths**, per bundle: log width scales of well-measured spots, smooth in wavelength and
    fiber, multiply GHSIGX/GHSIGY; the Gauss-Hermite shape terms and tails are kept from the
@@ -27,6 +27,7 @@ Steps 2-4 run twice (the second time from the updated PSF).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,7 @@ class PSFFitOptions:
     trace_deg: int = 3          #: Legendre degree of the trace corrections in wavelength
     fiber_deg: int = 1          #: polynomial degree of the bundle model across fibers
     fiber_resid_deg: int = 1    #: Legendre degree of each fiber's own term on top of its bundle model
-    width_deg: int = 2          #: Legendre degree of the width scales in wavelength
+    width_deg: int = 1          #: Legendre degree of the width scales in wavelength
     fit_widths: bool = True
     window_hx: int = 3          #: half width in columns of the spot-fit window
     snr_min: float = 10.0       #: minimum spot flux S/N
@@ -313,8 +314,22 @@ def robust_lstsq(A, d, err, nsig, niter=5):
     return coef, keep
 
 
+def _coverage(u_used, u_all):
+    """Fraction of the lines' wavelength span covered by the used lines."""
+    if u_used.size < 2:
+        return 0.0
+    return float(np.ptp(u_used) / max(np.ptp(u_all), 1e-9))
+
+
 def fit_trace_corrections(u, resid, err, good, bundlesize, opts):
-    """Per-fiber Legendre corrections of a trace coordinate, bundle by bundle.
+    """Per-fiber Legendre corrections of a trace coordinate: camera, bundle, fiber levels.
+
+    A camera-wide model (Legendre in fiber x Legendre in wavelength) carries the shape of the
+    correction where a bundle lacks lines (dead amplifier, masked region); each bundle adds a
+    smooth term whose wavelength degree follows its line coverage; each fiber adds its own
+    low-order term. Fibers with fewer than ``min_lines`` good lines or lines over less than
+    60% of the span are flagged BADARC; fibers far off their bundle are flagged BADTRACE;
+    both keep the camera + bundle model (interpolation from their neighbours).
 
     Parameters
     ----------
@@ -341,48 +356,56 @@ def fit_trace_corrections(u, resid, err, good, bundlesize, opts):
     status = np.zeros(nfib, np.int32)
     used = np.zeros_like(good)
     uu = np.broadcast_to(u, (nfib, nline))
+    u_all = u[good.any(axis=0)]
+    # camera level
+    ff, ll = np.nonzero(good)
+    tf = 2.0 * np.arange(nfib) / max(nfib - 1, 1) - 1.0
+    cdeg = min(deg, max(len(np.unique(ll)) - 2, 0))
+    gdeg = min(2, max(len(np.unique(ff)) - 1, 0), max(nfib // bundlesize - 1, 0))
+    if len(ff) < (cdeg + 1) * (gdeg + 1) + 2:
+        return coeff, status | BADARC, used
+    Lf = legendre.legvander(tf, gdeg)  # (nfib, gdeg+1)
+    A = np.concatenate([legendre.legvander(uu[good], cdeg) * Lf[ff][:, [a]] for a in range(gdeg + 1)], axis=1)
+    gc, _ = robust_lstsq(A, resid[good], err[good], opts.nsig_clip)
+    gc = gc.reshape(gdeg + 1, cdeg + 1)
+    camera_c = np.zeros((nfib, deg + 1))
+    camera_c[:, : cdeg + 1] = Lf @ gc
     for b0 in range(0, nfib, bundlesize):
         fib = np.arange(b0, min(b0 + bundlesize, nfib))
         t_f = 2.0 * (fib - fib[0]) / max(len(fib) - 1, 1) - 1.0
         g = good[fib]
         ff, ll = np.nonzero(g)
-        nl_bundle = len(np.unique(ll))
-        bdeg = min(deg, max(nl_bundle - 2, 0))
+        base = camera_c[fib]
+        r_b = resid[fib][g] - np.einsum("nc,nc->n", legendre.legvander(uu[fib][g], deg), base[ff])
+        cover_b = _coverage(u[np.unique(ll)], u_all)
+        bdeg = deg if cover_b > 0.8 else (1 if cover_b > 0.4 else 0)
+        bdeg = min(bdeg, max(len(np.unique(ll)) - 2, 0))
         fdeg = min(opts.fiber_deg, max(len(np.unique(ff)) - 1, 0))
-        if len(ff) < (bdeg + 1) * (fdeg + 1) + 2:
-            status[fib] |= BADARC
-            continue
-        A = _bundle_basis(uu[fib][g], t_f[ff], bdeg, fdeg)
-        bc, keep = robust_lstsq(A, resid[fib][g], err[fib][g], opts.nsig_clip)
-        bc = bc.reshape(fdeg + 1, bdeg + 1)
+        bc = np.zeros((fdeg + 1, bdeg + 1))
+        keep = np.zeros(len(ff), bool)
+        if len(ff) >= (bdeg + 1) * (fdeg + 1) + 2:
+            bcf, keep = robust_lstsq(_bundle_basis(uu[fib][g], t_f[ff], bdeg, fdeg), r_b, err[fib][g], opts.nsig_clip)
+            bc = bcf.reshape(fdeg + 1, bdeg + 1)
         for k, f in enumerate(fib):
-            c = np.zeros(deg + 1)
-            c[: bdeg + 1] = sum(bc[a] * t_f[k] ** a for a in range(fdeg + 1))
-            sel = (ff == k)
-            lines_f = ll[sel][keep[sel]]
-            nk = lines_f.size
-            if nk < opts.min_lines:
-                status[f] |= BADARC
-                coeff[f] = c
-                continue
-            cover = np.ptp(u[lines_f]) / max(np.ptp(u[np.unique(ll)]), 1e-9)
-            fdeg_f = min(opts.fiber_resid_deg, nk - 3) if cover > 0.6 else 0
-            fdeg_f = max(fdeg_f, 0)
-            model = legendre.legval(u[lines_f], c)
-            r = resid[f, lines_f] - model
-            e = err[f, lines_f]
-            Af = legendre.legvander(u[lines_f], fdeg_f)
-            rc, kf = robust_lstsq(Af, r, e, opts.nsig_clip)
-            used[f, lines_f[kf]] = True
-            # a fiber whose own offset from the bundle model is many sigma off is flagged
-            mean_off = rc[0]
-            sig_off = 1.0 / np.sqrt(np.sum(1.0 / e[kf] ** 2)) if kf.any() else np.inf
-            if abs(mean_off) > max(opts.badtrace_nsig * sig_off, 0.05) and abs(mean_off) > 0.25:
-                status[f] |= BADTRACE
-                coeff[f] = c
-                continue
-            c[: fdeg_f + 1] += rc
+            c = base[k].copy()
+            c[: bdeg + 1] += sum(bc[a] * t_f[k] ** a for a in range(fdeg + 1))
             coeff[f] = c
+            sel = ff == k
+            lines_f = ll[sel][keep[sel]]
+            if lines_f.size < opts.min_lines or _coverage(u[lines_f], u_all) < 0.6:
+                status[f] |= BADARC
+                continue
+            fdeg_f = max(min(opts.fiber_resid_deg, lines_f.size - 3), 0)
+            r = resid[f, lines_f] - legendre.legval(u[lines_f], c)
+            e = err[f, lines_f]
+            rc, kf = robust_lstsq(legendre.legvander(u[lines_f], fdeg_f), r, e, opts.nsig_clip)
+            used[f, lines_f[kf]] = True
+            # a fiber whose own offset from its bundle is many sigma (and > 0.25 px) off is flagged
+            sig_off = 1.0 / np.sqrt(np.sum(1.0 / e[kf] ** 2)) if kf.any() else np.inf
+            if abs(rc[0]) > max(opts.badtrace_nsig * sig_off, 0.25):
+                status[f] |= BADTRACE
+                continue
+            coeff[f, : fdeg_f + 1] += rc
     return coeff, status, used
 
 
@@ -554,7 +577,8 @@ def fit_psf(image, ivar, readnoise, start, arm, lines, bundlesize, opts=None, lo
     fs["FIBER"] = fibers
     fs["STATUS"] = status
     fs["NLINE"] = used.sum(axis=1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # fibers without used spots: NaN
         fs["RMSX"] = np.sqrt(np.nanmean(np.where(used, rx, np.nan) ** 2, axis=1))
         fs["RMSY"] = np.sqrt(np.nanmean(np.where(used, ry, np.nan) ** 2, axis=1))
     psf.fiberstatus = fs
