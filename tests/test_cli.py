@@ -50,7 +50,15 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET psf, psfnight" in text and "done    simulate a raw night" in text
+    assert "NOT YET traceshift" in text and "done    simulate a raw night" in text
+    assert "done    psf fit from arcs and psfnight" in text
+    import re
+
+    found = re.findall(r"arc PSF (\w+) exposure \d+ vs truth: trace x rms ([\d.]+) px, wavelength rms ([\d.]+) A", text)
+    assert sorted(c for c, _, _ in found) == ["b0", "r0", "z0"], text[-2000:]
+    assert all(float(x) < 0.02 and float(w) < 0.01 for _, x, w in found), found
+    for cam in ("b0", "r0", "z0"):
+        assert (out / "redux" / "demo" / "calibnight" / "20250101" / f"psfnight-{cam}-20250101.fits").exists()
     # the demo night was simulated and reduced through preproc by Snakemake
     prep = out / "redux" / "demo" / "preproc" / "20250101"
     assert len(list(prep.glob("*/preproc-*.fits"))) == 15  # arc, flat, 3 science x 3 cameras

@@ -19,10 +19,11 @@ STAGES = [
     ("PSF model on the real DESI r0 PSF (read, evaluate, write)", 2, True),
     ("nominal b/r/z PSFs of the demo instrument (simulator optics)", 3, True),
     ("simulate a raw night with truth (fiberflow simulate)", 3, True),
-    ("Snakemake workflow: exposure tables, biasnight, preproc (local profile)", 4, True),
+    ("Snakemake workflow: exposure tables, biasnight, preproc, psf, psfnight (local profile)", 4, True),
     ("calibration association, Slurm profiles, status, dag", 4, False),
     ("biasnight and preproc", 5, True),
-    ("psf, psfnight, traceshift", 5, False),
+    ("psf fit from arcs and psfnight", 5, True),
+    ("traceshift", 5, False),
     ("extraction", 6, False),
     ("fiberflat, sky, stdstars, fluxcalib, cframe", 7, False),
     ("HEALPix spectra and coadds", 8, False),
@@ -89,13 +90,12 @@ def run(args):
     else:
         psf = read_psf(psf_path)
         calib_dir = os.path.join(out, "calib", "psf")
-        from ..sim.optics import nominal_psfs
+        from .calibinit import write_default_psfs
 
-        for arm, npsf in nominal_psfs(psf, inst).items():
-            npsf.header.update(provenance_header("nominal-psf", {"arm": arm, "instrument": inst.name}, [psf_path]))
-            p = npsf.write(os.path.join(calib_dir, f"psf-{arm}0.fits"))
+        for p in write_default_psfs(inst, calib_dir, overwrite=True, log=_log):
+            npsf = read_psf(p)
             wmin, wmax = psfmodel.wavelength_range(npsf, [0])
-            _log(f"nominal {arm} PSF for the {inst.name} instrument ({npsf.nfiber} fibers, "
+            _log(f"nominal {npsf.header['CAMERA']} PSF for the {inst.name} instrument ({npsf.nfiber} fibers, "
                  f"{wmin[0]:.0f}-{wmax[0]:.0f} A on the CCD): {os.path.relpath(p)}")
         done.append(f"nominal b/r/z PSFs of the {inst.name} instrument derived from the real DESI r0 PSF")
         fig = _psf_figure(psf, psfmodel, np, qa_dir)
@@ -146,7 +146,8 @@ def _simulate_and_reduce(out, roots, inst):
     cfgfile = os.path.join(out, "config.yaml")
     with open(cfgfile, "w") as fh:
         yaml.safe_dump({"instrument": inst.name, "raw": roots["raw"], "redux": roots["redux"], "specprod": roots["specprod"],
-                        "truth": roots["truth"], "nights": [DEMO_NIGHT]}, fh, sort_keys=False)
+                        "truth": roots["truth"], "nights": [DEMO_NIGHT],
+                        "calibration": {"default_psf": os.path.join(out, "calib", "psf")}}, fh, sort_keys=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
            "--profile", os.path.join(project, "profiles", "local"), "--cores", str(os.cpu_count() or 1), "--quiet"]
     _log("running the workflow: " + " ".join(cmd[1:]))
@@ -155,9 +156,46 @@ def _simulate_and_reduce(out, roots, inst):
     if res.returncode != 0:
         raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
-    _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera")
-    done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera")
+    _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
+         "PSF fits of the arcs, nightly PSFs")
+    done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
+                "PSF fit of every arc camera, psfnight")
+    done += _psf_summary(roots)
     return done
+
+
+def _psf_summary(roots):
+    """One line per arc PSF: the fitted PSF against the simulator's true PSF of that exposure."""
+    import glob
+
+    import fitsio
+    import numpy as np
+
+    from .. import paths, psfmodel
+    from ..io.psf import read_psf
+    from ..sim.night import Simulator
+
+    lines = []
+    for cam in ("b0", "r0", "z0"):
+        tpath = paths.findfile("truth_calib", truth=roots["truth"], night=DEMO_NIGHT, camera=cam)
+        pattern = paths.findfile("fitpsf", prod=roots["prod"], night=DEMO_NIGHT, expid=0, camera=cam)
+        pattern = pattern.replace("00000000", "*")
+        for path in sorted(glob.glob(pattern)):
+            fit = read_psf(path)
+            expid = int(fit.meta["ARCEXP"])
+            shifts = fitsio.read(tpath, ext="SHIFTS")
+            row = shifts[shifts["EXPID"] == expid][0]
+            true = Simulator.shifted_psf(read_psf(tpath), row["DX"], row["DY"], row["DYSLOPE"])
+            good = fit.status() == 0
+            wlo, whi = psfmodel.wavelength_range(true, [0])
+            w = np.linspace(float(wlo[0]), float(whi[0]), 200)[5:-5]
+            dx = (psfmodel.trace_x(fit, w) - psfmodel.trace_x(true, w))[good]
+            dw = (psfmodel.wavelength(fit, psfmodel.trace_y(true, w)) - w[None, :])[good]
+            msg = (f"arc PSF {cam} exposure {expid} vs truth: trace x rms {np.sqrt(np.mean(dx**2)):.4f} px, "
+                   f"wavelength rms {np.sqrt(np.mean(dw**2)):.4f} A over {good.sum()} good fibers")
+            _log(msg)
+            lines.append(msg)
+    return lines
 
 
 def _psf_figure(psf, psfmodel, np, qa_dir):
