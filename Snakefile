@@ -1,6 +1,6 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
-# Stages arrive issue by issue: exposure tables, preproc, psf/psfnight now; traceshift,
+# Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift now;
 # extraction, calibration, healpix and QA next.
 
 from snakemake.utils import min_version
@@ -23,12 +23,14 @@ rule all:
         exptable_targets(),
         preproc_targets(),
         psf_targets(),
+        traceshift_targets(),
 
 
 rule night:
     input:
         lambda wc: exptable_targets([int(wc.night)])
         + preproc_targets([int(wc.night)])
-        + psf_targets([int(wc.night)]),
+        + psf_targets([int(wc.night)])
+        + traceshift_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),

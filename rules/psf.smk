@@ -75,3 +75,34 @@ def psf_targets(nights=None):
         for cam in CAMERAS
         if rows(night)
     ]
+
+
+rule traceshift:
+    input:
+        preproc=out("preproc"),
+        psf=lambda wc: find("psfnight", night=wc.night, camera=wc.camera),
+    output:
+        out("psf"),
+    params:
+        cfg=section_hash(config, "instrument", "traceshift"),
+        configfile=CONFIGFILE,
+    log:
+        logfile("traceshift", "{night}/{expid}-{camera}"),
+    benchmark:
+        benchfile("traceshift", "{night}/{expid}-{camera}")
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "fiberflow traceshift --config {params.configfile} --camera {wildcards.camera} "
+        "-i {input.preproc} --psf {input.psf} -o {output} > {log} 2>&1"
+
+
+def traceshift_targets(nights=None):
+    """Shifted PSFs of every camera of every flat and science exposure."""
+    targets = []
+    for night in nights or NIGHTS:
+        for r in rows(night, ("FLAT", "SCIENCE")):
+            for cam in cameras(r):
+                targets.append(find("psf", night=night, expid=r["EXPID"], camera=cam))
+    return targets

@@ -206,6 +206,15 @@ def test_snakemake_preproc_night_and_exposure_table_edit(tiny_night):
         assert os.path.exists(paths.findfile("fitpsf", prod=str(prod), night=NIGHT, expid=905, camera=cam))
         pn = read_psf(paths.findfile("psfnight", prod=str(prod), night=NIGHT, camera=cam))
         assert pn.header["FALLBACK"] is False and pn.meta["NPSF"] == 1 and (pn.status() == 0).all()
+        for e, method in ((903, "none"), (904, "sky")):
+            ts = read_psf(paths.findfile("psf", prod=str(prod), night=NIGHT, expid=e, camera=cam))
+            assert ts.meta["DYMETHOD"] == method and ts.header["IN_PSF"] == f"psfnight-{cam}-{NIGHT}.fits"
+    # a step refuses the wrong kind of exposure, naming the file, and writes nothing
+    arc = paths.findfile("preproc", prod=str(prod), night=NIGHT, expid=905, camera="r0")
+    bad = root / "ts-arc.fits"
+    res = _ff("traceshift", "--config", cfg, "--camera", "r0", "-i", arc, "--psf",
+              paths.findfile("psfnight", prod=str(prod), night=NIGHT, camera="r0"), "-o", str(bad))
+    assert res.returncode == 1 and arc in res.stderr and "FLAT or SCIENCE" in res.stderr and not bad.exists()
     # nothing left to do
     res = subprocess.run(base + ["-n", "--quiet", "rules"], capture_output=True, text=True)
     assert res.returncode == 0 and "preproc" not in res.stdout, res.stdout

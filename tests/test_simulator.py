@@ -101,7 +101,6 @@ def test_overscan_matches_true_bias_and_read_noise(night):
 
 
 def test_flat_pixel_noise_is_poisson_plus_read_noise(night):
-    from fiberflow.sim.night import Simulator
 
     sim = night["sim"]
     exp = night["plan"].exposure(FLAT)

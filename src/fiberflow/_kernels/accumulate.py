@@ -1,6 +1,5 @@
 """numba kernel adding weighted stamps into an image (reference: fiberflow.sim.project.accumulate_numpy)."""
 
-import numpy as np
 from numba import njit
 
 

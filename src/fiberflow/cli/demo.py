@@ -47,7 +47,6 @@ def run(args):
     from ..config import load_config, resolve_roots
     from ..instrument import load_instrument
     from ..io.psf import read_psf
-    from ..provenance import provenance_header
     from ..shared import real_psf_path
 
     t0 = time.time()

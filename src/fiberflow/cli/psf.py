@@ -1,4 +1,5 @@
-"""``fiberflow psf`` (PSF fit of one arc camera) and ``fiberflow psfnight`` (nightly PSF)."""
+"""``fiberflow psf`` (PSF fit of one arc camera), ``fiberflow psfnight`` (nightly PSF) and
+``fiberflow traceshift`` (the nightly PSF moved onto a flat or science exposure)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ def add_arguments(p, name):
     if name == "psf":
         p.add_argument("-i", "--infile", required=True, help="preprocessed arc preproc-{camera}-{expid}.fits")
         p.add_argument("--start", required=True, help="starting PSF (nominal or a previous night's psfnight)")
+    elif name == "traceshift":
+        p.add_argument("-i", "--infile", required=True, help="preprocessed flat or science preproc-{camera}-{expid}.fits")
+        p.add_argument("--psf", required=True, help="nightly PSF psfnight-{camera}-{night}.fits")
     else:
         p.add_argument("-i", "--infiles", nargs="*", default=[], help="the night's arc PSFs fit-psf-{camera}-{expid}.fits")
         p.add_argument("--night", type=int, required=True)
@@ -40,7 +44,46 @@ def run(args):
         raise DataError(None, f"instrument {inst.name} has no camera {cam}")
     if args.command == "psf":
         return _psf(args, cfg, inst, cam)
+    if args.command == "traceshift":
+        return _traceshift(args, cfg, inst, cam)
     return _psfnight(args, cfg, inst, cam)
+
+
+def _traceshift(args, cfg, inst, cam):
+    from .. import traceshift
+    from ..errors import DataError
+    from ..io.image import PreprocImage
+    from ..io.psf import read_psf
+    from ..provenance import provenance_header
+
+    img = PreprocImage.read(args.infile)
+    obstype = str(img.header.get("OBSTYPE", "")).strip().upper()
+    if obstype not in ("FLAT", "SCIENCE"):
+        raise DataError(args.infile, f"OBSTYPE is {obstype or 'missing'!r}; trace shifts are measured on FLAT or SCIENCE")
+    psf = read_psf(args.psf)
+    if psf.nfiber != inst.nfiber:
+        raise DataError(args.psf, f"PSF has {psf.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+    opts = traceshift.TraceShiftOptions.from_config(cfg["traceshift"])
+    try:
+        out, _ = traceshift.trace_shift(img.image, img.ivar, psf, continuum_only=(obstype == "FLAT"), opts=opts,
+                                        log=lambda m: print(f"traceshift {cam}: {m}"))
+    except ValueError as exc:
+        raise DataError(args.infile, str(exc)) from exc
+    hdr = provenance_header("traceshift", cfg["traceshift"], [args.infile, args.psf], cfg, _prod(cfg))
+    for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE"):
+        if key in img.header:
+            hdr[key] = img.header[key]
+    hdr["CAMERA"] = cam
+    hdr["IN_PSF"] = (os.path.basename(args.psf), "nightly PSF")
+    hdr["IN_IMAGE"] = (os.path.basename(args.infile), "image the shifts were measured on")
+    out.header = {k: v for k, v in out.header.items() if k not in ("TRUTH", "NOMINAL", "FALLBACK", "ARCEXP")
+                  and not k.startswith("FF")}
+    out.header.update(hdr)
+    out.spots = None
+    out.write(args.outfile)
+    print(f"traceshift {cam}: dx {out.meta['MEANDX'][0]:+.3f} px, dy {out.meta['MEANDY'][0]:+.3f} px "
+          f"({out.meta['DYMETHOD'][0]}) -> {args.outfile}")
+    return 0
 
 
 def _psf(args, cfg, inst, cam):

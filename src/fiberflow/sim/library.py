@@ -11,13 +11,12 @@ import os
 
 import numpy as np
 
-from .. import arclines
+from ..io.refdata import ARC_LAMPS, read_line_list, read_nist, read_uves_sky
 from ..errors import DataError
 from ..io import fitsutil
 from ..shared import shared_data_dir
 
 #: lamps DESI's arc exposures use (HgAr, Cd, Ne, Kr)
-ARC_LAMPS = arclines.ARC_LAMPS
 
 
 def data_path(*parts):
@@ -41,10 +40,7 @@ def sky_spectrum():
     wave, flux : (n,)
         Angstrom; 1e-17 erg/s/cm^2/Angstrom/arcsec^2 (dark sky at zenith).
     """
-    path = data_path("spectra", "sky-uves.fits")
-    with fitsutil.open_fits(path) as fx:
-        tab, _ = fitsutil.read_table(fx, 1, path, required=("wavelength", "flux"))
-    return np.asarray(tab["wavelength"], float), np.clip(np.asarray(tab["flux"], float), 0.0, None)
+    return read_uves_sky(data_path("spectra", "sky-uves.fits"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,7 +77,7 @@ def quartz_lamp():
 
 def _nist_wavelengths(path):
     """Observed vacuum wavelengths of a NIST line list (``*_vacuum.ascii``)."""
-    return arclines.read_nist(path)[0]
+    return read_nist(path)[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,7 +124,7 @@ def good_lines():
     -------
     ndarray, structured (n,): WAVE, ION, CAMERAS (e.g. 'B,R')
     """
-    return arclines.read_line_list(data_path("arc_lines", "goodlines_vacuum.ascii"))
+    return read_line_list(data_path("arc_lines", "goodlines_vacuum.ascii"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,381 @@
+"""Trace shifts of a flat or science exposure relative to the nightly PSF.
+
+- **dx** (cross-dispersion): every fiber's continuum trace is cut in blocks of rows; in each
+  row the pixels within +-``hx`` columns of the trace are fitted with the PSF's own
+  cross-dispersion profile (the Gauss-Hermite core marginalised over y, pixel-integrated, with
+  a free amplitude per row), and the block's common offset is solved by Gauss-Newton.
+- **dy** (wavelength, science only): each fiber is boxcar-extracted along its shifted trace;
+  in blocks of rows the high-pass filtered spectrum is fitted with a sky reference spectrum
+  (the UVES night-sky atlas by default, convolved with the PSF's line-spread function and
+  projected on the rows), ``s = a m + b m'``, giving ``dy = -b/a`` per block. The simulator
+  draws its sky from the same atlas, so tests measure the method, not the atlas; DESI's
+  ``spec-sky.dat`` (option ``desi``) gives ~0.03 px of blend systematics.
+- Both sets of block measurements are fitted with smooth 2-D polynomials in fiber and
+  wavelength (iterative clipping); the shifted PSF's trace coefficients are the nightly ones
+  plus Legendre fits of those polynomials per fiber.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial import legendre
+from scipy import ndimage
+
+from . import psfmodel
+from .errors import DataError
+from .io.refdata import read_uves_sky
+from .psffit import robust_lstsq
+from .shared import shared_file
+
+
+@dataclass
+class TraceShiftOptions:
+    degxx: int = 2          #: dx polynomial degree in fiber
+    degxy: int = 2          #: dx polynomial degree in wavelength
+    degyx: int = 2          #: dy polynomial degree in fiber
+    degyy: int = 2          #: dy polynomial degree in wavelength
+    sky_lines: bool = True  #: measure dy on sky lines (science exposures)
+    sky_reference: str = "uves"  #: sky reference spectrum: uves or desi (see sky_line_reference)
+    hx: int = 3             #: half width of the cross-dispersion window [columns]
+    block_rows: int = 40    #: rows per dx block
+    dy_blocks: int = 8      #: wavelength blocks per fiber for dy
+    nsig_clip: float = 4.0
+    max_err: float = 0.1    #: block measurements with larger errors [pixel] are not used
+
+    @classmethod
+    def from_config(cls, section):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+# ---------------------------------------------------------------------------- profiles
+def _gh_density(u, gh):
+    """sum_i gh_i He_i(u) phi(u); u (n, m), gh (n, deg+1) -> (n, m)."""
+    he = psfmodel._hermite_e(gh.shape[1] - 1, u)  # (deg+1, n, m)
+    phi = np.exp(-0.5 * u**2) * psfmodel.INV_SQRT2PI
+    return np.einsum("ni,inm->nm", gh, he) * phi
+
+
+def cross_profile(xc, sigx, gh, cols):
+    """Pixel-integrated cross-dispersion profile of the PSF core and its derivative in ``xc``.
+
+    Parameters
+    ----------
+    xc, sigx : (n,)
+        Trace centre and core sigma per row.
+    gh : (n, degx+1)
+        GH-i-0 coefficients (the core marginalised over y keeps only the j=0 terms).
+    cols : (n, ncol) int
+        Pixel columns.
+
+    Returns
+    -------
+    prof, dprof : (n, ncol)
+    """
+    lo = (cols - 0.5 - xc[:, None]) / sigx[:, None]
+    hi = (cols + 0.5 - xc[:, None]) / sigx[:, None]
+    edges = np.concatenate([lo, hi[:, -1:]], axis=1)
+    integ = psfmodel.pixel_integrated_gh(edges, gh.shape[1] - 1)  # (deg+1, n, ncol)
+    prof = np.einsum("ni,inm->nm", gh, integ)
+    dens = _gh_density(edges, gh)
+    dprof = -(dens[:, 1:] - dens[:, :-1]) / sigx[:, None]
+    return prof, dprof
+
+
+def _row_geometry(psf, rows, fibers):
+    """Wavelength and trace x of every (fiber, row): (nf, nrow) each."""
+    wave = psfmodel.wavelength(psf, rows, fibers)
+    x = psfmodel.trace_x(psf, wave, fibers)
+    return wave, x
+
+
+def measure_dx(image, ivar, psf, opts, fibers=None):
+    """Cross-dispersion offsets per (fiber, block of rows).
+
+    Returns
+    -------
+    structured (nmeas,): FIBER (index into the PSF), WAVE (block centre), DX, DX_ERR [pixel]
+    """
+    ny, nx = image.shape
+    nfib = psf.nfiber
+    fibers = np.arange(nfib) if fibers is None else np.asarray(fibers)
+    rows = np.arange(ny)
+    nb = ny // opts.block_rows
+    out = []
+    names = [f"GH-{i}-0" for i in range(psf.ghdegx + 1)]
+    for chunk in np.array_split(fibers, max(1, len(fibers) // 25)):
+        fabs = psf.fibermin + chunk
+        wave, xc = _row_geometry(psf, rows, fabs)  # (nf, ny)
+        pv = psfmodel.param_values(psf, wave, fabs, ["GHSIGX"] + [n for n in names if n in psf.params])
+        sig = pv["GHSIGX"]
+        gh = np.stack([pv[n] if n in pv else (np.ones_like(sig) if n == "GH-0-0" else np.zeros_like(sig))
+                       for n in names], axis=-1)  # (nf, ny, deg+1)
+        nf = len(chunk)
+        cols = np.floor(xc + 0.5).astype(int)[:, :, None] + np.arange(-opts.hx, opts.hx + 1)[None, None, :]
+        inside = (cols >= 0) & (cols < nx)
+        cc = np.clip(cols, 0, nx - 1)
+        rr = np.broadcast_to(rows[None, :, None], cols.shape)
+        d = image[rr, cc].astype(float)
+        w = np.where(inside, ivar[rr, cc], 0.0).astype(float)
+        dx = np.zeros((nf, nb))
+        derr = np.full((nf, nb), np.inf)
+        blk = np.minimum(rows // opts.block_rows, nb - 1)
+        for _ in range(4):
+            shift = dx[:, blk]  # (nf, ny)
+            p, dp = cross_profile((xc + shift).ravel(), sig.ravel(), gh.reshape(-1, gh.shape[-1]),
+                                  cols.reshape(-1, cols.shape[-1]))
+            p = p.reshape(cols.shape)
+            dp = dp.reshape(cols.shape)
+            # per row: d = a p + b dp  (b = a * delta)
+            s_pp = np.sum(w * p * p, -1)
+            s_pq = np.sum(w * p * dp, -1)
+            s_qq = np.sum(w * dp * dp, -1)
+            s_pd = np.sum(w * p * d, -1)
+            s_qd = np.sum(w * dp * d, -1)
+            det = s_pp * s_qq - s_pq**2
+            ok = det > 1e-12 * np.maximum(s_pp * s_qq, 1e-300)
+            a = np.where(ok, (s_qq * s_pd - s_pq * s_qd) / np.where(ok, det, 1), 0.0)
+            b = np.where(ok, (s_pp * s_qd - s_pq * s_pd) / np.where(ok, det, 1), 0.0)
+            var_b = np.where(ok, s_pp / np.where(ok, det, 1), np.inf)
+            good = ok & (a > 0) & (a * a / np.maximum(var_b, 1e-300) > 0)
+            delta = np.where(good, b / np.where(good, a, 1), 0.0)
+            wd = np.where(good, a * a / var_b, 0.0)  # 1/var(delta)
+            num = np.zeros((nf, nb))
+            den = np.zeros((nf, nb))
+            for k in range(nf):
+                num[k] = np.bincount(blk, weights=wd[k] * delta[k], minlength=nb)
+                den[k] = np.bincount(blk, weights=wd[k], minlength=nb)
+            step = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
+            dx += np.clip(step, -0.5, 0.5)
+            derr = np.where(den > 0, 1.0 / np.sqrt(np.maximum(den, 1e-300)), np.inf)
+        wc = np.array([[wave[k, (rows // opts.block_rows) == j].mean() for j in range(nb)] for k in range(nf)])
+        for k in range(nf):
+            for j in range(nb):
+                if np.isfinite(derr[k, j]):
+                    out.append((chunk[k], wc[k, j], dx[k, j], derr[k, j]))
+    return np.array(out, dtype=[("FIBER", "i4"), ("WAVE", "f8"), ("DX", "f8"), ("DX_ERR", "f8")])
+
+
+# ---------------------------------------------------------------------------- sky lines
+@functools.lru_cache(maxsize=4)
+def sky_line_reference(kind="uves"):
+    """Sky reference spectrum for wavelength offsets (vacuum Angstrom, relative flux).
+
+    ``uves``: the UVES high-resolution night-sky atlas (real, R ~ 40000, lines + continuum);
+    ``desi``: DESI's measured line spectrum ``spec-sky.dat`` (coarser line ratios: blends
+    shift the centroids by a few hundredths of a pixel). Both from the shared data.
+
+    Returns
+    -------
+    wave, flux : (n,)
+    """
+    name = {"uves": "sky-uves.fits", "desi": "spec-sky.dat"}[kind]
+    path = shared_file("spectra", name)
+    if path is None:
+        raise DataError(f"../shared/data/spectra/{name}", "no sky-line reference: the shared data are absent")
+    if kind == "uves":
+        return read_uves_sky(path)
+    try:
+        data = np.loadtxt(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read the sky-line reference ({exc})") from exc
+    return data[:, 0], data[:, 1]
+
+
+def _reference_on_rows(psf, fabs, rows, dy, ref_w, ref_f):
+    """Sky-line reference per row of each fiber, seen through the PSF's LSF, moved by ``dy``
+    rows (scalar or (nf, nrow)): (nf, nrow)."""
+    y = np.broadcast_to(rows[None, :] - np.asarray(dy, float), (len(fabs), len(rows)))
+    wave = psfmodel.wavelength(psf, np.ascontiguousarray(y), fabs)
+    # dispersion and LSF width in Angstrom
+    dwdy = np.gradient(wave, axis=1)
+    sigy = psfmodel.param_values(psf, wave, fabs, ["GHSIGY"])["GHSIGY"]
+    sig_w = np.abs(sigy * dwdy)
+    step = float(np.median(np.diff(ref_w)))
+    # convolve the reference once per fiber with the median LSF width (varies slowly)
+    out = np.zeros_like(wave)
+    for k in range(wave.shape[0]):
+        conv = ndimage.gaussian_filter1d(ref_f, float(np.median(sig_w[k])) / step)
+        out[k] = np.interp(wave[k], ref_w, conv) * np.abs(dwdy[k])
+    return out
+
+
+def _highpass(s, width=31):
+    return s - ndimage.median_filter(s, size=(1, width), mode="nearest")
+
+
+def boxcar(image, ivar, xc, hx=3):
+    """Sum of +-hx columns around ``xc`` (nf, ny) per row, masked pixels replaced by the row mean."""
+    ny, nx = image.shape
+    rows = np.arange(ny)
+    cols = np.floor(xc + 0.5).astype(int)[:, :, None] + np.arange(-hx, hx + 1)[None, None, :]
+    cc = np.clip(cols, 0, nx - 1)
+    rr = np.broadcast_to(rows[None, :, None], cols.shape)
+    d = image[rr, cc].astype(float)
+    ok = (ivar[rr, cc] > 0) & (cols >= 0) & (cols < nx)
+    n = ok.sum(-1)
+    s = np.where(ok, d, 0.0).sum(-1) * np.where(n > 0, cols.shape[-1] / np.maximum(n, 1), 0.0)
+    var = np.where(ok, 1.0 / np.where(ok, ivar[rr, cc], 1.0), 0.0).sum(-1)
+    return s, np.where((n > 0) & (var > 0), 1.0 / np.maximum(var, 1e-30), 0.0)
+
+
+def measure_dy_sky(image, ivar, psf, dxfun, opts):
+    """Wavelength offsets (rows) per (fiber, wavelength block) from sky lines.
+
+    Returns
+    -------
+    structured (nmeas,): FIBER, WAVE, DY, DY_ERR [pixel]
+    """
+    ny, _ = image.shape
+    rows = np.arange(ny)
+    ref_w, ref_f = sky_line_reference(opts.sky_reference)
+    out = []
+    nfib = psf.nfiber
+    edges = np.linspace(0, ny, opts.dy_blocks + 1).astype(int)
+    for chunk in np.array_split(np.arange(nfib), max(1, nfib // 25)):
+        fabs = psf.fibermin + chunk
+        wave, xc = _row_geometry(psf, rows, fabs)
+        xc = xc + dxfun(chunk, wave)
+        s, sw = boxcar(image, ivar, xc, opts.hx)
+        s = _highpass(s)
+        dy = np.zeros((len(chunk), opts.dy_blocks))
+        err = np.full((len(chunk), opts.dy_blocks), np.inf)
+        for _ in range(3):
+            shift = np.zeros((len(chunk), ny))
+            for j in range(opts.dy_blocks):
+                shift[:, edges[j]:edges[j + 1]] = dy[:, [j]]
+            m = np.zeros((len(chunk), ny))
+            for k in range(len(chunk)):
+                m[k] = _reference_on_rows(psf, fabs[k:k + 1], rows, shift[k:k + 1], ref_w, ref_f)[0]
+            m = _highpass(m)
+            mp = np.gradient(m, axis=1)
+            for j in range(opts.dy_blocks):
+                sl = slice(edges[j], edges[j + 1])
+                w = sw[:, sl]
+                p, q, d = m[:, sl], mp[:, sl], s[:, sl]
+                s_pp, s_pq, s_qq = (w * p * p).sum(1), (w * p * q).sum(1), (w * q * q).sum(1)
+                s_pd, s_qd = (w * p * d).sum(1), (w * q * d).sum(1)
+                det = s_pp * s_qq - s_pq**2
+                ok = det > 0
+                a = np.where(ok, (s_qq * s_pd - s_pq * s_qd) / np.where(ok, det, 1), 0.0)
+                b = np.where(ok, (s_pp * s_qd - s_pq * s_pd) / np.where(ok, det, 1), 0.0)
+                var_b = np.where(ok, s_pp / np.where(ok, det, 1), np.inf)
+                snr = a / np.sqrt(np.where(ok, s_qq / np.where(ok, det, 1), np.inf))
+                good = ok & (a > 0) & (snr > 5)
+                # m(y - dy) ~ m - dy m'  =>  b = -a dy
+                step = np.where(good, -b / np.where(good, a, 1), 0.0)
+                dy[:, j] += np.clip(step, -1.0, 1.0)
+                err[:, j] = np.where(good, np.sqrt(var_b) / np.maximum(np.abs(a), 1e-30), np.inf)
+        for k in range(len(chunk)):
+            for j in range(opts.dy_blocks):
+                if np.isfinite(err[k, j]):
+                    out.append((chunk[k], wave[k, (edges[j] + edges[j + 1]) // 2], dy[k, j], err[k, j]))
+    return np.array(out, dtype=[("FIBER", "i4"), ("WAVE", "f8"), ("DY", "f8"), ("DY_ERR", "f8")])
+
+
+# ---------------------------------------------------------------------------- smooth fits
+def _basis(f, u, degf, degu, nfib):
+    tf = 2.0 * f / max(nfib - 1, 1) - 1.0
+    Lf = legendre.legvander(tf, degf)
+    Lu = legendre.legvander(u, degu)
+    return np.einsum("na,nb->nab", Lf, Lu).reshape(len(f), -1)
+
+
+def fit_shift_surface(fib, u, val, err, degf, degu, nfib, nsig):
+    """Robust 2-D polynomial fit; returns callable(fiber_idx (n,), u (n, m)) -> (n, m)."""
+    # wavelength bins measured in few fibers (a lone noisy block) are not used: their leverage
+    # on the polynomial would be large; the data must over-determine each direction
+    u = np.asarray(u, float)
+    ubin = np.clip(np.floor((u + 1.0) * 4.0), 0, 7)  # 8 wavelength bins
+    counts = np.bincount(ubin.astype(int), minlength=8)
+    dense = counts[ubin.astype(int)] >= max(3, nfib // 4)
+    fib, u, val, err, ubin = fib[dense], u[dense], val[dense], err[dense], ubin[dense]
+    degf = min(degf, max((len(np.unique(fib)) - 1) // 2, 0))
+    degu = min(degu, max((len(np.unique(ubin)) - 1) // 2, 0))
+    if ubin.size and (np.ptp(ubin) + 1) / 8.0 < 0.5:
+        degu = 0  # measurements over less than half the range: a constant, no extrapolated slope
+    if len(fib) == 0:
+        return lambda f, uq: np.zeros(np.shape(uq))
+    c, keep = robust_lstsq(_basis(fib, u, degf, degu, nfib), val, err, nsig)
+
+    def fn(f, uq):
+        f = np.asarray(f)
+        uq = np.asarray(uq, float)
+        ff = np.broadcast_to(f[:, None], uq.shape).ravel()
+        return (_basis(ff, uq.ravel(), degf, degu, nfib) @ c).reshape(uq.shape)
+
+    fn.nkeep = int(keep.sum())
+    return fn
+
+
+def shifted_psf(psf, dxfun, dyfun):
+    """Copy of ``psf`` with traces moved by dx(fiber, wave), dy(fiber, wave) pixels."""
+    out = psf.copy()
+    nfib = psf.nfiber
+    uq = np.linspace(-1, 1, 40)
+    for attr, fn in (("xtrace", dxfun), ("ytrace", dyfun)):
+        coeff = getattr(out, attr)
+        vals = fn(np.arange(nfib), np.broadcast_to(uq, (nfib, uq.size)))
+        corr = legendre.legfit(uq, vals.T, coeff.shape[1] - 1).T
+        setattr(out, attr, coeff + corr)
+    return out
+
+
+def trace_shift(image, ivar, psf, continuum_only=False, opts=None, log=None):
+    """Measure dx (and dy from sky lines unless ``continuum_only``) and return the shifted PSF.
+
+    Parameters
+    ----------
+    image, ivar : (ny, nx)
+    psf : GaussHermitePSF
+        Nightly PSF.
+    continuum_only : bool
+        True for flats (no wavelength information): dy = 0.
+
+    Returns
+    -------
+    psf : GaussHermitePSF
+        Shifted; header keys MEANDX, MEANDY, DYMETHOD, NDXMEAS, NDYMEAS.
+    meas : dict with the ``dx`` and ``dy`` measurement tables
+    """
+    opts = opts or TraceShiftOptions()
+    log = log or (lambda m: None)
+    if image.shape != (psf.npix_y, psf.npix_x):
+        raise ValueError(f"image shape {image.shape} differs from the PSF's CCD ({psf.npix_y}, {psf.npix_x})")
+    if not np.any(ivar > 0):
+        raise ValueError("every pixel is masked")
+    nfib = psf.nfiber
+    tmin, tmax = psf.trace_wavemin, psf.trace_wavemax
+    mdx = measure_dx(image, ivar, psf, opts)
+    mdx = mdx[mdx["DX_ERR"] < opts.max_err]
+    if mdx.size < 3:
+        raise ValueError("no continuum trace found for the cross-dispersion offsets")
+    fx = fit_shift_surface(mdx["FIBER"], psfmodel.reduced_wave(mdx["WAVE"], tmin, tmax), mdx["DX"], mdx["DX_ERR"],
+                           opts.degxx, opts.degxy, nfib, opts.nsig_clip)
+    dxfun = lambda f, w: fx(f, psfmodel.reduced_wave(w, tmin, tmax))  # noqa: E731
+    log(f"dx: {mdx.size} block measurements, {fx.nkeep} kept, median {np.median(mdx['DX']):+.3f} px")
+    mdy = np.zeros(0, dtype=[("FIBER", "i4"), ("WAVE", "f8"), ("DY", "f8"), ("DY_ERR", "f8")])
+    method = "none"
+    fy = lambda f, u: np.zeros(np.shape(u))  # noqa: E731
+    if not continuum_only and opts.sky_lines:
+        mdy = measure_dy_sky(image, ivar, psf, dxfun, opts)
+        mdy = mdy[mdy["DY_ERR"] < opts.max_err]
+        if mdy.size >= 3:
+            fy = fit_shift_surface(mdy["FIBER"], psfmodel.reduced_wave(mdy["WAVE"], tmin, tmax), mdy["DY"],
+                                   mdy["DY_ERR"], opts.degyx, opts.degyy, nfib, opts.nsig_clip)
+            method = "sky"
+            log(f"dy: {mdy.size} sky-line block measurements, {fy.nkeep} kept, median {np.median(mdy['DY']):+.3f} px")
+        else:
+            log("dy: too few sky-line measurements; wavelength offsets not measured")
+    out = shifted_psf(psf, fx, fy)
+    uq = np.linspace(-1, 1, 40)
+    allf = np.arange(nfib)
+    out.meta["MEANDX"] = (float(np.mean(fx(allf, np.broadcast_to(uq, (nfib, 40))))), "mean trace x shift [pixel]")
+    out.meta["MEANDY"] = (float(np.mean(fy(allf, np.broadcast_to(uq, (nfib, 40))))), "mean trace y shift [pixel]")
+    out.meta["DYMETHOD"] = (method, "how wavelength offsets were measured")
+    out.meta["NDXMEAS"] = (int(mdx.size), "dx block measurements")
+    out.meta["NDYMEAS"] = (int(mdy.size), "dy block measurements")
+    return out, {"dx": mdx, "dy": mdy}
