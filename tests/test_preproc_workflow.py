@@ -54,6 +54,20 @@ def test_cosmic_kernel_matches_numpy(rng):
     assert not a[35:46, 30:41].any(), "a PSF-shaped spot must not be taken for a cosmic ray"
 
 
+def test_ring_median_kernel_matches_numpy(rng):
+    img = rng.normal(0, 3, (41, 29))
+    img[7, 7] = 1e4  # a hot pixel must not set its own or its neighbours' medians
+    a = preproc.ring_median(img, use_numba=True)
+    b = preproc.ring_median(img, use_numba=False)
+    np.testing.assert_array_equal(a, b)
+    assert abs(a[7, 7]) < 10 and abs(a[7, 8]) < 10
+    ys, xs = np.array([0, 20, 40]), np.array([0, 14, 28])
+    from scipy import ndimage
+
+    np.testing.assert_allclose(preproc.local_median(img, ys, xs, 2),
+                               ndimage.median_filter(img, size=5, mode="nearest")[ys, xs])
+
+
 def test_overscan_step_selects_per_row_levels(rng):
     ov = rng.normal(1000.0, 1.5, (400, 64))
     ov[200:] += 6.0

@@ -141,6 +141,34 @@ def cosmic_candidates(image, var, valid, nsig=6.0, cfac=COSMIC_CFAC, use_numba=T
     return cosmic_candidates_numpy(*args)
 
 
+def ring_median_numpy(image):
+    """Upper median (rank 4 of 8) of each pixel's 8 neighbours, edges repeated: (ny, nx)."""
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    return ndimage.median_filter(np.asarray(image, np.float64), footprint=ring, mode="nearest")
+
+
+def ring_median(image, use_numba=True):
+    """8-neighbour median of every pixel (the pixel's own value excluded): (ny, nx) float64.
+
+    The numba kernel and :func:`ring_median_numpy` give identical results.
+    """
+    if not use_numba:
+        return ring_median_numpy(image)
+    from ._kernels.median8 import ring_median_numba
+
+    return ring_median_numba(np.pad(np.asarray(image, np.float64), 1, mode="edge"))
+
+
+def local_median(image, ys, xs, half=2):
+    """Median of the (2 half + 1)^2 box around each listed pixel (edges repeated): (n,)."""
+    ny, nx = image.shape
+    off = np.arange(-half, half + 1)
+    rr = np.clip(ys[:, None, None] + off[None, :, None], 0, ny - 1)
+    cc = np.clip(xs[:, None, None] + off[None, None, :], 0, nx - 1)
+    return np.median(image[rr, cc].reshape(len(ys), -1), axis=1)
+
+
 def reject_cosmics(image, var, valid, nsig=6.0, use_numba=True):
     """Cosmic-ray mask: two passes of :func:`cosmic_candidates`, grown by one pixel.
 
@@ -151,8 +179,8 @@ def reject_cosmics(image, var, valid, nsig=6.0, use_numba=True):
     crs = cosmic_candidates(image, var, valid, nsig, use_numba=use_numba)
     if crs.any():
         fill = image.copy()
-        med = ndimage.median_filter(image, size=5)
-        fill[crs] = med[crs]
+        ys, xs = np.nonzero(crs)
+        fill[ys, xs] = local_median(image, ys, xs, 2)
         crs |= cosmic_candidates(fill, var, valid & ~crs, nsig, use_numba=use_numba)
     grown = ndimage.binary_dilation(crs, structure=np.ones((3, 3), bool))
     grown &= image > 2.0 * np.sqrt(np.maximum(var, 1e-12))
@@ -278,9 +306,7 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
         image -= dark_rate * darktime / 3600.0
     if bias_mask is not None:
         mask |= bias_mask.astype(np.int16)
-    ring = np.ones((3, 3), bool)
-    ring[1, 1] = False  # the pixel's own noise must not set its weight
-    signal = ndimage.median_filter(image, footprint=ring, mode="nearest")
+    signal = ring_median(image, use_numba)  # the pixel's own noise must not set its weight
     bias_var = readnoise**2 / bias_nzero if (bias is not None and bias_nzero > 0) else 0.0
     var = readnoise**2 + bias_var + np.clip(signal, 0.0, None)
     valid = (mask & ccdmask.mask("SATURATED|BADAMP|HOT")) == 0

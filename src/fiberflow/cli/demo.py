@@ -23,7 +23,7 @@ STAGES = [
     ("calibration association, Slurm profiles, status, dag", 4, False),
     ("biasnight and preproc", 5, True),
     ("psf fit from arcs and psfnight", 5, True),
-    ("traceshift", 5, False),
+    ("traceshift (dx from trace profiles, dy from sky lines)", 5, True),
     ("extraction", 6, False),
     ("fiberflat, sky, stdstars, fluxcalib, cframe", 7, False),
     ("HEALPix spectra and coadds", 8, False),
@@ -156,9 +156,9 @@ def _simulate_and_reduce(out, roots, inst):
         raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
     _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
-         "PSF fits of the arcs, nightly PSFs")
+         "PSF fits of the arcs, nightly PSFs, trace shifts of flats and science exposures")
     done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
-                "PSF fit of every arc camera, psfnight")
+                "PSF fit of every arc camera, psfnight, traceshift of every flat/science camera")
     done += _psf_summary(roots)
     return done
 
