@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .common import camera_step, prod_root
+
 
 def add_arguments(p, name):
     p.add_argument("--config", default=None, help="workflow configuration (instrument preset, preproc options)")
@@ -19,34 +21,19 @@ def add_arguments(p, name):
         p.add_argument("-i", "--infiles", nargs="+", required=True, help="raw ZERO exposures of the night")
 
 
-def _prod_root(cfg):
-    from ..config import resolve_roots
-
-    try:
-        return resolve_roots(cfg)["prod"]
-    except Exception:
-        return None
-
-
 def run(args):
-    from ..config import load_config
     from ..errors import DataError
-    from ..instrument import load_instrument
     from ..io.fibermap import petal_rows, read_fibermap
     from ..io.image import BiasNight, PreprocImage
     from ..io.raw import read_raw_camera
     from ..provenance import provenance_header
     from .. import preproc
 
-    cfg = load_config(args.config)
-    inst = load_instrument(cfg["instrument"])
-    cam = args.camera.lower()
-    if cam not in inst.camera_names():
-        raise DataError(None, f"instrument {inst.name} has no camera {cam}")
+    cfg, inst, cam = camera_step(args)
     spec = inst.camera(cam)
     gains = dict(zip(preproc.AMPS, spec.gain))
     opts = cfg["preproc"]
-    prod = _prod_root(cfg)
+    prod = prod_root(cfg)
     if args.command == "biasnight":
         images, expids = [], []
         for path in args.infiles:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .common import camera_step, prod_root
+
 
 def add_arguments(p, name):
     p.add_argument("--config", default=None, help="workflow configuration (instrument preset, psf options)")
@@ -23,25 +25,8 @@ def add_arguments(p, name):
                        help="PSF used when the night has no usable arc PSF (nominal or an earlier night's)")
 
 
-def _prod(cfg):
-    from ..config import resolve_roots
-
-    try:
-        return resolve_roots(cfg)["prod"]
-    except Exception:
-        return None
-
-
 def run(args):
-    from ..config import load_config
-    from ..errors import DataError
-    from ..instrument import load_instrument
-
-    cfg = load_config(args.config)
-    inst = load_instrument(cfg["instrument"])
-    cam = args.camera.lower()
-    if cam not in inst.camera_names():
-        raise DataError(None, f"instrument {inst.name} has no camera {cam}")
+    cfg, inst, cam = camera_step(args)
     if args.command == "psf":
         return _psf(args, cfg, inst, cam)
     if args.command == "traceshift":
@@ -69,7 +54,7 @@ def _traceshift(args, cfg, inst, cam):
                                         log=lambda m: print(f"traceshift {cam}: {m}"))
     except ValueError as exc:
         raise DataError(args.infile, str(exc)) from exc
-    hdr = provenance_header("traceshift", cfg["traceshift"], [args.infile, args.psf], cfg, _prod(cfg))
+    hdr = provenance_header("traceshift", cfg["traceshift"], [args.infile, args.psf], cfg, prod_root(cfg))
     for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE"):
         if key in img.header:
             hdr[key] = img.header[key]
@@ -118,7 +103,7 @@ def _psf(args, cfg, inst, cam):
                              log=lambda m: print(f"psf {cam}: {m}"), refine_lines=refine)
     except ValueError as exc:
         raise DataError(args.infile, str(exc)) from exc
-    hdr = provenance_header("psf", opts, [args.infile, args.start], cfg, _prod(cfg))
+    hdr = provenance_header("psf", opts, [args.infile, args.start], cfg, prod_root(cfg))
     for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS"):
         if key in img.header:
             hdr[key] = img.header[key]
@@ -151,7 +136,7 @@ def _psfnight(args, cfg, inst, cam):
             used.append(path)
         else:
             print(f"psfnight {cam}: {path} has no good fiber; not used")
-    prod = _prod(cfg)
+    prod = prod_root(cfg)
     if psfs:
         try:
             out = psffit.combine_psfs(psfs, inst.bundlesize, cfg["psf"]["night_nsig"])
