@@ -1,7 +1,7 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
-# Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift now;
-# extraction, calibration, healpix and QA next.
+# Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift,
+# extraction now; calibration, healpix and QA next.
 
 from snakemake.utils import min_version
 
@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/exptable.smk"
 include: "rules/preproc.smk"
 include: "rules/psf.smk"
+include: "rules/extract.smk"
 
 
 rule all:
@@ -24,6 +25,7 @@ rule all:
         preproc_targets(),
         psf_targets(),
         traceshift_targets(),
+        extract_targets(),
 
 
 rule night:
@@ -31,6 +33,7 @@ rule night:
         lambda wc: exptable_targets([int(wc.night)])
         + preproc_targets([int(wc.night)])
         + psf_targets([int(wc.night)])
-        + traceshift_targets([int(wc.night)]),
+        + traceshift_targets([int(wc.night)])
+        + extract_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),

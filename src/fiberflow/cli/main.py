@@ -23,6 +23,7 @@ COMMANDS = {
     "psf": ("fiberflow.cli.psf", "fit the PSF and wavelength solution of one camera of an arc exposure"),
     "psfnight": ("fiberflow.cli.psf", "nightly PSF of one camera from the night's arc PSFs (or a fallback)"),
     "traceshift": ("fiberflow.cli.psf", "move the nightly PSF onto one camera of a flat or science exposure"),
+    "extract": ("fiberflow.cli.extract", "extract the spectra of one camera of a flat or science exposure"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }

@@ -1,0 +1,33 @@
+# Extraction: every camera of every flat and science exposure, with the exposure's shifted PSF.
+
+
+rule extract:
+    input:
+        preproc=out("preproc"),
+        psf=out("psf"),
+    output:
+        out("frame"),
+    params:
+        cfg=section_hash(config, "instrument", "extract"),
+        configfile=CONFIGFILE,
+    log:
+        logfile("extract", "{night}/{expid}-{camera}"),
+    benchmark:
+        benchfile("extract", "{night}/{expid}-{camera}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "fiberflow extract --config {params.configfile} --camera {wildcards.camera} "
+        "-i {input.preproc} --psf {input.psf} -o {output} > {log} 2>&1"
+
+
+def extract_targets(nights=None):
+    """Frames of every camera of every flat and science exposure."""
+    targets = []
+    for night in nights or NIGHTS:
+        for r in rows(night, ("FLAT", "SCIENCE")):
+            for cam in cameras(r):
+                targets.append(find("frame", night=night, expid=r["EXPID"], camera=cam))
+    return targets
