@@ -50,7 +50,8 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET extraction" in text and "done    simulate a raw night" in text
+    assert "NOT YET extraction: MPI" in text and "done    simulate a raw night" in text
+    assert "12 frames extracted" in text  # flat + 3 science exposures x 3 cameras
     assert "done    traceshift" in text
     assert "done    psf fit from arcs and psfnight" in text
     import re

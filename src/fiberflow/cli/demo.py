@@ -24,7 +24,8 @@ STAGES = [
     ("biasnight and preproc", 5, True),
     ("psf fit from arcs and psfnight", 5, True),
     ("traceshift (dx from trace profiles, dy from sky lines)", 5, True),
-    ("extraction", 6, False),
+    ("extraction: spectroperfectionism frames (serial)", 6, True),
+    ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, False),
     ("fiberflat, sky, stdstars, fluxcalib, cframe", 7, False),
     ("HEALPix spectra and coadds", 8, False),
     ("QA metrics, scores and pages", 9, False),
@@ -156,10 +157,11 @@ def _simulate_and_reduce(out, roots, inst):
         raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
     _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
-         "PSF fits of the arcs, nightly PSFs, trace shifts of flats and science exposures")
+         "PSF fits of the arcs, nightly PSFs, trace shifts and extraction of flats and science exposures")
     done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
-                "PSF fit of every arc camera, psfnight, traceshift of every flat/science camera")
+                "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera")
     done += _psf_summary(roots)
+    done += _frame_summary(roots)
     return done
 
 
@@ -195,6 +197,23 @@ def _psf_summary(roots):
             _log(msg)
             lines.append(msg)
     return lines
+
+
+def _frame_summary(roots):
+    """Median CHI2PIX of every extracted frame (from the headers)."""
+    import glob
+
+    import fitsio
+
+    pattern = os.path.join(roots["prod"], "exposures", str(DEMO_NIGHT), "*", "frame-*.fits")
+    chi = [(os.path.basename(p), float(fitsio.read_header(p, ext="FLUX").get("CHI2PIX", 0.0)))
+           for p in sorted(glob.glob(pattern))]
+    if not chi:
+        return ["no frame extracted"]
+    msg = (f"{len(chi)} frames extracted; median CHI2PIX per frame "
+           f"{min(c for _, c in chi):.2f}-{max(c for _, c in chi):.2f}")
+    _log(msg)
+    return [msg]
 
 
 def _psf_figure(psf, psfmodel, np, qa_dir):
