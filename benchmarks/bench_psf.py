@@ -10,27 +10,12 @@ psf < 60 s. Also prints the fit's accuracy against the simulator's true PSF.
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 
-CHILD = ("import resource, sys; from fiberflow.cli.main import main; rc = main(sys.argv[1:]); "
-         "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+from _child import run
+
 NIGHT = 20250101
 ARC = 182803  # the arc of the default plan of this night
-
-
-def run(args, threads):
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t0 = time.time()
-    res = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True)
-    dt = time.time() - t0
-    if res.returncode != 0:
-        raise SystemExit(res.stderr)
-    rss = [int(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("MAXRSS")]
-    return dt, rss[-1] / 1024.0
 
 
 def main():

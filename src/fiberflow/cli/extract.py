@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_psf, prod_root
 
 
 def add_arguments(p, name):
@@ -30,11 +30,7 @@ def run(args):
     cfg, inst, cam = camera_step(args)
     img = PreprocImage.read(args.infile)
     psf = read_psf(args.psf)
-    if psf.nfiber != inst.nfiber:
-        raise DataError(args.psf, f"PSF has {psf.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
-    if img.image.shape != (psf.npix_y, psf.npix_x):
-        raise DataError(args.psf, f"PSF is for a {psf.npix_y}x{psf.npix_x} CCD; {args.infile} is "
-                                  f"{img.image.shape[0]}x{img.image.shape[1]}")
+    check_psf(psf, args.psf, inst, img.image.shape, args.infile)
     if not np.any(img.ivar > 0):
         raise DataError(args.infile, "every pixel is masked (ivar 0): nothing to extract")
     if not np.all(np.isfinite(img.image[img.ivar > 0])):

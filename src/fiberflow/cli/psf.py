@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_psf, prod_root
 
 
 def add_arguments(p, name):
@@ -46,8 +46,7 @@ def _traceshift(args, cfg, inst, cam):
     if obstype not in ("FLAT", "SCIENCE"):
         raise DataError(args.infile, f"OBSTYPE is {obstype or 'missing'!r}; trace shifts are measured on FLAT or SCIENCE")
     psf = read_psf(args.psf)
-    if psf.nfiber != inst.nfiber:
-        raise DataError(args.psf, f"PSF has {psf.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+    check_psf(psf, args.psf, inst, img.image.shape, args.infile)
     opts = traceshift.TraceShiftOptions.from_config(cfg["traceshift"])
     try:
         out, _ = traceshift.trace_shift(img.image, img.ivar, psf, continuum_only=(obstype == "FLAT"), opts=opts,
@@ -89,11 +88,7 @@ def _psf(args, cfg, inst, cam):
         raise DataError(args.infile, f"CAMERA is {img.header.get('CAMERA')!r}, expected {cam}")
     psffit.check_arc(img.image, img.ivar, args.infile)
     start = read_psf(args.start)
-    if start.nfiber != inst.nfiber:
-        raise DataError(args.start, f"starting PSF has {start.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
-    if img.image.shape != (start.npix_y, start.npix_x):
-        raise DataError(args.start, f"starting PSF is for a {start.npix_y}x{start.npix_x} CCD; "
-                                    f"{args.infile} is {img.image.shape[0]}x{img.image.shape[1]}")
+    check_psf(start, args.start, inst, img.image.shape, args.infile)
     wmin, wmax = psfmodel.wavelength_range(start)
     lines = arclines.lines_for_camera(cam[0], float(np.max(wmin)), float(np.min(wmax)), path=opts["line_list"])
     refine = arclines.refinement_lines(float(np.max(wmin)), float(np.min(wmax))) if opts["refine"] else None
@@ -129,8 +124,7 @@ def _psfnight(args, cfg, inst, cam):
     psfs, used = [], []
     for path in args.infiles:
         p = read_psf(path)
-        if p.nfiber != inst.nfiber:
-            raise DataError(path, f"PSF has {p.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+        check_psf(p, path, inst)
         if (p.status() == 0).any():
             psfs.append(p)
             used.append(path)
@@ -149,8 +143,7 @@ def _psfnight(args, cfg, inst, cam):
         if not args.fallback:
             raise DataError(None, f"night {args.night} camera {cam}: no usable arc PSF and no --fallback PSF")
         out = read_psf(args.fallback)
-        if out.nfiber != inst.nfiber:
-            raise DataError(args.fallback, f"fallback PSF has {out.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
+        check_psf(out, args.fallback, inst)
         hdr = provenance_header("psfnight", {"fallback": True}, [args.fallback], cfg, prod)
         hdr["FALLBACK"] = (True, "no usable arc this night: PSF copied from IN_PSF")
         hdr["IN_PSF"] = (os.path.basename(args.fallback), "fallback PSF")
