@@ -6,8 +6,7 @@ import sys
 
 import fiberflow.exptable as ffexp
 import fiberflow.paths as ffpaths
-from fiberflow.cli.calibinit import default_psf_dir
-from fiberflow.config import resolve_roots, section_hash, validate_config
+from fiberflow.config import default_psf_dir, resolve_roots, section_hash, validate_config
 from fiberflow.instrument import load_instrument
 
 # jobs call `fiberflow <step>`: the one installed beside the Python running Snakemake comes

@@ -128,3 +128,11 @@ def resolve_roots(config, base=None, need_prod=True):
 def section_hash(config, *sections):
     """Hash of some config sections (what a step's outputs depend on)."""
     return config_hash({s: config.get(s) for s in sections})
+
+
+def default_psf_dir(config, base=None):
+    """Absolute folder of the default PSFs (``calibration.default_psf``), or None when unset."""
+    folder = (config.get("calibration") or {}).get("default_psf")
+    if not folder:
+        return None
+    return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(folder)))

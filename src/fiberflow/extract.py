@@ -195,7 +195,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
 
     Returns
     -------
-    dict with (nc, ncore) arrays ``flux``, ``ivar``, ``chi2pix``, ``masked``, ``deconv``, and
+    dict with (nc, ncore) arrays ``flux``, ``ivar``, ``chi2pix``, ``masked``, and
     ``R`` (nc, ncore, ndiag) resolution rows (offsets -h..+h from the diagonal).
     """
     nf, nw = len(fibers), len(wave)
@@ -209,7 +209,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     ndiag = opts.ndiag or 2 * psf.hsizey + 1
     nc, ncore = len(core_fibers), core.stop - core.start
     out = {"flux": np.zeros((nc, ncore)), "ivar": np.zeros((nc, ncore)), "chi2pix": np.zeros((nc, ncore)),
-           "masked": np.ones((nc, ncore)), "deconv": np.zeros((nc, ncore)), "R": np.zeros((nc, ncore, ndiag))}
+           "masked": np.ones((nc, ncore)), "R": np.zeros((nc, ncore, ndiag))}
     if yhi <= ylo or xhi <= xlo:
         return out
     data = np.asarray(image[ylo:yhi, xlo:xhi], np.float64)
@@ -243,7 +243,6 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         var = np.einsum("ij,jk,ik->i", Rc, cov[sl, sl], Rc)
         info = diag[sl][core] > 0
         out["ivar"][c] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
-        out["deconv"][c] = f[sl][core]
         for i in range(ncore):
             row = core.start + i
             for d in range(-h, h + 1):

@@ -185,7 +185,16 @@ def sky_line_reference(kind="uves"):
     return data[:, 0], data[:, 1]
 
 
-def _reference_on_rows(psf, fabs, rows, dy, ref_w, ref_f):
+@functools.lru_cache(maxsize=64)
+def _convolved_reference(kind, sigma):
+    """The sky reference convolved with a Gaussian LSF of ``sigma`` Angstrom (cached: fibers
+    and iterations share a handful of widths once rounded)."""
+    ref_w, ref_f = sky_line_reference(kind)
+    step = float(np.median(np.diff(ref_w)))
+    return ref_w, ndimage.gaussian_filter1d(ref_f, sigma / step)
+
+
+def _reference_on_rows(psf, fabs, rows, dy, kind):
     """Sky-line reference per row of each fiber, seen through the PSF's LSF, moved by ``dy``
     rows (scalar or (nf, nrow)): (nf, nrow)."""
     y = np.broadcast_to(rows[None, :] - np.asarray(dy, float), (len(fabs), len(rows)))
@@ -194,11 +203,10 @@ def _reference_on_rows(psf, fabs, rows, dy, ref_w, ref_f):
     dwdy = np.gradient(wave, axis=1)
     sigy = psfmodel.param_values(psf, wave, fabs, ["GHSIGY"])["GHSIGY"]
     sig_w = np.abs(sigy * dwdy)
-    step = float(np.median(np.diff(ref_w)))
-    # convolve the reference once per fiber with the median LSF width (varies slowly)
     out = np.zeros_like(wave)
     for k in range(wave.shape[0]):
-        conv = ndimage.gaussian_filter1d(ref_f, float(np.median(sig_w[k])) / step)
+        # one LSF width per fiber (it varies slowly), rounded to 0.005 A for the cache
+        ref_w, conv = _convolved_reference(kind, round(float(np.median(sig_w[k])) / 0.005) * 0.005)
         out[k] = np.interp(wave[k], ref_w, conv) * np.abs(dwdy[k])
     return out
 
@@ -231,7 +239,6 @@ def measure_dy_sky(image, ivar, psf, dxfun, opts):
     """
     ny, _ = image.shape
     rows = np.arange(ny)
-    ref_w, ref_f = sky_line_reference(opts.sky_reference)
     out = []
     nfib = psf.nfiber
     edges = np.linspace(0, ny, opts.dy_blocks + 1).astype(int)
@@ -249,7 +256,7 @@ def measure_dy_sky(image, ivar, psf, dxfun, opts):
                 shift[:, edges[j]:edges[j + 1]] = dy[:, [j]]
             m = np.zeros((len(chunk), ny))
             for k in range(len(chunk)):
-                m[k] = _reference_on_rows(psf, fabs[k:k + 1], rows, shift[k:k + 1], ref_w, ref_f)[0]
+                m[k] = _reference_on_rows(psf, fabs[k:k + 1], rows, shift[k:k + 1], opts.sky_reference)[0]
             m = _highpass(m)
             mp = np.gradient(m, axis=1)
             for j in range(opts.dy_blocks):

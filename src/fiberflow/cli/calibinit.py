@@ -17,14 +17,6 @@ def add_arguments(p, name):
     p.add_argument("--overwrite", action="store_true", help="rewrite files that exist")
 
 
-def default_psf_dir(cfg, base=None):
-    """Absolute folder of the default PSFs from the config, or None when unset."""
-    folder = cfg.get("calibration", {}).get("default_psf")
-    if not folder:
-        return None
-    return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(folder)))
-
-
 def write_default_psfs(inst, outdir, overwrite=False, log=print):
     """Nominal PSF of every camera of ``inst`` into ``outdir``; returns the paths."""
     from ..errors import DataError
@@ -60,7 +52,7 @@ def write_default_psfs(inst, outdir, overwrite=False, log=print):
 
 
 def run(args):
-    from ..config import load_config
+    from ..config import default_psf_dir, load_config
     from ..errors import ConfigError
     from ..instrument import load_instrument
 
