@@ -17,7 +17,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test]'
+	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test,mpi]'
 	touch $(STAMP)
 
 setup: $(STAMP)

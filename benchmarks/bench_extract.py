@@ -1,19 +1,24 @@
 """Extraction of one full-size DESI r0 science camera (500 fibers x 2326 wavelengths).
 
-Usage: python benchmarks/bench_extract.py [--threads N] [--fibers N]
+Usage: python benchmarks/bench_extract.py [--threads 1 2] [--mpi 2]
 
 Simulates the exposure and preprocesses it (not timed), writes the simulator's true PSF of
-the exposure, then runs `fiberflow extract` in a fresh process (after a warm-up on the tiny
-instrument that compiles the numba kernels) and prints wall time, peak memory and where the
-time goes (spots, normal equations, solve + resolution, leverages) on one bundle, plus the
-frame's median CHI2PIX. Target (issue 6): < 60 s with 2 cores, < 4 GB.
+the exposure, then runs `fiberflow extract` in a fresh process for each thread count (and
+under `mpiexec -n N` with --mpi), after a warm-up on the tiny instrument that compiles the
+numba kernels, and prints wall time, peak memory, the frame's median CHI2PIX, where the time
+goes on one bundle (spots, normal equations, Cholesky solve + inverse, resolution, leverages)
+and the floating-point operations per patch. Target (issue 6): < 60 s with 2 cores, < 4 GB.
 """
 
 import argparse
 import cProfile
 import os
 import pstats
+import sys
 import tempfile
+import time
+
+import numpy as np
 
 from _child import run
 
@@ -23,12 +28,11 @@ SCIENCE = 182805
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--mpi", type=int, default=0, help="also run under mpiexec -n N (1 thread per rank)")
     ap.add_argument("--profile-fibers", type=int, default=25, help="fibers of the in-process profile")
     args = ap.parse_args()
-    from fiberflow import extract, paths
-    from fiberflow.instrument import load_instrument
-    from fiberflow.io.image import PreprocImage
+    from fiberflow import paths
     from fiberflow.sim.night import Simulator
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,36 +42,85 @@ def main():
                 fh.write(f"instrument: {inst}\n")
             raw, truth = f"{tmp}/{inst}/raw", f"{tmp}/{inst}/truth"
             run(["simulate", "--night", str(NIGHT), "--instrument", inst, "--raw", raw, "--truth", truth,
-                 "--expid", str(SCIENCE), "--cameras", "r0"], args.threads)
+                 "--expid", str(SCIENCE), "--cameras", "r0"], 2)
             pre = f"{tmp}/{inst}/preproc-r0.fits"
             run(["preproc", "--config", cfg, "--camera", "r0", "-i",
-                 paths.findfile("raw", raw=raw, night=NIGHT, expid=SCIENCE), "-o", pre], args.threads)
+                 paths.findfile("raw", raw=raw, night=NIGHT, expid=SCIENCE), "-o", pre], 2)
             psf = Simulator(inst, 1).exposure_psf(NIGHT, SCIENCE, "r0")
             psf.write(f"{tmp}/{inst}/psf-r0.fits")
             frame = f"{tmp}/{inst}/frame-r0.fits"
-            dt, mem = run(["extract", "--config", cfg, "--camera", "r0", "-i", pre, "--psf", f"{tmp}/{inst}/psf-r0.fits",
-                           "-o", frame], args.threads)
+            cmd = ["extract", "--config", cfg, "--camera", "r0", "-i", pre, "--psf", f"{tmp}/{inst}/psf-r0.fits",
+                   "-o", frame]
             if inst == "tiny":
+                run(cmd, 1)
                 continue
-            print(f"full-size DESI r0 science frame (500 fibers x 2326 wavelengths), {args.threads} thread(s): "
-                  f"{dt:.1f} s, peak RSS {mem:.0f} MB (target < 60 s with 2 cores, < 4 GB)")
+            print("full-size DESI r0 science frame (500 fibers x 2326 wavelengths); target < 60 s with 2 cores, < 4 GB")
+            for nt in args.threads:
+                dt, mem = run(cmd + ["--nthreads", str(nt)], 1)
+                print(f"  {nt} thread(s): {dt:6.1f} s wall (incl. start-up and I/O), peak RSS {mem:.0f} MB")
+            if args.mpi:
+                mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+                dt, mem = run(cmd + ["--nthreads", "1"], 1, launcher=(mpiexec, "-n", str(args.mpi)))
+                print(f"  mpiexec -n {args.mpi}: {dt:6.1f} s wall, summed peak RSS {mem:.0f} MB")
             import fitsio
 
             print(f"  median CHI2PIX {fitsio.read_header(frame, ext='FLUX')['CHI2PIX']:.3f}")
-            # where the time goes, on one bundle in this process
-            img = PreprocImage.read(pre)
-            wave = load_instrument("desi").wavegrid("r0")
-            plan = [u for u in extract.patch_plan(psf.nfiber, 25, wave.size, extract.ExtractOptions())
-                    if u[0] == 0][: max(1, args.profile_fibers // 5) * 47]
-            prof = cProfile.Profile()
-            prof.enable()
-            extract.extract_frame(img.image, img.ivar, psf, wave, 25, units=plan)
-            prof.disable()
-            st = pstats.Stats(prof)
-            tot = st.total_tt
-            for name in ("spots", "normal_equations", "_solve", "fiber_resolution", "leverage", "model_image"):
-                t = sum(v[3] for k, v in st.stats.items() if k[2] == name)
-                print(f"  {name:18s} {t:6.2f} s ({100 * t / tot:4.1f}% of one bundle's {tot:.1f} s)")
+            profile(pre, psf, args.profile_fibers)
+
+
+def profile(pre, psf, nfib):
+    """Where the time goes on the first ``nfib`` fibers, and FLOPs per patch vs the machine."""
+    from threadpoolctl import threadpool_limits
+
+    from fiberflow import extract, psfmodel
+    from fiberflow.instrument import load_instrument
+    from fiberflow.io.image import PreprocImage
+
+    img = PreprocImage.read(pre)
+    wave = load_instrument("desi").wavegrid("r0")
+    opts = extract.ExtractOptions()
+    plan = [u for u in extract.patch_plan(psf.nfiber, 25, wave.size, opts) if u[0] == 0]
+    plan = plan[: max(1, nfib // 5) * len(range(0, wave.size, opts.wavesize))]
+    prof = cProfile.Profile()
+    prof.enable()
+    extract.extract_frame(img.image, img.ivar, psf, wave, 25, opts, units=plan)
+    prof.disable()
+    st = pstats.Stats(prof)
+    tot = st.total_tt
+    print(f"  time on {len(plan)} patches in one thread ({tot:.1f} s under the profiler):")
+    for name in ("spots", "normal_equations", "cholesky_solve_inverse", "fiber_resolution", "leverage",
+                 "stamp_sums", "model_image"):
+        t = sum(v[3] for k, v in st.stats.items() if k[2] == name)
+        print(f"    {name:24s} {t:6.2f} s ({100 * t / tot:4.1f}%)")
+    # floating-point operations of one interior patch
+    _, core, solved, w0, w1 = plan[len(plan) // 2]
+    lo = w0 - opts.nwavepad
+    pw = wave[0] + (wave[1] - wave[0]) * np.arange(lo, w1 + opts.nwavepad)
+    stamps, x0, y0 = psfmodel.spots(psf, pw, psf.fibermin + solved)
+    sy, sx = stamps.shape[-2:]
+    x0, y0 = x0.ravel(), y0.ravel()
+    n = x0.size
+    ox = np.clip(sx - np.abs(x0[:, None] - x0[None, :]), 0, None)
+    oy = np.clip(sy - np.abs(y0[:, None] - y0[None, :]), 0, None)
+    f_ne = 3.0 * np.triu(ox * oy).sum()       # A^T W A: multiply-multiply-add per overlapping pixel
+    f_lev = 3.0 * np.triu(ox * oy).sum()      # leverages: same pattern
+    f_chol = n**3 / 3 + 2 * n**3 / 3 + 2 * n**2  # potrf + potri + potrs
+    m = len(pw)
+    f_res = len(core) * (9.0 * m**3 + 4.0 * (w1 - w0) * m**2)  # eigh + Q rows, R C R^T
+    total = f_ne + f_lev + f_chol + f_res
+    a = np.random.default_rng(0).normal(size=(1000, 1000))
+    with threadpool_limits(limits=1):
+        a @ a
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ a
+        gflops = 3 * 2e9 / (time.perf_counter() - t0) / 1e9
+    npatch = len(extract.patch_plan(psf.nfiber, 25, wave.size, opts))
+    print(f"  one patch: {n} unknowns ({len(solved)} fibers x {m} bins); normal equations {f_ne / 1e6:.1f} MFLOP, "
+          f"leverages {f_lev / 1e6:.1f}, Cholesky solve+inverse {f_chol / 1e6:.1f}, resolution {f_res / 1e6:.1f}: "
+          f"{total / 1e6:.0f} MFLOP; x {npatch} patches = {total * npatch / 1e9:.0f} GFLOP per frame")
+    print(f"  this machine: {gflops:.1f} GFLOP/s per core on a 1000x1000 matmul (BLAS, 1 thread) -> "
+          f"{total * npatch / 1e9 / gflops:.0f} s of pure arithmetic per frame on one core")
 
 
 if __name__ == "__main__":

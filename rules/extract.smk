@@ -6,21 +6,23 @@ rule extract:
         preproc=out("preproc"),
         psf=out("psf"),
     output:
-        out("frame"),
+        frame=out("frame"),
+        **({"model": out("model")} if config["extract"].get("model") else {}),
     params:
         cfg=section_hash(config, "instrument", "extract"),
         configfile=CONFIGFILE,
+        model=lambda wc, output: f"--model {output.model}" if "model" in output.keys() else "",
     log:
         logfile("extract", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("extract", "{night}/{expid}-{camera}")
-    threads: 1
+    threads: config["extract"].get("threads", 2)
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
         "fiberflow extract --config {params.configfile} --camera {wildcards.camera} "
-        "-i {input.preproc} --psf {input.psf} -o {output} > {log} 2>&1"
+        "-i {input.preproc} --psf {input.psf} -o {output.frame} {params.model} --nthreads {threads} > {log} 2>&1"
 
 
 def extract_targets(nights=None):

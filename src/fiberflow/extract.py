@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+from scipy.linalg import lapack
 
 from . import psfmodel
 from .bitmasks import specmask
@@ -130,9 +130,43 @@ def model_image(stamps, x0, y0, flux, shape, use_numba=True):
     return out
 
 
+def stamp_sums(stamps, x0, y0, planes, use_numba=True):
+    """Stamp-weighted sums of image planes: ``out[k, p] = sum(stamps[k] * planes[p])`` (n, np).
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx)
+    x0, y0 : (n,) int
+        Local pixel of each stamp's [0, 0] (parts outside the planes are dropped).
+    planes : (np, ny, nx)
+    """
+    stamps = np.ascontiguousarray(stamps, np.float64)
+    x0 = np.ascontiguousarray(x0, np.int64)
+    y0 = np.ascontiguousarray(y0, np.int64)
+    planes = np.ascontiguousarray(planes, np.float64)
+    if use_numba:
+        from ._kernels.normaleq import stamp_sums_numba
+
+        return stamp_sums_numba(stamps, x0, y0, planes)
+    n, sy, sx = stamps.shape
+    _, ny, nx = planes.shape
+    out = np.zeros((n, planes.shape[0]))
+    for k in range(n):
+        ys = slice(max(y0[k], 0), min(y0[k] + sy, ny))
+        xs = slice(max(x0[k], 0), min(x0[k] + sx, nx))
+        if ys.stop <= ys.start or xs.stop <= xs.start:
+            continue
+        sp = stamps[k, ys.start - y0[k]: ys.stop - y0[k], xs.start - x0[k]: xs.stop - x0[k]]
+        out[k] = np.einsum("ab,pab->p", sp, planes[:, ys, xs])
+    return out
+
+
 # ---------------------------------------------------------------------------- resolution
 def fiber_resolution(cov_block, ndiag, rows, valid=None):
     """Resolution rows of one fiber from its covariance block.
+
+    ``Q = C^(-1/2)`` (symmetric square root of the fiber's inverse covariance, from one
+    eigen-decomposition of ``C``); ``R = Q / rowsum(Q)``.
 
     Parameters
     ----------
@@ -147,32 +181,28 @@ def fiber_resolution(cov_block, ndiag, rows, valid=None):
 
     Returns
     -------
-    R : (m, m)
-        Rows ``rows`` filled: truncated to ``ndiag`` diagonals and normalised to sum 1; other
-        rows zero.
+    R : (nrows, m)
+        Rows ``rows`` of R, truncated to ``ndiag`` diagonals and normalised to sum 1.
     """
     m = cov_block.shape[0]
-    icov = np.linalg.inv(cov_block)
-    icov = 0.5 * (icov + icov.T)
-    vals, vecs = np.linalg.eigh(icov)
-    vals = np.clip(vals, 0.0, None)
-    Q = (vecs * np.sqrt(vals)) @ vecs.T
+    lam, vecs = np.linalg.eigh(cov_block)
+    isq = np.where(lam > 0, 1.0 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
+    idx = np.arange(rows.start, rows.stop)
+    Q = (vecs[idx] * isq) @ vecs.T
     h = ndiag // 2
     vlo, vhi = (0, m) if valid is None else (valid.start, valid.stop)
-    R = np.zeros((m, m))
-    for i in range(rows.start, rows.stop):
-        lo, hi = max(vlo, i - h), min(vhi, i + h + 1)
-        r = Q[i, lo:hi]
-        s = r.sum()
-        if s > 0:
-            R[i, lo:hi] = r / s
-        else:
-            R[i, i] = 1.0
+    cols = np.arange(m)
+    band = (np.abs(cols[None, :] - idx[:, None]) <= h) & (cols >= vlo)[None, :] & (cols < vhi)[None, :]
+    Q = np.where(band, Q, 0.0)
+    s = Q.sum(axis=1)
+    ok = s > 0
+    R = np.where(ok[:, None], Q / np.where(ok, s, 1.0)[:, None], 0.0)
+    R[~ok, idx[~ok]] = 1.0
     return R
 
 
 # ---------------------------------------------------------------------------- one patch
-def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None):
+def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None, model=False):
     """Extract one patch.
 
     Parameters
@@ -192,21 +222,25 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     opts : ExtractOptions
     valid : slice, optional
         Solved bins that lie inside the output grid (see :func:`fiber_resolution`).
+    model : bool
+        Also return the model of the core unknowns' light (``model``, ``model_box``).
 
     Returns
     -------
     dict with (nc, ncore) arrays ``flux``, ``ivar``, ``chi2pix``, ``masked``, and
-    ``R`` (nc, ncore, ndiag) resolution rows (offsets -h..+h from the diagonal).
+    ``R`` (nc, ncore, ndiag) resolution rows (offsets -h..+h from the diagonal); with
+    ``model``, ``model`` (ny', nx') pixels of the box ``model_box`` = (ylo, xlo).
     """
     nf, nw = len(fibers), len(wave)
     absf = psf.fibermin + np.asarray(fibers)
-    stamps, sx0, sy0 = psfmodel.spots(psf, wave, absf, use_numba=opts.use_numba)  # (nf, nw, sy, sx)
+    stamps, sx0, sy0 = psfmodel.spots(psf, wave, absf, use_numba=opts.use_numba, parallel=False)
     stamps = stamps * dw[None, :, None, None]
     sy, sx = stamps.shape[-2:]
     ny, nx = image.shape
     ylo, yhi = max(int(sy0.min()), 0), min(int(sy0.max()) + sy, ny)
     xlo, xhi = max(int(sx0.min()), 0), min(int(sx0.max()) + sx, nx)
     ndiag = opts.ndiag or 2 * psf.hsizey + 1
+    h = ndiag // 2
     nc, ncore = len(core_fibers), core.stop - core.start
     out = {"flux": np.zeros((nc, ncore)), "ivar": np.zeros((nc, ncore)), "chi2pix": np.zeros((nc, ncore)),
            "masked": np.ones((nc, ncore)), "R": np.zeros((nc, ncore, ndiag))}
@@ -227,64 +261,92 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
     f, cov, diag = _solve(st, lx, ly, data, weight, opts)
     mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
-    resid2w = weight * (data - mod) ** 2
     good = weight > 0
     # expected chi2 of a pixel is 1 - leverage: CHI2PIX is normalised by it (median 1 when the
     # PSF and the variance are right)
     dof = np.where(good, np.clip(1.0 - leverage(st, lx, ly, weight, cov, opts.use_numba), 0.0, 1.0), 0.0)
+    planes = np.stack([good.astype(np.float64), dof, weight * (data - mod) ** 2])
     fidx = {int(fb): k for k, fb in enumerate(fibers)}
-    h = ndiag // 2
-    for c, fb in enumerate(core_fibers):
-        k = fidx[int(fb)]
+    kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
+    units = (kcore[:, None] * nw + core.start + np.arange(ncore)[None, :]).ravel()
+    sums = stamp_sums(st[units], lx[units], ly[units], planes, opts.use_numba).reshape(nc, ncore, 3)
+    tot = st[units].sum(axis=(1, 2)).reshape(nc, ncore)
+    has = tot > 0
+    # light on masked pixels or off the CCD (rounding-level fractions are no mask)
+    masked = np.where(has, np.clip(1.0 - sums[..., 0] / np.where(has, tot, 1.0), 0.0, 1.0), 1.0)
+    out["masked"] = np.where(masked < 1e-9, 0.0, masked)
+    wsum = sums[..., 1]
+    out["chi2pix"] = np.where(has & (wsum > 0), sums[..., 2] / np.where(wsum > 0, wsum, 1.0), 0.0)
+    band = core.start + np.arange(ncore)[:, None] + np.arange(-h, h + 1)[None, :]
+    inb = (band >= 0) & (band < nw)
+    band = np.clip(band, 0, nw - 1)
+    for c, k in enumerate(kcore):
         sl = slice(k * nw, (k + 1) * nw)
-        R = fiber_resolution(cov[sl, sl], ndiag, core, valid)
-        Rc = R[core]
+        Rc = fiber_resolution(cov[sl, sl], ndiag, core, valid)
         out["flux"][c] = Rc @ f[sl]
-        var = np.einsum("ij,jk,ik->i", Rc, cov[sl, sl], Rc)
+        var = np.sum((Rc @ cov[sl, sl]) * Rc, axis=1)
         info = diag[sl][core] > 0
         out["ivar"][c] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
-        for i in range(ncore):
-            row = core.start + i
-            for d in range(-h, h + 1):
-                j = row + d
-                if 0 <= j < nw:
-                    out["R"][c, i, d + h] = R[row, j]
-        # chi2 and masked light per output bin
-        for i in range(ncore):
-            kk = k * nw + core.start + i
-            s = st[kk]
-            y0, x0 = ly[kk], lx[kk]
-            ys = slice(max(y0, 0), min(y0 + sy, data.shape[0]))
-            xs = slice(max(x0, 0), min(x0 + sx, data.shape[1]))
-            sp = s[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
-            tot = s.sum()
-            if tot <= 0:
-                continue
-            g = good[ys, xs]
-            out["masked"][c, i] = 1.0 - np.sum(sp * g) / tot
-            wsum = np.sum(sp * dof[ys, xs])
-            out["chi2pix"][c, i] = np.sum(sp * resid2w[ys, xs]) / wsum if wsum > 0 else 0.0
+        out["R"][c] = np.where(inb, np.take_along_axis(Rc, band, axis=1), 0.0)
+    if model:
+        fc = np.zeros_like(f)
+        fc[units] = f[units]
+        out["model"] = model_image(st, lx, ly, fc, data.shape, opts.use_numba)
+        out["model_box"] = (ylo, xlo)
     return out
 
 
+def cholesky_solve_inverse_numpy(a, b):
+    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_inverse_numba` (scipy LAPACK)."""
+    u, info = lapack.dpotrf(a, lower=0, clean=1)
+    if info != 0:
+        return np.zeros_like(b), np.zeros_like(a), info
+    x, info = lapack.dpotrs(u, b, lower=0)
+    inv, info2 = lapack.dpotri(u, lower=0)
+    cov = np.triu(inv)
+    cov += np.triu(inv, 1).T
+    return x, cov, info or info2
+
+
+def cholesky_solve_inverse(a, b, use_numba=True):
+    """``a^-1 b`` and ``a^-1`` of a symmetric positive definite matrix, and the LAPACK status.
+
+    The numba path releases the GIL (so extraction threads run in parallel); the numpy path
+    is the scipy reference.
+
+    Parameters
+    ----------
+    a : (n, n)
+    b : (n,)
+
+    Returns
+    -------
+    x : (n,), inv : (n, n), info : int (0 = success)
+    """
+    a = np.ascontiguousarray(a, np.float64)
+    b = np.ascontiguousarray(b, np.float64)
+    if use_numba:
+        from ._kernels.lapack import cholesky_solve_inverse_numba
+
+        return cholesky_solve_inverse_numba(a, b)
+    return cholesky_solve_inverse_numpy(a, b)
+
+
 def _solve(st, lx, ly, data, weight, opts):
+    """Flux, covariance and information diagonal of one patch (Cholesky, LAPACK potrf/potrs/potri)."""
     ata, atd = normal_equations(st, lx, ly, data, weight, opts.use_numba)
     diag = np.diag(ata).copy()
     scale = np.median(diag[diag > 0]) if np.any(diag > 0) else 1.0
     # tiny ridge keeps bins without data solvable; optional user regularisation on top
     ridge = scale * (1e-8 + opts.regularize)
     ata[np.diag_indices_from(ata)] += ridge
-    try:
-        cf = linalg.cho_factor(ata, lower=False, check_finite=False)
-        f = linalg.cho_solve(cf, atd, check_finite=False)
-        cov = linalg.cho_solve(cf, np.eye(len(atd)), check_finite=False)
-    except linalg.LinAlgError:
-        f = np.zeros(len(atd))
-        cov = np.eye(len(atd)) / ridge
-        diag[:] = 0.0
+    n = len(atd)
+    f, cov, info = cholesky_solve_inverse(ata, atd, opts.use_numba)
+    if info != 0 or not np.all(np.isfinite(f)):
+        return np.zeros(n), np.eye(n) / ridge, np.zeros(n)
     # bins whose information is at the ridge level carry no data
     diag = np.where(diag > 1e-6 * scale, diag, 0.0)
-    return f, 0.5 * (cov + cov.T), diag
+    return f, cov, diag
 
 
 # ---------------------------------------------------------------------------- frame
@@ -307,7 +369,90 @@ def patch_plan(nfiber, bundlesize, nwave, opts):
     return plan
 
 
-def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None):
+def rank_units(plan, rank, size):
+    """Units of one MPI rank: whole bundles dealt round-robin while there are at least as many
+    bundles as ranks, else single patches dealt round-robin (so extra ranks still get work).
+
+    Returns
+    -------
+    list of int (indices into ``plan``)
+    """
+    bundles = sorted({u[0] for u in plan})
+    if len(bundles) >= size:
+        mine = set(bundles[rank::size])
+        return [i for i, u in enumerate(plan) if u[0] in mine]
+    return list(range(rank, len(plan), size))
+
+
+def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False):
+    """Extract the patches ``plan`` (see :func:`patch_plan`) with ``nthreads`` threads.
+
+    The numba kernels release the GIL and BLAS is held to one thread per call, so each
+    patch is computed exactly as it would be serially: results do not depend on
+    ``nthreads`` (or on the MPI rank count).
+
+    Returns
+    -------
+    list of dict, one per unit (see :func:`extract_patch`)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    nwave = wave.size
+    step = float(np.median(np.diff(wave))) if nwave > 1 else 1.0
+
+    def one(unit):
+        _, core_f, solved_f, w0, w1 = unit
+        lo, hi = w0 - opts.nwavepad, w1 + opts.nwavepad
+        pw = wave[0] + step * np.arange(lo, hi)
+        return extract_patch(image, ivar, psf, solved_f, core_f, pw, slice(w0 - lo, w1 - lo),
+                             np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model)
+
+    with threadpool_limits(limits=1):
+        if nthreads <= 1 or len(plan) <= 1:
+            return [one(u) for u in plan]
+        with ThreadPoolExecutor(max_workers=nthreads) as pool:
+            return list(pool.map(one, plan))
+
+
+def assemble(plan, results, psf, nwave, shape, opts):
+    """Frame arrays from the patch results (see :func:`extract_frame` for the returned dict)."""
+    nfib = psf.nfiber
+    ndiag = opts.ndiag or 2 * psf.hsizey + 1
+    flux = np.zeros((nfib, nwave))
+    fivar = np.zeros((nfib, nwave))
+    chi2 = np.zeros((nfib, nwave))
+    masked = np.ones((nfib, nwave))
+    rows = np.zeros((nfib, nwave, ndiag))  # R rows: offsets -h..+h
+    model = None
+    for (_, core_f, _, w0, w1), res in zip(plan, results):
+        flux[core_f, w0:w1] = res["flux"]
+        fivar[core_f, w0:w1] = res["ivar"]
+        chi2[core_f, w0:w1] = res["chi2pix"]
+        masked[core_f, w0:w1] = res["masked"]
+        rows[core_f, w0:w1] = res["R"]
+        if "model" in res:
+            if model is None:
+                model = np.zeros(shape)
+            y0, x0 = res["model_box"]
+            my, mx = res["model"].shape
+            model[y0:y0 + my, x0:x0 + mx] += res["model"]
+    resolution = rows_to_diags(rows)
+    mask = np.zeros((nfib, nwave), np.int32)
+    mask[masked > 0] |= SOMEBADPIX
+    mask[(masked >= 0.99) | (fivar == 0)] |= ALLBADPIX
+    mask[chi2 > opts.chi2_bad] |= BAD2DFIT
+    fivar[(mask & ALLBADPIX) != 0] = 0.0
+    flux[~np.isfinite(flux)] = 0.0
+    out = {"flux": flux, "ivar": fivar, "mask": mask, "chi2pix": chi2, "masked": masked, "resolution": resolution}
+    if model is not None:
+        out["model"] = model
+    return out
+
+
+def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nthreads=1, comm=None,
+                  model=False):
     """Extract every fiber of a camera on the wavelength grid ``wave``.
 
     Parameters
@@ -318,6 +463,13 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None):
     bundlesize : int
     opts : ExtractOptions
     units : list of plan entries to do (default all; see :func:`patch_plan`)
+    nthreads : int
+        Threads per process.
+    comm : mpi4py communicator, optional
+        Patches are dealt over its ranks (:func:`rank_units`) and gathered on rank 0; other
+        ranks return None.
+    model : bool
+        Also return the model image (``model``, (ny, nx)) of the extracted light.
 
     Returns
     -------
@@ -327,35 +479,18 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None):
     """
     opts = opts or ExtractOptions()
     wave = np.asarray(wave, float)
-    nwave = wave.size
-    nfib = psf.nfiber
-    step = float(np.median(np.diff(wave))) if nwave > 1 else 1.0
-    ndiag = opts.ndiag or 2 * psf.hsizey + 1
-    flux = np.zeros((nfib, nwave))
-    fivar = np.zeros((nfib, nwave))
-    chi2 = np.zeros((nfib, nwave))
-    masked = np.ones((nfib, nwave))
-    rows = np.zeros((nfib, nwave, ndiag))  # R rows: offsets -h..+h
-    plan = patch_plan(nfib, bundlesize, nwave, opts) if units is None else units
-    for _, core_f, solved_f, w0, w1 in plan:
-        lo, hi = w0 - opts.nwavepad, w1 + opts.nwavepad
-        pw = wave[0] + step * np.arange(lo, hi)
-        res = extract_patch(image, ivar, psf, solved_f, core_f, pw, slice(w0 - lo, w1 - lo),
-                            np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo))
-        flux[core_f, w0:w1] = res["flux"]
-        fivar[core_f, w0:w1] = res["ivar"]
-        chi2[core_f, w0:w1] = res["chi2pix"]
-        masked[core_f, w0:w1] = res["masked"]
-        rows[core_f, w0:w1] = res["R"]
-    resolution = rows_to_diags(rows)
-    mask = np.zeros((nfib, nwave), np.int32)
-    mask[masked > 0] |= SOMEBADPIX
-    mask[(masked >= 0.99) | (fivar == 0)] |= ALLBADPIX
-    mask[chi2 > opts.chi2_bad] |= BAD2DFIT
-    fivar[(mask & ALLBADPIX) != 0] = 0.0
-    flux[~np.isfinite(flux)] = 0.0
-    return {"flux": flux, "ivar": fivar, "mask": mask, "chi2pix": chi2, "masked": masked,
-            "resolution": resolution}
+    plan = patch_plan(psf.nfiber, bundlesize, wave.size, opts) if units is None else list(units)
+    if comm is None or comm.Get_size() == 1:
+        results = run_units(image, ivar, psf, wave, plan, opts, nthreads, model)
+    else:
+        mine = rank_units(plan, comm.Get_rank(), comm.Get_size())
+        res = run_units(image, ivar, psf, wave, [plan[i] for i in mine], opts, nthreads, model)
+        gathered = comm.gather(list(zip(mine, res)), root=0)
+        if comm.Get_rank() != 0:
+            return None
+        byidx = dict(pair for part in gathered for pair in part)
+        results = [byidx[i] for i in range(len(plan))]
+    return assemble(plan, results, psf, wave.size, image.shape, opts)
 
 
 def rows_to_diags(rows):

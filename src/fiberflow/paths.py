@@ -42,6 +42,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "fitpsf": ("prod", "exposures/{night}/{expid:08d}/fit-psf-{camera}-{expid:08d}.fits"),
     "psf": ("prod", "exposures/{night}/{expid:08d}/psf-{camera}-{expid:08d}.fits"),
     "frame": ("prod", "exposures/{night}/{expid:08d}/frame-{camera}-{expid:08d}.fits"),
+    "model": ("prod", "exposures/{night}/{expid:08d}/model-{camera}-{expid:08d}.fits"),
     "fiberflat": ("prod", "exposures/{night}/{expid:08d}/fiberflat-{camera}-{expid:08d}.fits"),
     "sky": ("prod", "exposures/{night}/{expid:08d}/sky-{camera}-{expid:08d}.fits"),
     "sframe": ("prod", "exposures/{night}/{expid:08d}/sframe-{camera}-{expid:08d}.fits"),

@@ -150,7 +150,20 @@ def param_values(psf, wave, fibers=None, names=None):
     """
     idx = _fiber_index(psf, fibers)
     names = list(psf.params) if names is None else names
-    return {n: legendre_eval(psf.params[n][idx], wave, psf.psf_wavemin, psf.psf_wavemax) for n in names}
+    u = reduced_wave(wave, psf.psf_wavemin, psf.psf_wavemax)
+    out = {}
+    groups = {}
+    for n in names:  # one Legendre basis per polynomial degree, shared by all its parameters
+        groups.setdefault(psf.params[n].shape[-1], []).append(n)
+    for ncoef, group in groups.items():
+        vander = legendre.legvander(u, ncoef - 1)  # (nwave, ncoef) or (nfiber, nwave, ncoef)
+        coeff = np.stack([np.atleast_2d(psf.params[n])[idx] for n in group])  # (nname, nfiber, ncoef)
+        if u.ndim == 1:
+            vals = coeff @ vander.T
+        else:
+            vals = np.einsum("fwc,nfc->nfw", vander, coeff)
+        out.update(zip(group, vals))
+    return out
 
 
 def spot_inputs(psf, wave, fibers=None):
@@ -191,7 +204,7 @@ def spot_inputs(psf, wave, fibers=None):
     }
 
 
-def spots(psf, wave, fibers=None, use_numba=True, hsize=None):
+def spots(psf, wave, fibers=None, use_numba=True, hsize=None, parallel=True):
     """Pixel-integrated, unit-sum spots of every (fiber, wavelength).
 
     Parameters
@@ -205,6 +218,9 @@ def spots(psf, wave, fibers=None, use_numba=True, hsize=None):
         Stamp half sizes (x, y) instead of the file's HSIZEX/HSIZEY. The file's stamp cuts the
         wings asymmetrically when a spot centre sits near a pixel edge (up to ~0.002 px of
         centroid shift in y on the real r0 PSF); a larger stamp shows the untruncated model.
+    parallel : bool
+        numba-parallel kernel (default); False uses the serial GIL-free twin, for callers
+        running their own threads.
 
     Returns
     -------
@@ -213,17 +229,17 @@ def spots(psf, wave, fibers=None, use_numba=True, hsize=None):
         CCD column/row of each stamp's pixel [0, 0].
     """
     p = spot_inputs(psf, wave, fibers)
-    func = _numba_stamps() if use_numba else spot_stamps_numpy
+    func = _numba_stamps(parallel) if use_numba else spot_stamps_numpy
     hx, hy = (psf.hsizex, psf.hsizey) if hsize is None else hsize
     stamps, x0, y0 = func(p["xc"], p["yc"], p["sigx"], p["sigy"], p["gh"], p["tail"], int(hx), int(hy))
     shape = p["shape"]
     return stamps.reshape(shape + stamps.shape[1:]), x0.reshape(shape), y0.reshape(shape)
 
 
-def _numba_stamps():
-    from ._kernels.psfspot import spot_stamps_numba
+def _numba_stamps(parallel=True):
+    from ._kernels.psfspot import spot_stamps_numba, spot_stamps_serial
 
-    return spot_stamps_numba
+    return spot_stamps_numba if parallel else spot_stamps_serial
 
 
 def spot_stamps(xc, yc, sigx, sigy, gh, tail, hsizex, hsizey, use_numba=True):

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normal_equations_numba(stamps, x0, y0, data, weight):
     """A^T W A and A^T W d for unknowns whose model columns are pixel stamps.
 
@@ -62,7 +62,7 @@ def normal_equations_numba(stamps, x0, y0, data, weight):
     return ata, atd
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def model_image_numba(stamps, x0, y0, flux, ny, nx):
     """Sum of flux[k] * stamps[k] on a (ny, nx) local frame (outside parts dropped)."""
     n, sy, sx = stamps.shape
@@ -80,7 +80,7 @@ def model_image_numba(stamps, x0, y0, flux, ny, nx):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def leverage_numba(stamps, x0, y0, weight, cov):
     """Pixel leverages h = w * diag(A C A^T) (ny, nx) for stamp columns A and covariance C."""
     n, sy, sx = stamps.shape
@@ -106,3 +106,35 @@ def leverage_numba(stamps, x0, y0, weight, cov):
                     if 0 <= xx < nx:
                         h[yy, xx] += c * stamps[i, a, b] * stamps[j, a - dy, b - dx]
     return h * weight
+
+
+@njit(cache=True, nogil=True)
+def stamp_sums_numba(stamps, x0, y0, planes):
+    """out[k, p] = sum of stamps[k] * planes[p] over the stamp's pixels inside the frame.
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx) float64
+    x0, y0 : (n,) int64
+    planes : (np, ny, nx) float64
+
+    Returns
+    -------
+    (n, np) float64
+    """
+    n, sy, sx = stamps.shape
+    npl, ny, nx = planes.shape
+    out = np.zeros((n, npl))
+    for k in range(n):
+        for a in range(sy):
+            yy = y0[k] + a
+            if yy < 0 or yy >= ny:
+                continue
+            for b in range(sx):
+                xx = x0[k] + b
+                if xx < 0 or xx >= nx:
+                    continue
+                s = stamps[k, a, b]
+                for p in range(npl):
+                    out[k, p] += s * planes[p, yy, xx]
+    return out

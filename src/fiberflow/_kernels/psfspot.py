@@ -9,7 +9,7 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pixel_gh(edges, deg, out):
     """out[m, k] = integral of He_m(u) phi(u) between edges[k] and edges[k+1]."""
     npix = edges.shape[0] - 1
@@ -36,63 +36,81 @@ def _pixel_gh(edges, deg, out):
             out[m, k] = prim[m, k + 1] - prim[m, k]
 
 
-@njit(cache=True, parallel=True)
-def spot_stamps_numba(xc, yc, sigx, sigy, gh, tail, hsizex, hsizey):
-    """See fiberflow.psfmodel.spot_stamps_numpy (same arguments and results)."""
-    n = xc.shape[0]
+@njit(cache=True, nogil=True)
+def _one_spot(s, xc, yc, sigx, sigy, gh, tail, hsizex, hsizey, stamps, x0, y0):
+    """Fill stamps[s], x0[s], y0[s] for spot s (see spot_stamps_numba)."""
     nx = 2 * hsizex + 1
     ny = 2 * hsizey + 1
     degx = gh.shape[1] - 1
     degy = gh.shape[2] - 1
-    stamps = np.empty((n, ny, nx))
+    ix0 = int(math.floor(xc[s] + 0.5)) - hsizex
+    iy0 = int(math.floor(yc[s] + 0.5)) - hsizey
+    x0[s] = ix0
+    y0[s] = iy0
+    ex = np.empty(nx + 1)
+    ey = np.empty(ny + 1)
+    for k in range(nx + 1):
+        ex[k] = (ix0 + k - 0.5 - xc[s]) / sigx[s]
+    for k in range(ny + 1):
+        ey[k] = (iy0 + k - 0.5 - yc[s]) / sigy[s]
+    fx = np.empty((degx + 1, nx))
+    fy = np.empty((degy + 1, ny))
+    _pixel_gh(ex, degx, fx)
+    _pixel_gh(ey, degy, fy)
+    # separable sum: core[l, k] = sum_j fy[j, l] * (sum_i gh[i, j] fx[i, k])
+    gx = np.zeros((degy + 1, nx))
+    for j in range(degy + 1):
+        for i in range(degx + 1):
+            c = gh[s, i, j]
+            if c != 0.0:
+                for k in range(nx):
+                    gx[j, k] += c * fx[i, k]
+    amp = tail[s, 0]
+    tcore2 = tail[s, 1] * tail[s, 1]
+    txs = tail[s, 2]
+    tys = tail[s, 3]
+    pw = 1.0 + 0.5 * tail[s, 4]
+    total = 0.0
+    for l in range(ny):
+        dy = (iy0 + l - yc[s]) * tys
+        for k in range(nx):
+            v = 0.0
+            for j in range(degy + 1):
+                v += fy[j, l] * gx[j, k]
+            if amp != 0.0:
+                dx = (ix0 + k - xc[s]) * txs
+                r2 = dx * dx + dy * dy
+                v += amp * r2 / (tcore2 + r2) ** pw
+            if v < 0.0:
+                v = 0.0
+            stamps[s, l, k] = v
+            total += v
+    if total <= 0.0:
+        total = 1.0
+    for l in range(ny):
+        for k in range(nx):
+            stamps[s, l, k] /= total
+
+
+@njit(cache=True, parallel=True)
+def spot_stamps_numba(xc, yc, sigx, sigy, gh, tail, hsizex, hsizey):
+    """See fiberflow.psfmodel.spot_stamps_numpy (same arguments and results); numba-parallel."""
+    n = xc.shape[0]
+    stamps = np.empty((n, 2 * hsizey + 1, 2 * hsizex + 1))
     x0 = np.empty(n, dtype=np.int64)
     y0 = np.empty(n, dtype=np.int64)
     for s in prange(n):
-        ix0 = int(math.floor(xc[s] + 0.5)) - hsizex
-        iy0 = int(math.floor(yc[s] + 0.5)) - hsizey
-        x0[s] = ix0
-        y0[s] = iy0
-        ex = np.empty(nx + 1)
-        ey = np.empty(ny + 1)
-        for k in range(nx + 1):
-            ex[k] = (ix0 + k - 0.5 - xc[s]) / sigx[s]
-        for k in range(ny + 1):
-            ey[k] = (iy0 + k - 0.5 - yc[s]) / sigy[s]
-        fx = np.empty((degx + 1, nx))
-        fy = np.empty((degy + 1, ny))
-        _pixel_gh(ex, degx, fx)
-        _pixel_gh(ey, degy, fy)
-        # separable sum: core[l, k] = sum_j fy[j, l] * (sum_i gh[i, j] fx[i, k])
-        gx = np.zeros((degy + 1, nx))
-        for j in range(degy + 1):
-            for i in range(degx + 1):
-                c = gh[s, i, j]
-                if c != 0.0:
-                    for k in range(nx):
-                        gx[j, k] += c * fx[i, k]
-        amp = tail[s, 0]
-        tcore2 = tail[s, 1] * tail[s, 1]
-        txs = tail[s, 2]
-        tys = tail[s, 3]
-        pw = 1.0 + 0.5 * tail[s, 4]
-        total = 0.0
-        for l in range(ny):
-            dy = (iy0 + l - yc[s]) * tys
-            for k in range(nx):
-                v = 0.0
-                for j in range(degy + 1):
-                    v += fy[j, l] * gx[j, k]
-                if amp != 0.0:
-                    dx = (ix0 + k - xc[s]) * txs
-                    r2 = dx * dx + dy * dy
-                    v += amp * r2 / (tcore2 + r2) ** pw
-                if v < 0.0:
-                    v = 0.0
-                stamps[s, l, k] = v
-                total += v
-        if total <= 0.0:
-            total = 1.0
-        for l in range(ny):
-            for k in range(nx):
-                stamps[s, l, k] /= total
+        _one_spot(s, xc, yc, sigx, sigy, gh, tail, hsizex, hsizey, stamps, x0, y0)
+    return stamps, x0, y0
+
+
+@njit(cache=True, nogil=True)
+def spot_stamps_serial(xc, yc, sigx, sigy, gh, tail, hsizex, hsizey):
+    """Serial, GIL-free twin of :func:`spot_stamps_numba` for callers that run their own threads."""
+    n = xc.shape[0]
+    stamps = np.empty((n, 2 * hsizey + 1, 2 * hsizex + 1))
+    x0 = np.empty(n, dtype=np.int64)
+    y0 = np.empty(n, dtype=np.int64)
+    for s in range(n):
+        _one_spot(s, xc, yc, sigx, sigy, gh, tail, hsizex, hsizey, stamps, x0, y0)
     return stamps, x0, y0

@@ -91,3 +91,26 @@ class BiasNight(Product):
 
     def validate(self, path=None):
         check_shape(path, "MASK", self.mask, np.shape(self.image))
+
+
+@dataclass
+class ModelImage(Product):
+    """Model of the extracted light of one camera (``model-{camera}-{expid}.fits``, optional QA output).
+
+    Attributes
+    ----------
+    image : float32 (ny, nx)
+        Sum over fibers and flux bins of the deconvolved flux times the pixel-integrated PSF
+        spot [electron]; ``preproc - model`` shows what the extraction did not describe.
+    header : dict
+        CAMERA, EXPID, NIGHT, IN_PSF, IN_IMG.
+    """
+
+    image: np.ndarray
+    header: dict = field(default_factory=dict)
+
+    NAME = "model"
+    VERSION = "1"
+    DATAMODEL = {
+        "image": HDU("MODEL", dtype="f4", ndim=2, units="electron", descr="extraction model image (ny, nx)"),
+    }
