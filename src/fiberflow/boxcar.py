@@ -19,6 +19,7 @@ from scipy.special import erf
 
 from . import psfmodel
 from .extract import ALLBADPIX, SOMEBADPIX
+from .resolution import rows_to_diags
 
 
 def aperture_weights(xc, halfwidth, ncol):
@@ -138,8 +139,6 @@ def gaussian_resolution(sigma, dw, ndiag):
     i = np.arange(nw)[:, None] + d[None, :]
     rows = np.where((i >= 0) & (i < nw), rows, 0.0)
     rows /= rows.sum(axis=-1, keepdims=True)
-    from .extract import rows_to_diags
-
     return rows_to_diags(rows)
 
 

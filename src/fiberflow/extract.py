@@ -29,6 +29,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from . import psfmodel
+from .resolution import rows_to_diags
 from .bitmasks import specmask
 
 SOMEBADPIX = specmask.mask("SOMEBADPIX")
@@ -491,18 +492,3 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nth
         byidx = dict(pair for part in gathered for pair in part)
         results = [byidx[i] for i in range(len(plan))]
     return assemble(plan, results, psf, wave.size, image.shape, opts)
-
-
-def rows_to_diags(rows):
-    """Resolution rows (nfib, nwave, ndiag; offsets -h..+h) -> dia diagonals (nfib, ndiag, nwave).
-
-    ``rdata[k, j] = R[j - off[k], j]`` with ``off = [+h .. -h]``: row ``i = j - off`` entry at
-    column ``j = i + off``, i.e. ``rows[i, off + h]``.
-    """
-    nfib, nwave, ndiag = rows.shape
-    h = ndiag // 2
-    out = np.zeros((nfib, ndiag, nwave))
-    for k, off in enumerate(range(h, -h - 1, -1)):
-        j = np.arange(max(0, off), min(nwave, nwave + off))
-        out[:, k, j] = rows[:, j - off, off + h]
-    return out

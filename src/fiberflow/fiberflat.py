@@ -29,6 +29,7 @@ from scipy.interpolate import make_lsq_spline
 from scipy.linalg import solveh_banded
 
 from .bitmasks import specmask
+from .resolution import apply_rows, diags_to_rows
 
 LOWFLAT = specmask.mask("LOWFLAT")
 BADFIBERFLAT = specmask.mask("BADFIBERFLAT")
@@ -52,30 +53,6 @@ class FiberflatOptions:
     def from_config(cls, section):
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in (section or {}).items() if k in known})
-
-
-# ---------------------------------------------------------------------------- resolution rows
-def diags_to_rows(rdata):
-    """Resolution diagonals (nspec, ndiag, nwave) -> rows (nspec, nwave, ndiag), offsets -h..+h.
-
-    ``rows[f, i, d + h] = R_f[i, i + d]`` (0 where ``i + d`` is off the grid).
-    """
-    nspec, ndiag, nwave = rdata.shape
-    h = ndiag // 2
-    rows = np.zeros((nspec, nwave, ndiag))
-    for k, off in enumerate(range(h, -h - 1, -1)):  # rdata[k, j] = R[j - off, j]
-        j = np.arange(max(0, off), min(nwave, nwave + off))
-        rows[:, j - off, off + h] = rdata[:, k, j]
-    return rows
-
-
-def apply_rows(rows, x):
-    """``R_f x`` for every fiber: rows (nspec, nwave, ndiag), x (nwave,) -> (nspec, nwave)."""
-    nspec, nwave, ndiag = rows.shape
-    h = ndiag // 2
-    xp = np.concatenate([np.zeros(h), x, np.zeros(h)])
-    idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]  # into xp: i + d + h
-    return np.einsum("fkd,kd->fk", rows, xp[idx])
 
 
 def banded_normal_equations(rows, weight, data):

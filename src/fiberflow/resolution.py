@@ -75,3 +75,42 @@ def gaussian_diags(sigma, ndiag):
         k = np.exp(-0.5 * ((j - i) / sigma[i]) ** 2)
         R[i, j] = k / k.sum()
     return dense_to_diags(R, ndiag)
+
+
+# rows form (nspec, nwave, ndiag) with offsets -h..+h: row i of R, columns i-h..i+h
+def rows_to_diags(rows):
+    """Resolution rows (nfib, nwave, ndiag; offsets -h..+h) -> dia diagonals (nfib, ndiag, nwave).
+
+    ``rdata[k, j] = R[j - off[k], j]`` with ``off = [+h .. -h]``: row ``i = j - off`` entry at
+    column ``j = i + off``, i.e. ``rows[i, off + h]``.
+    """
+    nfib, nwave, ndiag = rows.shape
+    h = ndiag // 2
+    out = np.zeros((nfib, ndiag, nwave))
+    for k, off in enumerate(range(h, -h - 1, -1)):
+        j = np.arange(max(0, off), min(nwave, nwave + off))
+        out[:, k, j] = rows[:, j - off, off + h]
+    return out
+
+
+def diags_to_rows(rdata):
+    """Resolution diagonals (nspec, ndiag, nwave) -> rows (nspec, nwave, ndiag), offsets -h..+h.
+
+    ``rows[f, i, d + h] = R_f[i, i + d]`` (0 where ``i + d`` is off the grid).
+    """
+    nspec, ndiag, nwave = rdata.shape
+    h = ndiag // 2
+    rows = np.zeros((nspec, nwave, ndiag))
+    for k, off in enumerate(range(h, -h - 1, -1)):  # rdata[k, j] = R[j - off, j]
+        j = np.arange(max(0, off), min(nwave, nwave + off))
+        rows[:, j - off, off + h] = rdata[:, k, j]
+    return rows
+
+
+def apply_rows(rows, x):
+    """``R_f x`` for every fiber: rows (nspec, nwave, ndiag), x (nwave,) -> (nspec, nwave)."""
+    nspec, nwave, ndiag = rows.shape
+    h = ndiag // 2
+    xp = np.concatenate([np.zeros(h), x, np.zeros(h)])
+    idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]  # into xp: i + d + h
+    return np.einsum("fkd,kd->fk", rows, xp[idx])
