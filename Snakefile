@@ -1,7 +1,7 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
 # Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift,
-# extraction now; calibration, healpix and QA next.
+# extraction, fiberflat and sky now; flux calibration, healpix and QA next.
 
 from snakemake.utils import min_version
 
@@ -16,6 +16,7 @@ include: "rules/exptable.smk"
 include: "rules/preproc.smk"
 include: "rules/psf.smk"
 include: "rules/extract.smk"
+include: "rules/calib.smk"
 
 
 rule all:
@@ -26,6 +27,8 @@ rule all:
         psf_targets(),
         traceshift_targets(),
         extract_targets(),
+        fiberflat_targets(),
+        sky_targets(),
 
 
 rule night:
@@ -34,6 +37,8 @@ rule night:
         + preproc_targets([int(wc.night)])
         + psf_targets([int(wc.night)])
         + traceshift_targets([int(wc.night)])
-        + extract_targets([int(wc.night)]),
+        + extract_targets([int(wc.night)])
+        + fiberflat_targets([int(wc.night)])
+        + sky_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),

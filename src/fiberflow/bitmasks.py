@@ -113,6 +113,19 @@ specmask = BitMask(
     },
 )
 
+#: specmask bits that do not make a flux bin unusable: SOMEBADPIX bins still have a valid
+#: flux whose ivar already accounts for the masked pixels
+SPECMASK_HARMLESS = specmask.mask("SOMEBADPIX")
+
+
+def usable_bins(mask, ivar, flux=None):
+    """Bool array: bins a fit may use (ivar > 0, finite flux, no harmful specmask bit)."""
+    ok = ((np.asarray(mask).astype(np.int64) & ~SPECMASK_HARMLESS) == 0) & (np.asarray(ivar) > 0)
+    if flux is not None:
+        ok &= np.isfinite(flux)
+    return ok
+
+
 fibermask = BitMask(
     "fibermask",
     {

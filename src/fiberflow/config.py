@@ -130,9 +130,10 @@ def section_hash(config, *sections):
     return config_hash({s: config.get(s) for s in sections})
 
 
-def default_psf_dir(config, base=None):
-    """Absolute folder of the default PSFs (``calibration.default_psf``), or None when unset."""
-    folder = (config.get("calibration") or {}).get("default_psf")
+def default_psf_dir(config, base=None, key="default_psf"):
+    """Absolute folder of default calibration files (``calibration.default_psf`` or another
+    ``calibration`` key such as ``default_fiberflat``), or None when unset."""
+    folder = (config.get("calibration") or {}).get(key)
     if not folder:
         return None
     return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(folder)))

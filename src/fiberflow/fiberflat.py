@@ -28,7 +28,7 @@ import numpy as np
 from scipy.interpolate import make_lsq_spline
 from scipy.linalg import solveh_banded
 
-from .bitmasks import specmask
+from .bitmasks import specmask, usable_bins
 from .resolution import apply_rows, diags_to_rows
 
 LOWFLAT = specmask.mask("LOWFLAT")
@@ -114,17 +114,27 @@ def smooth_throughput(wave, ratio, weight, knot_step):
     Falls back to the weighted mean where a fiber has too few good points for the spline.
     """
     good = weight > 0
+    mean = np.sum(ratio * weight) / np.sum(weight) if weight.sum() > 0 else 0.0
     if good.sum() < 8:
-        return np.full(wave.size, np.sum(ratio * weight) / np.sum(weight) if weight.sum() > 0 else 0.0)
-    w0, w1 = wave[good][0], wave[good][-1]
+        return np.full(wave.size, mean)
+    x = wave[good]
+    w0, w1 = x[0], x[-1]
     nk = max(int((w1 - w0) / knot_step), 1)
     inner = np.linspace(w0, w1, nk + 1)[1:-1]
+    # Schoenberg-Whitney: drop knots around gaps in the data (masked stretches) so that
+    # every knot interval holds data; otherwise the spline is singular there
+    counts = np.histogram(x, np.concatenate([[w0], inner, [w1 + 1e-9]]))[0]
+    while inner.size and counts.min() < 4:
+        k = int(np.argmin(counts))
+        inner = np.delete(inner, min(k, inner.size - 1))
+        counts = np.histogram(x, np.concatenate([[w0], inner, [w1 + 1e-9]]))[0]
     t = np.concatenate([[w0] * 4, inner, [w1] * 4])
     try:
-        spl = make_lsq_spline(wave[good], ratio[good], t, k=3, w=np.sqrt(weight[good]))
+        spl = make_lsq_spline(x, ratio[good], t, k=3, w=np.sqrt(weight[good]))
     except (ValueError, np.linalg.LinAlgError):
-        return np.full(wave.size, np.sum(ratio * weight) / np.sum(weight))
-    return spl(np.clip(wave, w0, w1))
+        return np.full(wave.size, mean)
+    out = spl(np.clip(wave, w0, w1))
+    return out if np.all(np.isfinite(out)) else np.full(wave.size, mean)
 
 
 def compute_fiberflat(wave, flux, ivar, mask, rdata, opts=None, exclude=None):
@@ -150,7 +160,7 @@ def compute_fiberflat(wave, flux, ivar, mask, rdata, opts=None, exclude=None):
     flux = np.asarray(flux, float)
     nspec, nwave = flux.shape
     rows = diags_to_rows(np.asarray(rdata, float))
-    w0 = np.where((np.asarray(mask) == 0) & np.isfinite(flux) & (np.asarray(ivar) > 0), ivar, 0.0)
+    w0 = np.where(usable_bins(mask, ivar, flux), np.asarray(ivar, float), 0.0)
     flux = np.where(w0 > 0, flux, 0.0)
     use = np.ones(nspec, bool) if exclude is None else ~np.asarray(exclude, bool)
     # start: per-fiber median level relative to the typical fiber

@@ -24,6 +24,12 @@ COMMANDS = {
     "psfnight": ("fiberflow.cli.psf", "nightly PSF of one camera from the night's arc PSFs (or a fallback)"),
     "traceshift": ("fiberflow.cli.psf", "move the nightly PSF onto one camera of a flat or science exposure"),
     "extract": ("fiberflow.cli.extract", "extract the spectra of one camera of a flat or science exposure"),
+    "fiberflat": ("fiberflow.cli.fiberflat", "fiberflat of one camera of an extracted flat exposure"),
+    "fiberflatnight": ("fiberflow.cli.fiberflat", "nightly fiberflat of one camera (average of the night's flats, or a fallback)"),
+    "sky": ("fiberflow.cli.sky", "fiberflat, sky model and sky subtraction of one camera of a science exposure"),
+    "stdstars": ("fiberflow.cli.fluxcalib", "fit the standard stars of one spectrograph (its b, r, z sframes)"),
+    "fluxcalib": ("fiberflow.cli.fluxcalib", "flux calibration of one camera from the spectrograph's standard stars"),
+    "cframe": ("fiberflow.cli.fluxcalib", "apply the flux calibration: the calibrated cframe of one camera"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }

@@ -166,37 +166,5 @@ def qso_eigenspectra():
     return np.asarray(wave, float), np.asarray(eigen, float), coeff, np.asarray(z, float)
 
 
-@functools.lru_cache(maxsize=None)
-def filters():
-    """DECam g, r, z response curves (speclite ``decam2014``), the Legacy Surveys' south photometry."""
-    import speclite.filters
-
-    return speclite.filters.load_filters("decam2014-g", "decam2014-r", "decam2014-z")
-
-
-def ab_nanomaggies(wave, flux):
-    """Synthetic g, r, z photometry.
-
-    Parameters
-    ----------
-    wave : (nwave,)
-        Angstrom, covering 3600-10500.
-    flux : (n, nwave)
-        erg/s/cm^2/Angstrom.
-
-    Returns
-    -------
-    (n, 3)
-        Fluxes in nanomaggies (AB magnitude 22.5 = 1 nanomaggy).
-    """
-    flux = np.atleast_2d(flux)
-    out = np.empty((flux.shape[0], 3))
-    fs = filters()
-    for k, filt in enumerate(fs):
-        resp = filt(wave)  # dimensionless response
-        # AB: f_nu = int f_lambda lambda R dlambda / int c/lambda R dlambda
-        num = np.trapezoid(flux * (wave * resp)[None, :], wave, axis=1)
-        den = np.trapezoid(2.99792458e18 / wave * resp, wave)
-        fnu = num / den
-        out[:, k] = fnu / 3.631e-29  # 1 nanomaggy = 3.631e-29 erg/s/cm^2/Hz
-    return out
+# synthetic photometry lives in the pipeline library (the standard-star fit uses it too)
+from ..photometry import ab_nanomaggies, filters  # noqa: E402,F401

@@ -1,0 +1,159 @@
+"""``fiberflow fiberflat`` (fiberflat of one camera of a flat exposure) and
+``fiberflow fiberflatnight`` (the night's average, or a fallback)."""
+
+from __future__ import annotations
+
+import os
+
+from .common import camera_step, prod_root
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", default=None, help="workflow configuration (instrument, fiberflat options)")
+    p.add_argument("--camera", required=True, help="camera, e.g. r0")
+    p.add_argument("-o", "--outfile", required=True)
+    if name == "fiberflat":
+        p.add_argument("-i", "--infile", required=True, help="extracted flat frame-{camera}-{expid}.fits")
+    else:
+        p.add_argument("-i", "--infiles", nargs="*", default=[], help="the night's fiberflat-{camera}-{expid}.fits")
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--fallback", default=None,
+                       help="fiberflat used when the night has no usable flat (an earlier night's or a default)")
+
+
+def run(args):
+    cfg, inst, cam = camera_step(args)
+    if args.command == "fiberflat":
+        return _fiberflat(args, cfg, inst, cam)
+    return _fiberflatnight(args, cfg, inst, cam)
+
+
+def read_camera_frame(path, cam, inst, obstypes=None):
+    """Read a frame and check its camera (unless ``cam`` is None), fiber count and (optionally) OBSTYPE; DataError otherwise."""
+    import numpy as np
+
+    from ..errors import DataError
+    from ..io.frame import read_frame
+
+    frame = read_frame(path)
+    fcam = str(frame.header.get("CAMERA", cam)).strip().lower()
+    if cam is not None and fcam != cam:
+        raise DataError(path, f"CAMERA is {fcam!r}, expected {cam}")
+    if frame.nspec != inst.nfiber:
+        raise DataError(path, f"frame has {frame.nspec} fibers; instrument {inst.name} has {inst.nfiber}")
+    if obstypes is not None:
+        obstype = str(frame.header.get("OBSTYPE", "")).strip().upper()
+        if obstype not in obstypes:
+            raise DataError(path, f"OBSTYPE is {obstype or 'missing'!r}; expected {' or '.join(obstypes)}")
+    good = frame.ivar > 0
+    if not np.all(np.isfinite(frame.flux[good])):
+        raise DataError(path, "FLUX has NaN or infinite values where IVAR > 0")
+    return frame
+
+
+def bad_fiberstatus(fibermap, nspec):
+    """(nspec,) bool: fibers whose FIBERSTATUS has a bit that makes them unusable."""
+    import numpy as np
+
+    from ..bitmasks import BAD_FIBERSTATUS
+
+    if fibermap is None or "FIBERSTATUS" not in (fibermap.dtype.names or ()):
+        return np.zeros(nspec, bool)
+    return (np.asarray(fibermap["FIBERSTATUS"]).astype(np.int64) & BAD_FIBERSTATUS) != 0
+
+
+def _fiberflat(args, cfg, inst, cam):
+    import time
+
+    import numpy as np
+
+    from .. import fiberflat
+    from ..io.calib import FiberFlat
+    from ..provenance import provenance_header
+
+    t0 = time.time()
+    frame = read_camera_frame(args.infile, cam, inst, ("FLAT",))
+    opts = fiberflat.FiberflatOptions.from_config(cfg["fiberflat"])
+    exclude = bad_fiberstatus(frame.fibermap, frame.nspec)
+    res = fiberflat.compute_fiberflat(frame.wave, frame.flux, frame.ivar, frame.mask, frame.resolution, opts,
+                                      exclude=exclude)
+    badfib = np.all((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) | \
+        (np.mean((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) > 0.5)
+    hdr = {k: frame.header[k] for k in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE", "TILEID")
+           if k in frame.header}
+    hdr.update(provenance_header("fiberflat", cfg["fiberflat"], [args.infile], cfg, prod_root(cfg)))
+    hdr["CAMERA"] = cam
+    hdr["IN_FRAME"] = (os.path.basename(args.infile), "extracted flat")
+    hdr["NITER"] = (int(res["niter"]), "fit iterations")
+    hdr["NCLIPPED"] = (int(res["nclipped"]), "flux bins clipped")
+    good = ~badfib & ~exclude
+    chi2 = res["chi2dof"][good]
+    hdr["CHI2DOF"] = (float(np.median(chi2)) if chi2.size else 0.0, "median chi2/dof of the fibers' flat fit")
+    hdr["NBADFIB"] = (int(np.sum(badfib)), "fibers flagged BADFIBERFLAT")
+    # QA: largest departure of a good fiber's smooth throughput from 1 (DESI's MAX_RMS spirit)
+    hdr["MAXDEV"] = (float(np.max(np.abs(res["smooth"][good] - 1.0))) if good.any() else 0.0,
+                     "max |smooth throughput - 1| of good fibers")
+    fm = frame.fibermap
+    if fm is not None and "FIBERSTATUS" in (fm.dtype.names or ()):
+        from ..bitmasks import fibermask
+
+        fm = fm.copy()
+        fm["FIBERSTATUS"][badfib] |= fibermask.mask("BADFLAT")
+    FiberFlat(frame.wave, res["fiberflat"].astype("f4"), res["ivar"].astype("f4"), res["mask"].astype(np.int32),
+              res["meanspec"].astype("f4"), fm, hdr).write(args.outfile)
+    print(f"fiberflat {cam}: {res['niter']} iterations, {res['nclipped']} bins clipped, median chi2/dof "
+          f"{hdr['CHI2DOF'][0]:.2f}, {hdr['NBADFIB'][0]} bad fibers, {time.time() - t0:.1f} s -> {args.outfile}")
+    return 0
+
+
+def _fiberflatnight(args, cfg, inst, cam):
+    import numpy as np
+
+    from .. import fiberflat
+    from ..errors import DataError
+    from ..io.calib import FiberFlat, read_fiberflat
+    from ..provenance import provenance_header
+
+    flats, used = [], []
+    for path in args.infiles:
+        ff = read_fiberflat(path)
+        if ff.fiberflat.shape[0] != inst.nfiber:
+            raise DataError(path, f"fiberflat has {ff.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
+        if flats and (ff.wave.shape != flats[0].wave.shape or not np.allclose(ff.wave, flats[0].wave)):
+            raise DataError(path, f"wavelength grid differs from {used[0]}")
+        if np.any(ff.ivar > 0):
+            flats.append(ff)
+            used.append(path)
+        else:
+            print(f"fiberflatnight {cam}: {path} has no valid bin; not used")
+    prod = prod_root(cfg)
+    nsig = cfg["fiberflat"]["night_nsig"]
+    if flats:
+        f, iv, m = fiberflat.average_fiberflats([x.fiberflat for x in flats], [x.ivar for x in flats],
+                                                [x.mask for x in flats], nsig)
+        # the mean lamp spectrum of a lamp that may have drifted: the plain mean is fine (QA only)
+        mean = np.mean([x.meanspec for x in flats], axis=0)
+        fm = flats[0].fibermap
+        out = FiberFlat(flats[0].wave, f.astype("f4"), iv.astype("f4"), m, mean.astype("f4"), fm, {})
+        hdr = provenance_header("fiberflatnight", {"night_nsig": nsig}, used, cfg, prod)
+        hdr["FALLBACK"] = (False, "True when no flat of the night was usable")
+        hdr["NFLATS"] = (len(flats), "flats averaged")
+        what = f"{len(flats)} flat(s)"
+    else:
+        if not args.fallback:
+            raise DataError(None, f"night {args.night} camera {cam}: no usable flat and no --fallback fiberflat "
+                                  "(set calibration.default_fiberflat)")
+        out = read_fiberflat(args.fallback)
+        if out.fiberflat.shape[0] != inst.nfiber:
+            raise DataError(args.fallback, f"fiberflat has {out.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
+        hdr = provenance_header("fiberflatnight", {"fallback": True}, [args.fallback], cfg, prod)
+        hdr["FALLBACK"] = (True, "no usable flat this night: copied from IN_FLAT")
+        hdr["IN_FLAT"] = (os.path.basename(args.fallback), "fallback fiberflat")
+        what = f"fallback {args.fallback}"
+    out.header = {k: v for k, v in out.header.items() if k in ("CAMERA",)}
+    out.header.update(hdr)
+    out.header["CAMERA"] = cam
+    out.header["NIGHT"] = int(args.night)
+    out.write(args.outfile)
+    print(f"fiberflatnight {cam} {args.night}: {what} -> {args.outfile}")
+    return 0

@@ -1,0 +1,250 @@
+"""``fiberflow stdstars`` (standard-star fits of one spectrograph from its b, r, z sframes),
+``fiberflow fluxcalib`` (calibration vector of one camera) and ``fiberflow cframe``
+(flux-calibrated frame).
+
+Too few usable standards never stop a petal: stdstars writes what it could fit (possibly no
+star), fluxcalib then falls back to the average calibration (``calibration.default_fluxcalib``
+/ ``fluxcalib-avg-{camera}.fits``, electron/A per 1e-17 erg/s/cm2/A per second, scaled by
+EXPTIME) and flags FLUXFLAG and FIBERSTATUS BADPETALSTDSTAR; without an average calibration
+the calibration is written with ivar 0 and the cframe carries no information (ivar 0), flagged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .common import camera_step, prod_root
+from .fiberflat import read_camera_frame
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", default=None, help="workflow configuration (instrument, stdstars/fluxcalib options)")
+    p.add_argument("-o", "--outfile", required=True)
+    if name == "stdstars":
+        p.add_argument("--spectrograph", type=int, required=True, help="spectrograph (petal) number")
+        p.add_argument("--sframes", nargs="+", required=True, help="the spectrograph's sframe-{camera}-{expid}.fits")
+    elif name == "fluxcalib":
+        p.add_argument("--camera", required=True)
+        p.add_argument("-i", "--infile", required=True, help="sframe-{camera}-{expid}.fits")
+        p.add_argument("--stdstars", required=True, help="stdstars-{spectrograph}-{expid}.fits")
+        p.add_argument("--average", default=None,
+                       help="average calibration per second (fallback when too few standards)")
+    else:
+        p.add_argument("--camera", required=True)
+        p.add_argument("-i", "--infile", required=True, help="sframe-{camera}-{expid}.fits")
+        p.add_argument("--fluxcalib", required=True, help="fluxcalib-{camera}-{expid}.fits")
+
+
+def run(args):
+    if args.command == "stdstars":
+        return _stdstars(args)
+    if args.command == "fluxcalib":
+        return _fluxcalib(args)
+    return _cframe(args)
+
+
+def _stdstars(args):
+    import numpy as np
+
+    from .. import stdstars
+    from ..config import load_config
+    from ..errors import DataError
+    from ..instrument import load_instrument
+    from ..io.calib import StdStars
+    from ..provenance import provenance_header
+    from ..resolution import diags_to_rows
+
+    t0 = time.time()
+    cfg = load_config(args.config)
+    inst = load_instrument(cfg["instrument"])
+    opts = stdstars.StdStarOptions.from_config(cfg.get("stdstars"))
+    frames = []
+    for path in args.sframes:
+        fr = read_camera_frame(path, None, inst, ("SCIENCE",))
+        cam = fr.camera
+        if int(cam[1:]) != args.spectrograph:
+            raise DataError(path, f"camera {cam} is not of spectrograph {args.spectrograph}")
+        if fr.fibermap is None:
+            raise DataError(path, "the sframe has no FIBERMAP: standards cannot be selected")
+        frames.append((path, fr))
+    frames.sort(key=lambda pf: "brz".index(pf[1].camera[0]))
+    expids = {int(fr.header.get("EXPID", -1)) for _, fr in frames}
+    if len(expids) != 1:
+        raise DataError(args.sframes[0], f"sframes of different exposures {sorted(expids)}")
+    fm = frames[0][1].fibermap
+    std = stdstars.select_standards(fm)
+    rows = {id(fr): diags_to_rows(np.asarray(fr.resolution, float)) for _, fr in frames}
+    results, models, fibers = [], [], []
+    ref = next((fr for _, fr in frames if fr.camera[0] == "r"), frames[0][1])
+    for f in std:
+        from ..bitmasks import usable_bins
+
+        ok_r = usable_bins(ref.mask[f], ref.ivar[f], ref.flux[f])
+        snr = float(np.median(ref.flux[f][ok_r] * np.sqrt(ref.ivar[f][ok_r]))) if ok_r.any() else 0.0
+        fl_g, fl_r = float(fm["FLUX_G"][f]), float(fm["FLUX_R"][f])
+        if snr < opts.min_snr or fl_r <= 0:
+            print(f"stdstars {args.spectrograph}: fiber {int(fm['FIBER'][f])} not fitted (S/N {snr:.1f}, FLUX_R {fl_r:.3g})")
+            continue
+        cams = []
+        for _, fr in frames:
+            ok = usable_bins(fr.mask[f], fr.ivar[f], fr.flux[f])
+            cams.append(stdstars.CameraData(fr.wave, np.where(ok, fr.flux[f], 0.0).astype(float),
+                                            np.where(ok, fr.ivar[f], 0.0).astype(float), rows[id(fr)][f]))
+        gr = -2.5 * np.log10(fl_g / fl_r) if fl_g > 0 else np.nan
+        gr_err = _color_error(fm, f)
+        res = stdstars.fit_star(cams, gr, gr_err, opts,
+                                log=lambda m, f=f: print(f"stdstars {args.spectrograph}: fiber {int(fm['FIBER'][f])}: {m}"))
+        res.update({"SNR_R": snr, "DATA_GR": gr})
+        results.append(res)
+        models.append(stdstars.normalised_model(res["TEFF"], res["LOGG"], res["FEH"], res["RV"], fl_r))
+        fibers.append(f)
+    meta = np.zeros(len(results), dtype=[("FIBER", "i4"), ("TARGETID", "i8"), ("TEFF", "f4"), ("LOGG", "f4"),
+                                         ("FEH", "f4"), ("REDSHIFT", "f8"), ("CHI2DOF", "f4"), ("SNR_R", "f4"),
+                                         ("DATA_G-R", "f4"), ("MODEL_G-R", "f4")])
+    for k, (f, r) in enumerate(zip(fibers, results)):
+        meta[k] = (int(fm["FIBER"][f]), int(fm["TARGETID"][f]), r["TEFF"], r["LOGG"], r["FEH"], r["RV"] / stdstars.C_KMS,
+                   r["CHI2DOF"], r["SNR_R"], r["DATA_GR"], r["MODEL_GR"])
+    inputs = np.zeros(len(frames), dtype=[("NIGHT", "i4"), ("EXPID", "i4"), ("CAMERA", "U3")])
+    for k, (_, fr) in enumerate(frames):
+        inputs[k] = (int(fr.header.get("NIGHT", 0)), int(fr.header.get("EXPID", 0)), fr.camera)
+    hdr = {k: frames[0][1].header[k] for k in ("NIGHT", "EXPID", "EXPTIME", "TILEID", "MJD-OBS") if k in frames[0][1].header}
+    hdr.update(provenance_header("stdstars", cfg.get("stdstars") or {}, args.sframes, cfg, prod_root(cfg)))
+    hdr["SPECGRPH"] = (args.spectrograph, "spectrograph")
+    hdr["NSTDCAND"] = (int(std.size), "standards with good FIBERSTATUS in the fibermap")
+    hdr["NSTARS"] = (len(results), "standards fitted")
+    flux = np.array(models, dtype="f4").reshape(len(models), stdstars.MODEL_WAVE.size)
+    StdStars(stdstars.MODEL_WAVE, flux, np.array([int(fm["FIBER"][f]) for f in fibers], dtype=np.int32), meta,
+             fm[np.array(fibers, int)] if fibers else fm[:0], inputs, hdr).write(args.outfile)
+    print(f"stdstars {args.spectrograph}: {len(results)} of {std.size} standards fitted in {time.time() - t0:.1f} s "
+          f"-> {args.outfile}")
+    return 0
+
+
+def _color_error(fm, f):
+    """g-r photometric error [mag] from FLUX_IVAR_G/R (0 when unknown)."""
+    import numpy as np
+
+    names = fm.dtype.names or ()
+    if "FLUX_IVAR_G" not in names or "FLUX_IVAR_R" not in names:
+        return 0.0
+    err2 = 0.0
+    for b in ("G", "R"):
+        fl, iv = float(fm[f"FLUX_{b}"][f]), float(fm[f"FLUX_IVAR_{b}"][f])
+        if fl > 0 and iv > 0:
+            err2 += (1.0857 / (fl * np.sqrt(iv))) ** 2
+    return float(np.sqrt(err2))
+
+
+def _fluxcalib(args):
+    import numpy as np
+
+    from .. import fluxcalib, stdstars
+    from ..bitmasks import fibermask, specmask
+    from ..errors import DataError
+    from ..io.calib import FluxCalib, read_fluxcalib, read_stdstars
+    from ..provenance import provenance_header
+    from ..resolution import diags_to_rows
+
+    t0 = time.time()
+    cfg, inst, cam = camera_step(args)
+    fr = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))
+    stars = read_stdstars(args.stdstars)
+    opts = fluxcalib.FluxCalibOptions.from_config(cfg["fluxcalib"])
+    rows = diags_to_rows(np.asarray(fr.resolution, float))
+    fibers = np.asarray(fr.fibermap["FIBER"]) if fr.fibermap is not None else np.arange(fr.nspec)
+    index = {int(fb): k for k, fb in enumerate(fibers)}
+    sel = [index[int(fb)] for fb in stars.fibers if int(fb) in index]
+    hdr = {k: fr.header[k] for k in ("NIGHT", "EXPID", "EXPTIME", "TILEID", "MJD-OBS", "AIRMASS") if k in fr.header}
+    hdr.update(provenance_header("fluxcalib", cfg["fluxcalib"], [args.infile, args.stdstars], cfg, prod_root(cfg)))
+    hdr["CAMERA"] = cam
+    hdr["IN_SFRAM"] = (os.path.basename(args.infile), "sky-subtracted frame")
+    hdr["IN_STARS"] = (os.path.basename(args.stdstars), "standard-star models")
+    fm_std = stars.fibermap
+    ok_std = len(sel) >= opts.min_stdstars
+    res = None
+    if ok_std:
+        sel = np.array(sel)
+        binned, _ = stdstars.model_on_frame(fr.wave, stars.wave, stars.flux.astype(float), rows[sel])
+        try:
+            res = fluxcalib.fit_calibration(fr.flux[sel].astype(float), fr.ivar[sel].astype(float), fr.mask[sel],
+                                            rows[sel], binned, opts)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise DataError(args.infile, f"flux calibration fit failed: {exc}") from exc
+        ok_std = int(res["used"].sum()) >= opts.min_stdstars
+    if ok_std:
+        cal, var = fluxcalib.fiber_calibration(rows, res["calib"], res["cov_band"])
+        civ = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+        cmask = np.where(cal > 0, 0, specmask.mask("BADFIBER")).astype(np.int32)
+        hdr["FLUXFLAG"] = ("OK", "calibration from this exposure's standards")
+        hdr["NSTDUSED"] = (int(res["used"].sum()), "standards used")
+        hdr["NSTDREJ"] = (int(np.sum(~res["used"])), "standards rejected")
+        hdr["STDCHI2"] = (float(np.median(res["chi2dof"][res["used"]])), "median chi2/dof of the standards")
+        hdr["STDSCRMS"] = (float(np.std(res["scale"][res["used"]])), "rms of the per-star scales")
+        corr = np.zeros(len(sel), dtype=[("FIBER", "i4"), ("SCALE", "f4"), ("USED", "bool"), ("CHI2DOF", "f4")])
+        corr["FIBER"], corr["SCALE"], corr["USED"], corr["CHI2DOF"] = fibers[sel], res["scale"], res["used"], res["chi2dof"]
+        what = f"{int(res['used'].sum())} standards"
+    else:
+        nused = 0 if res is None else int(res["used"].sum())
+        msg = f"{nused or len(sel)} usable standard(s) < min_stdstars {opts.min_stdstars}"
+        exptime = float(fr.header.get("EXPTIME", 0.0))
+        corr = None
+        if args.average:
+            avg = read_fluxcalib(args.average)
+            if avg.calib.shape[1] != fr.nwave or not np.allclose(avg.wave, fr.wave):
+                raise DataError(args.average, f"average calibration grid differs from {args.infile}")
+            if exptime <= 0:
+                raise DataError(args.infile, "EXPTIME missing or not positive: cannot scale the average calibration")
+            vec = np.median(avg.calib.astype(float), axis=0) * exptime
+            cal = np.broadcast_to(vec, fr.flux.shape).copy()
+            # the average carries a systematic error of a few %: say so in the ivar (5%)
+            civ = np.where(cal > 0, 1.0 / np.where(cal > 0, (0.05 * cal) ** 2, 1.0), 0.0)
+            hdr["FLUXFLAG"] = ("AVERAGE", "too few standards: average calibration x EXPTIME")
+            hdr["IN_AVGCL"] = (os.path.basename(args.average), "average calibration")
+            what = f"average calibration ({msg})"
+        else:
+            cal = np.ones(fr.flux.shape)
+            civ = np.zeros(fr.flux.shape)
+            hdr["FLUXFLAG"] = ("NOCALIB", "too few standards and no average calibration")
+            what = f"NO calibration ({msg}; set calibration.default_fluxcalib)"
+        cmask = np.full(fr.flux.shape, specmask.mask("BADFIBER"), np.int32) if not args.average else \
+            np.zeros(fr.flux.shape, np.int32)
+        hdr["NSTDUSED"] = (0, "standards used")
+        print(f"fluxcalib {cam}: WARNING {msg}")
+    fcal = FluxCalib(fr.wave, cal.astype("f4"), civ.astype("f4"), cmask, corr, fm_std if len(fm_std) else None, hdr)
+    if hdr["FLUXFLAG"][0] != "OK":
+        fcal.header["BADPETAL"] = (fibermask.mask("BADPETALSTDSTAR"), "FIBERSTATUS bits the cframe sets")
+    fcal.write(args.outfile)
+    print(f"fluxcalib {cam}: {what}, {time.time() - t0:.1f} s -> {args.outfile}")
+    return 0
+
+
+def _cframe(args):
+    import numpy as np
+
+    from .. import fluxcalib
+    from ..errors import DataError
+    from ..io.calib import read_fluxcalib
+    from ..io.frame import FLUX_UNITS, Frame
+    from ..provenance import provenance_header
+
+    cfg, inst, cam = camera_step(args)
+    fr = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))
+    cal = read_fluxcalib(args.fluxcalib)
+    if cal.calib.shape != fr.flux.shape or not np.allclose(cal.wave, fr.wave):
+        raise DataError(args.fluxcalib, f"calibration is {cal.calib.shape}, the sframe {args.infile} is {fr.flux.shape}")
+    flux, ivar, mask = fluxcalib.apply_calibration(fr.flux.astype(float), fr.ivar.astype(float), fr.mask,
+                                                   cal.calib.astype(float), cal.ivar.astype(float), cal.mask)
+    fm = None if fr.fibermap is None else fr.fibermap.copy()
+    bad = int(cal.header.get("BADPETAL", 0) or 0)
+    if fm is not None and bad and "FIBERSTATUS" in (fm.dtype.names or ()):
+        fm["FIBERSTATUS"] |= bad
+    hdr = dict(fr.header)
+    hdr.update(provenance_header("cframe", {}, [args.infile, args.fluxcalib], cfg, prod_root(cfg)))
+    hdr["BUNIT"] = FLUX_UNITS
+    hdr["IN_CALIB"] = (os.path.basename(args.fluxcalib), "flux calibration applied")
+    hdr["FLUXFLAG"] = cal.header.get("FLUXFLAG", "OK")
+    Frame(fr.wave, flux.astype("f4"), ivar.astype("f4"), mask.astype(np.int32), fr.resolution, fm, fr.chi2pix, None,
+          hdr, FLUX_UNITS).write(args.outfile)
+    print(f"cframe {cam}: {hdr['FLUXFLAG']} calibration -> {args.outfile}")
+    return 0

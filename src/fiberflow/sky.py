@@ -1,0 +1,403 @@
+"""Sky model of one camera from its sky fibers, and sky subtraction.
+
+Model of a flat-fielded frame (flux divided by the fiberflat): in sky fibers
+``flux_f = a_f (R_f S)`` with ``S`` (nwave,) the deconvolved sky spectrum common to the
+petal and ``a_f`` an optional per-fiber throughput correction (1 without it). ``S`` solves the
+banded normal equations ``sum_f (a_f R_f)^T W_f (a_f R_f) S = sum_f (a_f R_f)^T W_f flux_f``
+(:func:`fiberflow.fiberflat.solve_mean_spectrum`, with a tiny first-difference penalty so that
+bins no fiber constrains stay finite); pixels deviating by more than ``nsig`` are clipped and
+the fit repeats until nothing changes. Every fiber's sky is then ``a_f R_f S``.
+
+Variance of the sky model:
+
+- statistical: ``var(R_f S) = diag(R_f C R_f^T)`` with ``C = A^-1``; only the band of ``C``
+  within the bandwidth of ``A`` is needed and it is computed exactly from the banded
+  Cholesky factor (Takahashi's recurrence, :func:`banded_inverse_band`);
+- model error (``model_error``): where the sky fibers' residuals exceed their variance
+  significantly (bright sky lines: sub-pixel line shapes the deconvolved model cannot follow
+  in every fiber), the excess is measured per wavelength as a fraction of the sky and added
+  to every fiber's sky variance.
+
+Throughput corrections (``throughput_correction``): ``a_f`` of a fiber is the ratio of the
+integrated flux of its high-pass-filtered spectrum to that of its high-pass-filtered sky model
+over whole sky lines (peak +- 3 bins, so the ratio does not depend on the line-spread function) (so object continua do not enter; object emission lines are
+clipped), unweighted (the frame's ivar follows the data's own noise and would bias a weighted
+ratio low), applied only where it differs from 1 by more than 3 sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cholesky_banded
+from scipy.ndimage import binary_dilation, median_filter, uniform_filter1d
+
+from .bitmasks import specmask, usable_bins
+from .fiberflat import banded_normal_equations
+from .resolution import apply_rows, diags_to_rows
+
+BADSKY = specmask.mask("BADSKY")
+
+
+@dataclass
+class SkyOptions:
+    """Options of :func:`fit_sky` (config section ``sky``)."""
+
+    nsig_clipping: float = 4.0      #: clipping threshold [sigma]
+    maxiter: int = 20
+    smooth: float = 1e-4            #: first-difference penalty on S (relative to the median diagonal)
+    throughput_correction: bool = False  #: off by default: biased by 1-2% on simulated data (see notes)
+    model_error: bool = True        #: add the measured model error to the sky variance
+    highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
+    excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
+    model_weights: bool = True      #: weight the fit by a variance model of the sky, not the data's ivar
+
+    @classmethod
+    def from_config(cls, section):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+def banded_inverse_band(ab):
+    """Band of ``C = A^-1`` for a symmetric positive-definite banded ``A``.
+
+    Parameters
+    ----------
+    ab : (u + 1, n)
+        ``A`` in scipy's upper banded form (``ab[u + i - j, j] = A[i, j]``, ``i <= j``).
+
+    Returns
+    -------
+    cb : (u + 1, n)
+        ``cb[d, i] = C[i, i + d]`` for ``d = 0..u`` (0 beyond the matrix).
+
+    Notes
+    -----
+    With ``A = U^T U`` (U upper banded, bandwidth u), ``C = U^-1 U^-T`` satisfies
+    ``C[i, j] = (delta_ij / U_ii - sum_{k=i+1}^{i+u} U_ik C[k, j]) / U_ii`` for ``j >= i``,
+    which only needs ``C`` inside the band (Takahashi et al. 1973). O(n u^2).
+    """
+    u = ab.shape[0] - 1
+    n = ab.shape[1]
+    U = cholesky_banded(ab, lower=False, check_finite=False)  # same upper banded layout
+    # dense-band helpers: Ur[i, m] = U[i, i + m], m = 0..u
+    Ur = np.zeros((n, u + 1))
+    for m in range(u + 1):
+        Ur[: n - m, m] = U[u - m, m:]
+    cb = np.zeros((u + 1, n))  # cb[d, i] = C[i, i + d]
+
+    def C(k, j):  # C[k, j] for |k - j| <= u (symmetric)
+        return cb[j - k, k] if j >= k else cb[k - j, j]
+
+    for i in range(n - 1, -1, -1):
+        kmax = min(n - 1, i + u)
+        uii = Ur[i, 0]
+        for j in range(kmax, i - 1, -1):
+            s = 0.0
+            for k in range(i + 1, kmax + 1):
+                if abs(k - j) <= u:
+                    s += Ur[i, k - i] * C(k, j)
+            cb[j - i, i] = ((1.0 / uii if j == i else 0.0) - s) / uii
+    return cb
+
+
+def banded_inverse_band_numpy(ab):
+    """Reference of :func:`banded_inverse_band`: the dense inverse (small problems only)."""
+    u = ab.shape[0] - 1
+    n = ab.shape[1]
+    A = np.zeros((n, n))
+    for d in range(u + 1):
+        i = np.arange(n - d)
+        A[i, i + d] = ab[u - d, i + d]
+        A[i + d, i] = ab[u - d, i + d]
+    Cd = np.linalg.inv(A)
+    cb = np.zeros((u + 1, n))
+    for d in range(u + 1):
+        i = np.arange(n - d)
+        cb[d, : n - d] = Cd[i, i + d]
+    return cb
+
+
+def model_variance(rows, cb):
+    """``diag(R_f C R_f^T)`` for every fiber.
+
+    Parameters
+    ----------
+    rows : (nspec, nwave, ndiag) resolution rows (offsets -h..+h)
+    cb : (2h + 1, nwave) band of C from :func:`banded_inverse_band`
+
+    Returns
+    -------
+    (nspec, nwave)
+    """
+    nspec, nwave, ndiag = rows.shape
+    h = ndiag // 2
+    out = np.zeros((nspec, nwave))
+    i = np.arange(nwave)
+    for a in range(ndiag):
+        ka = i + a - h
+        for b in range(ndiag):
+            kb = i + b - h
+            lo = np.minimum(ka, kb)
+            d = np.abs(ka - kb)
+            ok = (lo >= 0) & (np.maximum(ka, kb) < nwave)
+            c = np.zeros(nwave)
+            c[ok] = cb[d[ok], lo[ok]]
+            out += rows[:, :, a] * rows[:, :, b] * c[None, :]
+    return out
+
+
+def _solve_sky(rows, scale, w, flux, smooth):
+    """(S, ab) for the sky fibers' rows scaled by ``scale`` (nspec,)."""
+    eff = rows * scale[:, None, None]
+    ab, b = banded_normal_equations(eff, w, flux)
+    u = ab.shape[0] - 1
+    diag_scale = np.median(ab[u][ab[u] > 0]) if np.any(ab[u] > 0) else 1.0
+    ab[u] += 1e-10 * diag_scale
+    if smooth > 0:
+        lam = smooth * diag_scale
+        ab[u, :-1] += lam
+        ab[u, 1:] += lam
+        ab[u - 1, 1:] -= lam
+    from scipy.linalg import solveh_banded
+
+    return solveh_banded(ab, b, lower=False, check_finite=False), ab
+
+
+def model_based_variance(var, model, good):
+    """Variance of each fiber re-evaluated on a model: ``a_f + b_f * model`` with ``a_f`` (read
+    noise) and ``b_f`` (electrons per unit flux) regressed from the data's variance.
+
+    Parameters
+    ----------
+    var, model : (nfib, nwave)
+    good : (nfib, nwave) bool, bins to regress on
+
+    Returns
+    -------
+    (nfib, nwave), positive; the data's own variance for fibers where the regression fails.
+    """
+    out = np.array(var, float)
+    for f in range(var.shape[0]):
+        g = good[f]
+        if g.sum() < 10:
+            continue
+        A = np.stack([np.ones(g.sum()), model[f, g]], axis=1)
+        coef, *_ = np.linalg.lstsq(A, var[f, g], rcond=None)
+        v = coef[0] + coef[1] * model[f]
+        if coef[1] > 0 and np.all(v[g] > 0):
+            out[f] = np.where(v > 0, v, var[f])
+    return out
+
+
+def highpass(x, nbins):
+    """``x - median_filter(x)`` along the last axis (continuum removed)."""
+    return x - median_filter(x, size=(1,) * (np.ndim(x) - 1) + (nbins,), mode="nearest")
+
+
+def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5):
+    """Per-fiber sky throughput corrections from the sky lines.
+
+    Parameters
+    ----------
+    flux, ivar, model : (nspec, nwave)
+        Flat-fielded flux, its ivar (0 = unused), and each fiber's sky model.
+
+    Returns
+    -------
+    a, err : (nspec,)
+        Ratio of the data's sky-line signal to the model's, and its 1-sigma error (inf where
+        no sky line is measured).
+    """
+    hd = highpass(flux, nbins)
+    hm = highpass(model, nbins)
+    nspec = flux.shape[0]
+    a = np.ones(nspec)
+    err = np.full(nspec, np.inf)
+    sig = 1.0 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
+    for f in range(nspec):
+        good = ivar[f] > 0
+        if good.sum() < 3:
+            continue
+        # weights and selection must not follow the data's own noise (ivar does, a little):
+        # unweighted ratio over the bins where the model's sky lines stand out
+        s0 = np.median(sig[f, good])
+        # whole lines (peak +- 3 bins): their integrated flux does not depend on the LSF width
+        use = good & binary_dilation(hm[f] > 3.0 * s0, iterations=3)
+        for _ in range(maxiter):
+            if use.sum() < 3:
+                break
+            den = np.sum(hm[f, use])
+            if den <= 0:
+                break
+            a[f] = np.sum(hd[f, use]) / den
+            err[f] = np.sqrt(np.sum(sig[f, use] ** 2)) / den
+            res = (hd[f] - a[f] * hm[f]) * np.sqrt(ivar[f])
+            bad = use & (np.abs(res) > nsig)
+            if not bad.any():
+                break
+            use &= ~bad
+    return a, err
+
+
+def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
+    """Sky model of every fiber of a flat-fielded frame.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar : (nspec, nwave)
+        Frame divided by the fiberflat (electron/Angstrom) and its ivar.
+    mask : (nspec, nwave) specmask bits (nonzero = not used in the fit)
+    rdata : (nspec, ndiag, nwave) resolution diagonals
+    skyfibers : (nsky,) int
+        Indices of the usable sky fibers (at least 1).
+    opts : SkyOptions
+
+    Returns
+    -------
+    dict with ``sky`` (nspec, nwave) each fiber's sky, ``var`` its total variance,
+    ``stat_var`` the statistical part, ``deconv`` (nwave,) S, ``throughput`` (nspec,) a_f,
+    ``throughput_err`` (nspec,), ``model_frac`` (nwave,) fractional model error,
+    ``clipped`` (nsky, nwave) bool, ``chi2dof`` (nsky,) residual chi2/dof of each sky fiber
+    (statistical variance only; dof = bins minus the fiber's leverages), ``niter``.
+    """
+    opts = opts or SkyOptions()
+    skyfibers = np.asarray(skyfibers, int)
+    if skyfibers.size == 0:
+        raise ValueError("no usable sky fiber")
+    rows_all = diags_to_rows(np.asarray(rdata, float))
+    rows = rows_all[skyfibers]
+    d = np.asarray(flux, float)[skyfibers]
+    w0 = np.where(usable_bins(np.asarray(mask)[skyfibers], np.asarray(ivar)[skyfibers], d),
+                  np.asarray(ivar, float)[skyfibers], 0.0)
+    d = np.where(w0 > 0, d, 0.0)
+    w = w0.copy()
+    scale = np.ones(skyfibers.size)
+    reweighted = False
+    for it in range(1, opts.maxiter + 1):
+        S, ab = _solve_sky(rows, scale, w, d, opts.smooth)
+        model = scale[:, None] * apply_rows(rows, S)
+        if opts.model_weights and not reweighted:
+            # the frame's ivar follows the data's own noise (the pixel variance comes from the
+            # neighbouring pixels the extraction also uses), which biases a weighted fit low;
+            # weight by a variance model evaluated on the sky model instead
+            w = np.where(w > 0, 1.0 / model_based_variance(np.where(w0 > 0, 1.0 / np.where(w0 > 0, w0, 1.0), 0.0),
+                                                            model, w0 > 0), 0.0)
+            w0 = np.where(w0 > 0, w, 0.0)
+            reweighted = True
+            continue
+        if opts.throughput_correction and skyfibers.size > 1 and it <= 3:
+            a, err = throughput_corrections(d, w, model / scale[:, None], opts.highpass_bins)
+            new = np.where(np.abs(a - 1.0) > 3.0 * err, a, 1.0)
+            new /= np.median(new)  # the overall level belongs to S
+            if np.max(np.abs(new - scale)) > 1e-4:
+                scale = new
+                continue
+        pull = (d - model) * np.sqrt(w)
+        bad = (np.abs(pull) > opts.nsig_clipping) & (w > 0)
+        if not bad.any():
+            break
+        # clip the worst offenders first: a bright residual drags its neighbours' pulls up
+        w[bad & (np.abs(pull) > max(opts.nsig_clipping, 0.5 * np.max(np.abs(pull))))] = 0.0
+    model_sky = apply_rows(rows_all, S)
+    cb = banded_inverse_band(ab)
+    stat_var = model_variance(rows_all, cb)
+    # throughput corrections of every fiber (the sky fibers' from the fit)
+    a_all = np.ones(flux.shape[0])
+    e_all = np.full(flux.shape[0], np.inf)
+    if opts.throughput_correction:
+        fl = np.asarray(flux, float)
+        iv = np.where(usable_bins(mask, ivar, fl), np.asarray(ivar, float), 0.0)
+        a_all, e_all = throughput_corrections(np.where(iv > 0, fl, 0.0), iv, model_sky, opts.highpass_bins)
+        a_all = np.where(np.abs(a_all - 1.0) > 3.0 * e_all, a_all, 1.0)
+        a_all[skyfibers] = scale
+    sky = a_all[:, None] * model_sky
+    stat_var = a_all[:, None] ** 2 * stat_var
+    # residuals of the sky fibers with their statistical variance
+    # residuals of the fitted sky fibers: their expected variance is 1/w - var(model) (the fit
+    # follows each point by its leverage w * var(model)); the effective dof of a fiber is
+    # sum(1 - leverage)
+    resid = d - sky[skyfibers]
+    good = w > 0
+    lev = np.clip(np.where(good, w * stat_var[skyfibers], 0.0), 0.0, 0.999)
+    vtot = np.where(good, (1.0 - lev) / np.where(good, w, 1.0), 0.0)
+    ndof = np.maximum(np.sum(np.where(good, 1.0 - lev, 0.0), axis=1), 1.0)
+    chi2dof = np.sum(np.where(good, w * resid**2, 0.0), axis=1) / ndof
+    frac = np.zeros(flux.shape[1])
+    if opts.model_error and skyfibers.size >= 2:
+        frac = model_error_fraction(resid, vtot, good, S_model=sky[skyfibers], window=opts.excess_window)
+    var = stat_var + (frac[None, :] * sky) ** 2
+    return {"sky": sky, "var": var, "stat_var": stat_var, "deconv": S, "throughput": a_all,
+            "throughput_err": e_all, "model_frac": frac, "clipped": (w0 > 0) & (w == 0), "chi2dof": chi2dof,
+            "niter": it}
+
+
+def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0):
+    """Fractional sky-model error per wavelength from the sky fibers' excess residual variance.
+
+    Parameters
+    ----------
+    resid, var : (nsky, nwave) residuals and their expected variance
+    good : (nsky, nwave) bool
+    S_model : (nsky, nwave) sky model of the sky fibers
+    window : bins over which the excess is averaged
+    nsig : an excess is kept only where the window's chi2 exceeds its expectation by nsig sigma
+
+    Returns
+    -------
+    (nwave,) fractional error (0 where the model is statistically good)
+    """
+    g = good.astype(float)
+    chi = np.where(good, resid**2 / np.where(good, var, 1.0), 0.0)
+    n = uniform_filter1d(g.sum(axis=0), window, mode="nearest") * window
+    c = uniform_filter1d(chi.sum(axis=0), window, mode="nearest") * window
+    excess = uniform_filter1d(np.sum(np.where(good, resid**2 - var, 0.0), axis=0), window, mode="nearest") * window
+    s2 = uniform_filter1d(np.sum(np.where(good, S_model**2, 0.0), axis=0), window, mode="nearest") * window
+    significant = (n > 0) & (c - n > nsig * np.sqrt(2.0 * np.maximum(n, 1.0)))
+    frac2 = np.where(significant & (s2 > 0), np.maximum(excess, 0.0) / np.where(s2 > 0, s2, 1.0), 0.0)
+    return np.sqrt(frac2)
+
+
+def apply_fiberflat(flux, ivar, mask, ff, ffivar, ffmask):
+    """Divide a frame by a fiberflat with error propagation.
+
+    Parameters
+    ----------
+    flux, ivar, mask : (nspec, nwave)
+    ff, ffivar, ffmask : (nspec, nwave)
+
+    Returns
+    -------
+    flux, ivar, mask : (nspec, nwave)
+        ``flux / ff``; ``var = var_flux / ff^2 + flux^2 var_ff / ff^4``; masks OR-ed; ivar 0
+        where the flat is not positive or has no information.
+    """
+    ok = (ff > 0) & (ffivar > 0)
+    f = np.where(ok, ff, 1.0)
+    out = np.where(ok, flux / f, 0.0)
+    var = np.where(ivar > 0, 1.0 / np.where(ivar > 0, ivar, 1.0), np.inf) / f**2 + \
+        out**2 / np.where(ok, ffivar * f**2, 1.0)
+    oiv = np.where(ok & (ivar > 0), 1.0 / var, 0.0)
+    m = np.asarray(mask, np.int32) | np.asarray(ffmask, np.int32)
+    m[~ok] |= specmask.mask("BADFIBERFLAT")
+    return out, oiv, m
+
+
+def subtract_sky(flux, ivar, mask, sky, skyvar, skymask=None):
+    """Sky-subtracted flux and ivar (``var = var_flux + var_sky``); masks OR-ed.
+
+    Parameters
+    ----------
+    flux, ivar, mask, sky, skyvar : (nspec, nwave)
+    skymask : (nspec, nwave), optional
+    """
+    out = flux - sky
+    ok = ivar > 0
+    var = np.where(ok, 1.0 / np.where(ok, ivar, 1.0), 0.0) + skyvar
+    oiv = np.where(ok & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    m = np.asarray(mask, np.int32).copy()
+    if skymask is not None:
+        m |= np.asarray(skymask, np.int32)
+    return out, oiv, m

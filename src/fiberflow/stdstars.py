@@ -1,0 +1,279 @@
+"""Standard-star fits: the shipped F-star model (:mod:`fiberflow.stellar`) fitted to each
+standard's flat-fielded, sky-subtracted b, r and z spectra, then normalised to its photometry.
+
+The fit is done in continuum-normalised space: in every camera the data are modelled as
+``d_c = P_c(lambda) * R_c <m>_c`` where ``<m>_c`` is the model averaged over the camera's
+flux bins (super-sampled 8x), ``R_c`` the star's resolution matrix and ``P_c`` a Legendre
+polynomial of degree ``poly_deg`` that absorbs the unknown calibration and extinction (so only
+lines, jumps and band shapes narrower than ``P`` inform the fit). The three cameras are fitted
+jointly (one chi2 over b, r and z); a colour prior ``((g-r)_phot - (g-r)_model) / sigma`` ties
+the continuum slope the polynomials remove back to the photometry.
+
+Steps per star: radial-velocity scan with a mid-grid model, chi2 over the whole shipped grid
+(:func:`fiberflow.stellar.grid_parameters`) at that velocity, then a continuous refinement of
+(Teff, logg, [Fe/H], RV) from the best grid point (Nelder-Mead on the analytic model, bounded
+to the grid's range). The best model is scaled so that its synthetic r flux through the DECam
+filter equals the fibermap's FLUX_R.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from . import stellar
+from .bitmasks import BAD_FIBERSTATUS, desi_target
+from .photometry import ab_nanomaggies
+from .resolution import apply_rows
+
+C_KMS = 299792.458
+#: DESI_TARGET bits of standard stars
+STD_BITS = desi_target.mask("STD_FAINT|STD_WD|STD_BRIGHT")
+#: wavelength grid of the stored models [Angstrom]
+MODEL_WAVE = np.arange(3500.0, 10600.0, 0.2)
+SUPERSAMPLE = 8
+#: telluric absorption bands left out of the star fit (the model has no atmosphere) [Angstrom]:
+#: O2 B, H2O, O2 A, H2O, H2O
+TELLURIC_BANDS = ((6855.0, 6965.0), (7150.0, 7400.0), (7580.0, 7710.0), (8100.0, 8400.0), (8900.0, 9900.0))
+
+
+def telluric_mask(wave):
+    """(nwave,) bool: True inside a telluric band."""
+    m = np.zeros(np.shape(wave), bool)
+    for lo, hi in TELLURIC_BANDS:
+        m |= (wave >= lo) & (wave <= hi)
+    return m
+
+
+@dataclass
+class StdStarOptions:
+    """Options of :func:`fit_star` (config section ``stdstars``)."""
+
+    poly_deg: int = 8             #: Legendre degree of each camera's multiplicative polynomial
+    rv_max: float = 400.0         #: km/s, half range of the radial-velocity scan
+    rv_step: float = 20.0         #: km/s
+    color_sigma: float = 0.05     #: mag, width of the g-r prior (added to the photometric error)
+    refine: bool = True           #: continuous refinement after the grid
+    min_snr: float = 5.0          #: stars with a lower median S/N per bin (r camera) are not fitted
+
+    @classmethod
+    def from_config(cls, section):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+def select_standards(fibermap):
+    """Indices of the standard stars with usable FIBERSTATUS.
+
+    Parameters
+    ----------
+    fibermap : structured (nspec,)
+
+    Returns
+    -------
+    (nstd,) int
+    """
+    names = fibermap.dtype.names or ()
+    if "DESI_TARGET" not in names:
+        return np.zeros(0, int)
+    std = (np.asarray(fibermap["DESI_TARGET"]).astype(np.int64) & STD_BITS) != 0
+    if "FIBERSTATUS" in names:
+        std &= (np.asarray(fibermap["FIBERSTATUS"]).astype(np.int64) & BAD_FIBERSTATUS) == 0
+    return np.flatnonzero(std)
+
+
+def bin_average(wave, fine_wave, fine_flux):
+    """Mean of a super-sampled model over each flux bin of ``wave``.
+
+    Parameters
+    ----------
+    wave : (nwave,) bin centres (uniform step)
+    fine_wave : (nwave * SUPERSAMPLE,) from :func:`fine_grid`
+    fine_flux : (..., nwave * SUPERSAMPLE)
+
+    Returns
+    -------
+    (..., nwave)
+    """
+    shape = fine_flux.shape[:-1] + (wave.size, SUPERSAMPLE)
+    return fine_flux.reshape(shape).mean(axis=-1)
+
+
+def fine_grid(wave):
+    """Sub-bin sample points of a uniform grid: SUPERSAMPLE per bin, bin-centred."""
+    step = wave[1] - wave[0]
+    off = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    return (wave[:, None] + off[None, :] * step).ravel()
+
+
+@dataclass
+class CameraData:
+    """One camera's spectrum of one star: wave (nwave,), flux, ivar (nwave,), rows (nwave, ndiag).
+
+    Bins in :data:`TELLURIC_BANDS` get ivar 0."""
+
+    wave: np.ndarray
+    flux: np.ndarray
+    ivar: np.ndarray
+    rows: np.ndarray
+
+    def __post_init__(self):
+        self.ivar = np.where(telluric_mask(self.wave), 0.0, self.ivar)
+        self.fine = fine_grid(self.wave)
+        x = 2.0 * (self.wave - self.wave[0]) / (self.wave[-1] - self.wave[0]) - 1.0
+        self.x = x
+
+    def basis(self, deg):
+        return np.polynomial.legendre.legvander(self.x, deg)  # (nwave, deg + 1)
+
+
+def convolved_model(cam, teff, logg, feh, rv):
+    """The star model seen by one camera: bin-averaged, then through the star's R. (nwave,)"""
+    m = bin_average(cam.wave, cam.fine, stellar.stellar_spectrum(cam.fine, teff, logg, feh, rv))
+    return apply_rows(cam.rows[None], m)[0]
+
+
+def poly_chi2(cam, model, deg):
+    """chi2 of ``d = P * model`` with the best Legendre polynomial P of degree ``deg``.
+
+    Returns
+    -------
+    chi2 : float
+    scale : (nwave,) the fitted P
+    """
+    w = cam.ivar
+    B = cam.basis(deg) * model[:, None]
+    A = B.T @ (B * w[:, None])
+    b = B.T @ (w * cam.flux)
+    A[np.diag_indices_from(A)] += 1e-12 * np.trace(A) / A.shape[0]
+    coef = np.linalg.solve(A, b)
+    fit = B @ coef
+    return float(np.sum(w * (cam.flux - fit) ** 2)), fit / np.where(model != 0, model, 1.0)
+
+
+def model_color(teff, logg, feh):
+    """Synthetic g-r (AB mag) of the model."""
+    fl = stellar.stellar_spectrum(MODEL_WAVE, teff, logg, feh)
+    nm = ab_nanomaggies(MODEL_WAVE, fl[None, :])[0]
+    return -2.5 * np.log10(nm[0] / nm[1])
+
+
+def fit_star(cams, gr, gr_err, opts=None, log=None):
+    """Fit one standard star.
+
+    Parameters
+    ----------
+    cams : list of CameraData (the star's b, r, z spectra; electron/Angstrom, sky-subtracted)
+    gr : float or nan
+        Photometric g-r (AB); nan disables the colour prior.
+    gr_err : float
+        Photometric error of g-r [mag].
+    opts : StdStarOptions
+
+    Returns
+    -------
+    dict with TEFF, LOGG, FEH, RV (km/s), CHI2DOF, CHI2_GRID (best grid chi2), MODEL_GR, NDOF.
+    """
+    opts = opts or StdStarOptions()
+    sig_c = np.hypot(opts.color_sigma, gr_err if np.isfinite(gr_err) else 0.0)
+    ndof = sum(int(np.sum(c.ivar > 0)) - (opts.poly_deg + 1) for c in cams)
+    color_cache = {}
+
+    def color(t, g, f):
+        key = (round(t, 3), round(g, 4), round(f, 4))
+        if key not in color_cache:
+            color_cache[key] = model_color(t, g, f)
+        return color_cache[key]
+
+    def chi2(t, g, f, rv, prior=True):
+        total = sum(poly_chi2(c, convolved_model(c, t, g, f, rv), opts.poly_deg)[0] for c in cams)
+        if prior and np.isfinite(gr):
+            total += ((gr - color(t, g, f)) / sig_c) ** 2
+        return total
+
+    # 1. radial velocity with a mid-grid model (the lines' positions hardly depend on the model)
+    t0, g0, f0 = 6250.0, 4.0, -0.5
+    rvs = np.arange(-opts.rv_max, opts.rv_max + 0.5 * opts.rv_step, opts.rv_step)
+    c_rv = np.array([chi2(t0, g0, f0, rv, prior=False) for rv in rvs])
+    k = int(np.argmin(c_rv))
+    rv = float(rvs[k])
+    if 0 < k < rvs.size - 1:  # parabola through the minimum
+        den = c_rv[k - 1] - 2 * c_rv[k] + c_rv[k + 1]
+        if den > 0:
+            rv += 0.5 * opts.rv_step * (c_rv[k - 1] - c_rv[k + 1]) / den
+    # 2. the shipped grid at that velocity
+    grid = stellar.grid_parameters()
+    c_grid = np.array([chi2(float(p["TEFF"]), float(p["LOGG"]), float(p["FEH"]), rv) for p in grid])
+    best = grid[int(np.argmin(c_grid))]
+    x = np.array([best["TEFF"], best["LOGG"], best["FEH"], rv], float)
+    c_best = float(c_grid.min())
+    # 3. continuous refinement within the grid's range
+    if opts.refine:
+        lo = np.array([stellar.GRID_TEFF[0], stellar.GRID_LOGG[0], stellar.GRID_FEH[0], -opts.rv_max])
+        hi = np.array([stellar.GRID_TEFF[-1], stellar.GRID_LOGG[-1], stellar.GRID_FEH[-1], opts.rv_max])
+        scale = np.array([250.0, 0.5, 0.5, opts.rv_step])
+
+        def obj(u):
+            p = np.clip(x + u * scale, lo, hi)
+            pen = np.sum(((x + u * scale - p) / scale) ** 2) * 1e3
+            return chi2(*p) + pen
+
+        res = minimize(obj, np.zeros(4), method="Nelder-Mead",
+                       options={"xatol": 0.02, "fatol": 0.05, "maxfev": 400, "initial_simplex":
+                                np.vstack([np.zeros(4), 0.5 * np.eye(4)])})
+        if res.fun < c_best:
+            x = np.clip(x + res.x * scale, lo, hi)
+            c_best = float(res.fun)
+    if log:
+        log(f"Teff {x[0]:.0f} K, logg {x[1]:.2f}, [Fe/H] {x[2]:+.2f}, RV {x[3]:+.1f} km/s, "
+            f"chi2/dof {c_best / max(ndof, 1):.2f}")
+    return {"TEFF": x[0], "LOGG": x[1], "FEH": x[2], "RV": x[3], "CHI2DOF": c_best / max(ndof, 1),
+            "CHI2_GRID": float(c_grid.min()), "MODEL_GR": float(color(*x[:3])), "NDOF": ndof}
+
+
+def normalised_model(teff, logg, feh, rv, flux_r):
+    """Best model on :data:`MODEL_WAVE` scaled to the star's r flux [1e-17 erg/s/cm2/A].
+
+    Parameters
+    ----------
+    flux_r : float, nanomaggies (fibermap FLUX_R)
+
+    Returns
+    -------
+    (nmodel_wave,)
+    """
+    fl = stellar.stellar_spectrum(MODEL_WAVE, teff, logg, feh, rv)
+    nm = ab_nanomaggies(MODEL_WAVE, fl[None, :])[0]
+    return fl * (flux_r / nm[1]) / 1e-17
+
+
+def model_on_frame(wave, model_wave, model_flux, rows):
+    """A stored model (1e-17 units on ``model_wave``) seen by a camera: bin-averaged on the
+    frame grid ``wave`` then through each fiber's resolution.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    model_wave : (nm,)
+    model_flux : (nstd, nm)
+    rows : (nstd, nwave, ndiag)
+
+    Returns
+    -------
+    binned : (nstd, nwave) deconvolved (bin-averaged) models
+    convolved : (nstd, nwave)
+    """
+    fine = fine_grid(wave)
+    binned = np.stack([bin_average(wave, fine, np.interp(fine, model_wave, m)) for m in model_flux])
+    return binned, apply_rows_each(rows, binned)
+
+
+def apply_rows_each(rows, x):
+    """``R_f x_f`` for every fiber: rows (n, nwave, ndiag), x (n, nwave) -> (n, nwave)."""
+    n, nwave, ndiag = rows.shape
+    h = ndiag // 2
+    xp = np.concatenate([np.zeros((n, h)), x, np.zeros((n, h))], axis=1)
+    idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]
+    return np.einsum("fkd,fkd->fk", rows, xp[:, idx])
