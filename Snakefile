@@ -1,7 +1,8 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
 # Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift,
-# extraction, fiberflat and sky now; flux calibration, healpix and QA next.
+# extraction and the calibration chain (fiberflat, sky, stdstars, fluxcalib, cframe) now;
+# healpix and QA next.
 
 from snakemake.utils import min_version
 
@@ -29,6 +30,7 @@ rule all:
         extract_targets(),
         fiberflat_targets(),
         sky_targets(),
+        cframe_targets(),
 
 
 rule night:
@@ -39,6 +41,7 @@ rule night:
         + traceshift_targets([int(wc.night)])
         + extract_targets([int(wc.night)])
         + fiberflat_targets([int(wc.night)])
-        + sky_targets([int(wc.night)]),
+        + sky_targets([int(wc.night)])
+        + cframe_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),

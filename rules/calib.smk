@@ -1,7 +1,10 @@
 # Calibration chain: fiberflat per flat camera, fiberflatnight per night x camera (average of
 # the night's flats; a night without flats takes the nearest earlier night's fiberflatnight
 # within calibration.fallback_nights, else calibration.default_fiberflat; the header records
-# FALLBACK and IN_FLAT), then per science camera the sky model and the sky-subtracted sframe.
+# FALLBACK and IN_FLAT), then per science camera the sky model and the sky-subtracted sframe,
+# per science spectrograph the standard-star fits (its b, r, z sframes together), per camera
+# the flux calibration (average calibration x EXPTIME when too few standards, flagged) and
+# the calibrated cframe.
 
 
 rule fiberflat:
@@ -111,6 +114,110 @@ def sky_targets(nights=None):
     """Sky-subtracted frames of every camera of every science exposure."""
     return [
         find("sframe", night=night, expid=r["EXPID"], camera=cam)
+        for night in nights or NIGHTS
+        for r in rows(night, ("SCIENCE",))
+        for cam in cameras(r)
+    ]
+
+
+def spectrograph_sframes(wildcards):
+    """The sframes of every camera of one spectrograph of an exposure."""
+    r = row(wildcards.night, wildcards.expid)
+    return [
+        find("sframe", night=wildcards.night, expid=wildcards.expid, camera=cam)
+        for cam in cameras(r)
+        if int(cam[1:]) == int(wildcards.spectrograph)
+    ]
+
+
+rule stdstars:
+    input:
+        spectrograph_sframes,
+    output:
+        out("stdstars"),
+    params:
+        cfg=section_hash(config, "instrument", "stdstars"),
+        configfile=CONFIGFILE,
+    log:
+        logfile("stdstars", "{night}/{expid}-{spectrograph}"),
+    benchmark:
+        benchfile("stdstars", "{night}/{expid}-{spectrograph}")
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "fiberflow stdstars --config {params.configfile} --spectrograph {wildcards.spectrograph} "
+        "--sframes {input} -o {output} > {log} 2>&1"
+
+
+def average_fluxcalib(camera):
+    """calibration.default_fluxcalib/fluxcalib-avg-{camera}.fits, or None when not configured."""
+    if not DEFAULT_FLUXCALIB_DIR:
+        return None
+    return os.path.join(DEFAULT_FLUXCALIB_DIR, f"fluxcalib-avg-{camera}.fits")
+
+
+def fluxcalib_inputs(wildcards):
+    inputs = {
+        "sframe": find("sframe", night=wildcards.night, expid=wildcards.expid, camera=wildcards.camera),
+        "stdstars": find(
+            "stdstars",
+            night=wildcards.night,
+            expid=wildcards.expid,
+            spectrograph=int(wildcards.camera[1:]),
+        ),
+    }
+    avg = average_fluxcalib(wildcards.camera)
+    if avg:
+        inputs["average"] = avg
+    return inputs
+
+
+rule fluxcalib:
+    input:
+        unpack(fluxcalib_inputs),
+    output:
+        out("fluxcalib"),
+    params:
+        cfg=section_hash(config, "instrument", "fluxcalib"),
+        configfile=CONFIGFILE,
+        average=lambda wc, input: f"--average {input.average}" if "average" in input.keys() else "",
+    log:
+        logfile("fluxcalib", "{night}/{expid}-{camera}"),
+    benchmark:
+        benchfile("fluxcalib", "{night}/{expid}-{camera}")
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "fiberflow fluxcalib --config {params.configfile} --camera {wildcards.camera} -i {input.sframe} "
+        "--stdstars {input.stdstars} {params.average} -o {output} > {log} 2>&1"
+
+
+rule cframe:
+    input:
+        sframe=out("sframe"),
+        fluxcalib=out("fluxcalib"),
+    output:
+        out("cframe"),
+    params:
+        configfile=CONFIGFILE,
+    log:
+        logfile("cframe", "{night}/{expid}-{camera}"),
+    benchmark:
+        benchfile("cframe", "{night}/{expid}-{camera}")
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    shell:
+        "fiberflow cframe --config {params.configfile} --camera {wildcards.camera} -i {input.sframe} "
+        "--fluxcalib {input.fluxcalib} -o {output} > {log} 2>&1"
+
+
+def cframe_targets(nights=None):
+    """Flux-calibrated frames of every camera of every science exposure."""
+    return [
+        find("cframe", night=night, expid=r["EXPID"], camera=cam)
         for night in nights or NIGHTS
         for r in rows(night, ("SCIENCE",))
         for cam in cameras(r)

@@ -30,6 +30,7 @@ NIGHTS = [int(n) for n in config["nights"]] or ffexp.nights_with_raw(ROOTS["raw"
 TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
 DEFAULT_PSF_DIR = default_psf_dir(config)
 DEFAULT_FIBERFLAT_DIR = default_psf_dir(config, key="default_fiberflat")
+DEFAULT_FLUXCALIB_DIR = default_psf_dir(config, key="default_fluxcalib")
 
 
 wildcard_constraints:

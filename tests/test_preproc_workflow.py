@@ -223,6 +223,7 @@ def test_snakemake_preproc_night_and_exposure_table_edit(tiny_night):
         for e, method in ((903, "none"), (904, "sky")):
             ts = read_psf(paths.findfile("psf", prod=str(prod), night=NIGHT, expid=e, camera=cam))
             assert ts.meta["DYMETHOD"] == method and ts.header["IN_PSF"] == f"psfnight-{cam}-{NIGHT}.fits"
+    _check_calibration_chain(root, cfg, prod, tiny_night["sim"])
     # a step refuses the wrong kind of exposure, naming the file, and writes nothing
     arc = paths.findfile("preproc", prod=str(prod), night=NIGHT, expid=905, camera="r0")
     bad = root / "ts-arc.fits"
@@ -249,3 +250,69 @@ def test_snakemake_preproc_night_and_exposure_table_edit(tiny_night):
     p = PreprocImage.read(paths.findfile("preproc", prod=str(prod), night=NIGHT, expid=904, camera="r0"))
     ny, nx = p.image.shape
     assert np.all(p.mask[: ny // 2, nx // 2:] & ccdmask.mask("BADAMP")) and np.all(p.ivar[: ny // 2, nx // 2:] == 0)
+
+
+def _check_calibration_chain(root, cfg, prod, sim):
+    """fiberflat, sky, stdstars, fluxcalib and cframe of the tiny night against truth, then the
+    degraded cases: no sky fiber, too few standards, a step given the wrong exposure."""
+    from fiberflow.bitmasks import fibermask, specmask
+    from fiberflow.io.calib import read_fiberflat, read_fluxcalib, read_sky, read_stdstars
+    from fiberflow.io.frame import FLUX_UNITS, Frame, read_frame
+    from fiberflow.sim.truth import TruthFrame
+
+    truth = str(root / "truth")
+    for cam in ("r0", "b0"):
+        ff = read_fiberflat(paths.findfile("fiberflatnight", prod=str(prod), night=NIGHT, camera=cam))
+        tf = TruthFrame.read(paths.findfile("truth", truth=truth, night=NIGHT, expid=903, camera=cam))
+        k = np.median(ff.fiberflat / tf.fiberflat, axis=0)
+        good = ff.ivar > 0
+        pull = ((ff.fiberflat - tf.fiberflat * k[None]) * np.sqrt(ff.ivar))[good]
+        assert abs(pull.mean()) < 0.1 and pull.std() == pytest.approx(1.0, abs=0.1), (cam, pull.std())
+        assert ff.header["FALLBACK"] is False and ff.header["NFLATS"] == 1
+        sk = read_sky(paths.findfile("sky", prod=str(prod), night=NIGHT, expid=904, camera=cam))
+        assert sk.header["NSKYFIB"] >= 2 and 0.8 < sk.header["SKYCHI2"] < 1.25, sk.header["SKYCHI2"]
+        cf = read_frame(paths.findfile("cframe", prod=str(prod), night=NIGHT, expid=904, camera=cam))
+        assert cf.units == FLUX_UNITS and cf.header["FLUXFLAG"] == "OK"
+        fc = read_fluxcalib(paths.findfile("fluxcalib", prod=str(prod), night=NIGHT, expid=904, camera=cam))
+        t4 = TruthFrame.read(paths.findfile("truth", truth=truth, night=NIGHT, expid=904, camera=cam))
+        from fiberflow.stdstars import telluric_mask
+
+        sel = ~telluric_mask(fc.wave)
+        sel[:30] = sel[-30:] = False
+        ratio = np.median(fc.calib / t4.calib, axis=0)[sel]
+        assert abs(np.median(ratio) - 1) < 0.03 and np.std(ratio) < 0.03, (cam, np.median(ratio), np.std(ratio))
+    stars = read_stdstars(paths.findfile("stdstars", prod=str(prod), night=NIGHT, expid=904, spectrograph=0))
+    assert stars.header["NSTARS"] >= 3
+    assert np.all(stars.metadata["TEFF"] > 5000) and np.all(stars.metadata["CHI2DOF"] < 5)
+
+    # no sky fiber: exit 0, flagged, petal QA bit set
+    fpath = paths.findfile("frame", prod=str(prod), night=NIGHT, expid=904, camera="r0")
+    fr = read_frame(fpath)
+    fm = fr.fibermap.copy()
+    fm["OBJTYPE"] = "TGT"
+    nosky = root / "frame-nosky.fits"
+    Frame(fr.wave, fr.flux, fr.ivar, fr.mask, fr.resolution, fm, fr.chi2pix, None, fr.header, fr.units).write(str(nosky))
+    ffn = paths.findfile("fiberflatnight", prod=str(prod), night=NIGHT, camera="r0")
+    res = _ff("sky", "--config", cfg, "--camera", "r0", "-i", str(nosky), "--fiberflat", ffn,
+              "-o", str(root / "sky-nosky.fits"), "--sframe", str(root / "sframe-nosky.fits"))
+    assert res.returncode == 0 and "no usable sky fiber" in res.stdout, res.stderr
+    s2 = read_frame(str(root / "sframe-nosky.fits"))
+    assert np.all(s2.mask & specmask.mask("BADSKY")) and np.all(s2.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSKY"))
+    assert read_sky(str(root / "sky-nosky.fits")).header["SKYFLAG"] == "NOSKYFIB"
+    # too few standards (min_stdstars above what the petal has): flagged, no crash
+    strict = root / "config-strict.yaml"
+    strict.write_text(open(cfg).read() + "fluxcalib: {min_stdstars: 99}\n")
+    sframe = paths.findfile("sframe", prod=str(prod), night=NIGHT, expid=904, camera="r0")
+    std = paths.findfile("stdstars", prod=str(prod), night=NIGHT, expid=904, spectrograph=0)
+    res = _ff("fluxcalib", "--config", str(strict), "--camera", "r0", "-i", sframe, "--stdstars", std,
+              "-o", str(root / "fc-few.fits"))
+    assert res.returncode == 0 and "min_stdstars 99" in res.stdout, res.stderr
+    assert read_fluxcalib(str(root / "fc-few.fits")).header["FLUXFLAG"] == "NOCALIB"
+    res = _ff("cframe", "--config", str(strict), "--camera", "r0", "-i", sframe, "--fluxcalib", str(root / "fc-few.fits"),
+              "-o", str(root / "cframe-few.fits"))
+    assert res.returncode == 0, res.stderr
+    c2 = read_frame(str(root / "cframe-few.fits"))
+    assert np.all(c2.ivar == 0) and np.all(c2.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR"))
+    # a fiberflat from a science frame is refused, naming the file, nothing written
+    res = _ff("fiberflat", "--config", cfg, "--camera", "r0", "-i", fpath, "-o", str(root / "ff-bad.fits"))
+    assert res.returncode == 1 and fpath in res.stderr and "FLAT" in res.stderr and not (root / "ff-bad.fits").exists()

@@ -6,7 +6,9 @@ the frame grid, from :mod:`fiberflow.stdstars`), ``C`` (nwave,) the deconvolved 
 vector common to the petal (electron/A per 1e-17 erg/s/cm2/A) and ``a_s`` a per-star scale
 (fiber positioning, photometry errors) with median 1. ``C`` solves the banded normal equations
 of the effective matrices ``R_s diag(m_s)`` (:func:`fiberflow.fiberflat.banded_normal_equations`)
-with a small first-difference penalty; the per-star scales are refitted, stars whose scale is
+with a curvature (second-difference) penalty that is strong outside telluric bands (the
+instrument's throughput is smooth: the penalty averages the stars' noise over tens of bins)
+and weak inside them (C follows the sharp atmospheric absorption); the per-star scales are refitted, stars whose scale is
 an outlier (> ``nsig_star`` robust sigma from the median) are dropped, pixels deviating by
 more than ``nsig`` are clipped, and the fit repeats until nothing changes.
 
@@ -35,7 +37,8 @@ class FluxCalibOptions:
     nsig: float = 5.0           #: pixel clipping [sigma]
     nsig_star: float = 4.0      #: star rejection on the per-star scale [robust sigma]
     max_scale_dev: float = 0.2  #: stars whose scale deviates more than this from 1 are rejected
-    smooth: float = 1e-3        #: first-difference penalty on C (relative to the median diagonal)
+    smooth: float = 1e4         #: curvature penalty on C outside telluric bands (relative to the median diagonal)
+    smooth_telluric: float = 1e-3  #: curvature penalty inside telluric bands (C follows the absorption)
     maxiter: int = 20
 
     @classmethod
@@ -44,20 +47,40 @@ class FluxCalibOptions:
         return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
-def _solve(eff, w, d, smooth):
+def curvature_penalty(ab, lam):
+    """Add ``sum_k lam_k (C_k-1 - 2 C_k + C_k+1)^2`` to a banded normal matrix (in place).
+
+    Parameters
+    ----------
+    ab : (u + 1, n) upper banded form, u >= 2
+    lam : (n,) penalty weight of the second difference centred on each bin (ends ignored)
+    """
+    u = ab.shape[0] - 1
+    n = ab.shape[1]
+    stencil = np.array([1.0, -2.0, 1.0])
+    for k in range(1, n - 1):
+        if lam[k] == 0:
+            continue
+        for a in range(3):
+            for b in range(a, 3):
+                i, j = k - 1 + a, k - 1 + b
+                ab[u + i - j, j] += lam[k] * stencil[a] * stencil[b]
+
+
+def _solve(eff, w, d, smooth, smooth_telluric=0.0, telluric=None):
     ab, b = banded_normal_equations(eff, w, d)
     u = ab.shape[0] - 1
     s = np.median(ab[u][ab[u] > 0]) if np.any(ab[u] > 0) else 1.0
     ab[u] += 1e-10 * s
-    if smooth > 0:
-        lam = smooth * s
-        ab[u, :-1] += lam
-        ab[u, 1:] += lam
-        ab[u - 1, 1:] -= lam
+    n = ab.shape[1]
+    tell = np.zeros(n, bool) if telluric is None else telluric
+    lam = np.where(tell, smooth_telluric, smooth) * s
+    if u >= 2 and np.any(lam > 0):
+        curvature_penalty(ab, lam)
     return solveh_banded(ab, b, lower=False, check_finite=False), ab
 
 
-def fit_calibration(flux, ivar, mask, rows, models, opts=None):
+def fit_calibration(flux, ivar, mask, rows, models, opts=None, telluric=None):
     """Deconvolved calibration vector of one camera.
 
     Parameters
@@ -67,6 +90,8 @@ def fit_calibration(flux, ivar, mask, rows, models, opts=None):
     rows : (nstd, nwave, ndiag) their resolution rows (offsets -h..+h)
     models : (nstd, nwave) their models bin-averaged on the frame grid [1e-17 erg/s/cm2/A]
     opts : FluxCalibOptions
+    telluric : (nwave,) bool, optional
+        Bins inside telluric bands (penalised with ``smooth_telluric`` instead of ``smooth``).
 
     Returns
     -------
@@ -89,7 +114,7 @@ def fit_calibration(flux, ivar, mask, rows, models, opts=None):
     nclip = 0
     for it in range(1, opts.maxiter + 1):
         wm = np.where(used[:, None], w, 0.0)
-        C, ab = _solve(eff0 * a[:, None, None], wm, d, opts.smooth)
+        C, ab = _solve(eff0 * a[:, None, None], wm, d, opts.smooth, opts.smooth_telluric, telluric)
         unit = np.einsum("fkd,fkd->fk", eff0, np.concatenate([np.zeros(h), C, np.zeros(h)])[idx][None])
         num = np.sum(w * d * unit, axis=1)
         den = np.sum(w * unit**2, axis=1)
@@ -117,7 +142,7 @@ def fit_calibration(flux, ivar, mask, rows, models, opts=None):
         if not changed:
             break
     wm = np.where(used[:, None], w, 0.0)
-    C, ab = _solve(eff0 * a[:, None, None], wm, d, opts.smooth)
+    C, ab = _solve(eff0 * a[:, None, None], wm, d, opts.smooth, opts.smooth_telluric, telluric)
     cb = banded_inverse_band(ab)
     resid = (d - a[:, None] * np.einsum("fkd,fkd->fk", eff0, np.concatenate([np.zeros(h), C, np.zeros(h)])[idx][None]))
     ndof = np.maximum((w > 0).sum(axis=1) - 1, 1)
@@ -142,13 +167,14 @@ def apply_calibration(flux, ivar, mask, calib, calib_ivar, calib_mask):
 
     Returns
     -------
-    flux, ivar, mask : (nspec, nwave); ivar 0 and BADFIBER-free NODATA where calib <= 0.
+    flux, ivar, mask : (nspec, nwave); ivar 0 and NODATA where the calibration is not positive
+    or has no information (calib_ivar 0).
     """
-    ok = calib > 0
+    ok = (calib > 0) & (calib_ivar > 0)
     c = np.where(ok, calib, 1.0)
     out = np.where(ok, flux / c, 0.0)
     var = np.where(ivar > 0, 1.0 / np.where(ivar > 0, ivar, 1.0), np.inf) / c**2
-    var = var + np.where(calib_ivar > 0, out**2 / (np.where(calib_ivar > 0, calib_ivar, 1.0) * c**2), 0.0)
+    var = var + np.where(ok, out**2 / (np.where(ok, calib_ivar, 1.0) * c**2), 0.0)
     oiv = np.where(ok & (ivar > 0), 1.0 / var, 0.0)
     m = np.asarray(mask, np.int32) | np.asarray(calib_mask, np.int32)
     m[~ok] |= specmask.mask("NODATA")

@@ -168,7 +168,7 @@ def _fluxcalib(args):
         binned, _ = stdstars.model_on_frame(fr.wave, stars.wave, stars.flux.astype(float), rows[sel])
         try:
             res = fluxcalib.fit_calibration(fr.flux[sel].astype(float), fr.ivar[sel].astype(float), fr.mask[sel],
-                                            rows[sel], binned, opts)
+                                            rows[sel], binned, opts, telluric=stdstars.telluric_mask(fr.wave))
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise DataError(args.infile, f"flux calibration fit failed: {exc}") from exc
         ok_std = int(res["used"].sum()) >= opts.min_stdstars
