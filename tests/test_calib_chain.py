@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fiberflow import fluxcalib, sky, stdstars, stellar
-from fiberflow.resolution import apply_rows, diags_to_dense, diags_to_rows, gaussian_diags, rows_to_diags
+from fiberflow.resolution import apply_rows, diags_to_dense, rows_to_diags
 
 NDIAG = 11
 

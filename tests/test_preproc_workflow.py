@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,7 +302,7 @@ def _check_calibration_chain(root, cfg, prod, sim):
     assert read_sky(str(root / "sky-nosky.fits")).header["SKYFLAG"] == "NOSKYFIB"
     # too few standards (min_stdstars above what the petal has): flagged, no crash
     strict = root / "config-strict.yaml"
-    strict.write_text(open(cfg).read() + "fluxcalib: {min_stdstars: 99}\n")
+    strict.write_text(Path(cfg).read_text() + "fluxcalib: {min_stdstars: 99}\n")
     sframe = paths.findfile("sframe", prod=str(prod), night=NIGHT, expid=904, camera="r0")
     std = paths.findfile("stdstars", prod=str(prod), night=NIGHT, expid=904, spectrograph=0)
     res = _ff("fluxcalib", "--config", str(strict), "--camera", "r0", "-i", sframe, "--stdstars", std,

@@ -169,6 +169,9 @@ def compute_fiberflat(wave, flux, ivar, mask, rdata, opts=None, exclude=None):
     T = np.repeat((med / ref)[:, None], nwave, axis=1)
     dead = med < opts.deadfiber * ref
     use &= ~dead
+    if not use.any():
+        raise ValueError("no fiber is usable for the mean lamp spectrum (every fiber excluded by FIBERSTATUS, "
+                         "dead or without valid bins)")
     w = w0.copy()
     nclip = 0
     for it in range(1, opts.maxiter + 1):

@@ -25,8 +25,8 @@ STAGES = [
     ("psf fit from arcs and psfnight", 5, True),
     ("traceshift (dx from trace profiles, dy from sky lines)", 5, True),
     ("extraction: spectroperfectionism frames (serial)", 6, True),
-    ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, False),
-    ("fiberflat, sky, stdstars, fluxcalib, cframe", 7, False),
+    ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, True),
+    ("fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe", 7, True),
     ("HEALPix spectra and coadds", 8, False),
     ("QA metrics, scores and pages", 9, False),
 ]
@@ -157,12 +157,52 @@ def _simulate_and_reduce(out, roots, inst):
         raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
     _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
-         "PSF fits of the arcs, nightly PSFs, trace shifts and extraction of flats and science exposures")
+         "PSF fits of the arcs, nightly PSFs, trace shifts, extraction, fiberflats, sky, standard stars, "
+         "flux calibration and cframes")
     done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
-                "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera")
+                "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera, "
+                "fiberflat + fiberflatnight, sky + sframe, stdstars, fluxcalib and cframe of every science camera")
     done += _psf_summary(roots)
     done += _frame_summary(roots)
+    done += _calib_summary(roots)
     return done
+
+
+def _calib_summary(roots):
+    """One line per camera: fiberflat, sky and flux calibration of the demo night against truth."""
+    import glob
+
+    import numpy as np
+
+    from .. import paths
+    from ..io.calib import read_fiberflat, read_fluxcalib, read_sky
+    from ..sim.truth import TruthFrame
+    from ..stdstars import telluric_mask
+
+    lines = []
+    for cam in ("b0", "r0", "z0"):
+        ffp = paths.findfile("fiberflatnight", prod=roots["prod"], night=DEMO_NIGHT, camera=cam)
+        if not os.path.exists(ffp):
+            continue
+        ff = read_fiberflat(ffp)
+        pattern = paths.findfile("fluxcalib", prod=roots["prod"], night=DEMO_NIGHT, expid=0, camera=cam)
+        for path in sorted(glob.glob(pattern.replace("00000000", "*")))[:1]:
+            expid = int(os.path.basename(path).split("-")[-1].split(".")[0])
+            t = TruthFrame.read(paths.findfile("truth", truth=roots["truth"], night=DEMO_NIGHT, expid=expid, camera=cam))
+            r = ff.fiberflat / t.fiberflat
+            r = r / np.median(r, axis=0)[None]
+            ffrms = float(np.sqrt(np.mean((r - 1)[ff.ivar > 0] ** 2)))
+            sky = read_sky(paths.findfile("sky", prod=roots["prod"], night=DEMO_NIGHT, expid=expid, camera=cam))
+            fc = read_fluxcalib(path)
+            sel = ~telluric_mask(fc.wave)
+            sel[:30] = sel[-30:] = False
+            cr = np.median(fc.calib / t.calib, axis=0)[sel]
+            msg = (f"{cam} exposure {expid} vs truth: fiberflat rms {100 * ffrms:.2f}% (one flat, noise-limited), "
+                   f"sky fibers chi2/dof {sky.header.get('SKYCHI2', 0):.2f}, calibration vector rms "
+                   f"{100 * np.std(cr):.2f}% mean {np.mean(cr):.4f} (off telluric bands)")
+            _log(msg)
+            lines.append(msg)
+    return lines
 
 
 def _psf_summary(roots):

@@ -75,8 +75,13 @@ def _fiberflat(args, cfg, inst, cam):
     frame = read_camera_frame(args.infile, cam, inst, ("FLAT",))
     opts = fiberflat.FiberflatOptions.from_config(cfg["fiberflat"])
     exclude = bad_fiberstatus(frame.fibermap, frame.nspec)
-    res = fiberflat.compute_fiberflat(frame.wave, frame.flux, frame.ivar, frame.mask, frame.resolution, opts,
-                                      exclude=exclude)
+    try:
+        res = fiberflat.compute_fiberflat(frame.wave, frame.flux, frame.ivar, frame.mask, frame.resolution, opts,
+                                          exclude=exclude)
+    except ValueError as exc:
+        from ..errors import DataError
+
+        raise DataError(args.infile, str(exc)) from exc
     badfib = np.all((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) | \
         (np.mean((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) > 0.5)
     hdr = {k: frame.header[k] for k in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE", "TILEID")
