@@ -89,12 +89,13 @@ def banded_normal_equations(rows, weight, data):
     return ab, b
 
 
-def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10):
+def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10, return_matrix=False):
     """Deconvolved common spectrum M (nwave,) minimising
     ``sum w (data - T (R M))^2 + smooth * s * sum (M_k+1 - M_k)^2`` (s: median diagonal of the
     normal matrix). The difference penalty damps the high-frequency modes every fiber's R
     smooths away (left free they carry amplified noise that differs from fiber to fiber
-    through their different R); ``smooth`` ~ 1e-2 leaves features of a few bins intact."""
+    through their different R); ``smooth`` ~ 1e-2 leaves features of a few bins intact.
+    With ``return_matrix`` the banded normal matrix (scipy upper form) is returned too."""
     eff = rows * throughput[..., None]
     ab, b = banded_normal_equations(eff, weight, data)
     u = ab.shape[0] - 1
@@ -105,7 +106,8 @@ def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10)
         ab[u, :-1] += lam
         ab[u, 1:] += lam
         ab[u - 1, 1:] -= lam
-    return solveh_banded(ab, b, lower=False, check_finite=False)
+    M = solveh_banded(ab, b, lower=False, check_finite=False)
+    return (M, ab) if return_matrix else M
 
 
 def smooth_throughput(wave, ratio, weight, knot_step):

@@ -34,7 +34,7 @@ from scipy.linalg import cholesky_banded
 from scipy.ndimage import binary_dilation, median_filter, uniform_filter1d
 
 from .bitmasks import specmask, usable_bins
-from .fiberflat import banded_normal_equations
+from .fiberflat import solve_mean_spectrum
 from .resolution import apply_rows, diags_to_rows
 
 BADSKY = specmask.mask("BADSKY")
@@ -146,23 +146,6 @@ def model_variance(rows, cb):
             c[ok] = cb[d[ok], lo[ok]]
             out += rows[:, :, a] * rows[:, :, b] * c[None, :]
     return out
-
-
-def _solve_sky(rows, scale, w, flux, smooth):
-    """(S, ab) for the sky fibers' rows scaled by ``scale`` (nspec,)."""
-    eff = rows * scale[:, None, None]
-    ab, b = banded_normal_equations(eff, w, flux)
-    u = ab.shape[0] - 1
-    diag_scale = np.median(ab[u][ab[u] > 0]) if np.any(ab[u] > 0) else 1.0
-    ab[u] += 1e-10 * diag_scale
-    if smooth > 0:
-        lam = smooth * diag_scale
-        ab[u, :-1] += lam
-        ab[u, 1:] += lam
-        ab[u - 1, 1:] -= lam
-    from scipy.linalg import solveh_banded
-
-    return solveh_banded(ab, b, lower=False, check_finite=False), ab
 
 
 def model_based_variance(var, model, good):
@@ -277,7 +260,8 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     scale = np.ones(skyfibers.size)
     reweighted = False
     for it in range(1, opts.maxiter + 1):
-        S, ab = _solve_sky(rows, scale, w, d, opts.smooth)
+        S, ab = solve_mean_spectrum(rows, np.broadcast_to(scale[:, None], d.shape), w, d, opts.smooth,
+                                    return_matrix=True)
         model = scale[:, None] * apply_rows(rows, S)
         if opts.model_weights and not reweighted:
             # the frame's ivar follows the data's own noise (the pixel variance comes from the
