@@ -314,6 +314,18 @@ def _check_calibration_chain(root, cfg, prod, sim):
     assert res.returncode == 0, res.stderr
     c2 = read_frame(str(root / "cframe-few.fits"))
     assert np.all(c2.ivar == 0) and np.all(c2.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR"))
+    # no standard at all (DESI_TARGET cleared): stdstars writes NSTARS 0, fluxcalib falls back
+    fm2 = fr.fibermap.copy()
+    fm2["DESI_TARGET"] = 0
+    sf = read_frame(sframe)
+    nostd = root / "sframe-nostd.fits"
+    Frame(sf.wave, sf.flux, sf.ivar, sf.mask, sf.resolution, fm2, sf.chi2pix, None, sf.header, sf.units).write(str(nostd))
+    res = _ff("stdstars", "--config", cfg, "--spectrograph", "0", "--sframes", str(nostd), "-o", str(root / "std-none.fits"))
+    assert res.returncode == 0, res.stderr
+    assert read_stdstars(str(root / "std-none.fits")).header["NSTARS"] == 0
+    res = _ff("fluxcalib", "--config", cfg, "--camera", "r0", "-i", str(nostd), "--stdstars", str(root / "std-none.fits"),
+              "-o", str(root / "fc-none.fits"))
+    assert res.returncode == 0 and read_fluxcalib(str(root / "fc-none.fits")).header["FLUXFLAG"] == "NOCALIB", res.stderr
     # a fiberflat from a science frame is refused, naming the file, nothing written
     res = _ff("fiberflat", "--config", cfg, "--camera", "r0", "-i", fpath, "-o", str(root / "ff-bad.fits"))
     assert res.returncode == 1 and fpath in res.stderr and "FLAT" in res.stderr and not (root / "ff-bad.fits").exists()

@@ -77,9 +77,9 @@ def _stdstars(args):
     rows = {id(fr): diags_to_rows(np.asarray(fr.resolution, float)) for _, fr in frames}
     results, models, fibers = [], [], []
     ref = next((fr for _, fr in frames if fr.camera[0] == "r"), frames[0][1])
-    for f in std:
-        from ..bitmasks import usable_bins
+    from ..bitmasks import usable_bins
 
+    for f in std:
         ok_r = usable_bins(ref.mask[f], ref.ivar[f], ref.flux[f])
         snr = float(np.median(ref.flux[f][ok_r] * np.sqrt(ref.ivar[f][ok_r]))) if ok_r.any() else 0.0
         fl_g, fl_r = float(fm["FLUX_G"][f]), float(fm["FLUX_R"][f])
@@ -114,8 +114,18 @@ def _stdstars(args):
     hdr["NSTDCAND"] = (int(std.size), "standards with good FIBERSTATUS in the fibermap")
     hdr["NSTARS"] = (len(results), "standards fitted")
     flux = np.array(models, dtype="f4").reshape(len(models), stdstars.MODEL_WAVE.size)
-    StdStars(stdstars.MODEL_WAVE, flux, np.array([int(fm["FIBER"][f]) for f in fibers], dtype=np.int32), meta,
-             fm[np.array(fibers, int)] if fibers else fm[:0], inputs, hdr).write(args.outfile)
+    fibs = np.array([int(fm["FIBER"][f]) for f in fibers], dtype=np.int32)
+    fmrows = fm[np.array(fibers, int)]
+    if not fibers:
+        # FITS images cannot be empty: a petal without a fitted standard gets one row with
+        # FIBER -1 and zero flux (NSTARS = 0); fluxcalib matches no fiber and falls back
+        flux = np.zeros((1, stdstars.MODEL_WAVE.size), "f4")
+        fibs = np.array([-1], np.int32)
+        meta = np.zeros(1, dtype=meta.dtype)
+        meta["FIBER"] = -1
+        fmrows = fm[:1].copy()
+        fmrows["FIBER"] = -1
+    StdStars(stdstars.MODEL_WAVE, flux, fibs, meta, fmrows, inputs, hdr).write(args.outfile)
     print(f"stdstars {args.spectrograph}: {len(results)} of {std.size} standards fitted in {time.time() - t0:.1f} s "
           f"-> {args.outfile}")
     return 0
@@ -211,7 +221,9 @@ def _fluxcalib(args):
             np.zeros(fr.flux.shape, np.int32)
         hdr["NSTDUSED"] = (0, "standards used")
         print(f"fluxcalib {cam}: WARNING {msg}")
-    fcal = FluxCalib(fr.wave, cal.astype("f4"), civ.astype("f4"), cmask, corr, fm_std if len(fm_std) else None, hdr)
+    fm_std = fm_std[np.asarray(fm_std["FIBER"]) >= 0] if fm_std is not None else None
+    fcal = FluxCalib(fr.wave, cal.astype("f4"), civ.astype("f4"), cmask, corr,
+                     fm_std if fm_std is not None and len(fm_std) else None, hdr)
     if hdr["FLUXFLAG"][0] != "OK":
         fcal.header["BADPETAL"] = (fibermask.mask("BADPETALSTDSTAR"), "FIBERSTATUS bits the cframe sets")
     fcal.write(args.outfile)

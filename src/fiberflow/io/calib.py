@@ -141,6 +141,9 @@ class FluxCalib(Product):
 class StdStars(Product):
     """Best-fit standard-star models of one spectrograph (all its cameras).
 
+    FITS images cannot be empty: a spectrograph without a fitted standard has header
+    NSTARS = 0 and one row with FIBER -1 and zero flux.
+
     Attributes
     ----------
     wave : (nwave_model,)
