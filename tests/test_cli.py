@@ -50,7 +50,13 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET extraction: MPI" in text and "done    simulate a raw night" in text
+    assert "NOT YET HEALPix spectra and coadds" in text and "done    simulate a raw night" in text
+    assert "done    fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe" in text
+    import re as _re
+
+    cal = _re.findall(r"(\w\d) exposure \d+ vs truth: fiberflat rms ([\d.]+)%.*calibration vector rms ([\d.]+)%", text)
+    assert sorted(c for c, _, _ in cal) == ["b0", "r0", "z0"], text[-2000:]
+    assert all(float(f) < 1.0 and float(v) < 3.0 for _, f, v in cal), cal
     assert "12 frames extracted" in text  # flat + 3 science exposures x 3 cameras
     assert "done    traceshift" in text
     assert "done    psf fit from arcs and psfnight" in text
