@@ -137,3 +137,13 @@ def default_psf_dir(config, base=None, key="default_psf"):
     if not folder:
         return None
     return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(folder)))
+
+
+class StepOptions:
+    """Base of the per-step option dataclasses: ``from_config(section)`` keeps the keys the
+    dataclass knows (the schema validated them) and ignores the others (e.g. ``threads``)."""
+
+    @classmethod
+    def from_config(cls, section):
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})

@@ -29,8 +29,9 @@ import numpy as np
 from scipy.linalg import lapack
 
 from . import psfmodel
-from .resolution import rows_to_diags
 from .bitmasks import specmask
+from .config import StepOptions
+from .resolution import rows_to_diags
 
 SOMEBADPIX = specmask.mask("SOMEBADPIX")
 ALLBADPIX = specmask.mask("ALLBADPIX")
@@ -38,7 +39,7 @@ BAD2DFIT = specmask.mask("BAD2DFIT")
 
 
 @dataclass
-class ExtractOptions:
+class ExtractOptions(StepOptions):
     """Options of :func:`extract_frame` (config section ``extract``)."""
 
     wavesize: int = 50         #: output bins per patch
@@ -50,11 +51,6 @@ class ExtractOptions:
     ndiag: int | None = None   #: resolution diagonals (default 2*HSIZEY+1: 11 for DESI PSFs)
     chi2_bad: float = 100.0    #: CHI2PIX above this sets BAD2DFIT
     use_numba: bool = True
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 # ---------------------------------------------------------------------------- normal equations

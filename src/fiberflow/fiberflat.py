@@ -29,6 +29,7 @@ from scipy.interpolate import make_lsq_spline
 from scipy.linalg import solveh_banded
 
 from .bitmasks import specmask, usable_bins
+from .config import StepOptions
 from .resolution import apply_rows, diags_to_rows
 
 LOWFLAT = specmask.mask("LOWFLAT")
@@ -36,7 +37,7 @@ BADFIBERFLAT = specmask.mask("BADFIBERFLAT")
 
 
 @dataclass
-class FiberflatOptions:
+class FiberflatOptions(StepOptions):
     """Options of :func:`compute_fiberflat` (config section ``fiberflat``)."""
 
     knot_step: float = 60.0     #: Angstrom between spline knots of the smooth throughputs
@@ -48,11 +49,6 @@ class FiberflatOptions:
     lowflat: float = 0.5        #: LOWFLAT below this
     deadfiber: float = 0.1      #: fibers with median throughput below this are BADFIBERFLAT
     max_chi2dof: float = 4.0    #: fibers with a worse residual chi2/dof are BADFIBERFLAT
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 def banded_normal_equations(rows, weight, data):

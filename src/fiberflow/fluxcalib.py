@@ -24,13 +24,14 @@ import numpy as np
 from scipy.linalg import solveh_banded
 
 from .bitmasks import specmask, usable_bins
+from .config import StepOptions
 from .fiberflat import banded_normal_equations
 from .resolution import apply_rows
 from .sky import banded_inverse_band, model_variance
 
 
 @dataclass
-class FluxCalibOptions:
+class FluxCalibOptions(StepOptions):
     """Options of :func:`fit_calibration` (config section ``fluxcalib``)."""
 
     min_stdstars: int = 3       #: fewer good standards -> average calibration, flagged
@@ -40,11 +41,6 @@ class FluxCalibOptions:
     smooth: float = 1e4         #: curvature penalty on C outside telluric bands (relative to the median diagonal)
     smooth_telluric: float = 1e-3  #: curvature penalty inside telluric bands (C follows the absorption)
     maxiter: int = 20
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 def curvature_penalty(ab, lam):

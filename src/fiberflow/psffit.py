@@ -35,6 +35,7 @@ from numpy.polynomial import legendre
 from scipy import ndimage
 
 from . import bitmasks, psfmodel
+from .config import StepOptions
 from .errors import DataError
 
 BADARC = bitmasks.fibermask.mask("BADARC")
@@ -42,7 +43,7 @@ BADTRACE = bitmasks.fibermask.mask("BADTRACE")
 
 
 @dataclass
-class PSFFitOptions:
+class PSFFitOptions(StepOptions):
     """Options of :func:`fit_psf` (config section ``psf``)."""
 
     trace_deg: int = 3          #: Legendre degree of the trace corrections in wavelength
@@ -63,11 +64,6 @@ class PSFFitOptions:
     pos_floor: float = 0.003    #: systematic floor added to spot position errors [pixel]
     width_prior: float = 0.15   #: prior sigma of the spot width scales
     badtrace_nsig: float = 6.0  #: fiber offset from its bundle model (in its own errors) flagged BADTRACE
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 # ---------------------------------------------------------------------------- spot geometry

@@ -34,6 +34,7 @@ from scipy.linalg import cholesky_banded
 from scipy.ndimage import binary_dilation, median_filter, uniform_filter1d
 
 from .bitmasks import specmask, usable_bins
+from .config import StepOptions
 from .fiberflat import solve_mean_spectrum
 from .resolution import apply_rows, diags_to_rows
 
@@ -41,7 +42,7 @@ BADSKY = specmask.mask("BADSKY")
 
 
 @dataclass
-class SkyOptions:
+class SkyOptions(StepOptions):
     """Options of :func:`fit_sky` (config section ``sky``)."""
 
     nsig_clipping: float = 4.0      #: clipping threshold [sigma]
@@ -52,11 +53,6 @@ class SkyOptions:
     highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
     excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
     model_weights: bool = True      #: weight the fit by a variance model of the sky, not the data's ivar
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 def banded_inverse_band(ab):

@@ -25,6 +25,7 @@ from scipy.optimize import minimize
 
 from . import stellar
 from .bitmasks import BAD_FIBERSTATUS, desi_target
+from .config import StepOptions
 from .photometry import ab_nanomaggies
 from .resolution import apply_rows
 
@@ -48,7 +49,7 @@ def telluric_mask(wave):
 
 
 @dataclass
-class StdStarOptions:
+class StdStarOptions(StepOptions):
     """Options of :func:`fit_star` (config section ``stdstars``)."""
 
     poly_deg: int = 8             #: Legendre degree of each camera's multiplicative polynomial
@@ -57,11 +58,6 @@ class StdStarOptions:
     color_sigma: float = 0.05     #: mag, width of the g-r prior (added to the photometric error)
     refine: bool = True           #: continuous refinement after the grid
     min_snr: float = 5.0          #: stars with a lower median S/N per bin (r camera) are not fitted
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 def select_standards(fibermap):

@@ -25,6 +25,7 @@ from numpy.polynomial import legendre
 from scipy import ndimage
 
 from . import psfmodel
+from .config import StepOptions
 from .errors import DataError
 from .io.refdata import read_uves_sky
 from .psffit import robust_lstsq
@@ -32,7 +33,7 @@ from .shared import shared_file
 
 
 @dataclass
-class TraceShiftOptions:
+class TraceShiftOptions(StepOptions):
     degxx: int = 2          #: dx polynomial degree in fiber
     degxy: int = 2          #: dx polynomial degree in wavelength
     degyx: int = 2          #: dy polynomial degree in fiber
@@ -44,11 +45,6 @@ class TraceShiftOptions:
     dy_blocks: int = 8      #: wavelength blocks per fiber for dy
     nsig_clip: float = 4.0
     max_err: float = 0.1    #: block measurements with larger errors [pixel] are not used
-
-    @classmethod
-    def from_config(cls, section):
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 # ---------------------------------------------------------------------------- profiles
