@@ -8,6 +8,7 @@ from fiberflow.io.fibermap import empty_fibermap
 from fiberflow.io.frame import FLUX_UNITS, Frame
 from fiberflow.io.image import PreprocImage
 from fiberflow.io.spectra import Spectra
+from fiberflow.regroup import exposure_fibermap
 
 
 def fibermap(nspec=5, petal=0, rng=None):
@@ -99,3 +100,50 @@ def preproc(ny=30, nx=20, rng=None):
     mask[5, 5] = 16
     return PreprocImage(img, np.full((ny, nx), 1 / 9.0, "f4"), mask, np.full((ny, nx), 3.0, "f4"),
                         fibermap(5, rng=rng), {"CAMERA": "b0", "OBSRDNA": 3.0, "EXPID": 1})
+
+
+# healpix spectra with known truth: a deconvolved spectrum seen through per-exposure Gaussian
+# resolution matrices plus Gaussian noise of known variance
+HPX_GRIDS = {"b": 3600.0 + 0.8 * np.arange(2400, 2751), "r": 3600.0 + 0.8 * np.arange(2700, 3050),
+             "z": 3600.0 + 0.8 * np.arange(5000, 5350)}  # on DESI's lattice, each band in its score range
+
+
+def truth_spectrum(wave, rng):
+    """Smooth continuum plus two emission lines [flux units]."""
+    cont = 5.0 + 2.0 * np.sin(wave / 300.0) + rng.uniform(0, 3)
+    lines = sum(a * np.exp(-0.5 * ((wave - c) / 1.5) ** 2) for a, c in ((40.0, wave[60]), (25.0, wave[-80])))
+    return cont + lines
+
+
+def healpix_spectra(ntarget=30, nexp=4, sigma_noise=1.0, rng=None, ndiag=11, bands=HPX_GRIDS):
+    """Spectra (target x exposure rows) and the deconvolved truth of every target.
+
+    Returns (Spectra, truth dict band -> (ntarget, nwave)); row order exposure-major.
+    """
+    rng = rng or np.random.default_rng(11)
+    fm = []
+    truth = {b: np.array([truth_spectrum(w, rng) for _ in range(ntarget)]) for b, w in bands.items()}
+    flux, ivar, mask, res = ({b: [] for b in bands} for _ in range(4))
+    for e in range(nexp):
+        f = fibermap(ntarget, rng=np.random.default_rng(5))
+        f["TARGETID"] = 1000 + np.arange(ntarget)
+        f = exposure_fibermap(f, {"NIGHT": 20250101 + e // 2, "EXPID": 100 + e, "MJD-OBS": 60000.0 + e,
+                                          "TILEID": 7, "EXPTIME": 900.0})
+        f["FIBER_X"] = rng.normal(0, 1, ntarget)
+        fm.append(f)
+        for b, w in bands.items():
+            sig = 1.0 + 0.15 * e + 0.002 * np.arange(len(w))  # resolution differs by exposure and wavelength
+            rd = np.stack([resolution.gaussian_diags(sig, ndiag)] * ntarget)
+            model = np.array([resolution.apply(rd[i], truth[b][i]) for i in range(ntarget)])
+            noise = sigma_noise * rng.uniform(0.8, 1.2, (ntarget, len(w)))
+            flux[b].append(model + rng.normal(0, 1, model.shape) * noise)
+            ivar[b].append(1.0 / noise ** 2)
+            mask[b].append(np.zeros(model.shape, "i4"))
+            res[b].append(rd)
+    cat = {k: {b: np.concatenate(v[b]) for b in bands} for k, v in
+           (("flux", flux), ("ivar", ivar), ("mask", mask), ("res", res))}
+    sp = Spectra(list(bands), dict(bands), {b: cat["flux"][b].astype("f4") for b in bands},
+                 {b: cat["ivar"][b].astype("f4") for b in bands}, cat["mask"],
+                 {b: cat["res"][b].astype("f4") for b in bands}, np.concatenate(fm), None, None,
+                 {"HPXPIXEL": 5261, "HPXNSIDE": 64, "HPXNEST": True}, FLUX_UNITS)
+    return sp, truth

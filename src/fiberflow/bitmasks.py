@@ -163,6 +163,22 @@ BAD_FIBERSTATUS = fibermask.mask(
     "UNASSIGNED|BROKENFIBER|MISSINGPOSITION|BADPOSITION|LOWTRANSMISSION|BADFIBER|BADTRACE|BADFLAT|BADARC|MANYREJECTED"
 )
 
+#: FIBERSTATUS bits that keep an exposure out of a coadd, in every band (DESI's choice,
+#: desispec.fiberbitmasking: an UNASSIGNED or LOW-TRANSMISSION fiber still coadds).
+COADD_BAD_FIBERSTATUS = fibermask.mask(
+    "BROKENFIBER|MISSINGPOSITION|BADPOSITION|BADFIBER|BADTRACE|BADARC|BADFLAT|MANYBADCOL|MANYREJECTED"
+)
+
+
+def coadd_bad_fiberstatus(band):
+    """FIBERSTATUS bits that keep an exposure out of the coadd of ``band`` ('b', 'r' or 'z'):
+    :data:`COADD_BAD_FIBERSTATUS` plus that band's BADAMP bit."""
+    band = str(band).lower()
+    if band not in ("b", "r", "z"):
+        raise ValueError(f"band must be b, r or z, not {band!r}")
+    return COADD_BAD_FIBERSTATUS | fibermask.mask(f"BADAMP{band.upper()}")
+
+
 #: DESI_TARGET bits used by fiberflow (subset of desitarget's desi_mask).
 desi_target = BitMask(
     "desi_mask",

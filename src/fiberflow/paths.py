@@ -39,6 +39,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "fiberflatnight": ("prod", "calibnight/{night}/fiberflatnight-{camera}-{night}.fits"),
     # per exposure x camera
     "preproc": ("prod", "preproc/{night}/{expid:08d}/preproc-{camera}-{expid:08d}.fits"),
+    # per exposure: which HEALPix pixels each petal's fibers fall in (DESI's tilepix)
+    "tilepix": ("prod", "preproc/{night}/{expid:08d}/tilepix-{tileid}.json"),
     "fitpsf": ("prod", "exposures/{night}/{expid:08d}/fit-psf-{camera}-{expid:08d}.fits"),
     "psf": ("prod", "exposures/{night}/{expid:08d}/psf-{camera}-{expid:08d}.fits"),
     "frame": ("prod", "exposures/{night}/{expid:08d}/frame-{camera}-{expid:08d}.fits"),
@@ -73,6 +75,7 @@ ID_REGEX: dict[str, str] = {
     "expid": r"\d{8}",
     "camera": r"[brz]\d",
     "spectrograph": r"\d",
+    "tileid": r"\d+",
     "survey": r"[a-z][a-z0-9]*",
     "program": r"[a-z][a-z0-9]*",
     "pix": r"\d+",
@@ -81,7 +84,7 @@ ID_REGEX: dict[str, str] = {
 }
 
 #: identifiers converted to int when parsed
-INT_IDS = {"night", "expid", "spectrograph", "pix", "pixgroup"}
+INT_IDS = {"night", "expid", "spectrograph", "pix", "pixgroup", "tileid"}
 
 #: identifiers derived from others (filled by findfile, checked by parse_path)
 DERIVED = {"yyyymm", "pixgroup"}

@@ -1,0 +1,287 @@
+"""HEALPix regrouping: calibrated frames (cframes) of many exposures -> one pixel's spectra.
+
+Survey science works on the sky. Every fiber whose TARGET_RA/TARGET_DEC falls in a nested
+HEALPix pixel (nside 64 by default, DESI's choice) is collected from every exposure, night and
+petal of the production into one ``spectra-{survey}-{program}-{pix}.fits`` (DESI layout, see
+:class:`fiberflow.io.spectra.Spectra`).
+
+Conventions (DESI's, so its tools read the result the same way):
+
+- rows are ordered by spectrograph, then night, then exposure, then fiber;
+- an exposure contributes to every band: a camera missing from it (dropped by the exposure
+  table, or never read out) gets zero flux, ivar 0 and specmask NODATA on that band's grid;
+- FIBERSTATUS of a row is the OR over the exposure's cameras;
+- FIBERMAP gains NIGHT, EXPID, MJD and TILEID (and EXPTIME when the frame lacks it);
+- SCORES hold, per band, the integrated and median calibrated flux and the median S/N in the
+  band's fixed top-hat range (DESI's ``compute_frame_scores`` quantities, suffix CALIB).
+
+The functions here are pure: they take frames and return arrays; reading the cframes one
+exposure at a time (so memory stays bounded by the pixel, not the production) is the CLI's job
+(:mod:`fiberflow.cli.healpix`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .bitmasks import specmask
+
+#: DESI's nested HEALPix resolution of the healpix/ products
+NSIDE = 64
+
+#: fixed top-hat ranges of the band scores [Angstrom] (DESI's specscore.tophat_wave)
+TOPHAT = {"b": (4000.0, 5800.0), "r": (5800.0, 7600.0), "z": (7600.0, 9800.0)}
+
+#: per-exposure columns appended to the spectra FIBERMAP: name, dtype, header key(s)
+EXPOSURE_COLUMNS = (("NIGHT", "i4", ("NIGHT",)), ("EXPID", "i4", ("EXPID",)),
+                    ("MJD", "f8", ("MJD-OBS", "MJD")), ("TILEID", "i4", ("TILEID",)))
+
+
+def healpix_of(ra, dec, nside=NSIDE):
+    """Nested HEALPix pixel of each position.
+
+    Parameters
+    ----------
+    ra, dec : array_like (n,)
+        Degrees.
+    nside : int
+        Power of two.
+
+    Returns
+    -------
+    ndarray int64 (n,)
+        Pixel numbers; -1 where a coordinate is not finite.
+    """
+    import healpy
+
+    ra = np.atleast_1d(np.asarray(ra, dtype=float))
+    dec = np.atleast_1d(np.asarray(dec, dtype=float))
+    pix = np.full(ra.shape, -1, dtype=np.int64)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if ok.any():
+        pix[ok] = healpy.ang2pix(int(nside), ra[ok], dec[ok], nest=True, lonlat=True)
+    return pix
+
+
+def petal_pixels(fibermap, nside=NSIDE):
+    """Pixels each petal's fibers fall in (DESI's tilepix mapping).
+
+    Parameters
+    ----------
+    fibermap : structured (nfiber,)
+        With PETAL_LOC, TARGET_RA, TARGET_DEC.
+
+    Returns
+    -------
+    dict int -> list of int
+        Petal -> sorted pixels (petals without a positioned fiber are absent).
+    """
+    pix = healpix_of(fibermap["TARGET_RA"], fibermap["TARGET_DEC"], nside)
+    petal = np.asarray(fibermap["PETAL_LOC"]).astype(int)
+    out = {}
+    for p in np.unique(petal[pix >= 0]):
+        out[int(p)] = sorted(int(x) for x in np.unique(pix[(petal == p) & (pix >= 0)]))
+    return out
+
+
+def in_pixel(fibermap, pix, nside=NSIDE):
+    """(nfiber,) bool: fibers whose TARGET_RA/TARGET_DEC fall in ``pix``."""
+    return healpix_of(fibermap["TARGET_RA"], fibermap["TARGET_DEC"], nside) == int(pix)
+
+
+def exposure_fibermap(fibermap, header):
+    """Fibermap rows of one exposure with NIGHT, EXPID, MJD, TILEID appended, and EXPTIME
+    (appended, or filled where not positive) from the header.
+
+    Parameters
+    ----------
+    fibermap : structured (n,)
+    header : dict
+        The frame header (NIGHT, EXPID, MJD-OBS, TILEID, EXPTIME).
+
+    Returns
+    -------
+    structured (n,)
+        A new array; existing columns of those names are overwritten.
+    """
+    names = fibermap.dtype.names
+    extra = [(name, dt, keys) for name, dt, keys in EXPOSURE_COLUMNS]
+    if "EXPTIME" not in names:
+        extra.append(("EXPTIME", "f8", ("EXPTIME",)))
+    descr = [(n, fibermap.dtype[n]) for n in names if n not in {e[0] for e in extra}]
+    descr += [(name, dt) for name, dt, _ in extra]
+    out = np.zeros(len(fibermap), dtype=descr)
+    for n in names:
+        if n in out.dtype.names:
+            out[n] = fibermap[n]
+    for name, dt, keys in extra:
+        val = next((header[k] for k in keys if header.get(k) is not None), -1)
+        out[name] = val
+    if "EXPTIME" in names and header.get("EXPTIME") is not None:
+        unset = ~(np.asarray(out["EXPTIME"], float) > 0)
+        out["EXPTIME"][unset] = float(header["EXPTIME"])
+    return out
+
+
+def band_scores(wave, flux, ivar, band, suffix="CALIB"):
+    """DESI-style scores of spectra in one band's top-hat range.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar : (nspec, nwave)
+    band : str
+        'b', 'r' or 'z' (selects the top-hat range).
+    suffix : str
+        CALIB for exposures, COADD for coadds.
+
+    Returns
+    -------
+    dict name -> float32 (nspec,)
+        ``INTEG_{suffix}_FLUX_{B}`` (sum of flux x bin width), ``MEDIAN_{suffix}_FLUX_{B}``,
+        ``MEDIAN_{suffix}_SNR_{B}`` (median of flux x sqrt(ivar)).
+    """
+    lo, hi = TOPHAT[band]
+    sel = (wave >= lo) & (wave < hi)
+    B = band.upper()
+    nspec = flux.shape[0]
+    if not sel.any():
+        zero = np.zeros(nspec, np.float32)
+        return {f"INTEG_{suffix}_FLUX_{B}": zero, f"MEDIAN_{suffix}_FLUX_{B}": zero.copy(),
+                f"MEDIAN_{suffix}_SNR_{B}": zero.copy()}
+    dwave = np.gradient(wave)[sel]
+    f = np.asarray(flux, float)[:, sel]
+    iv = np.clip(np.asarray(ivar, float)[:, sel], 0, None)
+    return {
+        f"INTEG_{suffix}_FLUX_{B}": (f * dwave).sum(axis=1).astype(np.float32),
+        f"MEDIAN_{suffix}_FLUX_{B}": np.median(f, axis=1).astype(np.float32),
+        f"MEDIAN_{suffix}_SNR_{B}": np.median(f * np.sqrt(iv), axis=1).astype(np.float32),
+    }
+
+
+def scores_table(targetid, per_band):
+    """Structured SCORES table: TARGETID then the band scores in b, r, z order.
+
+    Parameters
+    ----------
+    targetid : (nspec,)
+    per_band : dict band -> dict name -> (nspec,)
+    """
+    cols = [("TARGETID", np.asarray(targetid, np.int64))]
+    for b in sorted(per_band, key="brz".find):
+        cols += list(per_band[b].items())
+    out = np.zeros(len(targetid), dtype=[(n, v.dtype) for n, v in cols])
+    for n, v in cols:
+        out[n] = v
+    return out
+
+
+def exposure_rows(frames, pix, grids, ndiag, nside=NSIDE):
+    """The rows of one exposure x spectrograph that fall in a pixel, on every band.
+
+    Parameters
+    ----------
+    frames : dict band -> Frame
+        The cframes of this exposure and spectrograph that exist (at least one). All must
+        have the same fibers (FIBER, TARGETID) in the same order.
+    pix : int
+    grids : dict band -> (nwave_band,)
+        Wavelength grid of every band the output has.
+    ndiag : dict band -> int
+        Resolution diagonals of each band (for blank rows of missing cameras).
+
+    Returns
+    -------
+    dict or None
+        None when no fiber of this exposure falls in the pixel; else ``fibermap`` (n,) with the
+        exposure columns, and per band ``flux``, ``ivar``, ``mask``, ``resolution`` (n, ...) and
+        ``scores`` (dict of (n,)).
+
+    Raises
+    ------
+    ValueError
+        When the frames disagree on fibers or a frame's grid is not its band's.
+    """
+    present = [b for b in grids if b in frames]
+    if not present:
+        raise ValueError("exposure_rows needs at least one frame")
+    ref = frames[present[0]]
+    for b in present[1:]:
+        fm = frames[b].fibermap
+        if len(fm) != len(ref.fibermap) or np.any(fm["TARGETID"] != ref.fibermap["TARGETID"]) \
+                or np.any(fm["FIBER"] != ref.fibermap["FIBER"]):
+            raise ValueError(f"the {b} and {present[0]} frames of one exposure have different fibers")
+    sel = in_pixel(ref.fibermap, pix, nside)
+    if not sel.any():
+        return None
+    fm = exposure_fibermap(ref.fibermap[sel], ref.header)
+    fm["FIBERSTATUS"] = np.bitwise_or.reduce(
+        [np.asarray(frames[b].fibermap["FIBERSTATUS"])[sel] for b in present], axis=0)
+    n = int(sel.sum())
+    out = {"fibermap": fm}
+    for b, wave in grids.items():
+        nw = len(wave)
+        if b in frames:
+            fr = frames[b]
+            if fr.flux.shape[1] != nw or not np.allclose(fr.wave, wave, rtol=0, atol=1e-6):
+                raise ValueError(f"the {b} frame is not on the {b} grid ({nw} bins from {wave[0]:.2f} A)")
+            rows = {"flux": fr.flux[sel].astype("f4"), "ivar": fr.ivar[sel].astype("f4"),
+                    "mask": fr.mask[sel].astype("i4"), "resolution": fr.resolution[sel].astype("f4")}
+        else:
+            rows = {"flux": np.zeros((n, nw), "f4"), "ivar": np.zeros((n, nw), "f4"),
+                    "mask": np.full((n, nw), specmask.mask("NODATA"), "i4"),
+                    "resolution": np.zeros((n, ndiag[b], nw), "f4")}
+        rows["scores"] = band_scores(wave, rows["flux"], rows["ivar"], b, "CALIB")
+        out[b] = rows
+    return out
+
+
+def stack_rows(parts, grids):
+    """Concatenate :func:`exposure_rows` results into the arrays of a Spectra.
+
+    Parameters
+    ----------
+    parts : list of dict
+        In output order (spectrograph, night, exposure).
+    grids : dict band -> (nwave_band,)
+
+    Returns
+    -------
+    (fibermap, flux, ivar, mask, resolution, scores)
+        fibermap structured (nspec,); flux/ivar/mask/resolution dicts band -> arrays;
+        scores structured (nspec,).
+
+    Raises
+    ------
+    ValueError
+        When there is nothing to stack or the exposures' fibermaps have different columns.
+    """
+    if not parts:
+        raise ValueError("no fiber of the inputs falls in the pixel")
+    names = parts[0]["fibermap"].dtype.names
+    for p in parts[1:]:
+        if p["fibermap"].dtype.names != names:
+            missing = set(names) ^ set(p["fibermap"].dtype.names)
+            raise ValueError(f"exposures' fibermaps have different columns: {sorted(missing)}")
+    fibermap = np.concatenate([p["fibermap"] for p in parts])
+    flux, ivar, mask, res, per_band = {}, {}, {}, {}, {}
+    for b in grids:
+        flux[b] = np.concatenate([p[b]["flux"] for p in parts])
+        ivar[b] = np.concatenate([p[b]["ivar"] for p in parts])
+        mask[b] = np.concatenate([p[b]["mask"] for p in parts])
+        nd = max(p[b]["resolution"].shape[1] for p in parts)
+        res[b] = np.concatenate([pad_diagonals(p[b]["resolution"], nd) for p in parts])
+        per_band[b] = {k: np.concatenate([p[b]["scores"][k] for p in parts]) for k in parts[0][b]["scores"]}
+    return fibermap, flux, ivar, mask, res, scores_table(fibermap["TARGETID"], per_band)
+
+
+def pad_diagonals(res, ndiag):
+    """Resolution diagonals (n, nd, nwave) padded with zero outer diagonals to ``ndiag``
+    (both odd; the central diagonal stays central)."""
+    nd = res.shape[1]
+    if nd == ndiag:
+        return res
+    if nd > ndiag or (ndiag - nd) % 2:
+        raise ValueError(f"cannot pad {nd} resolution diagonals to {ndiag}")
+    k = (ndiag - nd) // 2
+    return np.pad(res, ((0, 0), (k, k), (0, 0)))
