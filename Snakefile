@@ -1,8 +1,8 @@
 # fiberflow production workflow: declarations only.
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
 # Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift,
-# extraction and the calibration chain (fiberflat, sky, stdstars, fluxcalib, cframe) now;
-# healpix and QA next.
+# extraction, the calibration chain (fiberflat, sky, stdstars, fluxcalib, cframe),
+# then the healpix stage (tilepix, spectra, coadd); QA next.
 
 from snakemake.utils import min_version
 
@@ -18,6 +18,7 @@ include: "rules/preproc.smk"
 include: "rules/psf.smk"
 include: "rules/extract.smk"
 include: "rules/calib.smk"
+include: "rules/healpix.smk"
 
 
 rule all:
@@ -31,6 +32,8 @@ rule all:
         fiberflat_targets(),
         sky_targets(),
         cframe_targets(),
+        tilepix_targets(),
+        healpix_targets(),
 
 
 rule night:
@@ -42,6 +45,14 @@ rule night:
         + extract_targets([int(wc.night)])
         + fiberflat_targets([int(wc.night)])
         + sky_targets([int(wc.night)])
-        + cframe_targets([int(wc.night)]),
+        + cframe_targets([int(wc.night)])
+        + tilepix_targets([int(wc.night)])
+        + healpix_targets([int(wc.night)]),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),
+
+
+rule healpix:
+    input:
+        tilepix_targets(),
+        healpix_targets(),

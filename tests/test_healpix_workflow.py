@@ -1,0 +1,175 @@
+"""The healpix stage in a real Snakemake production of simulated nights.
+
+Night A observes tile 77 twice and tile 78 once (b and r cameras only: every exposure misses
+z, which must come out as ivar 0). The test checks that every fiber lands in exactly the pixel
+its coordinates give with all its exposures, the coadds against the simulator's truth, DESI's
+reader on the real files, and that adding night B (tile 78 again) rebuilds only the pixels
+tile 78 touches.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import needs_shared_data
+from fiberflow import coadd, paths, regroup
+from fiberflow.bitmasks import specmask
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NIGHT_A, NIGHT_B = 20250612, 20250613
+CAMERAS = ["b0", "r0"]
+
+
+def _plan(night, first, tiles):
+    return {"night": night, "first_expid": first, "exposures": [
+        {"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0}, {"obstype": "FLAT", "exptime": 120.0},
+        *({"obstype": "SCIENCE", "tileid": t, "exptime": 900.0, "seeing": 1.0 + 0.1 * i} for i, t in enumerate(tiles))]}
+
+
+def _snakemake(root, cfg, *extra):
+    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", cfg,
+           "--directory", str(root), "--cores", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    from fiberflow.shared import shared_data_dir
+
+    if shared_data_dir() is None:
+        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    root = tmp_path_factory.mktemp("hpxprod")
+    plan = parse_plan(_plan(NIGHT_A, 1200, [77, 77, 78]))
+    simulate_night(plan, "tiny", 5, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
+    cfg = root / "config.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: hpx\n"
+                   f"truth: {root / 'truth'}\ncalibration: {{default_psf: {root / 'calib'}}}\n")
+    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "calibinit", "--config", str(cfg)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    res = _snakemake(root, str(cfg), "--profile", os.path.join(PROJECT, "profiles", "local"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {"root": root, "cfg": str(cfg), "prod": root / "redux" / "hpx", "plan": plan}
+
+
+def _science(plan):
+    return [e for e in plan.exposures if e.obstype == "SCIENCE"]
+
+
+@needs_shared_data
+def test_every_fiber_in_its_pixel_with_all_exposures(production):
+    from fiberflow.io.fibermap import read_fibermap
+    from fiberflow.io.spectra import read_spectra
+
+    prod, root = production["prod"], production["root"]
+    expected = {}
+    for e in _science(production["plan"]):
+        fm, _ = read_fibermap(paths.findfile("fibermap", raw=str(root / "raw"), night=NIGHT_A, expid=e.expid))
+        pix = regroup.healpix_of(fm["TARGET_RA"], fm["TARGET_DEC"])
+        for tid, p in zip(fm["TARGETID"], pix):
+            expected.setdefault(int(p), set()).add((int(tid), e.expid))
+        tp = paths.findfile("tilepix", prod=str(prod), night=NIGHT_A, expid=e.expid, tileid=e.tileid)
+        from fiberflow.healpixmap import read_tilepix
+
+        assert read_tilepix(tp)[1] == {0: sorted({int(p) for p in pix})}
+    files = sorted(prod.glob("healpix/main/dark/*/*/spectra-main-dark-*.fits"))
+    assert {int(f.stem.split("-")[-1]) for f in files} == set(expected)
+    for f in files:
+        pix = int(f.stem.split("-")[-1])
+        assert f.parent.name == str(pix) and f.parent.parent.name == str(pix // 100)
+        sp = read_spectra(f)
+        got = {(int(t), int(e)) for t, e in zip(sp.fibermap["TARGETID"], sp.fibermap["EXPID"])}
+        assert got == expected[pix] and len(got) == sp.nspec, pix
+        assert sp.header["HPXPIXEL"] == pix and sp.header["HPXNSIDE"] == 64 and sp.header["HPXNEST"]
+        assert (regroup.healpix_of(sp.fibermap["TARGET_RA"], sp.fibermap["TARGET_DEC"]) == pix).all()
+        assert sp.bands == ["b", "r", "z"]
+        # no z camera in this production: z rows exist with ivar 0, NODATA
+        assert (sp.ivar["z"] == 0).all() and (sp.mask["z"] & specmask.mask("NODATA")).all()
+        assert (sp.ivar["r"] > 0).mean() > 0.9
+        co = read_spectra(str(f).replace("spectra-", "coadd-"))
+        assert co.nspec == len({t for t, _ in got}) and len(co.exp_fibermap) == sp.nspec
+        tile = {int(t): int(x) for t, x in zip(sp.fibermap["TARGETID"], sp.fibermap["TILEID"])}
+        for tid, n in zip(co.fibermap["TARGETID"], co.fibermap["COADD_NUMEXP"]):
+            assert n == (2 if tile[int(tid)] == 77 else 1)
+
+
+@needs_shared_data
+def test_coadds_against_truth(production):
+    """Pulls of the two-exposure coadds against the truth coadded with the same weights, and
+    their S/N against the single exposures'."""
+    from fiberflow.io.spectra import read_spectra
+    from fiberflow.sim.truth import TruthFrame
+
+    prod, root = production["prod"], production["root"]
+    truth = {}
+    for e in _science(production["plan"]):
+        for cam in CAMERAS:
+            truth[(e.expid, cam[0])] = TruthFrame.read(paths.findfile("truth", truth=str(root / "truth"), night=NIGHT_A,
+                                                                      expid=e.expid, camera=cam))
+    pulls, ratio = [], []
+    for f in sorted(prod.glob("healpix/main/dark/*/*/spectra-main-dark-*.fits")):
+        sp = read_spectra(f)
+        co = read_spectra(str(f).replace("spectra-", "coadd-"))
+        fm = sp.fibermap
+        for i, tid in enumerate(co.fibermap["TARGETID"]):
+            jj = np.flatnonzero(fm["TARGETID"] == tid)
+            if len(jj) != 2:
+                continue
+            for b in ("b", "r"):
+                tr = []
+                for j in jj:
+                    t = truth[(int(fm["EXPID"][j]), b)]
+                    tr.append(t.flux[np.flatnonzero(t.fibermap["TARGETID"] == tid)[0]])
+                fl, iv, mk = sp.flux[b][jj].astype(float), sp.ivar[b][jj].astype(float), sp.mask[b][jj]
+                rej = coadd.cosmic_mask(fl, iv * (mk == 0))
+                expect = coadd.coadd_band(np.array(tr, float), iv, mk, None, rej)[0]
+                civ = co.ivar[b][i].astype(float)
+                ok = (civ > 0) & (co.mask[b][i] == 0)
+                pulls.append(((co.flux[b][i] - expect) * np.sqrt(civ))[ok])
+                single = np.median([np.median((fl[k] * np.sqrt(iv[k]))[ok]) for k in range(2)])
+                if single > 2:
+                    ratio.append(np.median((co.flux[b][i] * np.sqrt(civ))[ok]) / single)
+    p = np.concatenate(pulls)
+    assert len(ratio) >= 5, len(ratio)
+    assert abs(p.mean()) < 0.05 and abs(p.std() - 1) < 0.1, (p.mean(), p.std())
+    assert abs(np.median(ratio) / np.sqrt(2) - 1) < 0.1, np.median(ratio)
+
+
+@needs_shared_data
+def test_desispec_reads_production_healpix_files(production):
+    desispec_io = pytest.importorskip("desispec.io", reason="desispec (DESI's reader) is not installed")
+    f = sorted(production["prod"].glob("healpix/main/dark/*/*/spectra-main-dark-*.fits"))[0]
+    sp = desispec_io.read_spectra(str(f))
+    co = desispec_io.read_spectra(str(f).replace("spectra-", "coadd-"))
+    assert sorted(sp.bands) == ["b", "r", "z"] and co.num_targets() == len(set(sp.fibermap["TARGETID"]))
+    assert {"NIGHT", "EXPID", "TILEID", "MJD"} <= set(sp.fibermap.colnames)
+    assert {"COADD_NUMEXP", "COADD_EXPTIME", "MEAN_FIBER_X"} <= set(co.fibermap.colnames)
+
+
+@needs_shared_data
+def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
+    from fiberflow.io.fibermap import read_fibermap
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    root, cfg = production["root"], production["cfg"]
+    res = _snakemake(root, cfg, "-n", "--quiet", "rules")
+    assert res.returncode == 0 and "spectra" not in res.stdout, res.stdout
+    plan = parse_plan(_plan(NIGHT_B, 1300, [78]))
+    simulate_night(plan, "tiny", 6, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
+    fm, _ = read_fibermap(paths.findfile("fibermap", raw=str(root / "raw"), night=NIGHT_B, expid=_science(plan)[0].expid))
+    touched = {int(p) for p in regroup.healpix_of(fm["TARGET_RA"], fm["TARGET_DEC"])}
+    res = _snakemake(root, cfg, "-n", "-p")
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = re.findall(r"rule (spectra|coadd):.*?wildcards: ([^\n]*)", res.stdout, re.S)
+    pix = {k: {int(re.search(r"pix=(\d+)", w).group(1)) for kind, w in jobs if kind == k} for k in ("spectra", "coadd")}
+    assert pix["spectra"] == touched and pix["coadd"] == touched, (pix, touched)
+    all_pixels = {int(f.stem.split("-")[-1]) for f in production["prod"].glob("healpix/main/dark/*/*/spectra-*.fits")}
+    assert touched < all_pixels  # tile 77's pixels are left alone
