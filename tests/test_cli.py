@@ -50,7 +50,8 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET HEALPix spectra and coadds" in text and "done    simulate a raw night" in text
+    assert "NOT YET QA metrics" in text and "done    simulate a raw night" in text
+    assert "done    HEALPix spectra and coadds" in text
     assert "done    fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe" in text
     import re as _re
 
@@ -58,6 +59,13 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     assert sorted(c for c, _, _ in cal) == ["b0", "r0", "z0"], text[-2000:]
     assert all(float(f) < 1.0 and float(v) < 3.0 for _, f, v in cal), cal
     assert "12 frames extracted" in text  # flat + 3 science exposures x 3 cameras
+    # the HEALPix stage: tile 1 observed twice -> two-exposure coadds against truth
+    hpx = _re.findall(r"coadds of (\d) exposure\(s\) vs truth: pulls mean ([-+\d.]+) std ([\d.]+)", text)
+    assert [n for n, _, _ in hpx] == ["1", "2"], text[-2000:]
+    assert all(abs(float(m)) < 0.05 and abs(float(s) - 1) < 0.15 for _, m, s in hpx), hpx
+    gain = _re.findall(r"median S/N gain over one exposure ([\d.]+)", text)
+    assert len(gain) == 1 and abs(float(gain[0]) / 2 ** 0.5 - 1) < 0.1, gain
+    assert len(list((out / "redux" / "demo" / "healpix" / "main" / "dark").glob("*/*/coadd-main-dark-*.fits"))) >= 3
     assert "done    traceshift" in text
     assert "done    psf fit from arcs and psfnight" in text
     import re

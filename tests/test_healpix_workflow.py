@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_shared_data
-from fiberflow import coadd, paths, regroup
+from fiberflow import paths, regroup
 from fiberflow.bitmasks import specmask
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,43 +103,17 @@ def test_every_fiber_in_its_pixel_with_all_exposures(production):
 @needs_shared_data
 def test_coadds_against_truth(production):
     """Pulls of the two-exposure coadds against the truth coadded with the same weights, and
-    their S/N against the single exposures'."""
-    from fiberflow.io.spectra import read_spectra
-    from fiberflow.sim.truth import TruthFrame
+    their S/N against the single exposures' (sqrt 2 expected)."""
+    from fiberflow.validation import coadd_vs_truth
 
-    prod, root = production["prod"], production["root"]
-    truth = {}
-    for e in _science(production["plan"]):
-        for cam in CAMERAS:
-            truth[(e.expid, cam[0])] = TruthFrame.read(paths.findfile("truth", truth=str(root / "truth"), night=NIGHT_A,
-                                                                      expid=e.expid, camera=cam))
-    pulls, ratio = [], []
-    for f in sorted(prod.glob("healpix/main/dark/*/*/spectra-main-dark-*.fits")):
-        sp = read_spectra(f)
-        co = read_spectra(str(f).replace("spectra-", "coadd-"))
-        fm = sp.fibermap
-        for i, tid in enumerate(co.fibermap["TARGETID"]):
-            jj = np.flatnonzero(fm["TARGETID"] == tid)
-            if len(jj) != 2:
-                continue
-            for b in ("b", "r"):
-                tr = []
-                for j in jj:
-                    t = truth[(int(fm["EXPID"][j]), b)]
-                    tr.append(t.flux[np.flatnonzero(t.fibermap["TARGETID"] == tid)[0]])
-                fl, iv, mk = sp.flux[b][jj].astype(float), sp.ivar[b][jj].astype(float), sp.mask[b][jj]
-                rej = coadd.cosmic_mask(fl, iv * (mk == 0))
-                expect = coadd.coadd_band(np.array(tr, float), iv, mk, None, rej)[0]
-                civ = co.ivar[b][i].astype(float)
-                ok = (civ > 0) & (co.mask[b][i] == 0)
-                pulls.append(((co.flux[b][i] - expect) * np.sqrt(civ))[ok])
-                single = np.median([np.median((fl[k] * np.sqrt(iv[k]))[ok]) for k in range(2)])
-                if single > 2:
-                    ratio.append(np.median((co.flux[b][i] * np.sqrt(civ))[ok]) / single)
-    p = np.concatenate(pulls)
-    assert len(ratio) >= 5, len(ratio)
+    stats = coadd_vs_truth(str(production["prod"]), str(production["root"] / "truth"))
+    assert set(stats) == {1, 2}
+    p, ratio = stats[2]["pulls"], stats[2]["snr_ratio"]
+    assert p.size > 10000 and len(ratio) >= 5, (p.size, len(ratio))
     assert abs(p.mean()) < 0.05 and abs(p.std() - 1) < 0.1, (p.mean(), p.std())
     assert abs(np.median(ratio) / np.sqrt(2) - 1) < 0.1, np.median(ratio)
+    single = stats[1]["pulls"]
+    assert abs(single.std() - 1) < 0.1, single.std()
 
 
 @needs_shared_data

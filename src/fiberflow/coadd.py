@@ -489,6 +489,8 @@ def coadd_spectra(spectra, opts=None):
     for b in bands:
         header[f"NCOSMIC{b.upper()}"] = (arrays["ncosmic"][b], f"bins rejected as cosmic rays in {b}")
     header["COSMNSIG"] = (float(opts.cosmics_nsig), "cosmic-ray rejection threshold (0: off)")
+    header["COSMFRAC"] = (float(opts.cosmics_frac), "cosmic-ray test: fractional allowance")
+    header["COSMGROW"] = (float(opts.cosmics_grow), "cosmic-ray test: neighbour threshold")
     if opts.merge_bands and len(bands) > 1:
         g, f, iv, m, r = merge_bands(wave, flux, ivar, mask, res)
         per_band = {b: band_scores(g, f, iv, b, "COADD") for b in bands if b in "brz"}

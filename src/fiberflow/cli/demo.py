@@ -27,7 +27,7 @@ STAGES = [
     ("extraction: spectroperfectionism frames (serial)", 6, True),
     ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, True),
     ("fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe", 7, True),
-    ("HEALPix spectra and coadds", 8, False),
+    ("HEALPix spectra and coadds", 8, True),
     ("QA metrics, scores and pages", 9, False),
 ]
 
@@ -158,14 +158,44 @@ def _simulate_and_reduce(out, roots, inst):
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
     _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
          "PSF fits of the arcs, nightly PSFs, trace shifts, extraction, fiberflats, sky, standard stars, "
-         "flux calibration and cframes")
+         "flux calibration, cframes, HEALPix spectra and coadds")
     done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
                 "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera, "
-                "fiberflat + fiberflatnight, sky + sframe, stdstars, fluxcalib and cframe of every science camera")
+                "fiberflat + fiberflatnight, sky + sframe, stdstars, fluxcalib and cframe of every science camera, "
+                "tilepix maps, HEALPix spectra and coadds of every pixel")
     done += _psf_summary(roots)
     done += _frame_summary(roots)
     done += _calib_summary(roots)
+    done += _healpix_summary(roots)
     return done
+
+
+def _healpix_summary(roots):
+    """HEALPix files of the production, and the coadds against truth."""
+    import glob
+
+    import numpy as np
+
+    from ..validation import coadd_vs_truth
+
+    files = sorted(glob.glob(os.path.join(roots["prod"], "healpix", "*", "*", "*", "*", "coadd-*.fits")))
+    if not files:
+        return ["no HEALPix coadd written"]
+    stats = coadd_vs_truth(roots["prod"], roots["truth"])
+    lines = [f"{len(files)} HEALPix pixels (nside 64) with spectra and coadds; targets by number of exposures: "
+             + ", ".join(f"{n}: {stats[n]['ntarget']}" for n in sorted(stats))]
+    for n in sorted(stats):
+        p = stats[n]["pulls"]
+        if p.size == 0:
+            continue
+        msg = f"coadds of {n} exposure(s) vs truth: pulls mean {p.mean():+.3f} std {p.std():.3f} over {p.size} bins"
+        if stats[n]["snr_ratio"]:
+            msg += (f"; median S/N gain over one exposure {np.median(stats[n]['snr_ratio']):.3f} "
+                    f"(sqrt({n}) = {np.sqrt(n):.3f})")
+        lines.append(msg)
+    for msg in lines:
+        _log(msg)
+    return lines
 
 
 def _calib_summary(roots):
