@@ -221,3 +221,20 @@ def test_spectra_file_roundtrip_keeps_scores(tmp_path):
     assert back.nspec == 3 and len(back.exp_fibermap) == 6
     np.testing.assert_array_equal(back.scores["TARGETID"], out.scores["TARGETID"])
     assert back.header["HPXPIXEL"] == 5261
+
+
+def test_coadd_cli_band_by_band_equals_in_memory_coadd(tmp_path):
+    sp, _ = make_spectra(ntarget=4, nexp=3)
+    sp.flux["r"][5, 100] += 50.0  # a cosmic in one exposure
+    path = sp.write(tmp_path / "spectra-main-dark-5261.fits")
+    res = _ff("coadd", "-i", str(path), "-o", str(tmp_path / "c.fits"))
+    assert res.returncode == 0, res.stderr
+    cli = read_spectra(tmp_path / "c.fits")
+    mem = coadd.coadd_spectra(read_spectra(path), coadd.CoaddOptions())
+    assert cli.header["NCOSMICR"] == mem.header["NCOSMICR"][0] >= 1
+    for b in sp.bands:
+        np.testing.assert_array_equal(cli.flux[b], mem.flux[b])
+        np.testing.assert_array_equal(cli.resolution[b], mem.resolution[b])
+    np.testing.assert_array_equal(cli.exp_fibermap, mem.exp_fibermap)
+    res = _ff("coadd", "-i", str(path), "--merge-bands", "-o", str(tmp_path / "m.fits"))
+    assert res.returncode == 0 and read_spectra(tmp_path / "m.fits").bands == ["brz"]

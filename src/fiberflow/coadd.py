@@ -344,57 +344,71 @@ def coadd_fibermap(fibermap, bands=("b", "r", "z")):
 
 
 # ------------------------------------------------------------------------------ the pixel
-def coadd_arrays(spectra, opts=None):
-    """Coadd every target of a Spectra, band by band.
+def target_rows(targetid):
+    """(unique targets in order of first appearance, [row indices of each target])."""
+    tids, _ = ordered_unique(targetid)
+    order = np.argsort(targetid, kind="stable")
+    st = np.asarray(targetid)[order]
+    rows = [np.sort(order[np.searchsorted(st, t, "left"):np.searchsorted(st, t, "right")]) for t in tids]
+    return tids, rows
+
+
+def coadd_one_band(fiberstatus, rows, band, flux, ivar, mask, res, opts=None):
+    """Coadd every target in one band.
 
     Parameters
     ----------
-    spectra : fiberflow.io.spectra.Spectra
-        Target x exposure rows (a spectra file).
+    fiberstatus : (nspec,)
+    rows : list of int arrays
+        Rows of each target (:func:`target_rows`).
+    band : str
+    flux, ivar : (nspec, nwave)
+    mask : (nspec, nwave)
+    res : (nspec, ndiag, nwave) or None
     opts : CoaddOptions
 
     Returns
     -------
     dict
-        ``targetid`` (ntarget,), per band ``flux``, ``ivar``, ``mask``, ``resolution``
-        (ntarget, ...), and ``ncosmic`` (band -> number of rejected bins).
+        ``flux``, ``ivar`` (ntarget, nwave) f4, ``mask`` i4, ``resolution`` (ntarget, ndiag, nwave)
+        f4 or None, ``ncosmic`` (rejected bins). A target without a usable exposure has ivar 0
+        and NODATA.
     """
     opts = opts or CoaddOptions()
-    fm = spectra.fibermap
-    tids, _ = ordered_unique(fm["TARGETID"])
-    fs = np.asarray(fm["FIBERSTATUS"]).astype(np.int64)
-    order = np.argsort(fm["TARGETID"], kind="stable")
-    sorted_tid = np.asarray(fm["TARGETID"])[order]
-    rows = [np.sort(order[np.searchsorted(sorted_tid, t, "left"):np.searchsorted(sorted_tid, t, "right")])
-            for t in tids]
-    out = {"targetid": tids, "ncosmic": {}}
-    for b in spectra.bands:
-        nw = len(spectra.wave[b])
-        res_in = spectra.resolution.get(b)
-        ok = use_for_coadd(fs, b) if b in "brz" else np.ones(len(fm), bool)
-        tflux = np.zeros((len(tids), nw), np.float32)
-        tivar = np.zeros((len(tids), nw), np.float32)
-        tmask = np.zeros((len(tids), nw), np.int32)
-        tres = None if res_in is None else np.zeros((len(tids), res_in.shape[1], nw), np.float32)
-        ncr = 0
-        for i, jj in enumerate(rows):
-            jj = jj[ok[jj]]
-            if jj.size == 0:
-                tmask[i] = specmask.mask("NODATA")
-                continue
-            f = spectra.flux[b][jj].astype(float)
-            iv = spectra.ivar[b][jj].astype(float)
-            mk = spectra.mask[b][jj]
-            rej = None
-            if opts.cosmics_nsig > 0 and jj.size >= 2:
-                rej = cosmic_mask(f, iv * (mk == 0), opts.cosmics_nsig, opts.cosmics_frac, opts.cosmics_grow)
-                ncr += int(rej.sum())
-            cf, ci, cm, cr = coadd_band(f, iv, mk, None if res_in is None else res_in[jj], rej)
-            tflux[i], tivar[i], tmask[i] = cf, ci, cm
-            if tres is not None:
-                tres[i] = cr
-        out[b] = {"flux": tflux, "ivar": tivar, "mask": tmask, "resolution": tres}
-        out["ncosmic"][b] = ncr
+    nt, nw = len(rows), flux.shape[1]
+    ok = use_for_coadd(fiberstatus, band) if band in "brz" else np.ones(len(fiberstatus), bool)
+    tflux = np.zeros((nt, nw), np.float32)
+    tivar = np.zeros((nt, nw), np.float32)
+    tmask = np.zeros((nt, nw), np.int32)
+    tres = None if res is None else np.zeros((nt, res.shape[1], nw), np.float32)
+    ncr = 0
+    for i, jj in enumerate(rows):
+        jj = jj[ok[jj]]
+        if jj.size == 0:
+            tmask[i] = specmask.mask("NODATA")
+            continue
+        f = flux[jj].astype(float)
+        iv = ivar[jj].astype(float)
+        mk = mask[jj]
+        rej = None
+        if opts.cosmics_nsig > 0 and jj.size >= 2:
+            rej = cosmic_mask(f, iv * (mk == 0), opts.cosmics_nsig, opts.cosmics_frac, opts.cosmics_grow)
+            ncr += int(rej.sum())
+        cf, ci, cm, cr = coadd_band(f, iv, mk, None if res is None else res[jj], rej)
+        tflux[i], tivar[i], tmask[i] = cf, ci, cm
+        if tres is not None:
+            tres[i] = cr
+    return {"flux": tflux, "ivar": tivar, "mask": tmask, "resolution": tres, "ncosmic": ncr}
+
+
+def coadd_header(header, opts, ncosmic):
+    """Header of a coadd: the input's HPX*/SURVEY/PROGRAM cards, the rejection settings and counts."""
+    out = {k: v for k, v in header.items() if k.startswith("HPX") or k in ("SURVEY", "PROGRAM")}
+    for b, n in ncosmic.items():
+        out[f"NCOSMIC{b.upper()}"] = (int(n), f"bins rejected as cosmic rays in {b}")
+    out["COSMNSIG"] = (float(opts.cosmics_nsig), "cosmic-ray rejection threshold (0: off)")
+    out["COSMFRAC"] = (float(opts.cosmics_frac), "cosmic-ray test: fractional allowance")
+    out["COSMGROW"] = (float(opts.cosmics_grow), "cosmic-ray test: neighbour threshold")
     return out
 
 
@@ -459,7 +473,7 @@ def merge_bands(wave, flux, ivar, mask, res, tolerance=1e-4):
 
 
 def coadd_spectra(spectra, opts=None):
-    """The coadd of a spectra file: one row per target, DESI coadd layout.
+    """The coadd of a spectra file held in memory: one row per target, DESI coadd layout.
 
     Parameters
     ----------
@@ -469,31 +483,30 @@ def coadd_spectra(spectra, opts=None):
     Returns
     -------
     Spectra
-        bands as the input (plus nothing), FIBERMAP one row per target, EXP_FIBERMAP, SCORES
-        with the COADD scores per band; header keeps HPX* and gains NCOSMIC{B}. With
+        FIBERMAP one row per target, EXP_FIBERMAP, SCORES with the COADD scores per band;
+        header keeps HPX* and gains the rejection settings and NCOSMIC{B}. With
         ``opts.merge_bands`` the bands are replaced by one merged ``brz`` band.
     """
     from .io.spectra import Spectra
 
     opts = opts or CoaddOptions()
-    arrays = coadd_arrays(spectra, opts)
-    tf, ex = coadd_fibermap(spectra.fibermap, [b for b in spectra.bands if b in "brz"])
+    fm = spectra.fibermap
+    tids, rows = target_rows(fm["TARGETID"])
+    fs = np.asarray(fm["FIBERSTATUS"]).astype(np.int64)
+    tf, ex = coadd_fibermap(fm, [b for b in spectra.bands if b in "brz"])
     bands = list(spectra.bands)
     wave = {b: np.asarray(spectra.wave[b], float) for b in bands}
-    flux = {b: arrays[b]["flux"] for b in bands}
-    ivar = {b: arrays[b]["ivar"] for b in bands}
-    mask = {b: arrays[b]["mask"] for b in bands}
-    res = {b: arrays[b]["resolution"] for b in bands}
-    per_band = {b: band_scores(wave[b], flux[b], ivar[b], b, "COADD") for b in bands if b in "brz"}
-    header = {k: v for k, v in spectra.header.items() if k.startswith("HPX") or k in ("SURVEY", "PROGRAM")}
+    flux, ivar, mask, res, ncosmic = {}, {}, {}, {}, {}
     for b in bands:
-        header[f"NCOSMIC{b.upper()}"] = (arrays["ncosmic"][b], f"bins rejected as cosmic rays in {b}")
-    header["COSMNSIG"] = (float(opts.cosmics_nsig), "cosmic-ray rejection threshold (0: off)")
-    header["COSMFRAC"] = (float(opts.cosmics_frac), "cosmic-ray test: fractional allowance")
-    header["COSMGROW"] = (float(opts.cosmics_grow), "cosmic-ray test: neighbour threshold")
+        c = coadd_one_band(fs, rows, b, spectra.flux[b], spectra.ivar[b], spectra.mask[b],
+                           spectra.resolution.get(b), opts)
+        flux[b], ivar[b], mask[b], res[b], ncosmic[b] = c["flux"], c["ivar"], c["mask"], c["resolution"], c["ncosmic"]
+    header = coadd_header(spectra.header, opts, ncosmic)
     if opts.merge_bands and len(bands) > 1:
         g, f, iv, m, r = merge_bands(wave, flux, ivar, mask, res)
         per_band = {b: band_scores(g, f, iv, b, "COADD") for b in bands if b in "brz"}
         bands, wave, flux, ivar, mask, res = ["brz"], {"brz": g}, {"brz": f}, {"brz": iv}, {"brz": m}, {"brz": r}
-    scores = scores_table(arrays["targetid"], per_band)
+    else:
+        per_band = {b: band_scores(wave[b], flux[b], ivar[b], b, "COADD") for b in bands if b in "brz"}
+    scores = scores_table(tids, per_band)
     return Spectra(bands, wave, flux, ivar, mask, res, tf, ex, scores, header, spectra.units)

@@ -176,103 +176,113 @@ def scores_table(targetid, per_band):
     return out
 
 
+def select_exposure(fibermaps, header, pix, nside=NSIDE):
+    """Fibers of one exposure x spectrograph that fall in a pixel.
+
+    Parameters
+    ----------
+    fibermaps : dict band -> structured (nfiber,)
+        FIBERMAP of each camera of the exposure that exists (at least one); all must list the
+        same fibers (FIBER, TARGETID) in the same order.
+    header : dict
+        Header of one of the frames (NIGHT, EXPID, MJD-OBS, TILEID, EXPTIME).
+    pix : int
+
+    Returns
+    -------
+    (sel, fibermap) or None
+        sel bool (nfiber,); fibermap (n,) of the selected fibers with the exposure columns and
+        FIBERSTATUS ORed over the cameras. None when no fiber falls in the pixel.
+
+    Raises
+    ------
+    ValueError
+        When the cameras' fibermaps disagree.
+    """
+    bands = list(fibermaps)
+    if not bands:
+        raise ValueError("select_exposure needs at least one fibermap")
+    ref = fibermaps[bands[0]]
+    for b in bands[1:]:
+        fm = fibermaps[b]
+        if len(fm) != len(ref) or np.any(fm["TARGETID"] != ref["TARGETID"]) or np.any(fm["FIBER"] != ref["FIBER"]):
+            raise ValueError(f"the {b} and {bands[0]} frames of one exposure have different fibers")
+    sel = in_pixel(ref, pix, nside)
+    if not sel.any():
+        return None
+    fm = exposure_fibermap(ref[sel], header)
+    fm["FIBERSTATUS"] = np.bitwise_or.reduce([np.asarray(fibermaps[b]["FIBERSTATUS"])[sel] for b in bands], axis=0)
+    return sel, fm
+
+
+def band_rows(frame, sel, wave, band, ndiag):
+    """The selected rows of one camera, or blank rows (ivar 0, NODATA) when it is missing.
+
+    Parameters
+    ----------
+    frame : Frame or None
+    sel : bool (nfiber,)
+    wave : (nwave,)
+        The band's grid.
+    band : str
+    ndiag : int
+        Resolution diagonals of the output (the frame's are zero-padded up to it).
+
+    Returns
+    -------
+    dict
+        ``flux``, ``ivar`` (n, nwave) f4, ``mask`` (n, nwave) i4, ``resolution`` (n, ndiag, nwave)
+        f4, ``scores`` (dict name -> (n,), see :func:`band_scores`).
+
+    Raises
+    ------
+    ValueError
+        When the frame is not on the band's grid.
+    """
+    n, nw = int(np.count_nonzero(sel)), len(wave)
+    if frame is not None:
+        if frame.flux.shape[1] != nw or not np.allclose(frame.wave, wave, rtol=0, atol=1e-6):
+            raise ValueError(f"the {band} frame is not on the {band} grid ({nw} bins from {wave[0]:.2f} A)")
+        rows = {"flux": frame.flux[sel].astype("f4"), "ivar": frame.ivar[sel].astype("f4"),
+                "mask": frame.mask[sel].astype("i4"),
+                "resolution": pad_diagonals(frame.resolution[sel].astype("f4"), ndiag)}
+    else:
+        rows = {"flux": np.zeros((n, nw), "f4"), "ivar": np.zeros((n, nw), "f4"),
+                "mask": np.full((n, nw), specmask.mask("NODATA"), "i4"),
+                "resolution": np.zeros((n, ndiag, nw), "f4")}
+    rows["scores"] = band_scores(wave, rows["flux"], rows["ivar"], band, "CALIB")
+    return rows
+
+
 def exposure_rows(frames, pix, grids, ndiag, nside=NSIDE):
-    """The rows of one exposure x spectrograph that fall in a pixel, on every band.
+    """The rows of one exposure x spectrograph that fall in a pixel, on every band
+    (:func:`select_exposure` then :func:`band_rows` for each band).
 
     Parameters
     ----------
     frames : dict band -> Frame
-        The cframes of this exposure and spectrograph that exist (at least one). All must
-        have the same fibers (FIBER, TARGETID) in the same order.
+        The cframes of this exposure and spectrograph that exist (at least one).
     pix : int
     grids : dict band -> (nwave_band,)
-        Wavelength grid of every band the output has.
     ndiag : dict band -> int
-        Resolution diagonals of each band (for blank rows of missing cameras).
 
     Returns
     -------
     dict or None
-        None when no fiber of this exposure falls in the pixel; else ``fibermap`` (n,) with the
-        exposure columns, and per band ``flux``, ``ivar``, ``mask``, ``resolution`` (n, ...) and
-        ``scores`` (dict of (n,)).
-
-    Raises
-    ------
-    ValueError
-        When the frames disagree on fibers or a frame's grid is not its band's.
+        None when no fiber falls in the pixel; else ``fibermap`` and per band the
+        :func:`band_rows` dict.
     """
     present = [b for b in grids if b in frames]
     if not present:
         raise ValueError("exposure_rows needs at least one frame")
-    ref = frames[present[0]]
-    for b in present[1:]:
-        fm = frames[b].fibermap
-        if len(fm) != len(ref.fibermap) or np.any(fm["TARGETID"] != ref.fibermap["TARGETID"]) \
-                or np.any(fm["FIBER"] != ref.fibermap["FIBER"]):
-            raise ValueError(f"the {b} and {present[0]} frames of one exposure have different fibers")
-    sel = in_pixel(ref.fibermap, pix, nside)
-    if not sel.any():
+    found = select_exposure({b: frames[b].fibermap for b in present}, frames[present[0]].header, pix, nside)
+    if found is None:
         return None
-    fm = exposure_fibermap(ref.fibermap[sel], ref.header)
-    fm["FIBERSTATUS"] = np.bitwise_or.reduce(
-        [np.asarray(frames[b].fibermap["FIBERSTATUS"])[sel] for b in present], axis=0)
-    n = int(sel.sum())
+    sel, fm = found
     out = {"fibermap": fm}
     for b, wave in grids.items():
-        nw = len(wave)
-        if b in frames:
-            fr = frames[b]
-            if fr.flux.shape[1] != nw or not np.allclose(fr.wave, wave, rtol=0, atol=1e-6):
-                raise ValueError(f"the {b} frame is not on the {b} grid ({nw} bins from {wave[0]:.2f} A)")
-            rows = {"flux": fr.flux[sel].astype("f4"), "ivar": fr.ivar[sel].astype("f4"),
-                    "mask": fr.mask[sel].astype("i4"), "resolution": fr.resolution[sel].astype("f4")}
-        else:
-            rows = {"flux": np.zeros((n, nw), "f4"), "ivar": np.zeros((n, nw), "f4"),
-                    "mask": np.full((n, nw), specmask.mask("NODATA"), "i4"),
-                    "resolution": np.zeros((n, ndiag[b], nw), "f4")}
-        rows["scores"] = band_scores(wave, rows["flux"], rows["ivar"], b, "CALIB")
-        out[b] = rows
+        out[b] = band_rows(frames.get(b), sel, wave, b, ndiag[b])
     return out
-
-
-def stack_rows(parts, grids):
-    """Concatenate :func:`exposure_rows` results into the arrays of a Spectra.
-
-    Parameters
-    ----------
-    parts : list of dict
-        In output order (spectrograph, night, exposure).
-    grids : dict band -> (nwave_band,)
-
-    Returns
-    -------
-    (fibermap, flux, ivar, mask, resolution, scores)
-        fibermap structured (nspec,); flux/ivar/mask/resolution dicts band -> arrays;
-        scores structured (nspec,).
-
-    Raises
-    ------
-    ValueError
-        When there is nothing to stack or the exposures' fibermaps have different columns.
-    """
-    if not parts:
-        raise ValueError("no fiber of the inputs falls in the pixel")
-    names = parts[0]["fibermap"].dtype.names
-    for p in parts[1:]:
-        if p["fibermap"].dtype.names != names:
-            missing = set(names) ^ set(p["fibermap"].dtype.names)
-            raise ValueError(f"exposures' fibermaps have different columns: {sorted(missing)}")
-    fibermap = np.concatenate([p["fibermap"] for p in parts])
-    flux, ivar, mask, res, per_band = {}, {}, {}, {}, {}
-    for b in grids:
-        flux[b] = np.concatenate([p[b]["flux"] for p in parts])
-        ivar[b] = np.concatenate([p[b]["ivar"] for p in parts])
-        mask[b] = np.concatenate([p[b]["mask"] for p in parts])
-        nd = max(p[b]["resolution"].shape[1] for p in parts)
-        res[b] = np.concatenate([pad_diagonals(p[b]["resolution"], nd) for p in parts])
-        per_band[b] = {k: np.concatenate([p[b]["scores"][k] for p in parts]) for k in parts[0][b]["scores"]}
-    return fibermap, flux, ivar, mask, res, scores_table(fibermap["TARGETID"], per_band)
 
 
 def pad_diagonals(res, ndiag):

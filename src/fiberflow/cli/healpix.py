@@ -87,37 +87,56 @@ def _group_inputs(paths_in):
     return dict(sorted(groups.items()))
 
 
-def _read_cframe(path, camera, inst, grid):
+def _cframe_meta(path, camera, inst, grid):
+    """(header, fibermap, ndiag) of a cframe, read without its data arrays; DataError when the
+    file is not a flux-calibrated science cframe of ``camera`` on the instrument's grid."""
     import numpy as np
 
     from ..errors import DataError
+    from ..io import fitsutil
+    from ..io.fibermap import conform
     from ..io.frame import FLUX_UNITS
-    from .fiberflat import read_camera_frame
 
-    fr = read_camera_frame(path, camera, inst, ("SCIENCE",))
-    if str(fr.header.get("BUNIT", fr.units)).strip() != FLUX_UNITS:
-        raise DataError(path, f"BUNIT is {fr.header.get('BUNIT', fr.units)!r}: not a flux-calibrated cframe")
-    if fr.fibermap is None:
-        raise DataError(path, "the cframe has no FIBERMAP: its fibers cannot be placed on the sky")
+    with fitsutil.open_fits(path) as fx:
+        names = fitsutil.hdu_names(fx)
+        for hdu in ("FLUX", "WAVELENGTH", "RESOLUTION", "FIBERMAP"):
+            if hdu not in names:
+                raise DataError(path, f"HDU {hdu} is missing" + (": its fibers cannot be placed on the sky"
+                                                                  if hdu == "FIBERMAP" else ""))
+        hdr = fitsutil.header_dict(fx["FLUX"].read_header())
+        fm = conform(fitsutil.read_table(fx, "FIBERMAP", path)[0], path)
+        wave = fitsutil.read_image(fx, "WAVELENGTH", path, dtype="f8", ndim=1)[0]
+        dims = fx["RESOLUTION"].get_dims()
+    if str(hdr.get("CAMERA", "")).strip().lower() != camera:
+        raise DataError(path, f"CAMERA is {hdr.get('CAMERA')!r}, expected {camera}")
+    if str(hdr.get("BUNIT", "")).strip() != FLUX_UNITS:
+        raise DataError(path, f"BUNIT is {hdr.get('BUNIT')!r}: not a flux-calibrated cframe")
+    if str(hdr.get("OBSTYPE", "")).strip().upper() != "SCIENCE":
+        raise DataError(path, f"OBSTYPE is {hdr.get('OBSTYPE')!r}; expected SCIENCE")
     for key in ("NIGHT", "EXPID"):
-        if fr.header.get(key) is None:
+        if hdr.get(key) is None:
             raise DataError(path, f"header keyword {key} is missing")
-    if fr.nwave != len(grid) or not np.allclose(fr.wave, grid, rtol=0, atol=1e-6):
-        raise DataError(path, f"wavelength grid ({fr.nwave} bins from {fr.wave[0]:.2f} A) is not the "
+    if len(fm) != inst.nfiber or len(dims) != 3 or dims[0] != inst.nfiber:
+        raise DataError(path, f"has {len(fm)} fibers; instrument {inst.name} has {inst.nfiber}")
+    if len(wave) != len(grid) or not np.allclose(wave, grid, rtol=0, atol=1e-6):
+        raise DataError(path, f"wavelength grid ({len(wave)} bins from {wave[0]:.2f} A) is not the "
                               f"instrument's {camera[0]} grid ({len(grid)} bins from {grid[0]:.2f} A)")
-    return fr
+    return hdr, fm, int(dims[1])
 
 
 def _spectra(args):
+    """Two passes over the inputs: fibermaps first (which rows, how many), then each band's
+    data one cframe at a time, written straight into the output images."""
     import numpy as np
 
     from .. import regroup
     from ..config import load_config
     from ..errors import DataError
     from ..instrument import load_instrument
-    from ..io.spectra import Spectra
+    from ..io.spectra import SpectraStreamWriter
     from ..provenance import provenance_header
     from .common import prod_root
+    from .fiberflat import read_camera_frame
 
     t0 = time.time()
     cfg = load_config(args.config)
@@ -126,50 +145,75 @@ def _spectra(args):
     survey = args.survey or cfg["healpix"]["survey"]
     grids = {arm: inst.wavegrid(arm) for arm in inst.arms}
     groups = _group_inputs(args.cframes)
-    parts = []
+    # pass 1: fibermaps and headers only
+    selected = []  # (files, sel, fibermap rows)
+    ndiag = {b: 1 for b in grids}
     for (spec, night, expid), files in groups.items():
-        frames = {}
+        fibermaps, header = {}, None
         for band, path in files.items():
             if band not in grids:
                 raise DataError(path, f"instrument {inst.name} has no {band} arm")
-            fr = _read_cframe(path, f"{band}{spec}", inst, grids[band])
-            if int(fr.header["NIGHT"]) != night or int(fr.header["EXPID"]) != expid:
-                raise DataError(path, f"header says night {fr.header['NIGHT']} exposure {fr.header['EXPID']}, "
+            hdr, fm, nd = _cframe_meta(path, f"{band}{spec}", inst, grids[band])
+            if int(hdr["NIGHT"]) != night or int(hdr["EXPID"]) != expid:
+                raise DataError(path, f"header says night {hdr['NIGHT']} exposure {hdr['EXPID']}, "
                                       f"the file name {night} / {expid}")
-            frames[band] = fr
-        nd = max(f.ndiag for f in frames.values())
+            fibermaps[band], header = fm, header or hdr
+            ndiag[band] = max(ndiag[band], nd)
         try:
-            rows = regroup.exposure_rows(frames, args.pix, grids, {b: nd for b in grids}, nside)
+            found = regroup.select_exposure(fibermaps, header, args.pix, nside)
         except ValueError as exc:
             raise DataError(next(iter(files.values())), str(exc)) from None
-        if rows is not None:
-            parts.append(rows)
-        del frames
-    if not parts:
+        if found is not None:
+            selected.append((files, *found))
+    if not selected:
         raise DataError(None, f"no fiber of the {len(args.cframes)} input cframe(s) falls in nside-{nside} "
                               f"pixel {args.pix}")
-    try:
-        fm, flux, ivar, mask, res, scores = regroup.stack_rows(parts, grids)
-    except ValueError as exc:
-        raise DataError(None, str(exc)) from None
+    names = selected[0][2].dtype.names
+    for files, _, fm in selected[1:]:
+        if fm.dtype.names != names:
+            raise DataError(next(iter(files.values())), "its FIBERMAP columns differ from the other exposures': "
+                                                        f"{sorted(set(names) ^ set(fm.dtype.names))}")
+    for b in grids:  # a band no input has: diagonals of the others
+        if ndiag[b] == 1:
+            ndiag[b] = max(ndiag.values())
+    fibermap = np.concatenate([fm for _, _, fm in selected])
     hdr = {"HPXPIXEL": (int(args.pix), "nested HEALPix pixel"), "HPXNSIDE": (nside, "HEALPix nside"),
            "HPXNEST": (True, "nested pixel numbering"), "SURVEY": survey, "PROGRAM": args.program}
     hdr.update(provenance_header("spectra", {"nside": nside}, args.cframes, cfg, prod_root(cfg)))
-    sp = Spectra(list(grids), grids, flux, ivar, mask, res, fm, None, scores, hdr)
-    sp.write(args.outfile)
-    nexp = len({(n, e) for n, e in zip(fm["NIGHT"], fm["EXPID"])})
-    print(f"spectra {survey}-{args.program}-{args.pix}: {len(fm)} spectra of {len(np.unique(fm['TARGETID']))} "
-          f"targets from {nexp} exposure(s), {len(parts)} exposure x petal group(s) "
-          f"[{time.time() - t0:.1f} s] -> {args.outfile}")
+    # pass 2: band by band, one cframe at a time
+    scores = {}
+    with SpectraStreamWriter(args.outfile, hdr, fibermap, grids, ndiag) as out:
+        for b, wave in grids.items():
+            start, parts = 0, []
+            for files, sel, fm in selected:
+                frame = None
+                if b in files:
+                    frame = read_camera_frame(files[b], None, inst, ("SCIENCE",))
+                rows = regroup.band_rows(frame, sel, wave, b, ndiag[b])
+                out.write_rows(b, start, rows["flux"], rows["ivar"], rows["mask"], rows["resolution"])
+                parts.append(rows["scores"])
+                start += len(fm)
+                del frame, rows
+            scores[b] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out.close(regroup.scores_table(fibermap["TARGETID"], scores))
+    nexp = len({(n, e) for n, e in zip(fibermap["NIGHT"], fibermap["EXPID"])})
+    print(f"spectra {survey}-{args.program}-{args.pix}: {len(fibermap)} spectra of "
+          f"{len(np.unique(fibermap['TARGETID']))} targets from {nexp} exposure(s), {len(selected)} exposure x "
+          f"petal group(s) [{time.time() - t0:.1f} s] -> {args.outfile}")
     return 0
 
 
 def _coadd(args):
+    """Band by band (one band of the pixel in memory at a time) unless the bands are merged."""
+    import numpy as np
+
     from .. import coadd
     from ..config import load_config
     from ..errors import DataError
-    from ..io.spectra import read_spectra
+    from ..io.spectra import (SpectraStreamWriter, read_spectra, read_spectra_band, read_spectra_meta,
+                              spectra_layout)
     from ..provenance import provenance_header
+    from ..regroup import band_scores, scores_table
     from .common import prod_root
 
     t0 = time.time()
@@ -179,16 +223,44 @@ def _coadd(args):
         opts.cosmics_nsig = args.cosmics_nsig
     if args.merge_bands:
         opts.merge_bands = True
-    sp = read_spectra(args.infile)
-    if sp.exp_fibermap is not None:
+    header, fm, exp_fm, _, bands = read_spectra_meta(args.infile)
+    if exp_fm is not None:
         raise DataError(args.infile, "has an EXP_FIBERMAP: it is already a coadd")
     for col in ("TARGETID", "FIBERSTATUS"):
-        if col not in sp.fibermap.dtype.names:
+        if col not in fm.dtype.names:
             raise DataError(args.infile, f"FIBERMAP has no {col} column")
-    out = coadd.coadd_spectra(sp, opts)
-    out.header.update(provenance_header("coadd", vars(opts), [args.infile], cfg, prod_root(cfg)))
-    out.write(args.outfile)
-    ncr = ", ".join(f"{b} {out.header[f'NCOSMIC{b.upper()}'][0]}" for b in sp.bands)
-    print(f"coadd: {out.nspec} targets from {sp.nspec} spectra; cosmic-ray bins rejected: {ncr} "
+    prov = provenance_header("coadd", vars(opts), [args.infile], cfg, prod_root(cfg))
+    if opts.merge_bands and len(bands) > 1:
+        out = coadd.coadd_spectra(read_spectra(args.infile), opts)
+        out.header.update(prov)
+        out.write(args.outfile)
+        ncosmic = {b: out.header[f"NCOSMIC{b.upper()}"][0] for b in bands}
+        ntarget = out.nspec
+    else:
+        tids, rows = coadd.target_rows(fm["TARGETID"])
+        fs = np.asarray(fm["FIBERSTATUS"]).astype(np.int64)
+        tf, ex = coadd.coadd_fibermap(fm, [b for b in bands if b in "brz"])
+        layout = spectra_layout(args.infile)
+        hdr = coadd.coadd_header(header, opts, {})
+        hdr.update(prov)
+        ncosmic, per_band = {}, {}
+        with SpectraStreamWriter(args.outfile, hdr, tf, {b: layout[b][0] for b in bands},
+                                 {b: layout[b][1] for b in bands}, layout[bands[0]][2], exp_fibermap=ex) as writer:
+            for b in bands:
+                wave, flux, ivar, mask, res, _ = read_spectra_band(args.infile, b)
+                c = coadd.coadd_one_band(fs, rows, b, flux, ivar, mask, res, opts)
+                del flux, ivar, mask, res
+                r = c["resolution"] if c["resolution"] is not None else np.zeros((len(tids), 1, len(wave)), "f4")
+                writer.write_rows(b, 0, c["flux"], c["ivar"], c["mask"], r)
+                ncosmic[b] = c["ncosmic"]
+                if b in "brz":
+                    per_band[b] = band_scores(wave, c["flux"], c["ivar"], b, "COADD")
+            for key, val in coadd.coadd_header({}, opts, ncosmic).items():
+                if key.startswith("NCOSMIC"):
+                    writer.fx[0].write_key(key, val[0], comment=val[1])
+            writer.close(scores_table(tids, per_band))
+        ntarget = len(tids)
+    ncr = ", ".join(f"{b} {ncosmic[b]}" for b in bands)
+    print(f"coadd: {ntarget} targets from {len(fm)} spectra; cosmic-ray bins rejected: {ncr} "
           f"[{time.time() - t0:.1f} s] -> {args.outfile}")
     return 0

@@ -106,31 +106,164 @@ class Spectra(Product):
     @classmethod
     def read(cls, path):
         path = str(path)
-        with fitsutil.open_fits(path) as fx:
-            names = fitsutil.hdu_names(fx)
-            header = fitsutil.header_dict(fx[0].read_header())
-            fibermap, _ = fitsutil.read_table(fx, "FIBERMAP", path)
-            exp_fm = fitsutil.read_table(fx, "EXP_FIBERMAP", path)[0] if "EXP_FIBERMAP" in names else None
-            scores = fitsutil.read_table(fx, "SCORES", path)[0] if "SCORES" in names else None
-            bands = [n[: -len("_WAVELENGTH")].lower() for n in names if n.endswith("_WAVELENGTH")]
-            if not bands:
-                raise DataError(path, "no {BAND}_WAVELENGTH HDU: not a spectra file")
-            wave, flux, ivar, mask, res = {}, {}, {}, {}, {}
-            units = FLUX_UNITS
-            for b in bands:
-                B = b.upper()
-                wave[b] = fitsutil.read_image(fx, f"{B}_WAVELENGTH", path, dtype="f8", ndim=1)[0]
-                flux[b], fh = fitsutil.read_image(fx, f"{B}_FLUX", path, dtype="f4", ndim=2)
-                units = fh.get("BUNIT", units)
-                ivar[b] = fitsutil.read_image(fx, f"{B}_IVAR", path, dtype="f4", ndim=2)[0]
-                mask[b] = fitsutil.read_image(fx, f"{B}_MASK", path, dtype="i4", ndim=2)[0]
-                res[b] = (
-                    fitsutil.read_image(fx, f"{B}_RESOLUTION", path, dtype="f4", ndim=3)[0]
-                    if f"{B}_RESOLUTION" in names else None
-                )
+        header, fibermap, exp_fm, scores, bands = read_spectra_meta(path)
+        wave, flux, ivar, mask, res = {}, {}, {}, {}, {}
+        units = FLUX_UNITS
+        for b in bands:
+            wave[b], flux[b], ivar[b], mask[b], res[b], units = read_spectra_band(path, b)
         obj = cls(bands, wave, flux, ivar, mask, res, fibermap, exp_fm, scores, header, units)
         obj.validate(path)
         return obj
+
+
+def read_spectra_meta(path):
+    """Everything of a spectra/coadd file but the per-band arrays.
+
+    Returns
+    -------
+    (header, fibermap, exp_fibermap or None, scores or None, bands)
+    """
+    path = str(path)
+    with fitsutil.open_fits(path) as fx:
+        names = fitsutil.hdu_names(fx)
+        header = fitsutil.header_dict(fx[0].read_header())
+        fibermap, _ = fitsutil.read_table(fx, "FIBERMAP", path)
+        exp_fm = fitsutil.read_table(fx, "EXP_FIBERMAP", path)[0] if "EXP_FIBERMAP" in names else None
+        scores = fitsutil.read_table(fx, "SCORES", path)[0] if "SCORES" in names else None
+    bands = [n[: -len("_WAVELENGTH")].lower() for n in names if n.endswith("_WAVELENGTH")]
+    if not bands:
+        raise DataError(path, "no {BAND}_WAVELENGTH HDU: not a spectra file")
+    return header, fibermap, exp_fm, scores, bands
+
+
+def spectra_layout(path):
+    """{band: (wave (nwave,), ndiag, BUNIT)} of a spectra/coadd file, without reading its arrays
+    (ndiag 1 when a band has no RESOLUTION)."""
+    path = str(path)
+    out = {}
+    with fitsutil.open_fits(path) as fx:
+        names = fitsutil.hdu_names(fx)
+        for n in names:
+            if not n.endswith("_WAVELENGTH"):
+                continue
+            B = n[: -len("_WAVELENGTH")]
+            wave = fitsutil.read_image(fx, n, path, dtype="f8", ndim=1)[0]
+            ndiag = int(fx[f"{B}_RESOLUTION"].get_dims()[1]) if f"{B}_RESOLUTION" in names else 1
+            units = fitsutil.require_hdu(fx, f"{B}_FLUX", path).read_header().get("BUNIT", FLUX_UNITS)
+            out[B.lower()] = (wave, ndiag, str(units).strip())
+    return out
+
+
+def read_spectra_band(path, band):
+    """One band of a spectra/coadd file (so a coadd can work band by band).
+
+    Returns
+    -------
+    (wave (nwave,), flux, ivar (nspec, nwave) f4, mask i4, resolution (nspec, ndiag, nwave) or None, units)
+    """
+    path = str(path)
+    B = band.upper()
+    with fitsutil.open_fits(path) as fx:
+        names = fitsutil.hdu_names(fx)
+        wave = fitsutil.read_image(fx, f"{B}_WAVELENGTH", path, dtype="f8", ndim=1)[0]
+        flux, fh = fitsutil.read_image(fx, f"{B}_FLUX", path, dtype="f4", ndim=2)
+        ivar = fitsutil.read_image(fx, f"{B}_IVAR", path, dtype="f4", ndim=2)[0]
+        mask = fitsutil.read_image(fx, f"{B}_MASK", path, dtype="i4", ndim=2)[0]
+        res = (fitsutil.read_image(fx, f"{B}_RESOLUTION", path, dtype="f4", ndim=3)[0]
+               if f"{B}_RESOLUTION" in names else None)
+    for name, arr in (("IVAR", ivar), ("MASK", mask)):
+        check_shape(path, f"{B}_{name}", arr, flux.shape)
+    if res is not None:
+        check_shape(path, f"{B}_RESOLUTION", res, (flux.shape[0], None, flux.shape[1]))
+    return wave, flux, ivar, mask, res, fh.get("BUNIT", FLUX_UNITS)
+
+
+class SpectraStreamWriter:
+    """Write a spectra file a few rows at a time, so memory is bounded by one input frame.
+
+    The FIBERMAP (hence the number of rows) is known first; every band's FLUX, IVAR, MASK and
+    RESOLUTION images are created at full size, filled with :meth:`write_rows`, and
+    :meth:`close` adds SCORES, the data checksums, and renames the file into place. On any
+    error (or :meth:`abort`) nothing is left at ``path``.
+
+    Parameters
+    ----------
+    path : str
+    header : dict
+        Primary header (HPXPIXEL, ...); provenance is added.
+    fibermap : structured (nspec,)
+    wave : dict band -> (nwave,)
+    ndiag : dict band -> int
+    units : str
+    exp_fibermap : structured, optional
+        Per-exposure rows (coadds).
+    """
+
+    def __init__(self, path, header, fibermap, wave, ndiag, units=FLUX_UNITS, exp_fibermap=None):
+        import contextlib
+
+        self.path = str(path)
+        self.bands = list(wave)
+        self.nspec = len(fibermap)
+        self._stack = contextlib.ExitStack()
+        try:
+            self.fx = self._stack.enter_context(fitsutil.atomic_fits(self.path))
+            hdr = with_base_provenance(header)
+            hdr["FFDMNAME"] = (Spectra.NAME, "fiberflow data product")
+            hdr["FFDMVER"] = (str(Spectra.VERSION), "datamodel version")
+            fitsutil.write_empty_primary(self.fx, hdr)
+            fitsutil.write_table(self.fx, fibermap, "FIBERMAP")
+            if exp_fibermap is not None:
+                fitsutil.write_table(self.fx, exp_fibermap, "EXP_FIBERMAP")
+            ivar_units = "10**+34 (s2 cm4 Angstrom2) / erg2" if units == FLUX_UNITS else f"1/({units})**2"
+            for b in self.bands:
+                B = b.upper()
+                nw = len(wave[b])
+                fitsutil.write_image(self.fx, np.asarray(wave[b], "f8"), f"{B}_WAVELENGTH", {"BUNIT": "Angstrom"})
+                for name, dims, dt, extra in (("FLUX", (self.nspec, nw), "f4", {"BUNIT": units}),
+                                              ("IVAR", (self.nspec, nw), "f4", {"BUNIT": ivar_units}),
+                                              ("MASK", (self.nspec, nw), "i4", {}),
+                                              ("RESOLUTION", (self.nspec, int(ndiag[b]), nw), "f4", {})):
+                    self.fx.create_image_hdu(dims=list(dims), dtype=dt, extname=f"{B}_{name}",
+                                             header=fitsutil.header_records(extra))
+        except BaseException:
+            self._stack.__exit__(*__import__("sys").exc_info())
+            raise
+
+    def write_rows(self, band, start, flux, ivar, mask, resolution):
+        """Rows ``start .. start + n`` of one band: flux, ivar (n, nwave), mask, resolution (n, ndiag, nwave)."""
+        B = band.upper()
+        self.fx[f"{B}_FLUX"].write(np.ascontiguousarray(flux, "f4"), start=[int(start), 0])
+        self.fx[f"{B}_IVAR"].write(np.ascontiguousarray(ivar, "f4"), start=[int(start), 0])
+        self.fx[f"{B}_MASK"].write(np.ascontiguousarray(mask, "i4"), start=[int(start), 0])
+        self.fx[f"{B}_RESOLUTION"].write(np.ascontiguousarray(resolution, "f4"), start=[int(start), 0, 0])
+
+    def close(self, scores=None):
+        """Write SCORES (structured (nspec,), optional) and the checksums; move the file into place."""
+        try:
+            if scores is not None:
+                check_shape(self.path, "SCORES", scores, (self.nspec,))
+                fitsutil.write_table(self.fx, scores, "SCORES")
+            for b in self.bands:
+                for name in ("FLUX", "IVAR", "MASK", "RESOLUTION"):
+                    fitsutil._write_datasum(self.fx[f"{b.upper()}_{name}"])
+        except BaseException:
+            self.abort()
+            raise
+        self._stack.close()
+        return self.path
+
+    def abort(self):
+        """Discard the partial file."""
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._stack.__exit__(exc_type, exc, tb)
+        return False
 
 
 def read_spectra(path):
