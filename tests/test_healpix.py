@@ -7,14 +7,14 @@ per-exposure Gaussian resolution matrix, plus Gaussian noise of known variance.
 import subprocess
 import sys
 
+import _factories as fac
 import numpy as np
 import pytest
 
-import _factories as fac
 from fiberflow import coadd, regroup, resolution
 from fiberflow.bitmasks import fibermask, specmask
 from fiberflow.io.frame import FLUX_UNITS
-from fiberflow.io.spectra import Spectra, read_spectra
+from fiberflow.io.spectra import read_spectra
 
 GRIDS = fac.HPX_GRIDS
 make_spectra = fac.healpix_spectra

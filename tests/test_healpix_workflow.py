@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import needs_shared_data
+
 from fiberflow import paths, regroup
 from fiberflow.bitmasks import specmask
 
@@ -142,7 +142,7 @@ def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     touched = {int(p) for p in regroup.healpix_of(fm["TARGET_RA"], fm["TARGET_DEC"])}
     res = _snakemake(root, cfg, "-n", "-p")
     assert res.returncode == 0, res.stderr[-2000:]
-    jobs = re.findall(r"rule (spectra|coadd):.*?wildcards: ([^\n]*)", res.stdout, re.S)
+    jobs = re.findall(r"rule (spectra|coadd):.*?wildcards: ([^\n]*)", res.stdout, re.DOTALL)
     pix = {k: {int(re.search(r"pix=(\d+)", w).group(1)) for kind, w in jobs if kind == k} for k in ("spectra", "coadd")}
     assert pix["spectra"] == touched and pix["coadd"] == touched, (pix, touched)
     all_pixels = {int(f.stem.split("-")[-1]) for f in production["prod"].glob("healpix/main/dark/*/*/spectra-*.fits")}

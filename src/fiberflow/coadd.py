@@ -193,7 +193,7 @@ def coadd_resolution(res, weights):
     (ndiag, nwave)
         Row i of the result is ``sum_e weights[e, i] R_e[i, :]``; entries outside the matrix are 0.
     """
-    nexp, ndiag, nwave = res.shape
+    _, ndiag, nwave = res.shape
     half = ndiag // 2
     out = np.zeros((ndiag, nwave), dtype=float)
     j = np.arange(nwave)

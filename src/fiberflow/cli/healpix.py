@@ -4,13 +4,12 @@
   from the raw fibermap alone (DESI's ``tilepix-{tileid}.json``). The workflow reads these
   maps to know which cframes feed which pixel without reading any cframe.
 - ``spectra`` (per pixel): every fiber of the given cframes that falls in the pixel, one
-  exposure x spectrograph at a time (memory bounded by the pixel, not by the inputs).
+  band and one cframe at a time, written straight into the output (memory bounded by one frame).
 - ``coadd`` (per pixel): one spectrum per target.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 
@@ -210,8 +209,13 @@ def _coadd(args):
     from .. import coadd
     from ..config import load_config
     from ..errors import DataError
-    from ..io.spectra import (SpectraStreamWriter, read_spectra, read_spectra_band, read_spectra_meta,
-                              spectra_layout)
+    from ..io.spectra import (
+        SpectraStreamWriter,
+        read_spectra,
+        read_spectra_band,
+        read_spectra_meta,
+        spectra_layout,
+    )
     from ..provenance import provenance_header
     from ..regroup import band_scores, scores_table
     from .common import prod_root
