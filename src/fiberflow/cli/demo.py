@@ -68,7 +68,8 @@ def run(args):
         _log(f"  camera {arm}: {g[0]:.1f}-{g[-1]:.1f} A, {g.size} bins of {inst.camera(arm).dwave} A")
 
     # file names of one example exposure of the demo production
-    example = dict(night=20251205, expid=101, camera="r0", spectrograph=0, survey="main", program="dark", pix=5261)
+    example = dict(night=20251205, expid=101, camera="r0", spectrograph=0, survey="main", program="dark", pix=5261,
+                   tileid=1000)
     names = []
     for ft in paths.filetypes():
         try:
