@@ -18,6 +18,7 @@ def add_arguments(p, name):
         p.add_argument("--survey")
         p.add_argument("--program")
         p.add_argument("--pix", type=int)
+        p.add_argument("--tileid", type=int)
         p.add_argument("--raw", help="raw root (default $DESI_SPECTRO_DATA)")
         p.add_argument("--prod", help="production root (default $DESI_SPECTRO_REDUX/$SPECPROD)")
         p.add_argument("--truth", help="truth root")
@@ -31,7 +32,8 @@ def run(args):
     from .. import paths
 
     if args._name == "findfile":
-        ids = {k: getattr(args, k) for k in ("night", "expid", "camera", "spectrograph", "survey", "program", "pix")}
+        ids = {k: getattr(args, k) for k in ("night", "expid", "camera", "spectrograph", "survey", "program", "pix",
+                                          "tileid")}
         ids = {k: v for k, v in ids.items() if v is not None}
         try:
             if args.relative:
