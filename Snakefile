@@ -2,7 +2,7 @@
 # Science lives in src/fiberflow; each rule calls a `fiberflow <step>` command.
 # Stages arrive issue by issue: exposure tables, preproc, psf/psfnight, traceshift,
 # extraction, the calibration chain (fiberflat, sky, stdstars, fluxcalib, cframe),
-# then the healpix stage (tilepix, spectra, coadd); QA next.
+# then the healpix stage (tilepix, spectra, coadd) and QA (metrics, scores, pages).
 
 from snakemake.utils import min_version
 
@@ -19,6 +19,7 @@ include: "rules/psf.smk"
 include: "rules/extract.smk"
 include: "rules/calib.smk"
 include: "rules/healpix.smk"
+include: "rules/qa.smk"
 
 
 rule all:
@@ -34,6 +35,7 @@ rule all:
         cframe_targets(),
         tilepix_targets(),
         healpix_targets(),
+        qa_targets(),
 
 
 rule night:
@@ -47,7 +49,8 @@ rule night:
         + sky_targets([int(wc.night)])
         + cframe_targets([int(wc.night)])
         + tilepix_targets([int(wc.night)])
-        + healpix_targets([int(wc.night)]),
+        + healpix_targets([int(wc.night)])
+        + qa_targets([int(wc.night)], production=False),
     output:
         touch(os.path.join(PROD, "run", "night-{night}.done")),
 
@@ -56,3 +59,8 @@ rule healpix:
     input:
         tilepix_targets(),
         healpix_targets(),
+
+
+rule qa:
+    input:
+        qa_targets(),

@@ -57,12 +57,17 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "coadd": ("prod", "healpix/{survey}/{program}/{pixgroup}/{pix}/coadd-{survey}-{program}-{pix}.fits"),
     # QA
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
-    "qa_exposure": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{expid:08d}.json"),
+    "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
+    "qa_exposure_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-focalplane-{expid:08d}.png"),
     "qa_exposure_html": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{expid:08d}.html"),
     "qa_night": ("prod", "qa/nights/{night}/qa-night-{night}.json"),
     "qa_night_html": ("prod", "qa/nights/{night}/qa-night-{night}.html"),
+    "qa_night_trends": ("prod", "qa/nights/{night}/qa-night-trends-{night}.png"),
+    "qa_night_hist": ("prod", "qa/nights/{night}/qa-night-hist-{night}.png"),
     "qa_production_table": ("prod", "qa/qa-production.csv"),
     "qa_production_html": ("prod", "qa/index.html"),
+    "qa_production_trends": ("prod", "qa/qa-production-trends.png"),
+    "qa_production_hist": ("prod", "qa/qa-production-hist.png"),
     # simulator truth (never read by the pipeline)
     "truth": ("truth", "{night}/{expid:08d}/truth-{camera}-{expid:08d}.fits"),
     "truth_stdstars": ("truth", "{night}/{expid:08d}/truth-stdstars-{expid:08d}.fits"),

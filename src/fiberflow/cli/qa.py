@@ -1,0 +1,385 @@
+"""``fiberflow qa-frame | qa-night | qa-exposure | qa-production``: QA metrics, scores, plots
+and pages.
+
+- qa-frame (per exposure x camera): metrics of every product of the frame -> QA JSON +
+  coversheet PNG. Independent of the thresholds.
+- qa-night (per night): scores every frame against the thresholds (and the history of
+  earlier nights), rolls up, finds the first bad step -> night JSON, night page, plots.
+- qa-exposure (per exposure): focal-plane / amplifier maps and the exposure page.
+- qa-production: production table (CSV, one row per frame), index page, trend plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def add_arguments(p, name):
+    if name == "qa-frame":
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--expid", type=int, required=True)
+        p.add_argument("--camera", required=True)
+        p.add_argument("--prod", required=True, help="production root (paths in the JSON are relative to it)")
+        for key in ("preproc", "psf", "frame", "fiberflat", "sky", "sframe", "stdstars", "fluxcalib", "cframe"):
+            p.add_argument(f"--{key}", help=f"{key} file of this frame")
+        p.add_argument("--log", action="append", default=[], metavar="STEP=PATH", help="job log of a step")
+        p.add_argument("-o", "--outfile", required=True, help="frame QA JSON")
+        p.add_argument("--png", required=True, help="coversheet PNG")
+    elif name == "qa-night":
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--prod", required=True)
+        p.add_argument("--thresholds", required=True, help="QA thresholds YAML (config/qa.yaml)")
+        p.add_argument("-i", "--infiles", nargs="*", default=[], help="frame QA JSON files of the night")
+        p.add_argument("--history", nargs="*", default=[], help="night QA JSON files of earlier nights")
+        p.add_argument("-o", "--outfile", required=True, help="night QA JSON")
+        p.add_argument("--html", required=True)
+        p.add_argument("--trends", required=True, help="PNG: zero point, sky, EFFTIME versus time")
+        p.add_argument("--hist", required=True, help="PNG: channel histograms of headline metrics")
+    elif name == "qa-exposure":
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--expid", type=int, required=True)
+        p.add_argument("--prod", required=True)
+        p.add_argument("--nightqa", required=True, help="night QA JSON (scores)")
+        p.add_argument("-i", "--infiles", nargs="*", default=[], help="frame QA JSON files of the exposure")
+        p.add_argument("-o", "--outfile", required=True, help="exposure page (HTML)")
+        p.add_argument("--png", required=True, help="focal-plane / amplifier map PNG")
+    else:
+        p.add_argument("--prod", required=True)
+        p.add_argument("-i", "--infiles", nargs="*", default=[], help="night QA JSON files")
+        p.add_argument("-o", "--outfile", required=True, help="production index (HTML)")
+        p.add_argument("--table", required=True, help="production table (CSV)")
+        p.add_argument("--trends", required=True)
+        p.add_argument("--hist", required=True)
+
+
+def run(args):
+    return {"qa-frame": _frame, "qa-night": _night, "qa-exposure": _exposure,
+            "qa-production": _production}[args.command](args)
+
+
+def write_json(path, obj):
+    from ..io.fitsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=False)
+            fh.write("\n")
+
+
+def read_json(path, what="QA JSON"):
+    from ..errors import DataError
+
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"{what} is not valid JSON ({exc})") from None
+
+
+def _relprod(path, prod):
+    path = os.path.abspath(path)
+    r = os.path.relpath(path, os.path.abspath(prod))
+    return path if r.startswith("..") else r
+
+
+def _meta(header, night, expid, camera):
+    def num(key, default=None):
+        v = header.get(key, default)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return default
+
+    return {"NIGHT": int(night), "EXPID": int(expid), "CAMERA": camera, "PETAL": int(camera[1:]),
+            "OBSTYPE": str(header.get("OBSTYPE", "")).strip().upper(), "TILEID": int(header.get("TILEID", -1) or -1),
+            "PROGRAM": str(header.get("PROGRAM", "")).strip(), "EXPTIME": num("EXPTIME"), "MJD": num("MJD-OBS"),
+            "AIRMASS": num("AIRMASS")}
+
+
+def _frame(args):
+    import numpy as np
+
+    from ..errors import DataError
+    from ..qa import metrics as M
+    from ..qa import plots
+
+    cam = args.camera.lower()
+    if not any(getattr(args, k) for k in ("preproc", "psf", "frame")):
+        raise DataError(None, "qa-frame needs at least one product (--preproc, --psf or --frame)")
+    rec = {"FFQA": 1}
+    out = {}
+    fibers = {}
+    header = {}
+    files = {}
+    img = None
+    if args.preproc:
+        from ..io.image import PreprocImage
+
+        img = PreprocImage.read(args.preproc)
+        header = dict(img.header)
+        out["PREPROC"] = M.preproc_metrics(img.image, img.mask, img.header)
+        files["preproc"] = args.preproc
+    psf = None
+    if args.psf:
+        from ..io.psf import read_psf
+
+        psf = read_psf(args.psf)
+        header = header or dict(psf.header)
+        files["psf"] = args.psf
+        if str(header.get("OBSTYPE", "")).strip().upper() in ("FLAT", "SCIENCE") or psf.header.get("FFSTEP") == "traceshift":
+            out["TRACESHIFT"] = M.traceshift_metrics(psf.meta)
+        else:
+            out["PSF"] = M.psf_metrics(psf.meta, getattr(psf, "fiberstatus", None), getattr(psf, "spots", None))
+    frame = None
+    if args.frame:
+        from ..io.frame import read_frame
+
+        frame = read_frame(args.frame)
+        header = header or dict(frame.header)
+        obstype = str(header.get("OBSTYPE", frame.header.get("OBSTYPE", ""))).strip().upper()
+        out["EXTRACT"], f = M.frame_metrics(frame.flux, frame.ivar, frame.mask, frame.chi2pix, frame.fibermap, obstype)
+        fibers.update(f)
+        files["frame"] = args.frame
+    meta = _meta(header, args.night, args.expid, cam)
+    ff = None
+    if args.fiberflat:
+        from ..io.calib import read_fiberflat
+
+        ff = read_fiberflat(args.fiberflat)
+        out["FIBERFLAT"], f = M.fiberflat_metrics(ff.fiberflat, ff.ivar, ff.mask, ff.header)
+        fibers.update(f)
+        files["fiberflat"] = args.fiberflat
+    sky = sframe = None
+    if args.sky and args.sframe:
+        from ..io.calib import read_sky
+        from ..io.frame import read_frame
+
+        sky, sframe = read_sky(args.sky), read_frame(args.sframe)
+        out["SKY"], f = M.sky_metrics(sframe.wave, sframe.flux, sframe.ivar, sframe.mask, sky.flux, sframe.fibermap,
+                                      sky.header)
+        fibers.update(f)
+        files.update(sky=args.sky, sframe=args.sframe)
+    stars = None
+    if args.stdstars:
+        from ..io.calib import read_stdstars
+
+        stars = read_stdstars(args.stdstars)
+        out["STDSTARS"] = M.stdstars_metrics(stars.metadata, stars.header)
+        files["stdstars"] = args.stdstars
+    cal = None
+    if args.fluxcalib:
+        from ..io.calib import read_fluxcalib
+
+        cal = read_fluxcalib(args.fluxcalib)
+        out["FLUXCALIB"] = M.fluxcalib_metrics(cal.wave, cal.calib, cal.header, meta["EXPTIME"] or 0.0, cam[0])
+        files["fluxcalib"] = args.fluxcalib
+    if args.cframe:
+        from ..io.frame import read_frame
+
+        cf = read_frame(args.cframe)
+        sky_flux = None
+        if sky is not None and cal is not None:
+            skyfib = M.good_fibers(cf.fibermap, cf.nspec) & (M.objtype(cf.fibermap, cf.nspec) == "SKY")
+            w0 = M.ZP_WAVE.get(cam[0], float(np.median(cf.wave)))
+            sel = np.abs(cf.wave - w0) <= 100.0
+            rows = skyfib if skyfib.any() else np.ones(cf.nspec, bool)
+            ratio = sky.flux[rows][:, sel] / np.where(cal.calib[rows][:, sel] > 0, cal.calib[rows][:, sel], np.nan)
+            sky_flux = float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None
+        out["CFRAME"], f = M.cframe_metrics(cf.flux, cf.ivar, cf.mask, cf.fibermap, sky_flux)
+        fibers.update(f)
+        if stars is not None and cal is not None:
+            ratios = M.calibrated_star_ratios(cf.wave, cf.flux, cf.ivar, cf.mask, cf.fibermap["FIBER"], stars.wave,
+                                              stars.flux, stars.fibers)
+            out["FLUXCALIB"].update(M.star_ratio_metrics(ratios))
+        files["cframe"] = args.cframe
+        fm = cf.fibermap
+    else:
+        fm = (sframe.fibermap if sframe is not None else (frame.fibermap if frame is not None else None))
+    if fm is not None:
+        fibers["FIBER"] = [int(x) for x in fm["FIBER"]]
+        for key, col in (("X", "FIBER_X"), ("Y", "FIBER_Y")):
+            if col in fm.dtype.names:
+                fibers[key] = [M._f(v, 6) for v in fm[col]]
+    elif frame is not None:
+        fibers["FIBER"] = list(range(frame.nspec))
+    logs = {}
+    for item in args.log:
+        step, _, path = item.partition("=")
+        if not path or step.upper() not in M.STEPS:
+            raise DataError(None, f"--log {item!r}: expected STEP=PATH with STEP one of {', '.join(M.STEPS)}")
+        if os.path.exists(path):
+            logs[step.upper()] = _relprod(path, args.prod)
+    rec.update(meta)
+    rec.update({"QAFILE": _relprod(args.outfile, args.prod), "PLOT": _relprod(args.png, args.prod),
+                "FILES": {k: _relprod(v, args.prod) for k, v in files.items()}, "LOGS": logs,
+                "METRICS": out, "FIBERS": fibers})
+    title = f"{meta['OBSTYPE']} {args.expid} {cam} (night {args.night})"
+    _coversheet(args.png, title, meta["OBSTYPE"], img, psf, frame, ff, sky, sframe, fibers)
+    write_json(args.outfile, rec)
+    steps = ", ".join(out)
+    print(f"qa-frame {cam} {args.expid}: metrics of {steps} -> {args.outfile}")
+    return 0
+
+
+def _coversheet(png, title, obstype, img, psf, frame, ff, sky, sframe, fibers):
+    import numpy as np
+
+    from ..qa import plots
+
+    if obstype == "SCIENCE" and frame is not None and sky is not None and sframe is not None:
+        fib = np.asarray(fibers.get("FIBER", range(frame.nspec)))
+        from ..qa.metrics import good_fibers, objtype
+
+        skyfib = good_fibers(frame.fibermap, frame.nspec) & (objtype(frame.fibermap, frame.nspec) == "SKY")
+        arr = {k: np.array([np.nan if v is None else v for v in fibers.get(k, [None] * frame.nspec)], float)
+               for k in ("THRU", "SKYRESID", "SNR", "MAG")}
+        plots.science_coversheet(png, title, frame.wave, frame.flux, sframe.flux, sky.flux, skyfib, fib, arr["THRU"],
+                                 arr["SKYRESID"], arr["SNR"], arr["MAG"], fibers.get("CLASS", ["OTHER"] * frame.nspec))
+    elif obstype == "FLAT" and frame is not None and ff is not None:
+        fib = np.asarray(fibers.get("FIBER", range(frame.nspec)))
+        flat = np.array([np.nan if v is None else v for v in fibers.get("FLAT", [])], float)
+        plots.flat_coversheet(png, title, frame.wave, frame.flux, ff.fiberflat, fib, flat, ff.meanspec)
+    else:
+        plots.arc_coversheet(png, title, None if img is None else img.image,
+                             getattr(psf, "fiberstatus", None) if psf is not None else None,
+                             getattr(psf, "spots", None) if psf is not None else None)
+
+
+def _night(args):
+    from ..qa import plots, tables
+    from ..qa.html import night_page
+    from ..qa.scoring import load_thresholds
+    from .. import paths
+
+    thr = load_thresholds(args.thresholds)
+    frames = []
+    for f in args.infiles:
+        fr = read_json(f, "frame QA JSON")
+        if int(fr.get("NIGHT", -1)) != args.night:
+            from ..errors import DataError
+
+            raise DataError(f, f"frame QA of night {fr.get('NIGHT')} given to the QA of night {args.night}")
+        frames.append(fr)
+    earlier = [read_json(f, "night QA JSON") for f in args.history]
+    earlier = [r for r in earlier if int(r["NIGHT"]) < args.night]
+    history = tables.history_from_nights(earlier, thr["history"]["nights"])
+    rec = tables.score_night(args.night, frames, thr, history)
+    rec["THRESHOLDS"] = os.path.abspath(args.thresholds)
+    rec["HISTORY_NIGHTS"] = sorted(int(r["NIGHT"]) for r in earlier)
+    _night_plots(rec, args.trends, args.hist, f"night {args.night}", plots)
+    write_json(args.outfile, rec)
+    exp_pages = {e["EXPID"]: paths.findfile("qa_exposure_html", prod=args.prod, night=args.night, expid=e["EXPID"])
+                 for e in rec["EXPOSURES"]}
+    night_page(args.html, rec, args.prod, exp_pages, [args.trends, args.hist],
+               paths.findfile("qa_production_html", prod=args.prod))
+    fb = rec["FIRST_BAD"]
+    print(f"qa-night {args.night}: {rec['NEXP']} exposures, status {rec['STATUS']}, {rec['NALARM']} alarms"
+          + (f"; first bad step {fb['STEP']} in {fb['EXPIDS']} ({', '.join(fb['CAMERAS'])})" if fb else ""))
+    return 0
+
+
+def _series(records):
+    """Per-arm (MJD, value) series of headline metrics over night records."""
+    keys = {"ZP": ("FLUXCALIB", "ZP"), "SKY": ("SKY", "SKY_MEDIAN"), "FIDSNR_ELG": ("CFRAME", "FIDSNR_ELG"),
+            "MAX_RMS": ("FIBERFLAT", "MAX_RMS"), "MED_RESID_FRAC": ("SKY", "MED_RESID_FRAC"),
+            "MAX_ZP_OFF": ("FLUXCALIB", "MAX_ZP_OFF"), "READNOISE": ("PREPROC", "READNOISE_AMP")}
+    out = {k: {} for k in keys}
+    eff = ([], [])
+    from ..qa.scoring import scalar_history_value
+
+    for rec in records:
+        for e in rec["EXPOSURES"]:
+            if e.get("EFFTIME") is not None:
+                eff[0].append(e["MJD"])
+                eff[1].append(e["EFFTIME"])
+            for cam, fr in e["FRAMES"].items():
+                for k, (step, name) in keys.items():
+                    sc = fr["SCORES"].get(step, {}).get(name)
+                    if sc is None:
+                        continue
+                    t, v = out[k].setdefault(cam[0], ([], []))
+                    t.append(e["MJD"])
+                    v.append(scalar_history_value(sc["VALUE"]))
+    return out, eff
+
+
+def _night_plots(rec, trends, hist, label, plots):
+    s, eff = _series([rec])
+    plots.time_series(trends, f"{label}: zero point, sky, effective time", [
+        ("zero point (AB mag at ZP_WAVE)", s["ZP"], "ZP"), ("median sky [e/A]", s["SKY"], "sky"),
+        ("EFFTIME [s]", {"all": eff} if eff[0] else {}, "s")])
+    plots.channel_histograms(hist, f"{label}: headline metrics per channel", [
+        ("FIBERFLAT MAX_RMS", {a: v for a, (_, v) in s["MAX_RMS"].items()}),
+        ("SKY MED_RESID_FRAC", {a: v for a, (_, v) in s["MED_RESID_FRAC"].items()}),
+        ("FLUXCALIB MAX_ZP_OFF", {a: v for a, (_, v) in s["MAX_ZP_OFF"].items()})])
+
+
+def _exposure(args):
+    import numpy as np
+
+    from .. import paths
+    from ..errors import DataError
+    from ..qa import plots
+    from ..qa.html import exposure_page
+
+    rec = read_json(args.nightqa, "night QA JSON")
+    exp = next((e for e in rec["EXPOSURES"] if int(e["EXPID"]) == args.expid), None)
+    if exp is None:
+        raise DataError(args.nightqa, f"exposure {args.expid} is not in the night QA of {rec.get('NIGHT')}")
+    frames = [read_json(f, "frame QA JSON") for f in args.infiles]
+    title = f"{exp['OBSTYPE']} {args.expid} (night {args.night})"
+    sci = [fr for fr in frames if "X" in fr.get("FIBERS", {}) and "SKYRESID" in fr["FIBERS"]]
+    if exp["OBSTYPE"] == "SCIENCE" and sci:
+        panels = []
+        for arm in "brz":
+            arm_frames = [fr for fr in sci if fr["CAMERA"][0] == arm]
+            if not arm_frames:
+                continue
+
+            def cat(key, frs=arm_frames):
+                return np.concatenate([np.array([np.nan if v is None else v for v in fr["FIBERS"][key]], float)
+                                       for fr in frs])
+
+            x, y, fib = cat("X"), cat("Y"), cat("FIBER").astype(int)
+            panels.append((f"{arm}: sky residual / sky", x, y, cat("SKYRESID"), fib, (-0.1, 0.1), "RdBu_r"))
+            if arm == "r" and all("SNR" in fr["FIBERS"] for fr in arm_frames):
+                snr = cat("SNR")
+                panels.append(("r: log10 S/N per bin", x, y, np.log10(np.where(snr > 0, snr, np.nan)), fib, (-1.0, 1.5),
+                               "viridis"))
+        plots.focal_plane(args.png, title, panels)
+    else:
+        vals = {fr["CAMERA"]: fr.get("METRICS", {}).get("PREPROC", {}).get("NOISE_RATIO_AMP", {}) for fr in frames}
+        plots.amp_map(args.png, f"{title}: data noise / overscan read noise per amplifier", vals, "noise ratio")
+    exposure_page(args.outfile, rec, exp, args.prod, args.png, paths.findfile("qa_night_html", prod=args.prod,
+                                                                                night=args.night),
+                  paths.findfile("qa_production_html", prod=args.prod))
+    print(f"qa-exposure {args.expid}: status {exp['STATUS']} -> {args.outfile}")
+    return 0
+
+
+def _production(args):
+    from .. import paths
+    from ..qa import plots, tables
+    from ..qa.html import production_page
+
+    records = sorted((read_json(f, "night QA JSON") for f in args.infiles), key=lambda r: r["NIGHT"])
+    rows = tables.production_rows(records)
+    tables.write_csv(args.table, rows)
+    s, eff = _series(records)
+    plots.time_series(args.trends, "production: zero point, sky, fiducial S/N, effective time", [
+        ("zero point (AB mag)", s["ZP"], "ZP"), ("median sky [e/A]", s["SKY"], "sky"),
+        ("FIDSNR_ELG (S/N per bin at r=23)", s["FIDSNR_ELG"], "S/N"),
+        ("EFFTIME [s]", {"all": eff} if eff[0] else {}, "s")])
+    plots.channel_histograms(args.hist, "production: headline metrics per channel", [
+        ("FIBERFLAT MAX_RMS", {a: v for a, (_, v) in s["MAX_RMS"].items()}),
+        ("SKY MED_RESID_FRAC", {a: v for a, (_, v) in s["MED_RESID_FRAC"].items()}),
+        ("FLUXCALIB MAX_ZP_OFF", {a: v for a, (_, v) in s["MAX_ZP_OFF"].items()})])
+    night_pages = {r["NIGHT"]: paths.findfile("qa_night_html", prod=args.prod, night=r["NIGHT"]) for r in records}
+    production_page(args.outfile, records, night_pages, [args.trends, args.hist], args.table)
+    counts = tables.status_counts(records)
+    print(f"qa-production: {len(records)} nights, {len(rows)} frames "
+          f"({counts['ALARM']} ALARM, {counts['WARNING']} WARNING) -> {args.outfile}")
+    return 0

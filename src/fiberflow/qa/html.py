@@ -1,0 +1,201 @@
+"""Static QA pages: production index, one page per night, one page per exposure.
+
+Pages are plain HTML with inline CSS and relative links only, so the ``qa/`` tree (with the
+production's logs beside it) works from the file system and on any web server.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+
+from .metrics import STEPS
+from .plots import STATUS_COLORS
+
+CSS = """
+body{font-family:sans-serif;margin:1.2em;color:#222}
+table{border-collapse:collapse;margin:0.6em 0}
+td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left}
+th{background:#f0f0f0}
+.st{color:#fff;font-weight:bold;text-align:center}
+.NORMAL{background:%(NORMAL)s}.WARNING{background:%(WARNING)s}.ALARM{background:%(ALARM)s}.NA{background:%(NA)s}
+.cell a{color:#fff;font-size:11px;margin:0 2px}
+.firstbad{border:2px solid %(ALARM)s;padding:0.5em;margin:0.8em 0;background:#fff4f4}
+img{max-width:100%%;border:1px solid #ddd;margin:4px 0}
+.small{font-size:12px;color:#555}
+""" % STATUS_COLORS
+
+
+def esc(x):
+    return html.escape("" if x is None else str(x))
+
+
+def rel(target, page):
+    """Relative link from the folder of ``page`` to ``target`` (both absolute paths)."""
+    return os.path.relpath(target, os.path.dirname(os.path.abspath(page))).replace(os.sep, "/")
+
+
+def page(title, body, crumbs=()):
+    nav = " &rsaquo; ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for t, h in crumbs)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n<p class=\"small\">{nav}</p>\n<h1>{esc(title)}</h1>\n{body}\n"
+            "<p class=\"small\">fiberflow QA: NORMAL / WARNING / ALARM against config/qa.yaml; ESO score 1 = ALARM."
+            "</p></body></html>\n")
+
+
+def badge(status):
+    return f'<span class="st {esc(status)}">&nbsp;{esc(status)}&nbsp;</span>'
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}:{fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(fmt(x) for x in v)
+    return esc(v)
+
+
+def first_bad_html(fb, what="exposure"):
+    if not fb:
+        return f"<p>No alarm: no step of this {what} is out of range.</p>"
+    extra = ""
+    if "EXPIDS" in fb:
+        extra = " in exposure(s) " + ", ".join(str(e) for e in fb["EXPIDS"])
+    elif fb.get("SOURCE"):
+        extra = f" (from {esc(fb['SOURCE'])})"
+    return (f'<div class="firstbad"><b>First bad step: {esc(fb["STEP"])}</b>{extra}; cameras '
+            f'{esc(", ".join(fb["CAMERAS"]))}; metrics out of range: {esc(", ".join(fb["METRICS"]))}</div>')
+
+
+def log_for(frame, prod):
+    """The job log a night-grid cell links to: the log of the frame's first step with an
+    alarm, else of its last step."""
+    logs = frame.get("LOGS") or {}
+    if not logs:
+        return None
+    bad = [s for s in STEPS if frame["STEP_STATUS"].get(s) == "ALARM" and s in logs]
+    step = bad[0] if bad else [s for s in STEPS if s in logs][-1]
+    return os.path.join(prod, logs[step])
+
+
+def night_page(path, rec, prod, exposure_pages, plots, production_page):
+    """Write the page of one night.
+
+    Parameters
+    ----------
+    path : str
+        Output HTML.
+    rec : dict
+        Night record (:func:`fiberflow.qa.tables.score_night`).
+    prod : str
+        Production root (frame QA files, plots and logs are relative to it).
+    exposure_pages : dict expid -> absolute path of the exposure page
+    plots : list of absolute PNG paths (night trends, histograms)
+    production_page : str
+        Absolute path of the production index.
+    """
+    cams = sorted({c for e in rec["EXPOSURES"] for c in e["FRAMES"]}, key=lambda c: (int(c[1:]), "brz".index(c[0])))
+    petals = sorted({int(c[1:]) for c in cams})
+    out = [f"<p>Night status {badge(rec['STATUS'])} &middot; {rec['NEXP']} exposures, {rec['NEXP_ALARM']} with alarms"
+           f" &middot; {rec['NALARM']} of {rec['NSCORED']} scored metrics in alarm</p>",
+           first_bad_html(rec.get("FIRST_BAD"), "night")]
+    head = "".join(f"<th>{esc(c)}</th>" for c in cams)
+    out.append('<table><tr><th>EXPID</th><th>OBSTYPE</th><th>TILEID</th><th>EXPTIME</th><th>EFFTIME</th>'
+               f'<th>status</th><th>first bad step</th>{head}</tr>')
+    out.append("<tr><th colspan=7></th>" + "".join(
+        f'<th colspan="{sum(int(c[1:]) == p for c in cams)}">petal {p}</th>' for p in petals) + "</tr>")
+    for e in rec["EXPOSURES"]:
+        link = rel(exposure_pages[e["EXPID"]], path)
+        fb = e.get("FIRST_BAD")
+        cells = []
+        for c in cams:
+            fr = e["FRAMES"].get(c)
+            if fr is None:
+                cells.append('<td class="st NA">-</td>')
+                continue
+            links = []
+            if fr.get("PLOT"):
+                links.append(f'<a href="{esc(rel(os.path.join(prod, fr["PLOT"]), path))}">plot</a>')
+            if fr.get("QAFILE"):
+                links.append(f'<a href="{esc(rel(os.path.join(prod, fr["QAFILE"]), path))}">json</a>')
+            lg = log_for(fr, prod)
+            if lg:
+                links.append(f'<a href="{esc(rel(lg, path))}">log</a>')
+            cells.append(f'<td class="st cell {esc(fr["STATUS"])}" title="{esc(c)} {esc(fr["STATUS"])}">'
+                         f'{esc(fr["STATUS"][0])}<br>{"".join(links)}</td>')
+        eff = "" if e.get("EFFTIME") is None else f"{e['EFFTIME']:.0f}"
+        out.append(f'<tr><td><a href="{esc(link)}">{e["EXPID"]}</a></td><td>{esc(e["OBSTYPE"])}</td>'
+                   f'<td>{esc(e.get("TILEID"))}</td><td>{esc(e.get("EXPTIME"))}</td><td>{eff}</td>'
+                   f'<td class="st {esc(e["STATUS"])}">{esc(e["STATUS"])}</td>'
+                   f'<td>{esc(fb["STEP"] + " (" + ", ".join(fb["CAMERAS"]) + ")") if fb else ""}</td>{"".join(cells)}</tr>')
+    out.append("</table>")
+    for p in plots:
+        out.append(f'<p><img src="{esc(rel(p, path))}" alt="{esc(os.path.basename(p))}"></p>')
+    crumbs = [("production", rel(production_page, path))]
+    write_page(path, page(f"Night {rec['NIGHT']}", "\n".join(out), crumbs))
+
+
+def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production_page):
+    """Write the page of one exposure: status, first bad step, focal-plane maps, and per
+    camera its coversheet, links (QA JSON, products, logs) and the table of scored metrics."""
+    out = [f"<p>{esc(exp['OBSTYPE'])} exposure of night {rec['NIGHT']}, tile {esc(exp.get('TILEID'))}, "
+           f"EXPTIME {esc(exp.get('EXPTIME'))} s, airmass {esc(exp.get('AIRMASS'))}"
+           + (f", EFFTIME {exp['EFFTIME']:.0f} s" if exp.get("EFFTIME") is not None else "")
+           + f" &middot; status {badge(exp['STATUS'])}</p>",
+           first_bad_html(exp.get("FIRST_BAD"))]
+    if exp.get("FIRST_WARNING") and not exp.get("FIRST_BAD"):
+        fw = exp["FIRST_WARNING"]
+        out.append(f"<p>First step with a warning: {esc(fw['STEP'])} ({esc(', '.join(fw['CAMERAS']))}: "
+                   f"{esc(', '.join(fw['METRICS']))})</p>")
+    out.append(f'<p><img src="{esc(rel(focal_plane, path))}" alt="focal plane"></p>')
+    for cam, fr in sorted(exp["FRAMES"].items()):
+        out.append(f'<h2 id="{esc(cam)}">{esc(cam)} {badge(fr["STATUS"])}</h2>')
+        links = []
+        if fr.get("QAFILE"):
+            links.append(f'<a href="{esc(rel(os.path.join(prod, fr["QAFILE"]), path))}">metrics JSON</a>')
+        for step in STEPS:
+            if step in (fr.get("LOGS") or {}):
+                links.append(f'<a href="{esc(rel(os.path.join(prod, fr["LOGS"][step]), path))}">{step.lower()} log</a>')
+        out.append("<p class=\"small\">" + " &middot; ".join(links) + "</p>")
+        if fr.get("PLOT"):
+            out.append(f'<p><img src="{esc(rel(os.path.join(prod, fr["PLOT"]), path))}" alt="{esc(cam)} coversheet"></p>')
+        out.append("<table><tr><th>step</th><th>metric</th><th>value</th><th>normal</th><th>warning</th>"
+                   "<th>source</th><th>status</th></tr>")
+        for step in STEPS:
+            for name, sc in (fr["SCORES"].get(step) or {}).items():
+                worst_ = f" (worst: {', '.join(map(str, sc['WORST']))})" if sc.get("WORST") else ""
+                out.append(f"<tr><td>{step}</td><td>{esc(name)}</td><td>{fmt(sc['VALUE'])}{esc(worst_)}</td>"
+                           f"<td>{fmt(sc['NORMAL'])}</td><td>{fmt(sc['WARNING'])}</td><td>{esc(sc['SOURCE'])}</td>"
+                           f'<td class="st {esc(sc["STATUS"])}">{esc(sc["STATUS"])}</td></tr>')
+        out.append("</table>")
+    crumbs = [("production", rel(production_page, path)), (f"night {rec['NIGHT']}", rel(night_page_path, path))]
+    write_page(path, page(f"Exposure {exp['EXPID']}", "\n".join(out), crumbs))
+
+
+def production_page(path, records, night_pages, plots, table):
+    """Write the production index: one row per night with its status and first bad step,
+    trend plots and the production table."""
+    out = ['<table><tr><th>night</th><th>status</th><th>exposures</th><th>with alarms</th>'
+           '<th>metrics in alarm</th><th>first bad step</th></tr>']
+    for rec in sorted(records, key=lambda r: r["NIGHT"], reverse=True):
+        fb = rec.get("FIRST_BAD")
+        fbs = f"{fb['STEP']} (exp {', '.join(map(str, fb['EXPIDS']))})" if fb else ""
+        out.append(f'<tr><td><a href="{esc(rel(night_pages[rec["NIGHT"]], path))}">{rec["NIGHT"]}</a></td>'
+                   f'<td class="st {esc(rec["STATUS"])}">{esc(rec["STATUS"])}</td><td>{rec["NEXP"]}</td>'
+                   f'<td>{rec["NEXP_ALARM"]}</td><td>{rec["NALARM"]} / {rec["NSCORED"]}</td><td>{esc(fbs)}</td></tr>')
+    out.append("</table>")
+    out.append(f'<p>Production table (one row per frame, <code>pandas.read_csv</code>): '
+               f'<a href="{esc(rel(table, path))}">{esc(os.path.basename(table))}</a></p>')
+    for p in plots:
+        out.append(f'<p><img src="{esc(rel(p, path))}" alt="{esc(os.path.basename(p))}"></p>')
+    write_page(path, page("fiberflow production QA", "\n".join(out)))
+
+
+def write_page(path, text):
+    from ..io.fitsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)

@@ -1,0 +1,573 @@
+"""QA metrics: pure functions from fiberflow products to JSON-ready dictionaries.
+
+Every function takes products already read (numpy arrays and header dicts) and returns
+``{METRIC: value}`` with plain Python numbers, strings, lists or ``{amp: value}`` mappings, so
+the result goes straight into the frame QA JSON. Nothing here knows about thresholds: scoring
+is :mod:`fiberflow.qa.scoring`, so changing a threshold never recomputes a metric.
+
+Conventions: fibers are rows of a frame (``nspec``), wavelengths columns (``nwave``); CCD
+images are ``(ny, nx)`` with DESI's amplifier quadrants A (lower left), B (lower right),
+C (upper left), D (upper right).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..bitmasks import BAD_FIBERSTATUS, desi_target
+
+#: Steps of the data flow, in processing order. The first step with an alarm is where a
+#: problem first shows ("first bad step").
+STEPS = ("PREPROC", "PSF", "TRACESHIFT", "EXTRACT", "FIBERFLAT", "SKY", "STDSTARS", "FLUXCALIB", "CFRAME")
+AMPS = ("A", "B", "C", "D")
+#: wavelength [Angstrom] at which the zero point of each arm is quoted (as DESI's QA)
+ZP_WAVE = {"b": 4800.0, "r": 6500.0, "z": 8250.0}
+#: fiducial r magnitude of each target class for the S/N-versus-magnitude fit
+FIDUCIAL_MAG = {"ELG": 23.0, "LRG": 22.0, "QSO": 21.0, "STD": 18.0}
+#: fibers per positioner block (50 on DESI: one CANbus, one patch of the focal plane)
+BLOCK = 50
+C_ANGSTROM = 2.99792458e18
+
+
+def _f(x, ndigits=6):
+    """A JSON-safe float (None for nan/inf), rounded to ``ndigits`` significant digits."""
+    x = float(x)
+    if not np.isfinite(x):
+        return None
+    return float(f"{x:.{ndigits}g}")
+
+
+def robust_sigma(x):
+    """1.4826 x median absolute deviation (nan for no data)."""
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return np.nan
+    return 1.4826 * float(np.median(np.abs(x - np.median(x))))
+
+
+# --------------------------------------------------------------------------- preproc
+
+def amp_slices(shape):
+    """DESI amplifier quadrants of a CCD image of ``shape`` (ny, nx): amp -> (slice_y, slice_x)."""
+    ny, nx = shape
+    hy, hx = ny // 2, nx // 2
+    return {"A": (slice(0, hy), slice(0, hx)), "B": (slice(0, hy), slice(hx, nx)),
+            "C": (slice(hy, ny), slice(0, hx)), "D": (slice(hy, ny), slice(hx, nx))}
+
+
+def pixel_noise(image, good):
+    """Noise of an image from differences of neighbouring pixels along x.
+
+    Parameters
+    ----------
+    image : (ny, nx)
+    good : (ny, nx) bool
+
+    Returns
+    -------
+    float
+        robust sigma of ``image[:, 1:] - image[:, :-1]`` over good pairs, / sqrt(2). Equal to
+        the read noise where there is no light; larger with light (Poisson noise, structure);
+        much smaller when an amplifier returns no signal at all (dead amplifier).
+    """
+    d = image[:, 1:] - image[:, :-1]
+    ok = good[:, 1:] & good[:, :-1]
+    if not ok.any():
+        return np.nan
+    return robust_sigma(d[ok]) / np.sqrt(2.0)
+
+
+def preproc_metrics(image, mask, header):
+    """Per-amplifier and per-camera CCD metrics of a preprocessed image.
+
+    Parameters
+    ----------
+    image : (ny, nx) electrons
+    mask : (ny, nx) ccdmask bits
+    header : dict
+        With preproc's OVERSCN{amp} [ADU], OBSRDN{amp} [electron], OSTEP{amp} [ADU],
+        CRFRAC, SATFRAC.
+
+    Returns
+    -------
+    dict
+        BIAS_AMP, READNOISE_AMP, OSTEP_AMP, NOISE_AMP ({amp: value}); NOISE_RATIO_AMP (data
+        noise / overscan read noise: about 1 or more for a working amplifier, far below 1 for
+        a dead one); LITFRAC_AMP (fraction of pixels above 3 read-noise sigma); COSMIC_FRAC,
+        SAT_FRAC, MASKED_FRAC.
+    """
+    image = np.asarray(image, float)
+    good = np.asarray(mask) == 0
+    out = {k: {} for k in ("BIAS_AMP", "READNOISE_AMP", "OSTEP_AMP", "NOISE_AMP", "NOISE_RATIO_AMP", "LITFRAC_AMP")}
+    for amp, (sy, sx) in amp_slices(image.shape).items():
+        rn = float(header.get(f"OBSRDN{amp}", np.nan))
+        noise = pixel_noise(image[sy, sx], good[sy, sx])
+        sub = image[sy, sx][good[sy, sx]]
+        out["BIAS_AMP"][amp] = _f(header.get(f"OVERSCN{amp}", np.nan))
+        out["READNOISE_AMP"][amp] = _f(rn)
+        out["OSTEP_AMP"][amp] = _f(header.get(f"OSTEP{amp}", np.nan))
+        out["NOISE_AMP"][amp] = _f(noise)
+        out["NOISE_RATIO_AMP"][amp] = _f(noise / rn if rn > 0 else np.nan)
+        out["LITFRAC_AMP"][amp] = _f(np.mean(sub > 3.0 * rn) if sub.size and rn > 0 else np.nan)
+    out["COSMIC_FRAC"] = _f(header.get("CRFRAC", np.nan))
+    out["SAT_FRAC"] = _f(header.get("SATFRAC", np.nan))
+    out["MASKED_FRAC"] = _f(np.mean(~good))
+    return out
+
+
+# --------------------------------------------------------------------------- PSF
+
+def psf_metrics(meta, fiberstatus=None, spots=None):
+    """Metrics of an arc PSF fit.
+
+    Parameters
+    ----------
+    meta : dict
+        PSF HDU header of ``fiberflow psf``: NLINES, RMSX, RMSY, NBADFIB, B{nn}RCHI2.
+    fiberstatus : structured (nfiber,), optional
+        FIBERSTATUS table (FIBER, STATUS, NLINE, RMSX, RMSY).
+    spots : structured (nspot,), optional
+        SPOTS table (WAVE, SX, SY, USED ...): core widths.
+
+    Returns
+    -------
+    dict
+        NLINES, RMSX / RMSY (trace and wavelength residual RMS, pixels), NBADFIB,
+        MAX_BUNDLE_RCHI2, MEDIAN_BUNDLE_RCHI2, MIN_FIBER_NLINE, SX_MEDIAN / SY_MEDIAN (core
+        widths, pixels).
+    """
+    out = {"NLINES": int(meta.get("NLINES", 0)), "RMSX": _f(meta.get("RMSX", np.nan)),
+           "RMSY": _f(meta.get("RMSY", np.nan)), "NBADFIB": int(meta.get("NBADFIB", 0))}
+    rchi2 = [float(v) for k, v in meta.items() if len(k) == 8 and k.startswith("B") and k.endswith("RCHI2")]
+    out["MAX_BUNDLE_RCHI2"] = _f(max(rchi2)) if rchi2 else None
+    out["MEDIAN_BUNDLE_RCHI2"] = _f(np.median(rchi2)) if rchi2 else None
+    if fiberstatus is not None and "NLINE" in (fiberstatus.dtype.names or ()):
+        out["MIN_FIBER_NLINE"] = int(np.min(fiberstatus["NLINE"]))
+    if spots is not None and len(spots):
+        used = spots["USED"].astype(bool) if "USED" in spots.dtype.names else np.ones(len(spots), bool)
+        for key in ("SX", "SY"):
+            if key in spots.dtype.names and used.any():
+                out[f"{key}_MEDIAN"] = _f(np.median(spots[key][used]))
+    return out
+
+
+def traceshift_metrics(meta):
+    """Trace shifts of a flat or science PSF: MEANDX / MEANDY [pixel], number of measurements."""
+    return {"MEANDX": _f(meta.get("MEANDX", np.nan)), "MEANDY": _f(meta.get("MEANDY", np.nan)),
+            "NDXMEAS": int(meta.get("NDXMEAS", 0)), "NDYMEAS": int(meta.get("NDYMEAS", 0)),
+            "DYMETHOD": str(meta.get("DYMETHOD", ""))}
+
+
+# --------------------------------------------------------------------------- fibers
+
+def good_fibers(fibermap, nspec):
+    """(nspec,) bool: FIBERSTATUS without any :data:`BAD_FIBERSTATUS` bit (all when no fibermap)."""
+    if fibermap is None or "FIBERSTATUS" not in (fibermap.dtype.names or ()):
+        return np.ones(nspec, bool)
+    return (np.asarray(fibermap["FIBERSTATUS"]) & BAD_FIBERSTATUS) == 0
+
+
+def objtype(fibermap, nspec):
+    if fibermap is None or "OBJTYPE" not in (fibermap.dtype.names or ()):
+        return np.array(["TGT"] * nspec)
+    return np.char.strip(np.asarray(fibermap["OBJTYPE"]).astype(str))
+
+
+def target_class(fibermap, nspec):
+    """(nspec,) str: SKY, STD, ELG, LRG, QSO or OTHER from OBJTYPE and DESI_TARGET bits."""
+    cls = np.array(["OTHER"] * nspec, dtype="<U5")
+    if fibermap is None:
+        return cls
+    names = fibermap.dtype.names or ()
+    if "DESI_TARGET" in names:
+        dt = np.asarray(fibermap["DESI_TARGET"]).astype(np.int64)
+        for name in ("QSO", "LRG", "ELG"):
+            cls[(dt & desi_target.mask(name)) != 0] = name
+        cls[(dt & desi_target.mask("STD_FAINT|STD_WD|STD_BRIGHT")) != 0] = "STD"
+    cls[objtype(fibermap, nspec) == "SKY"] = "SKY"
+    return cls
+
+
+def fiber_median(flux, ivar, mask):
+    """(nspec,) median flux over the good bins of each fiber (nan when none)."""
+    good = (ivar > 0) & (mask == 0)
+    med = np.full(flux.shape[0], np.nan)
+    for i in range(flux.shape[0]):
+        if good[i].any():
+            med[i] = np.median(flux[i, good[i]])
+    return med
+
+
+def frame_metrics(flux, ivar, mask, chi2pix, fibermap, obstype, low=0.5):
+    """Extraction metrics of a frame.
+
+    Parameters
+    ----------
+    flux, ivar, mask, chi2pix : (nspec, nwave)
+    fibermap : structured (nspec,) or None
+    obstype : str
+        FLAT or SCIENCE: the relative throughput of each fiber is its median flux over the
+        median of the reference fibers (all good fibers for a flat, the sky fibers of a
+        science frame: every target fiber sees at least the sky).
+    low : float
+        A fiber below this relative throughput counts in NLOWTHRU (broken or dead fiber).
+
+    Returns
+    -------
+    metrics : dict
+        CHI2PIX_MEDIAN, CHI2PIX_P95, MASKED_FRAC, NBADFIB (bad FIBERSTATUS), NLOWTHRU,
+        LOWTHRU_FIBERS.
+    fibers : dict
+        THRU (nspec,) relative throughput per fiber.
+    """
+    nspec = flux.shape[0]
+    goodfib = good_fibers(fibermap, nspec)
+    med = fiber_median(flux, ivar, mask)
+    ref = goodfib.copy()
+    if str(obstype).upper() == "SCIENCE":
+        ref &= objtype(fibermap, nspec) == "SKY"
+    refval = np.nanmedian(med[ref]) if np.isfinite(med[ref]).any() else np.nan
+    thru = med / refval if refval and np.isfinite(refval) and refval > 0 else np.full(nspec, np.nan)
+    lowfib = np.flatnonzero(goodfib & ~(thru >= low))
+    okbins = (ivar > 0) & (mask == 0)
+    c2 = np.asarray(chi2pix)[okbins] if chi2pix is not None else np.array([])
+    metrics = {
+        "CHI2PIX_MEDIAN": _f(np.median(c2)) if c2.size else None,
+        "CHI2PIX_P95": _f(np.percentile(c2, 95)) if c2.size else None,
+        "MASKED_FRAC": _f(np.mean(~okbins)),
+        "NBADFIB": int(np.sum(~goodfib)),
+        "NLOWTHRU": int(lowfib.size),
+        "LOWTHRU_FIBERS": [int(f) for f in lowfib[:50]],
+    }
+    return metrics, {"THRU": [_f(t, 4) for t in thru]}
+
+
+# --------------------------------------------------------------------------- fiberflat
+
+def fiberflat_metrics(fiberflat, ivar, mask, header, off=0.05):
+    """Fiberflat metrics.
+
+    Parameters
+    ----------
+    fiberflat, ivar, mask : (nspec, nwave)
+    header : dict with CHI2DOF, NBADFIB of ``fiberflow fiberflat``
+    off : float
+        A fiber whose median flat is more than this fraction from 1 counts in NOFF.
+
+    Returns
+    -------
+    metrics : dict
+        MAX_RMS (largest per-fiber RMS of flat / its median - 1 along wavelength), MAX_DEV
+        (largest |median flat - 1|), NOFF, GRADIENT (end-to-end change of the median flat
+        across the fibers from a straight-line fit: a tilted lamp illumination), CHI2DOF,
+        NBADFIB.
+    fibers : dict
+        FLAT (nspec,) median flat per fiber.
+    """
+    good = (ivar > 0) & (mask == 0)
+    nspec = fiberflat.shape[0]
+    med = fiber_median(fiberflat, ivar, mask)
+    rms = np.full(nspec, np.nan)
+    for i in range(nspec):
+        if good[i].sum() > 10 and med[i] > 0:
+            rms[i] = np.std(fiberflat[i, good[i]] / med[i] - 1.0)
+    ok = np.isfinite(med) & (med > 0.2)
+    grad = np.nan
+    if ok.sum() >= 3:
+        x = np.linspace(-1.0, 1.0, nspec)[ok]
+        slope = np.polyfit(x, med[ok], 1)[0]
+        grad = 2.0 * slope / np.median(med[ok])
+    metrics = {
+        "MAX_RMS": _f(np.nanmax(rms)) if np.isfinite(rms).any() else None,
+        "MAX_DEV": _f(np.nanmax(np.abs(med[ok] - 1.0))) if ok.any() else None,
+        "NOFF": int(np.sum(ok & (np.abs(med - 1.0) > off))),
+        "GRADIENT": _f(grad),
+        "CHI2DOF": _f(header.get("CHI2DOF", np.nan)),
+        "NBADFIB": int(header.get("NBADFIB", 0)),
+    }
+    return metrics, {"FLAT": [_f(m, 4) for m in med]}
+
+
+# --------------------------------------------------------------------------- sky
+
+def bright_sky_lines(wave, sky, nline=5, halfwidth=3.0):
+    """Wavelengths of the ``nline`` brightest sky-line peaks of a mean sky spectrum.
+
+    Parameters
+    ----------
+    wave, sky : (nwave,)
+    halfwidth : float
+        Angstrom; two peaks closer than 4 x halfwidth count once.
+
+    Returns
+    -------
+    list of float
+    """
+    cont = np.asarray(sky, float)
+    n = max(5, int(round(25.0 / max(np.median(np.diff(wave)), 1e-3))))
+    from scipy.ndimage import median_filter
+
+    line = cont - median_filter(cont, size=2 * n + 1, mode="nearest")
+    order = np.argsort(line)[::-1]
+    picked = []
+    for k in order:
+        if line[k] <= 0 or len(picked) >= nline:
+            break
+        if all(abs(wave[k] - w) > 4 * halfwidth for w in picked):
+            picked.append(float(wave[k]))
+    return sorted(picked)
+
+
+def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, outlier=0.1):
+    """Sky-subtraction metrics from the sframe and the sky model of one camera.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    sflux, sivar, smask : (nspec, nwave) sky-subtracted frame (electron/Angstrom)
+    sky : (nspec, nwave) sky model seen by each fiber (electron/Angstrom)
+    fibermap : structured (nspec,)
+    header : dict, optional
+        Sky header (SKYCHI2, NSKYFIB, SKYFLAG).
+    outlier : float
+        A sky fiber whose median residual exceeds this fraction of the sky counts in
+        NSKY_OUTLIER (contaminated or misplaced sky fiber).
+
+    Returns
+    -------
+    metrics : dict
+        NSKYFIB; MED_RESID (median residual of the sky fibers, electron/Angstrom) and
+        MED_RESID_FRAC (over the median sky); RESID_CHI2DOF (chi2 per bin of the sky fibers
+        after subtraction, expected 1); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKYLINE_RESID_MAX
+        (largest |median residual / sky| at the brightest sky lines) with SKYLINE_WAVE;
+        MAX_BLOCK_RESID (largest |median residual fraction| of the sky fibers of a 50-fiber
+        block); SKY_MEDIAN (median sky, electron/Angstrom); SKYCHI2 from the fit.
+    fibers : dict
+        SKYRESID (nspec,) median residual / median sky per fiber (targets include their own
+        light, so only sky fibers should be near 0).
+    """
+    header = header or {}
+    nspec = sflux.shape[0]
+    good = (sivar > 0) & (smask == 0)
+    goodfib = good_fibers(fibermap, nspec)
+    skyfib = goodfib & (objtype(fibermap, nspec) == "SKY")
+    med_sky = fiber_median(sky, np.where(good, 1.0, 0.0), np.zeros_like(smask))
+    med_res = fiber_median(sflux, sivar, smask)
+    frac = med_res / np.where(med_sky > 0, med_sky, np.nan)
+    sky_level = float(np.nanmedian(med_sky[skyfib])) if skyfib.any() else float(np.nanmedian(med_sky))
+    metrics = {"NSKYFIB": int(skyfib.sum()), "SKY_MEDIAN": _f(sky_level), "SKYCHI2": _f(header.get("SKYCHI2", np.nan)),
+               "SKYFLAG": str(header.get("SKYFLAG", "OK"))}
+    if skyfib.any():
+        g = good[skyfib]
+        res = sflux[skyfib][g]
+        metrics["MED_RESID"] = _f(np.median(res))
+        metrics["MED_RESID_FRAC"] = _f(np.median(res) / sky_level if sky_level > 0 else np.nan)
+        metrics["RESID_CHI2DOF"] = _f(np.mean(res ** 2 * sivar[skyfib][g]))
+        bad = np.flatnonzero(skyfib & (np.abs(frac) > outlier))
+        metrics["NSKY_OUTLIER"] = int(bad.size)
+        metrics["SKY_OUTLIER_FIBERS"] = [int(f) for f in bad]
+        meansky = np.median(sky[skyfib], axis=0)
+        lines = bright_sky_lines(wave, meansky, nline=nline)
+        worst, worst_w = 0.0, None
+        for w in lines:
+            sel = np.abs(wave - w) <= 2.0
+            s = np.sum(meansky[sel])
+            r = np.median(np.sum(np.where(good[skyfib][:, sel], sflux[skyfib][:, sel], 0.0), axis=1))
+            fr = r / s if s > 0 else 0.0
+            if abs(fr) > abs(worst):
+                worst, worst_w = fr, w
+        metrics["SKYLINE_RESID_MAX"] = _f(abs(worst))
+        metrics["SKYLINE_WAVE"] = _f(worst_w) if worst_w is not None else None
+        fib = np.arange(nspec) if fibermap is None else np.asarray(fibermap["FIBER"])
+        blocks = {}
+        for b in np.unique(fib[skyfib] // BLOCK):
+            sel = skyfib & (fib // BLOCK == b)
+            blocks[str(int(b))] = _f(np.nanmedian(frac[sel]))
+        metrics["BLOCK_RESID"] = blocks
+        vals = [abs(v) for v in blocks.values() if v is not None]
+        metrics["MAX_BLOCK_RESID"] = _f(max(vals)) if vals else None
+    return metrics, {"SKYRESID": [_f(v, 4) for v in frac]}
+
+
+# --------------------------------------------------------------------------- stars / calibration
+
+def stdstars_metrics(metadata, header):
+    """Standard-star fit metrics: NSTDCAND (candidates), NSTARS (fitted), CHI2DOF_MEDIAN,
+    SNR_R_MEDIAN."""
+    n = 0 if metadata is None else len(metadata)
+    out = {"NSTDCAND": int(header.get("NSTDCAND", n)), "NSTARS": int(header.get("NSTARS", n))}
+    if n:
+        out["CHI2DOF_MEDIAN"] = _f(np.median(metadata["CHI2DOF"]))
+        if "SNR_R" in metadata.dtype.names:
+            out["SNR_R_MEDIAN"] = _f(np.median(metadata["SNR_R"]))
+    return out
+
+
+def zero_point(wave, calib, exptime, arm):
+    """AB zero point [mag]: the magnitude of a source giving 1 electron/s/Angstrom at
+    :data:`ZP_WAVE` of the arm.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    calib : (nspec, nwave)
+        electron/Angstrom per 1e-17 erg/s/cm^2/Angstrom over the exposure.
+    exptime : float, seconds
+    arm : str
+    """
+    w0 = ZP_WAVE.get(arm, float(np.median(wave)))
+    sel = np.abs(wave - w0) <= 20.0
+    if not sel.any():
+        sel = np.argsort(np.abs(wave - w0))[:50]
+    c = np.median(calib[:, sel], axis=1)
+    c = np.median(c[c > 0]) if np.any(c > 0) else np.nan
+    if not np.isfinite(c) or exptime <= 0:
+        return np.nan
+    flam = 1e-17 * exptime / c
+    fnu = flam * w0 ** 2 / C_ANGSTROM
+    return -2.5 * np.log10(fnu) - 48.6
+
+
+def fluxcalib_metrics(wave, calib, header, exptime, arm):
+    """Flux-calibration metrics: ZP (AB mag at :data:`ZP_WAVE`), FLUXFLAG (0 fitted, 1 average
+    fallback or failed), NSTDUSED, NSTDREJ, STDCHI2."""
+    flag = str(header.get("FLUXFLAG", "OK")).strip().upper()
+    return {"ZP": _f(zero_point(wave, calib, exptime, arm)), "FLUXFLAG": 0 if flag == "OK" else 1,
+            "FLUXFLAG_NAME": flag, "NSTDUSED": int(header.get("NSTDUSED", 0)), "NSTDREJ": int(header.get("NSTDREJ", 0)),
+            "STDCHI2": _f(header.get("STDCHI2", np.nan))}
+
+
+def calibrated_star_ratios(wave, cflux, civar, cmask, fibers, model_wave, model_flux, model_fibers):
+    """Calibrated-to-model flux ratio of each fitted standard over one camera.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    cflux, civar, cmask : (nspec, nwave) cframe of the camera
+    fibers : (nspec,) FIBER of the cframe rows
+    model_wave : (nmodel,)
+    model_flux : (nstd, nmodel) best-fit models of the stars (1e-17 erg/s/cm^2/Angstrom)
+    model_fibers : (nstd,) FIBER of each model
+
+    Returns
+    -------
+    dict fiber -> ratio of median calibrated flux to median model flux on the camera's good bins
+    """
+    rowof = {int(f): i for i, f in enumerate(fibers)}
+    out = {}
+    for k, f in enumerate(model_fibers):
+        i = rowof.get(int(f))
+        if i is None:
+            continue
+        good = (civar[i] > 0) & (cmask[i] == 0)
+        if good.sum() < 50:
+            continue
+        m = np.interp(wave[good], model_wave, model_flux[k])
+        if np.median(m) <= 0:
+            continue
+        out[int(f)] = float(np.median(cflux[i, good]) / np.median(m))
+    return out
+
+
+def star_ratio_metrics(ratios):
+    """CALIB_RMS (RMS of calibrated/model - 1 over the standards) and MAX_ZP_OFF (largest
+    |2.5 log10 ratio|, mag)."""
+    r = np.array([v for v in ratios.values() if v > 0])
+    if r.size == 0:
+        return {"CALIB_RMS": None, "MAX_ZP_OFF": None, "NSTAR_CHECKED": 0}
+    return {"CALIB_RMS": _f(np.sqrt(np.mean((r - 1.0) ** 2))), "MAX_ZP_OFF": _f(np.max(np.abs(2.5 * np.log10(r)))),
+            "NSTAR_CHECKED": int(r.size)}
+
+
+def fiber_snr(flux, ivar, mask):
+    """(nspec,) S/N per bin: median flux over median noise on the good bins (nan when none)."""
+    good = (ivar > 0) & (mask == 0)
+    out = np.full(flux.shape[0], np.nan)
+    for i in range(flux.shape[0]):
+        if good[i].sum() > 10:
+            out[i] = np.median(flux[i, good[i]]) / np.median(1.0 / np.sqrt(ivar[i, good[i]]))
+    return out
+
+
+def fit_snr_mag(snr, mag, fiducial, nsig=3.0):
+    """Fit log10(S/N) = a + b (mag - fiducial) with clipping.
+
+    Returns
+    -------
+    dict
+        FIDSNR (10**a, the S/N at the fiducial magnitude), SLOPE (b), N (fibers used);
+        FIDSNR None with fewer than 3 usable fibers.
+    """
+    ok = np.isfinite(snr) & np.isfinite(mag) & (snr > 0)
+    x, y = mag[ok] - fiducial, np.log10(snr[ok])
+    keep = np.ones(x.size, bool)
+    coef = None
+    for _ in range(3):
+        if keep.sum() < 3:
+            break
+        coef = np.polyfit(x[keep], y[keep], 1) if np.ptp(x[keep]) > 0.2 else np.array([0.0, np.median(y[keep])])
+        res = y - np.polyval(coef, x)
+        s = robust_sigma(res[keep])
+        new = np.abs(res) <= max(nsig * s, 0.05)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    if coef is None or keep.sum() < 3:
+        return {"FIDSNR": None, "SLOPE": None, "N": int(ok.sum())}
+    return {"FIDSNR": _f(10 ** coef[1]), "SLOPE": _f(coef[0]), "N": int(keep.sum())}
+
+
+def cframe_metrics(cflux, civar, cmask, fibermap, sky_flux=None):
+    """S/N-versus-magnitude metrics of a cframe.
+
+    Parameters
+    ----------
+    cflux, civar, cmask : (nspec, nwave) calibrated
+    fibermap : structured (nspec,) with FLUX_R, DESI_TARGET, OBJTYPE
+    sky_flux : float, optional
+        Median calibrated sky (1e-17 erg/s/cm^2/Angstrom) for SKY_FLUX.
+
+    Returns
+    -------
+    metrics : dict
+        FIDSNR_{class}, SNR_SLOPE_{class}, N_{class} for the classes of :data:`FIDUCIAL_MAG`;
+        MEDIAN_SNR (good target fibers); NUM_NEGATIVE_SNR; SKY_FLUX.
+    fibers : dict
+        SNR (nspec,), MAG (nspec,) r magnitude, CLASS (nspec,).
+    """
+    nspec = cflux.shape[0]
+    snr = fiber_snr(cflux, civar, cmask)
+    cls = target_class(fibermap, nspec)
+    goodfib = good_fibers(fibermap, nspec)
+    if fibermap is not None and "FLUX_R" in fibermap.dtype.names:
+        fr = np.asarray(fibermap["FLUX_R"], float)
+        mag = np.where(fr > 0, 22.5 - 2.5 * np.log10(np.where(fr > 0, fr, 1.0)), np.nan)
+    else:
+        mag = np.full(nspec, np.nan)
+    tgt = goodfib & (cls != "SKY")
+    metrics = {"MEDIAN_SNR": _f(np.nanmedian(snr[tgt])) if np.isfinite(snr[tgt]).any() else None,
+               "NUM_NEGATIVE_SNR": int(np.sum(tgt & (snr < 0))),
+               "SKY_FLUX": _f(sky_flux) if sky_flux is not None else None}
+    for name, fid in FIDUCIAL_MAG.items():
+        sel = goodfib & (cls == name)
+        fit = fit_snr_mag(snr[sel], mag[sel], fid)
+        metrics[f"FIDSNR_{name}"] = fit["FIDSNR"]
+        metrics[f"SNR_SLOPE_{name}"] = fit["SLOPE"]
+        metrics[f"N_{name}"] = int(sel.sum())
+    fibers = {"SNR": [_f(s, 4) for s in snr], "MAG": [_f(m, 5) for m in mag], "CLASS": [str(c) for c in cls]}
+    return metrics, fibers
+
+
+def efftime(exptime, zp, sky_flux, zp_ref, sky_ref):
+    """Effective exposure time [s] of a background-limited faint target.
+
+    S/N^2 scales as throughput^2 x time / sky, so
+    ``EFFTIME = EXPTIME x 10**(0.8 (ZP - ZP_ref)) x SKY_ref / SKY``: the time the exposure is
+    worth under the reference throughput (zero point ZP_ref) and reference (dark) sky.
+    None when an input is missing.
+    """
+    vals = (exptime, zp, sky_flux, zp_ref, sky_ref)
+    if any(v is None or not np.isfinite(v) for v in vals) or sky_flux <= 0:
+        return None
+    return _f(exptime * 10 ** (0.8 * (zp - zp_ref)) * sky_ref / sky_flux)

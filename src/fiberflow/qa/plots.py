@@ -1,0 +1,269 @@
+"""QA plots (matplotlib, Agg backend, PNG). Each function draws from arrays and writes one
+file atomically; none reads a product."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import BLOCK
+
+CLASS_COLORS = {"ELG": "tab:blue", "LRG": "tab:red", "QSO": "tab:green", "STD": "tab:orange", "SKY": "0.5",
+                "OTHER": "0.7"}
+STATUS_COLORS = {"NORMAL": "#2e9d48", "WARNING": "#e0a800", "ALARM": "#d62728", "NA": "#bbbbbb"}
+ARM_COLORS = {"b": "tab:blue", "r": "tab:red", "z": "tab:purple"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    """Write a figure atomically."""
+    from ..io.fitsutil import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=72, format="png")
+    finally:
+        _plt().close(fig)
+
+
+def _thumb(ax, img, title, vmin=None, vmax=None, extent=None):
+    """An image of (nrow, ncol) downsampled along columns to at most 600 columns."""
+    img = np.asarray(img, float)
+    step = max(1, img.shape[1] // 600)
+    if step > 1:
+        n = img.shape[1] // step * step
+        img = img[:, :n].reshape(img.shape[0], -1, step).mean(axis=2)
+    if vmin is None:
+        fin = img[np.isfinite(img)]
+        vmin, vmax = (np.percentile(fin, [2, 98]) if fin.size else (0, 1))
+    ax.imshow(img, aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="gray", interpolation="nearest",
+              extent=extent)
+    ax.set_title(title, fontsize=9)
+    return vmin, vmax
+
+
+def _block_lines(ax, fibers):
+    if len(fibers) == 0:
+        return
+    for b in range(int(np.min(fibers)) // BLOCK + 1, int(np.max(fibers)) // BLOCK + 1):
+        ax.axvline(b * BLOCK - 0.5, color="0.6", lw=0.6, ls=":")
+
+
+def science_coversheet(path, title, wave, frame, sframe, sky, skyfib, fibers, thru, skyresid, snr, mag, classes):
+    """Coversheet of a science camera.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    frame, sframe, sky : (nspec, nwave) electron/Angstrom, drawn with one grey scale so they
+        can be blinked
+    skyfib : (nspec,) bool
+    fibers : (nspec,) FIBER
+    thru, skyresid, snr, mag : (nspec,)
+    classes : (nspec,) str
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    ext = [wave[0], wave[-1], fibers[0] - 0.5, fibers[-1] + 0.5]
+    vmin, vmax = _thumb(axes[0, 0], frame, "frame", extent=ext)
+    _thumb(axes[0, 1], sframe, "sframe (same scale)", vmin, vmax, extent=ext)
+    _thumb(axes[0, 2], sky, "sky model (same scale)", vmin, vmax, extent=ext)
+    for ax in axes[0]:
+        ax.set_xlabel("wavelength [A]", fontsize=8)
+        ax.set_ylabel("fiber", fontsize=8)
+    ax = axes[1, 0]
+    if skyfib.any():
+        ms = np.median(sky[skyfib], axis=0)
+        mr = np.median(sframe[skyfib], axis=0)
+        ax.plot(wave, mr, lw=0.5, color="k", label="median sky-fiber residual")
+        ax.plot(wave, 0.05 * ms, lw=0.5, color="tab:blue", alpha=0.6, label="5% of sky")
+        ax.plot(wave, -0.05 * ms, lw=0.5, color="tab:blue", alpha=0.6)
+        ax.legend(fontsize=7)
+    ax.set_title("sky residual vs wavelength [e/A]", fontsize=9)
+    ax.set_xlabel("wavelength [A]", fontsize=8)
+    ax = axes[1, 1]
+    for c in sorted(set(classes) - {"SKY"}):
+        sel = (np.asarray(classes) == c) & np.isfinite(snr) & (snr > 0) & np.isfinite(mag)
+        if sel.any():
+            ax.semilogy(mag[sel], snr[sel], "o", ms=4, color=CLASS_COLORS.get(c, "k"), label=c)
+    ax.set_xlabel("r [AB mag]", fontsize=8)
+    ax.set_ylabel("median S/N per bin", fontsize=8)
+    ax.set_title("S/N vs magnitude", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1, 2]
+    ax.plot(fibers, thru, ".", color="k", label="relative throughput")
+    ax.plot(fibers[skyfib], skyresid[skyfib] + 1.0, "s", mfc="none", color="tab:red", label="1 + sky-fiber residual")
+    _block_lines(ax, fibers)
+    ax.set_ylim(0.0, 2.0)
+    ax.set_xlabel("fiber", fontsize=8)
+    ax.set_title("per fiber (dotted: 50-fiber blocks)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def flat_coversheet(path, title, wave, frame, fiberflat, fibers, flat_median, meanspec):
+    """Coversheet of a flat camera: frame and fiberflat images, median flat per fiber, lamp spectrum."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ext = [wave[0], wave[-1], fibers[0] - 0.5, fibers[-1] + 0.5]
+    _thumb(axes[0, 0], frame, "flat frame [e/A]", extent=ext)
+    _thumb(axes[0, 1], fiberflat, "fiberflat", 0.9, 1.1, extent=ext)
+    axes[1, 0].plot(fibers, flat_median, "o", ms=3, color="k")
+    axes[1, 0].axhline(1.0, color="0.5", lw=0.8)
+    _block_lines(axes[1, 0], fibers)
+    axes[1, 0].set_title("median fiberflat per fiber", fontsize=9)
+    axes[1, 0].set_xlabel("fiber", fontsize=8)
+    if meanspec is not None:
+        axes[1, 1].plot(wave, meanspec, lw=0.6, color="k")
+    axes[1, 1].set_title("deconvolved lamp spectrum [e/A]", fontsize=9)
+    axes[1, 1].set_xlabel("wavelength [A]", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def arc_coversheet(path, title, image, fiberstatus, spots):
+    """Coversheet of an arc camera: preproc image, per-fiber residual RMS and line counts,
+    core widths versus wavelength."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    if image is not None:
+        _thumb(axes[0], np.asarray(image).T, "arc image [e] (x: CCD row, y: CCD column)", 0, 200)
+    if fiberstatus is not None:
+        f = fiberstatus["FIBER"]
+        axes[1].plot(f, fiberstatus["RMSX"], ".", label="RMS x (trace)")
+        axes[1].plot(f, fiberstatus["RMSY"], ".", label="RMS y (wavelength)")
+        ax2 = axes[1].twinx()
+        ax2.plot(f, fiberstatus["NLINE"], "k_", label="lines")
+        ax2.set_ylabel("lines", fontsize=8)
+        axes[1].legend(fontsize=7)
+        axes[1].set_xlabel("fiber", fontsize=8)
+        axes[1].set_ylabel("residual RMS [pixel]", fontsize=8)
+        _block_lines(axes[1], f)
+    if spots is not None and len(spots):
+        used = spots["USED"].astype(bool)
+        axes[2].plot(spots["WAVE"][used], spots["SX"][used], ",", label="SX")
+        axes[2].plot(spots["WAVE"][used], spots["SY"][used], ",", label="SY")
+        axes[2].legend(fontsize=7, markerscale=20)
+        axes[2].set_xlabel("wavelength [A]", fontsize=8)
+        axes[2].set_title("core widths [pixel]", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def focal_plane(path, title, panels):
+    """Focal-plane maps of one exposure.
+
+    Parameters
+    ----------
+    panels : list of (label, x, y, values, fibers, vrange, cmap)
+        One panel per quantity: FIBER_X / FIBER_Y [mm], the value per fiber, FIBER numbers
+        (petal = fiber // 500, 50-fiber blocks shown underneath as value versus fiber).
+    """
+    plt = _plt()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 8), squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
+    for k, (label, x, y, v, fib, vr, cmap) in enumerate(panels):
+        ax = axes[0, k]
+        v = np.asarray(v, float)
+        sc = ax.scatter(x, y, c=v, s=18, cmap=cmap, vmin=vr[0], vmax=vr[1], edgecolors="none")
+        fig.colorbar(sc, ax=ax, shrink=0.8)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("FIBER_X [mm]", fontsize=8)
+        ax.set_ylabel("FIBER_Y [mm]", fontsize=8)
+        for p in sorted(set(np.asarray(fib) // 500)):
+            sel = np.asarray(fib) // 500 == p
+            ax.annotate(f"petal {p}", (np.median(np.asarray(x)[sel]), np.median(np.asarray(y)[sel])), fontsize=7,
+                        color="0.3")
+        ax = axes[1, k]
+        ax.plot(fib, v, ".", ms=3, color="k")
+        ax.set_ylim(*vr)
+        _block_lines(ax, np.asarray(fib))
+        ax.set_xlabel("fiber (dotted: 50-fiber blocks)", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def amp_map(path, title, values, label):
+    """Per-amplifier values of every camera of an exposure: cameras x amps, annotated."""
+    plt = _plt()
+    cams = sorted(values)
+    amps = ("A", "B", "C", "D")
+    arr = np.array([[np.nan if values[c].get(a) is None else values[c][a] for a in amps] for c in cams], float)
+    fig, ax = plt.subplots(figsize=(4 + 0.2 * len(cams), 1 + 0.4 * len(cams)))
+    im = ax.imshow(arr, aspect="auto", cmap="viridis")
+    for i in range(len(cams)):
+        for j in range(4):
+            if np.isfinite(arr[i, j]):
+                ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xticks(range(4), amps)
+    ax.set_yticks(range(len(cams)), cams)
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def time_series(path, title, series):
+    """Metrics versus time.
+
+    Parameters
+    ----------
+    series : list of (label, {arm: (t, values)}, ylabel)
+        One panel per metric; one colour per arm (b, r, z); t in MJD.
+    """
+    plt = _plt()
+    n = max(1, len(series))
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.4 * n), squeeze=False, sharex=True)
+    for k, (label, byarm, ylabel) in enumerate(series):
+        ax = axes[k, 0]
+        for arm, (t, v) in sorted(byarm.items()):
+            t, v = np.asarray(t, float), np.asarray([np.nan if x is None else x for x in v], float)
+            if t.size:
+                ax.plot(t, v, "o", ms=4, color=ARM_COLORS.get(arm, "k"), label=arm)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(label, fontsize=9)
+        if byarm:
+            ax.legend(fontsize=7, ncol=3)
+    axes[-1, 0].set_xlabel("MJD", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def channel_histograms(path, title, metrics):
+    """Histograms per arm of headline metrics.
+
+    Parameters
+    ----------
+    metrics : list of (label, {arm: values})
+    """
+    plt = _plt()
+    n = max(1, len(metrics))
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
+    for k, (label, byarm) in enumerate(metrics):
+        ax = axes[0, k]
+        allv = [x for vals in byarm.values() for x in vals if x is not None and np.isfinite(x)]
+        bins = np.histogram_bin_edges(allv, bins=15) if allv else 10
+        for arm, vals in sorted(byarm.items()):
+            vals = [x for x in vals if x is not None and np.isfinite(x)]
+            if vals:
+                ax.hist(vals, bins=bins, histtype="step", color=ARM_COLORS.get(arm, "k"), label=arm)
+        ax.set_title(label, fontsize=9)
+        if allv:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,184 @@
+"""Night records (scored QA of every frame of a night), history for dynamic thresholds and
+the production-wide table (one row per frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import STEPS, efftime
+from .scoring import RANK, first_bad_step, rollup, scalar_history_value, score_frame, worst
+
+#: frame header fields copied into the night record and the production table
+META_KEYS = ("NIGHT", "EXPID", "CAMERA", "PETAL", "OBSTYPE", "TILEID", "PROGRAM", "EXPTIME", "MJD", "AIRMASS")
+
+
+def history_from_nights(records, window):
+    """(step, metric, camera) -> earlier values, from night records (oldest first).
+
+    Parameters
+    ----------
+    records : list of dict
+        Night records of earlier nights.
+    window : int
+        Only the last ``window`` nights count.
+    """
+    hist = {}
+    for rec in sorted(records, key=lambda r: r["NIGHT"])[-int(window):] if window else []:
+        for exp in rec["EXPOSURES"]:
+            for cam, fr in exp["FRAMES"].items():
+                for step, scores in fr["SCORES"].items():
+                    for name, sc in scores.items():
+                        v = scalar_history_value(sc["VALUE"])
+                        if v is not None:
+                            hist.setdefault((step, name, cam), []).append(v)
+    return hist
+
+
+def exposure_efftime(frames, reference):
+    """Effective exposure time of an exposure: median over its cameras of
+    :func:`fiberflow.qa.metrics.efftime` with the arm's reference zero point and sky.
+
+    Parameters
+    ----------
+    frames : list of frame QA dicts
+    reference : dict arm -> {ZP, SKY_FLUX}
+
+    Returns
+    -------
+    (efftime or None, {camera: efftime})
+    """
+    per = {}
+    for fr in frames:
+        m = fr.get("METRICS", {})
+        ref = (reference or {}).get(fr["CAMERA"][0])
+        if not ref or "FLUXCALIB" not in m or "CFRAME" not in m:
+            continue
+        per[fr["CAMERA"]] = efftime(fr.get("EXPTIME"), m["FLUXCALIB"].get("ZP"), m["CFRAME"].get("SKY_FLUX"),
+                                    ref.get("ZP"), ref.get("SKY_FLUX"))
+    vals = [v for v in per.values() if v is not None]
+    return (float(np.median(vals)) if vals else None), per
+
+
+def score_night(night, frames, thresholds, history=None):
+    """Score every frame of a night and roll up.
+
+    Parameters
+    ----------
+    night : int
+    frames : list of dict
+        Frame QA records of the night (any order).
+    thresholds : dict
+        Validated thresholds (:func:`fiberflow.qa.scoring.validate_thresholds`); its
+        ``efftime.reference`` gives the reference zero point and sky of each arm.
+    history : dict, optional
+        From :func:`history_from_nights`.
+
+    Returns
+    -------
+    dict
+        NIGHT, STATUS, NALARM, NSCORED, EXPOSURES (one record per exposure with its frames'
+        scores, CAMERAS / PETALS statuses, EFFTIME, FIRST_BAD), FIRST_BAD (earliest bad step
+        of the night in data-flow order, with the exposures where it shows).
+    """
+    byexp = {}
+    for fr in frames:
+        byexp.setdefault(int(fr["EXPID"]), []).append(fr)
+    scored = {e: {fr["CAMERA"]: score_frame(fr, thresholds, history) for fr in frs} for e, frs in byexp.items()}
+    obstype = {e: frs[0].get("OBSTYPE", "") for e, frs in byexp.items()}
+    ref = (thresholds.get("efftime") or {}).get("reference")
+    exposures = []
+    for e in sorted(byexp, key=lambda k: (byexp[k][0].get("MJD") or 0, k)):
+        frs = sorted(byexp[e], key=lambda f: f["CAMERA"])
+        calib = []
+        if obstype[e] in ("FLAT", "SCIENCE"):
+            want = ("ARC", "FLAT") if obstype[e] == "SCIENCE" else ("ARC",)
+            for c in sorted(byexp):
+                if c != e and obstype[c] in want:
+                    for cam, sc in scored[c].items():
+                        if cam in scored[e]:
+                            calib.append((f"{obstype[c].lower()} {c}", dict(sc, CAMERA=cam)))
+        sframes = [dict(scored[e][fr["CAMERA"]], CAMERA=fr["CAMERA"]) for fr in frs]
+        roll = rollup(sframes)
+        eff, effcam = exposure_efftime(frs, ref) if obstype[e] == "SCIENCE" else (None, {})
+        rec = {k: frs[0].get(k) for k in META_KEYS if k not in ("CAMERA", "PETAL")}
+        rec.update({"STATUS": roll["STATUS"], "CAMERAS": roll["CAMERAS"], "PETALS": roll["PETALS"],
+                    "NALARM": roll["NALARM"], "NSCORED": roll["NSCORED"], "EFFTIME": eff, "EFFTIME_CAMERA": effcam,
+                    "FIRST_BAD": first_bad_step(sframes, calib, "ALARM"),
+                    "FIRST_WARNING": first_bad_step(sframes, calib, "WARNING"),
+                    "FRAMES": {fr["CAMERA"]: {"STATUS": scored[e][fr["CAMERA"]]["STATUS"],
+                                              "STEP_STATUS": scored[e][fr["CAMERA"]]["STEP_STATUS"],
+                                              "SCORES": scored[e][fr["CAMERA"]]["SCORES"],
+                                              "NALARM": scored[e][fr["CAMERA"]]["NALARM"],
+                                              "NSCORED": scored[e][fr["CAMERA"]]["NSCORED"],
+                                              "QAFILE": fr.get("QAFILE"), "PLOT": fr.get("PLOT"),
+                                              "LOGS": fr.get("LOGS", {}), "FILES": fr.get("FILES", {})}
+                               for fr in frs}})
+        exposures.append(rec)
+    night_first = None
+    for step in STEPS:
+        hits = [x for x in exposures if x["FIRST_BAD"] and x["FIRST_BAD"]["STEP"] == step]
+        if hits:
+            night_first = {"STEP": step, "EXPIDS": [x["EXPID"] for x in hits],
+                           "CAMERAS": sorted({c for x in hits for c in x["FIRST_BAD"]["CAMERAS"]}),
+                           "METRICS": sorted({m for x in hits for m in x["FIRST_BAD"]["METRICS"]})}
+            break
+    return {"NIGHT": int(night), "STATUS": worst(x["STATUS"] for x in exposures),
+            "NALARM": sum(x["NALARM"] for x in exposures), "NSCORED": sum(x["NSCORED"] for x in exposures),
+            "NEXP": len(exposures), "NEXP_ALARM": sum(x["STATUS"] == "ALARM" for x in exposures),
+            "FIRST_BAD": night_first, "EXPOSURES": exposures}
+
+
+def _flatten(prefix, value, row):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}_{k}", v, row)
+    elif isinstance(value, (list, tuple)):
+        return
+    else:
+        row[prefix] = value
+
+
+def production_rows(records):
+    """One row per frame of every night record: metadata, statuses, every scalar metric as
+    STEP_METRIC (mappings expanded: PREPROC_READNOISE_AMP_A ...) and its status."""
+    rows = []
+    for rec in sorted(records, key=lambda r: r["NIGHT"]):
+        for exp in rec["EXPOSURES"]:
+            for cam, fr in sorted(exp["FRAMES"].items()):
+                row = {k: exp.get(k) for k in META_KEYS if k not in ("CAMERA", "PETAL")}
+                row.update({"CAMERA": cam, "PETAL": int(cam[1:]), "STATUS": fr["STATUS"], "NALARM": fr["NALARM"],
+                            "NSCORED": fr["NSCORED"], "EXP_STATUS": exp["STATUS"], "EFFTIME": exp.get("EFFTIME"),
+                            "FIRST_BAD_STEP": (exp["FIRST_BAD"] or {}).get("STEP", "")})
+                for step, scores in fr["SCORES"].items():
+                    for name, sc in scores.items():
+                        _flatten(f"{step}_{name}", sc["VALUE"], row)
+                        row[f"{step}_{name}_STATUS"] = sc["STATUS"]
+                rows.append(row)
+    return rows
+
+
+def write_csv(path, rows):
+    """Write rows (list of dicts, union of keys as columns) as CSV, atomically."""
+    import pandas as pd
+
+    from ..io.fitsutil import atomic_path
+
+    cols = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    df = pd.DataFrame(rows, columns=cols)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def status_counts(records):
+    """{status: number of frames} over night records."""
+    out = {s: 0 for s in RANK}
+    for rec in records:
+        for exp in rec["EXPOSURES"]:
+            for fr in exp["FRAMES"].values():
+                out[fr["STATUS"]] += 1
+    return out
