@@ -249,6 +249,13 @@ def _cframe(args):
                                                    cal.calib.astype(float), cal.ivar.astype(float), cal.mask)
     fm = None if fr.fibermap is None else fr.fibermap.copy()
     bad = int(cal.header.get("BADPETAL", 0) or 0)
+    # petal-level QA bits (DESI): no usable sky model, no calibration at all
+    from ..bitmasks import fibermask
+
+    if str(fr.header.get("SKYFLAG", "OK")).strip().upper() != "OK":
+        bad |= fibermask.mask("BADPETALSKY")
+    if str(cal.header.get("FLUXFLAG", "OK")).strip().upper() == "NOCALIB":
+        bad |= fibermask.mask("BADPETALFLUXCAL")
     if fm is not None and bad and "FIBERSTATUS" in (fm.dtype.names or ()):
         fm["FIBERSTATUS"] |= bad
     hdr = dict(fr.header)

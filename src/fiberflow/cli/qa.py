@@ -297,12 +297,12 @@ def _series(records):
                 eff[1].append(e["EFFTIME"])
             for cam, fr in e["FRAMES"].items():
                 for k, (step, name) in keys.items():
-                    sc = fr["SCORES"].get(step, {}).get(name)
-                    if sc is None:
+                    val = fr.get("VALUES", {}).get(step, {}).get(name)
+                    if val is None:
                         continue
                     t, v = out[k].setdefault(cam[0], ([], []))
                     t.append(e["MJD"])
-                    v.append(scalar_history_value(sc["VALUE"]))
+                    v.append(scalar_history_value(val))
     return out, eff
 
 
@@ -331,7 +331,7 @@ def _exposure(args):
         raise DataError(args.nightqa, f"exposure {args.expid} is not in the night QA of {rec.get('NIGHT')}")
     frames = [read_json(f, "frame QA JSON") for f in args.infiles]
     title = f"{exp['OBSTYPE']} {args.expid} (night {args.night})"
-    sci = [fr for fr in frames if "X" in fr.get("FIBERS", {}) and "SKYRESID" in fr["FIBERS"]]
+    sci = [fr for fr in frames if "X" in fr.get("FIBERS", {}) and "LINERESID" in fr["FIBERS"]]
     if exp["OBSTYPE"] == "SCIENCE" and sci:
         panels = []
         for arm in "brz":
@@ -344,7 +344,7 @@ def _exposure(args):
                                        for fr in frs])
 
             x, y, fib = cat("X"), cat("Y"), cat("FIBER").astype(int)
-            panels.append((f"{arm}: sky residual / sky", x, y, cat("SKYRESID"), fib, (-0.1, 0.1), "RdBu_r"))
+            panels.append((f"{arm}: sky-line residual / sky lines", x, y, cat("LINERESID"), fib, (-0.1, 0.1), "RdBu_r"))
             if arm == "r" and all("SNR" in fr["FIBERS"] for fr in arm_frames):
                 snr = cat("SNR")
                 panels.append(("r: log10 S/N per bin", x, y, np.log10(np.where(snr > 0, snr, np.nan)), fib, (-1.0, 1.5),

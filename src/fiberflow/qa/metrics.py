@@ -345,7 +345,8 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         block); SKY_MEDIAN (median sky, electron/Angstrom); SKYCHI2 from the fit.
     fibers : dict
         SKYRESID (nspec,) median residual / median sky per fiber (targets include their own
-        light, so only sky fibers should be near 0).
+        light, so only sky fibers should be near 0); LINERESID (nspec,) sky-line residual of
+        every fiber (:func:`line_residuals`).
     """
     header = header or {}
     nspec = sflux.shape[0]
@@ -387,7 +388,45 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         metrics["BLOCK_RESID"] = blocks
         vals = [abs(v) for v in blocks.values() if v is not None]
         metrics["MAX_BLOCK_RESID"] = _f(max(vals)) if vals else None
-    return metrics, {"SKYRESID": [_f(v, 4) for v in frac]}
+    return metrics, {"SKYRESID": [_f(v, 4) for v in frac],
+                     "LINERESID": [_f(v, 4) for v in line_residuals(wave, sflux, sivar, smask, sky, skyfib)]}
+
+
+def line_residuals(wave, sflux, sivar, smask, sky, skyfib, nline=5, halfwidth=2.0, nbins=51):
+    """Per-fiber sky-line residual: over windows around the brightest sky lines, the sum of
+    the sky-subtracted flux above its local continuum divided by the sum of the sky lines.
+
+    A continuum (the target's own light) cancels, so every fiber, not only the sky fibers,
+    measures how well the sky lines were subtracted: a focal-plane map of it shows sky-model
+    structure across the petal.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    sflux, sivar, smask : (nspec, nwave)
+    sky : (nspec, nwave)
+    skyfib : (nspec,) bool, fibers used to find the lines
+    nbins : int
+        Median-filter width of the local continuum (bins).
+
+    Returns
+    -------
+    (nspec,) fractional residual (nan where no line bin is good)
+    """
+    from scipy.ndimage import median_filter
+
+    rows = skyfib if np.any(skyfib) else np.ones(sflux.shape[0], bool)
+    lines = bright_sky_lines(wave, np.median(sky[rows], axis=0), nline=nline)
+    sel = np.zeros(wave.size, bool)
+    for w in lines:
+        sel |= np.abs(wave - w) <= halfwidth
+    good = (sivar > 0) & (smask == 0)
+    res = sflux - median_filter(np.where(good, sflux, 0.0), size=(1, nbins), mode="nearest")
+    line = sky - median_filter(sky, size=(1, nbins), mode="nearest")
+    use = good & sel[None, :]
+    num = np.sum(np.where(use, res, 0.0), axis=1)
+    den = np.sum(np.where(use, line, 0.0), axis=1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 # --------------------------------------------------------------------------- stars / calibration

@@ -34,6 +34,13 @@ def history_from_nights(records, window):
     return hist
 
 
+def frame_values(frame_qa):
+    """{step: {metric: value}} of a frame QA record without its list-valued entries (fiber
+    lists), i.e. every number the night and production tables carry."""
+    return {step: {k: v for k, v in m.items() if not isinstance(v, list)}
+            for step, m in frame_qa.get("METRICS", {}).items()}
+
+
 def exposure_efftime(frames, reference):
     """Effective exposure time of an exposure: median over its cameras of
     :func:`fiberflow.qa.metrics.efftime` with the arm's reference zero point and sky.
@@ -110,6 +117,7 @@ def score_night(night, frames, thresholds, history=None):
                                               "SCORES": scored[e][fr["CAMERA"]]["SCORES"],
                                               "NALARM": scored[e][fr["CAMERA"]]["NALARM"],
                                               "NSCORED": scored[e][fr["CAMERA"]]["NSCORED"],
+                                              "VALUES": frame_values(fr),
                                               "QAFILE": fr.get("QAFILE"), "PLOT": fr.get("PLOT"),
                                               "LOGS": fr.get("LOGS", {}), "FILES": fr.get("FILES", {})}
                                for fr in frs}})
@@ -149,9 +157,11 @@ def production_rows(records):
                 row.update({"CAMERA": cam, "PETAL": int(cam[1:]), "STATUS": fr["STATUS"], "NALARM": fr["NALARM"],
                             "NSCORED": fr["NSCORED"], "EXP_STATUS": exp["STATUS"], "EFFTIME": exp.get("EFFTIME"),
                             "FIRST_BAD_STEP": (exp["FIRST_BAD"] or {}).get("STEP", "")})
+                for step, values in fr.get("VALUES", {}).items():
+                    for name, value in values.items():
+                        _flatten(f"{step}_{name}", value, row)
                 for step, scores in fr["SCORES"].items():
                     for name, sc in scores.items():
-                        _flatten(f"{step}_{name}", sc["VALUE"], row)
                         row[f"{step}_{name}_STATUS"] = sc["STATUS"]
                 rows.append(row)
     return rows

@@ -1,0 +1,218 @@
+"""QA metrics and scoring on synthetic products with known faults."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fiberflow.errors import ConfigError
+from fiberflow.qa import metrics as M
+from fiberflow.qa import scoring as S
+from fiberflow.qa import tables as T
+
+
+def _ccd(rng, dead=None, noisy=None, rn=3.0, sky=40.0):
+    """A preproc-like image: sky light on traces + read noise; a dead amp has no signal and
+    almost no noise, a noisy amp 4x the read noise (and its overscan says so)."""
+    ny, nx = 400, 200
+    x = np.arange(nx)
+    prof = sky * (1 + np.cos(2 * np.pi * x / 8.0)) / 2
+    img = rng.poisson(np.broadcast_to(prof, (ny, nx))).astype(float)
+    hdr = {}
+    for amp, (sy, sx) in M.amp_slices((ny, nx)).items():
+        r = rn * (4 if amp == noisy else 1)
+        img[sy, sx] += r * rng.standard_normal(img[sy, sx].shape)
+        if amp == dead:
+            img[sy, sx] = 0.5 * rng.standard_normal(img[sy, sx].shape)
+        hdr.update({f"OBSRDN{amp}": r, f"OVERSCN{amp}": 2000.0, f"OSTEP{amp}": 0.5})
+    hdr.update(CRFRAC=0.001, SATFRAC=0.0)
+    return img, np.zeros((ny, nx), np.int16), hdr
+
+
+def test_preproc_metrics_find_dead_and_noisy_amplifiers():
+    rng = np.random.default_rng(1)
+    m = M.preproc_metrics(*_ccd(rng))
+    assert all(v > 1.0 for v in m["NOISE_RATIO_AMP"].values())
+    m = M.preproc_metrics(*_ccd(rng, dead="B", noisy="D"))
+    assert m["NOISE_RATIO_AMP"]["B"] < 0.3 < min(m["NOISE_RATIO_AMP"][a] for a in "ACD")
+    assert m["READNOISE_AMP"]["D"] == pytest.approx(12.0)
+    assert m["LITFRAC_AMP"]["B"] < 0.01 < m["LITFRAC_AMP"]["A"]
+
+
+def test_pixel_noise_is_the_read_noise_without_light():
+    rng = np.random.default_rng(2)
+    img = 2.5 * rng.standard_normal((300, 300))
+    assert M.pixel_noise(img, np.ones(img.shape, bool)) == pytest.approx(2.5, rel=0.03)
+
+
+def _frame(rng, nspec=50, nwave=400, broken=(), skyfib=(0, 10, 20, 30, 40)):
+    wave = np.linspace(6000, 6400, nwave)
+    sky = 100.0 + 2000.0 * np.exp(-0.5 * ((wave - 6200) / 1.0) ** 2)
+    obj = rng.uniform(0, 200, nspec)[:, None] * np.ones(nwave)
+    obj[list(skyfib)] = 0
+    thr = 1 + 0.02 * rng.standard_normal(nspec)
+    thr[list(broken)] = 0.01
+    flux = (sky[None, :] + obj) * thr[:, None]
+    ivar = np.full(flux.shape, 0.01)
+    fm = np.zeros(nspec, dtype=[("FIBER", "i4"), ("OBJTYPE", "U3"), ("FIBERSTATUS", "i4"), ("DESI_TARGET", "i8"),
+                                ("FLUX_R", "f4"), ("FIBER_X", "f4"), ("FIBER_Y", "f4")])
+    fm["FIBER"] = np.arange(nspec)
+    fm["OBJTYPE"] = "TGT"
+    fm["OBJTYPE"][list(skyfib)] = "SKY"
+    return wave, sky, flux, ivar, fm, thr
+
+
+def test_frame_metrics_count_broken_fibers():
+    rng = np.random.default_rng(3)
+    wave, sky, flux, ivar, fm, thr = _frame(rng, broken=(7, 33))
+    mask = np.zeros(flux.shape, np.int32)
+    m, fib = M.frame_metrics(flux, ivar, mask, np.ones(flux.shape), fm, "SCIENCE")
+    assert m["NLOWTHRU"] == 2 and m["LOWTHRU_FIBERS"] == [7, 33]
+    assert m["CHI2PIX_MEDIAN"] == 1.0
+    wave, sky, flux, ivar, fm, thr = _frame(rng)
+    m, _ = M.frame_metrics(flux, ivar, mask, np.ones(flux.shape), fm, "SCIENCE")
+    assert m["NLOWTHRU"] == 0
+
+
+def test_fiberflat_metrics_measure_a_tilted_lamp():
+    rng = np.random.default_rng(4)
+    nspec, nwave = 50, 300
+    thr = 1 + 0.02 * rng.standard_normal(nspec)
+    ok = np.ones((nspec, nwave))
+    m, _ = M.fiberflat_metrics(thr[:, None] * ok, ok, np.zeros((nspec, nwave), int), {"CHI2DOF": 1.0})
+    assert abs(m["GRADIENT"]) < 0.03
+    tilt = thr * (1 + 0.10 * np.linspace(-1, 1, nspec))
+    m, fib = M.fiberflat_metrics(tilt[:, None] * ok, ok, np.zeros((nspec, nwave), int), {})
+    assert m["GRADIENT"] == pytest.approx(0.20, abs=0.03)
+    assert m["MAX_RMS"] == pytest.approx(0.0, abs=1e-6)
+    assert len(fib["FLAT"]) == nspec
+
+
+def test_sky_metrics_find_a_contaminated_sky_fiber_and_line_residuals():
+    rng = np.random.default_rng(5)
+    wave, sky, flux, ivar, fm, thr = _frame(rng, skyfib=(0, 10, 20, 30, 40))
+    skym = thr[:, None] * sky[None, :]
+    # perfect model: residual = object light + noise; a star in sky fiber 20
+    sflux = flux - skym + rng.normal(0, 10, flux.shape)
+    sflux[20] += 50.0
+    good = np.zeros(flux.shape, int)
+    m, fib = M.sky_metrics(wave, sflux, np.full(flux.shape, 0.01), good, skym, fm)
+    assert m["NSKY_OUTLIER"] == 1 and m["SKY_OUTLIER_FIBERS"] == [20]
+    assert m["SKYLINE_WAVE"] == pytest.approx(6200, abs=2)
+    assert np.all(np.abs(np.array(fib["LINERESID"], float)) < 0.03)
+    # a sky model 10% low on the line: every fiber, targets included, shows +10% line residual
+    sflux2 = sflux + 0.10 * (skym - thr[:, None] * 100.0)
+    m2, fib2 = M.sky_metrics(wave, sflux2, np.full(flux.shape, 0.01), good, skym, fm)
+    lr = np.array(fib2["LINERESID"], float)
+    assert np.all(np.abs(lr - 0.10) < 0.03)
+    assert m2["SKYLINE_RESID_MAX"] == pytest.approx(0.10, abs=0.02)
+
+
+def test_zero_point_is_the_magnitude_giving_one_electron_per_second_per_angstrom():
+    wave = np.linspace(6000, 7000, 500)
+    exptime = 900.0
+    # a 20th-magnitude AB source: f_nu = 10**(-0.4 (20 + 48.6)); C chosen so it gives 1 e/s/A
+    fnu = 10 ** (-0.4 * (20 + 48.6))
+    flam = fnu * M.C_ANGSTROM / wave ** 2
+    calib = np.broadcast_to(exptime / (flam / 1e-17), (3, wave.size))
+    assert M.zero_point(wave, calib, exptime, "r") == pytest.approx(20.0, abs=1e-3)
+
+
+def test_fit_snr_mag_recovers_the_relation():
+    rng = np.random.default_rng(6)
+    mag = rng.uniform(21, 24, 40)
+    snr = 10 ** (0.2 - 0.4 * (mag - 23.0)) * (1 + 0.03 * rng.standard_normal(40))
+    fit = M.fit_snr_mag(snr, mag, 23.0)
+    assert fit["FIDSNR"] == pytest.approx(10 ** 0.2, rel=0.03)
+    assert fit["SLOPE"] == pytest.approx(-0.4, abs=0.03)
+    assert M.fit_snr_mag(snr[:2], mag[:2], 23.0)["FIDSNR"] is None
+
+
+def test_efftime_scales_with_throughput_squared_and_inverse_sky():
+    assert M.efftime(900, 18.5, 3.0, 18.5, 3.0) == 900
+    assert M.efftime(900, 18.5, 6.0, 18.5, 3.0) == pytest.approx(450)
+    assert M.efftime(900, 18.5 - 2.5 * math.log10(2), 3.0, 18.5, 3.0) == pytest.approx(225, rel=1e-4)
+    assert M.efftime(900, None, 3.0, 18.5, 3.0) is None
+
+
+THR = {"metrics": {
+    "PREPROC": {"NOISE_RATIO_AMP": {"normal": [0.7, None], "warning": [0.5, None]},
+                "BIAS_AMP": {"normal": [100, 5000], "dynamic": True}},
+    "FIBERFLAT": {"GRADIENT": {"normal": [-0.03, 0.03], "warning": [-0.05, 0.05]}},
+    "SKY": {"NSKY_OUTLIER": {"normal": [0, 0]},
+            "MED_RESID_FRAC": {"normal": [-0.01, 0.01], "warning": [-0.02, 0.02],
+                               "cameras": {"z": {"normal": [-0.03, 0.03], "warning": [-0.05, 0.05]}}}},
+    "STDSTARS": {"NSTARS": {"normal": [3, None], "obstypes": ["SCIENCE"]}},
+}}
+
+
+def test_threshold_validation_names_the_problem():
+    S.validate_thresholds(THR)
+    with pytest.raises(ConfigError, match="unknown step 'SKYY'"):
+        S.validate_thresholds({"metrics": {"SKYY": {}}})
+    with pytest.raises(ConfigError, match="metrics.SKY.X: needs at least 'normal"):
+        S.validate_thresholds({"metrics": {"SKY": {"X": {"warning": [0, 1]}}}})
+    with pytest.raises(ConfigError, match="must contain the normal range"):
+        S.validate_thresholds({"metrics": {"SKY": {"X": {"normal": [0, 2], "warning": [0, 1]}}}})
+    with pytest.raises(ConfigError, match="low 3.0 is above high 1.0"):
+        S.validate_thresholds({"metrics": {"SKY": {"X": {"normal": [3, 1]}}}})
+
+
+def test_scores_per_camera_override_mapping_and_history():
+    thr = S.validate_thresholds(THR)
+    spec = thr["metrics"]["SKY"]["MED_RESID_FRAC"]
+    assert S.score_metric(0.015, spec, "r3")["STATUS"] == "WARNING"
+    assert S.score_metric(0.025, spec, "r3")["STATUS"] == "ALARM"
+    assert S.score_metric(0.025, spec, "z3")["STATUS"] == "NORMAL"
+    sc = S.score_metric({"A": 1.1, "B": 0.2, "C": 0.6}, thr["metrics"]["PREPROC"]["NOISE_RATIO_AMP"], "r0")
+    assert sc["STATUS"] == "ALARM" and sc["WORST"] == ["B"] and sc["SCORE"] == 1
+    assert S.score_metric(None, spec, "r0")["STATUS"] == "NA"
+    bias = thr["metrics"]["PREPROC"]["BIAS_AMP"]
+    # no history: static; with history the same value 2000 -> 2100 becomes an alarm
+    assert S.score_metric(2100.0, bias, "b0", history=[2000.0] * 3, hist_cfg=thr["history"])["SOURCE"] == "static"
+    hist = list(2000.0 + np.random.default_rng(0).normal(0, 5, 20))
+    sc = S.score_metric(2100.0, bias, "b0", history=hist, hist_cfg=thr["history"])
+    assert sc["SOURCE"] == "history" and sc["STATUS"] == "ALARM"
+    assert S.score_metric(2003.0, bias, "b0", history=hist, hist_cfg=thr["history"])["STATUS"] == "NORMAL"
+
+
+def _frame_qa(expid, cam, obstype, **metrics):
+    return {"NIGHT": 20250101, "EXPID": expid, "CAMERA": cam, "OBSTYPE": obstype, "MJD": 60000 + expid / 1e4,
+            "EXPTIME": 900.0, "METRICS": metrics}
+
+
+def test_night_rollup_and_first_bad_step_follow_the_data_flow():
+    thr = S.validate_thresholds(THR)
+    good_pre = {"NOISE_RATIO_AMP": {"A": 1.2, "B": 1.1}}
+    frames = []
+    for cam in ("b0", "r0", "b1", "r1"):
+        frames.append(_frame_qa(10, cam, "FLAT", PREPROC=good_pre, FIBERFLAT={"GRADIENT": 0.01}))
+        # exposure 11: sky fiber contaminated on petal 1 only
+        frames.append(_frame_qa(11, cam, "SCIENCE", PREPROC=good_pre,
+                                SKY={"NSKY_OUTLIER": 1 if cam.endswith("1") else 0, "MED_RESID_FRAC": 0.0},
+                                STDSTARS={"NSTARS": 5}))
+        # exposure 12: dead amplifier on r1, then (consequence) sky alarms too
+        frames.append(_frame_qa(12, cam, "SCIENCE",
+                                PREPROC={"NOISE_RATIO_AMP": {"A": 1.2, "B": 0.2 if cam == "r1" else 1.1}},
+                                SKY={"NSKY_OUTLIER": 2 if cam == "r1" else 0}, STDSTARS={"NSTARS": 5}))
+    rec = T.score_night(20250101, frames, thr)
+    byexp = {e["EXPID"]: e for e in rec["EXPOSURES"]}
+    assert byexp[10]["STATUS"] == "NORMAL" and byexp[10]["FIRST_BAD"] is None
+    assert byexp[11]["PETALS"] == {"0": "NORMAL", "1": "ALARM"}
+    assert byexp[11]["FIRST_BAD"] == {"STEP": "SKY", "CAMERAS": ["b1", "r1"], "METRICS": ["NSKY_OUTLIER"],
+                                      "SOURCE": "this exposure"}
+    assert byexp[12]["FIRST_BAD"]["STEP"] == "PREPROC" and byexp[12]["FIRST_BAD"]["CAMERAS"] == ["r1"]
+    assert rec["FIRST_BAD"]["STEP"] == "PREPROC" and rec["FIRST_BAD"]["EXPIDS"] == [12]
+    assert rec["STATUS"] == "ALARM" and rec["NEXP_ALARM"] == 2
+    # a bad flat: the science exposures name FIBERFLAT (from the flat) as their first bad step
+    for fr in frames:
+        if fr["EXPID"] == 10 and fr["CAMERA"] == "b0":
+            fr["METRICS"]["FIBERFLAT"]["GRADIENT"] = 0.2
+    rec = T.score_night(20250101, frames, thr)
+    byexp = {e["EXPID"]: e for e in rec["EXPOSURES"]}
+    assert byexp[11]["FIRST_BAD"]["STEP"] == "FIBERFLAT" and byexp[11]["FIRST_BAD"]["SOURCE"] == "flat 10"
+    assert byexp[12]["FIRST_BAD"]["STEP"] == "PREPROC"
+    # production table: one row per frame, with values and statuses
+    rows = T.production_rows([rec])
+    assert len(rows) == 12
+    assert {"PREPROC_NOISE_RATIO_AMP_B", "SKY_NSKY_OUTLIER_STATUS", "STATUS", "FIRST_BAD_STEP"} <= set().union(*rows)
