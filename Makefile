@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.fiberflow-installed
 DEMO   ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean-demo help
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo test clean-demo help
 
 help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
@@ -25,7 +27,13 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/fiberflow demo --out $(DEMO)
 
-test: setup
+# Debian's chromium + chromedriver: the QA pages are tested in a real browser
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
+	  echo "make: chromium could not be installed; the browser tests will skip"
+
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 clean-demo:

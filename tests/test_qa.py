@@ -37,6 +37,7 @@ def test_preproc_metrics_find_dead_and_noisy_amplifiers():
     assert m["NOISE_RATIO_AMP"]["B"] < 0.3 < min(m["NOISE_RATIO_AMP"][a] for a in "ACD")
     assert m["READNOISE_AMP"]["D"] == pytest.approx(12.0)
     assert m["LITFRAC_AMP"]["B"] < 0.01 < m["LITFRAC_AMP"]["A"]
+    assert m["LITFRAC_REL_AMP"]["B"] < 0.05 and m["LITFRAC_REL_AMP"]["A"] > 0.5
 
 
 def test_pixel_noise_is_the_read_noise_without_light():
@@ -174,6 +175,12 @@ def test_scores_per_camera_override_mapping_and_history():
     sc = S.score_metric(2100.0, bias, "b0", history=hist, hist_cfg=thr["history"])
     assert sc["SOURCE"] == "history" and sc["STATUS"] == "ALARM"
     assert S.score_metric(2003.0, bias, "b0", history=hist, hist_cfg=thr["history"])["STATUS"] == "NORMAL"
+    # per-amplifier values: each amplifier against its own history (levels differ by amp)
+    amp_hist = {"A": hist, "B": [h - 500 for h in hist]}
+    sc = S.score_metric({"A": 2001.0, "B": 1502.0}, bias, "b0", history=amp_hist, hist_cfg=thr["history"])
+    assert sc["STATUS"] == "NORMAL" and sc["SOURCE"] == "history"
+    sc = S.score_metric({"A": 2001.0, "B": 1600.0}, bias, "b0", history=amp_hist, hist_cfg=thr["history"])
+    assert sc["STATUS"] == "ALARM" and sc["WORST"] == ["B"]
 
 
 def _frame_qa(expid, cam, obstype, **metrics):

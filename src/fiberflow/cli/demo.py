@@ -8,6 +8,7 @@ PSF read and re-written through fiberflow's data model, and a page of PSF diagno
 
 from __future__ import annotations
 
+import glob
 import html
 import os
 import sys
@@ -28,7 +29,7 @@ STAGES = [
     ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, True),
     ("fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe", 7, True),
     ("HEALPix spectra and coadds", 8, True),
-    ("QA metrics, scores and pages", 9, False),
+    ("QA metrics, scores and pages", 9, True),
 ]
 
 
@@ -107,7 +108,8 @@ def run(args):
     if psf_path is not None:
         done += _simulate_and_reduce(out, roots, inst)
 
-    page = _write_page(qa_dir, inst, done, figs)
+    qa_link = os.path.relpath(paths.findfile("qa_production_html", prod=roots["prod"]), qa_dir)
+    page = _write_page(qa_dir, inst, done, figs, qa_link)
     _log(f"QA page: {os.path.relpath(page)}")
     for stage, issue, implemented in STAGES:
         _log(f"  {'done   ' if implemented else 'NOT YET'} {stage} (issue {issue})")
@@ -159,22 +161,61 @@ def _simulate_and_reduce(out, roots, inst):
                          f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
     _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
          "PSF fits of the arcs, nightly PSFs, trace shifts, extraction, fiberflats, sky, standard stars, "
-         "flux calibration, cframes, HEALPix spectra and coadds")
+         "flux calibration, cframes, HEALPix spectra and coadds, QA")
     done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
                 "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera, "
                 "fiberflat + fiberflatnight, sky + sframe, stdstars, fluxcalib and cframe of every science camera, "
-                "tilepix maps, HEALPix spectra and coadds of every pixel")
+                "tilepix maps, HEALPix spectra and coadds of every pixel, QA metrics, scores and pages")
     done += _psf_summary(roots)
     done += _frame_summary(roots)
     done += _calib_summary(roots)
     done += _healpix_summary(roots)
+    done += _qa_summary(roots)
     return done
+
+
+def qa_cost(prod):
+    """(seconds of the QA jobs, seconds of all other jobs) from the production's benchmark files."""
+    import csv
+
+    qa = other = 0.0
+    for path in glob.glob(os.path.join(prod, "benchmarks", "**", "*.tsv"), recursive=True):
+        step = os.path.relpath(path, os.path.join(prod, "benchmarks")).split(os.sep)[0]
+        with open(path) as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        sec = sum(float(r["s"]) for r in rows) / max(len(rows), 1)
+        if step.startswith("qa_"):
+            qa += sec
+        else:
+            other += sec
+    return qa, other
+
+
+def _qa_summary(roots):
+    """Night QA status, first bad step, EFFTIME, the QA cost, where the pages are."""
+    import json
+
+    from .. import paths
+
+    path = paths.findfile("qa_night", prod=roots["prod"], night=DEMO_NIGHT)
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        rec = json.load(fh)
+    index = paths.findfile("qa_production_html", prod=roots["prod"])
+    fb = rec["FIRST_BAD"]
+    eff = ", ".join(f"{e['EXPID']}: {e['EFFTIME']:.0f} s" for e in rec["EXPOSURES"] if e.get("EFFTIME") is not None)
+    qa, other = qa_cost(roots["prod"])
+    line = (f"QA of night {DEMO_NIGHT}: status {rec['STATUS']}, {rec['NALARM']} of {rec['NSCORED']} scored metrics in "
+            f"alarm" + (f", first bad step {fb['STEP']} ({', '.join(fb['CAMERAS'])})" if fb else ", no first bad step")
+            + f"; EFFTIME {eff}; QA jobs {qa:.0f} s = {100 * qa / max(other, 1e-9):.0f}% of the reduction's "
+            f"{other:.0f} s of jobs; pages: {os.path.relpath(index)}")
+    _log(line)
+    return [line]
 
 
 def _healpix_summary(roots):
     """HEALPix files of the production, and the coadds against truth."""
-    import glob
-
     import numpy as np
 
     from ..validation import coadd_vs_truth
@@ -201,7 +242,6 @@ def _healpix_summary(roots):
 
 def _calib_summary(roots):
     """One line per camera: fiberflat, sky and flux calibration of the demo night against truth."""
-    import glob
 
     import numpy as np
 
@@ -238,7 +278,6 @@ def _calib_summary(roots):
 
 def _psf_summary(roots):
     """One line per arc PSF: the fitted PSF against the simulator's true PSF of that exposure."""
-    import glob
 
     import fitsio
     import numpy as np
@@ -272,7 +311,6 @@ def _psf_summary(roots):
 
 def _frame_summary(roots):
     """Median CHI2PIX of every extracted frame (from the headers)."""
-    import glob
 
     import fitsio
 
@@ -325,7 +363,7 @@ def _psf_figure(psf, psfmodel, np, qa_dir):
     return path
 
 
-def _write_page(qa_dir, inst, done, figs):
+def _write_page(qa_dir, inst, done, figs, qa_link):
     rows = "\n".join(
         f"<tr><td>{html.escape(s)}</td><td>{i}</td><td class={'ok' if ok else 'todo'}>"
         f"{'done' if ok else 'not yet implemented'}</td></tr>"
@@ -339,6 +377,7 @@ def _write_page(qa_dir, inst, done, figs):
 .ok{{background:#cfc}} .todo{{background:#eee;color:#666}}</style></head>
 <body><h1>fiberflow demo production</h1>
 <p>Instrument preset <b>{html.escape(inst.name)}</b>: {html.escape(inst.description)}.</p>
+<p><a href="{html.escape(qa_link)}">Production QA pages</a> (scores, first bad step, plots, logs).</p>
 <h2>What this run did</h2><ul>{items}</ul>
 <h2>Pipeline stages</h2><table><tr><th>stage</th><th>issue</th><th>status</th></tr>{rows}</table>
 <h2>PSF</h2>{imgs or '<p>shared data absent: no PSF figure</p>'}

@@ -61,10 +61,9 @@ def run(args):
 def write_json(path, obj):
     from ..io.fitsutil import atomic_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=False)
-            fh.write("\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=False)
+        fh.write("\n")
 
 
 def read_json(path, what="QA JSON"):
@@ -104,7 +103,6 @@ def _frame(args):
 
     from ..errors import DataError
     from ..qa import metrics as M
-    from ..qa import plots
 
     cam = args.camera.lower()
     if not any(getattr(args, k) for k in ("preproc", "psf", "frame")):
@@ -249,10 +247,10 @@ def _coversheet(png, title, obstype, img, psf, frame, ff, sky, sframe, fibers):
 
 
 def _night(args):
+    from .. import paths
     from ..qa import plots, tables
     from ..qa.html import night_page
     from ..qa.scoring import load_thresholds
-    from .. import paths
 
     thr = load_thresholds(args.thresholds)
     frames = []

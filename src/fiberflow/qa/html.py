@@ -196,6 +196,5 @@ def production_page(path, records, night_pages, plots, table):
 def write_page(path, text):
     from ..io.fitsutil import atomic_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write(text)

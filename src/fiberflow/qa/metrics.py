@@ -94,7 +94,9 @@ def preproc_metrics(image, mask, header):
     dict
         BIAS_AMP, READNOISE_AMP, OSTEP_AMP, NOISE_AMP ({amp: value}); NOISE_RATIO_AMP (data
         noise / overscan read noise: about 1 or more for a working amplifier, far below 1 for
-        a dead one); LITFRAC_AMP (fraction of pixels above 3 read-noise sigma); COSMIC_FRAC,
+        a dead one whose pixels carry no bias pattern); LITFRAC_AMP (fraction of pixels above
+        3 read-noise sigma) and LITFRAC_REL_AMP (over the median of the camera's amplifiers:
+        an amplifier that returns no signal is far below 1); COSMIC_FRAC,
         SAT_FRAC, MASKED_FRAC.
     """
     image = np.asarray(image, float)
@@ -110,6 +112,9 @@ def preproc_metrics(image, mask, header):
         out["NOISE_AMP"][amp] = _f(noise)
         out["NOISE_RATIO_AMP"][amp] = _f(noise / rn if rn > 0 else np.nan)
         out["LITFRAC_AMP"][amp] = _f(np.mean(sub > 3.0 * rn) if sub.size and rn > 0 else np.nan)
+    lit = {a: v for a, v in out["LITFRAC_AMP"].items() if v is not None}
+    ref = float(np.median(list(lit.values()))) if lit else np.nan
+    out["LITFRAC_REL_AMP"] = {a: _f(v / ref) if ref > 0 else None for a, v in lit.items()}
     out["COSMIC_FRAC"] = _f(header.get("CRFRAC", np.nan))
     out["SAT_FRAC"] = _f(header.get("SATFRAC", np.nan))
     out["MASKED_FRAC"] = _f(np.mean(~good))

@@ -157,8 +157,9 @@ def score_metric(value, spec, camera, history=None, hist_cfg=None):
     spec : dict
         The metric's entry of the thresholds file.
     camera : str
-    history : list of numbers, optional
-        Earlier values of this metric and camera (for ``dynamic: true``).
+    history : list of numbers, or {key: list} for a mapping, optional
+        Earlier values of this metric and camera (for ``dynamic: true``); a mapping's elements
+        are each scored against their own history.
 
     Returns
     -------
@@ -166,16 +167,29 @@ def score_metric(value, spec, camera, history=None, hist_cfg=None):
         VALUE, STATUS, SCORE (1 for ALARM, else 0), NORMAL, WARNING, SOURCE (static or
         history) and, for mappings, WORST (the key of the worst element).
     """
-    normal, warning = ranges_for(spec, camera)
+    static = ranges_for(spec, camera)
+    normal, warning = static
     source = "static"
-    if spec.get("dynamic") and history is not None:
-        dyn = dynamic_ranges(history, hist_cfg or DEFAULT_HISTORY)
-        if dyn is not None:
-            normal, warning = dyn
+
+    def ranges(hist):
+        if spec.get("dynamic") and hist is not None:
+            dyn = dynamic_ranges(hist, hist_cfg or DEFAULT_HISTORY)
+            if dyn is not None:
+                return dyn, "history"
+        return static, "static"
+
+    if isinstance(value, dict):
+        # each element (amplifier, block) against its own history
+        per = {k: ranges(history.get(k) if isinstance(history, dict) else None) for k in value}
+        if per and all(src == "history" for _, src in per.values()):
             source = "history"
+        sts = {k: status_of(v, *per[k][0]) for k, v in value.items()}
+        if per:
+            (normal, warning), _ = per[sorted(per)[0]]
+    else:
+        (normal, warning), source = ranges(history if not isinstance(history, dict) else None)
     out = {"VALUE": value, "NORMAL": _json_range(normal), "WARNING": _json_range(warning), "SOURCE": source}
     if isinstance(value, dict):
-        sts = {k: status_of(v, normal, warning) for k, v in value.items()}
         out["STATUS"] = worst(sts.values())
         bad = [k for k, s in sts.items() if s == out["STATUS"] and s not in ("NA", "NORMAL")]
         if bad:

@@ -6,14 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import STEPS, efftime
-from .scoring import RANK, first_bad_step, rollup, scalar_history_value, score_frame, worst
+from .scoring import (
+    RANK,
+    first_bad_step,
+    rollup,
+    score_frame,
+    worst,
+)
 
 #: frame header fields copied into the night record and the production table
 META_KEYS = ("NIGHT", "EXPID", "CAMERA", "PETAL", "OBSTYPE", "TILEID", "PROGRAM", "EXPTIME", "MJD", "AIRMASS")
 
 
 def history_from_nights(records, window):
-    """(step, metric, camera) -> earlier values, from night records (oldest first).
+    """(step, metric, camera) -> earlier values (a list, or {key: list} for per-amplifier /
+    per-block mappings), from night records (oldest first).
 
     Parameters
     ----------
@@ -28,9 +35,14 @@ def history_from_nights(records, window):
             for cam, fr in exp["FRAMES"].items():
                 for step, scores in fr["SCORES"].items():
                     for name, sc in scores.items():
-                        v = scalar_history_value(sc["VALUE"])
-                        if v is not None:
-                            hist.setdefault((step, name, cam), []).append(v)
+                        value = sc["VALUE"]
+                        if isinstance(value, dict):
+                            per = hist.setdefault((step, name, cam), {})
+                            for k, v in value.items():
+                                if v is not None:
+                                    per.setdefault(k, []).append(v)
+                        elif value is not None:
+                            hist.setdefault((step, name, cam), []).append(value)
     return hist
 
 

@@ -1,0 +1,191 @@
+"""QA in a real Snakemake production of simulated nights with injected faults.
+
+Night A is clean. Night B has one fault per science exposure (dead amplifier on r0, broken
+fiber, a bright star in a sky fiber, too few standards). Night C has a tilted flat lamp. Each
+fault must turn the right metric red on the right cameras, and the night page must name the
+right first bad step; night A must have no alarm. Editing a threshold reruns only QA rules.
+The night and production pages are opened in a real browser (chromium).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from _browser import browser_or_skip, check_page
+from conftest import needs_shared_data
+
+from fiberflow import paths
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NIGHT_A, NIGHT_B, NIGHT_C = 20250701, 20250702, 20250703
+CAMERAS = ["b0", "r0"]
+SKY_FIBER = 13  # a sky fiber of the tiny instrument (fiberflow.sim.targets._special_fibers)
+
+# fault -> (night, science exposure index, first bad step, metric, cameras)
+FAULTS = {
+    "dead_amp": (NIGHT_B, 0, "PREPROC", "LITFRAC_REL_AMP", ["r0"]),
+    "broken_fibers": (NIGHT_B, 1, "EXTRACT", "NLOWTHRU", ["b0", "r0"]),
+    "sky_contamination": (NIGHT_B, 2, "SKY", "NSKY_OUTLIER", ["b0", "r0"]),
+    "few_stdstars": (NIGHT_B, 3, "STDSTARS", "NSTARS", ["b0", "r0"]),
+}
+
+
+def _plan(night, first, science, flat_faults=None):
+    return {"night": night, "first_expid": first, "exposures": [
+        {"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0},
+        {"obstype": "FLAT", "exptime": 120.0, "faults": flat_faults or {}},
+        *({"obstype": "SCIENCE", "tileid": 90 + i, "exptime": 900.0, "faults": f} for i, f in enumerate(science))]}
+
+
+def _snakemake(root, cfg, *extra):
+    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", cfg,
+           "--directory", str(root), "--cores", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    from fiberflow.shared import shared_data_dir
+
+    if shared_data_dir() is None:
+        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    root = tmp_path_factory.mktemp("qaprod")
+    plans = [
+        _plan(NIGHT_A, 1300, [{}]),
+        _plan(NIGHT_B, 1400, [{"dead_amp": {"camera": "r0", "amp": "B"}}, {"broken_fibers": [7]},
+                              {"sky_contamination": [SKY_FIBER]}, {"few_stdstars": 1}]),
+        _plan(NIGHT_C, 1500, [{}], flat_faults={"bad_flat_lamp": True}),
+    ]
+    for p in plans:
+        simulate_night(parse_plan(p), "tiny", 7, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
+    shutil.copy(os.path.join(PROJECT, "config", "qa.yaml"), root / "qa.yaml")
+    cfg = root / "config.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: qa\n"
+                   f"truth: {root / 'truth'}\ncalibration: {{default_psf: {root / 'calib'}}}\n"
+                   f"qa: {{thresholds: {root / 'qa.yaml'}}}\n")
+    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "calibinit", "--config", str(cfg)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    res = _snakemake(root, str(cfg), "--profile", os.path.join(PROJECT, "profiles", "local"), "qa")
+    assert res.returncode == 0, res.stderr[-3000:]
+    prod = root / "redux" / "qa"
+    return {"root": root, "cfg": str(cfg), "prod": prod, "plans": [parse_plan(p) for p in plans]}
+
+
+def _night(prod, night):
+    with open(paths.findfile("qa_night", prod=str(prod), night=night)) as fh:
+        return json.load(fh)
+
+
+def _science(plan):
+    return [e for e in plan.exposures if e.obstype == "SCIENCE"]
+
+
+@needs_shared_data
+def test_clean_night_has_no_alarm(production):
+    rec = _night(production["prod"], NIGHT_A)
+    assert rec["NALARM"] == 0 and rec["FIRST_BAD"] is None, rec["FIRST_BAD"]
+    assert rec["STATUS"] in ("NORMAL", "WARNING")
+    assert {e["OBSTYPE"] for e in rec["EXPOSURES"]} == {"ARC", "FLAT", "SCIENCE"}
+    sci = [e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "SCIENCE"][0]
+    assert sci["EFFTIME"] is not None and sci["EFFTIME"] > 0
+
+
+@needs_shared_data
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production, fault):
+    night, k, step, metric, cams = FAULTS[fault]
+    plan = production["plans"][[NIGHT_A, NIGHT_B, NIGHT_C].index(night)]
+    expid = _science(plan)[k].expid
+    assert fault in _science(plan)[k].faults
+    rec = _night(production["prod"], night)
+    exp = next(e for e in rec["EXPOSURES"] if e["EXPID"] == expid)
+    fb = exp["FIRST_BAD"]
+    assert fb is not None and fb["STEP"] == step, fb
+    assert fb["CAMERAS"] == cams and metric in fb["METRICS"], fb
+    for cam in CAMERAS:
+        st = exp["FRAMES"][cam]["SCORES"][step][metric]["STATUS"]
+        assert st == ("ALARM" if cam in cams else "NORMAL"), (cam, st)
+    assert exp["PETALS"]["0"] == "ALARM"
+    # the night page names it
+    html = open(paths.findfile("qa_night_html", prod=str(production["prod"]), night=night)).read()
+    assert re.search(rf">{expid}</a>.*?{step} \(", html, re.DOTALL)
+
+
+@needs_shared_data
+def test_bad_flat_is_the_first_bad_step_of_its_night(production):
+    rec = _night(production["prod"], NIGHT_C)
+    plan = production["plans"][2]
+    flat = next(e.expid for e in plan.exposures if e.obstype == "FLAT")
+    assert rec["FIRST_BAD"]["STEP"] == "FIBERFLAT" and flat in rec["FIRST_BAD"]["EXPIDS"]
+    assert "GRADIENT" in rec["FIRST_BAD"]["METRICS"]
+    sci = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "SCIENCE")
+    assert sci["FIRST_BAD"]["STEP"] == "FIBERFLAT" and sci["FIRST_BAD"]["SOURCE"] == f"flat {flat}"
+    html = open(paths.findfile("qa_night_html", prod=str(production["prod"]), night=NIGHT_C)).read()
+    assert "First bad step: FIBERFLAT" in html
+
+
+@needs_shared_data
+def test_production_table_loads_in_one_line(production):
+    import pandas as pd
+
+    df = pd.read_csv(paths.findfile("qa_production_table", prod=str(production["prod"])))
+    nframes = sum(len([e for e in p.exposures if e.obstype in ("ARC", "FLAT", "SCIENCE")]) for p in production["plans"])
+    assert len(df) == nframes * len(CAMERAS)
+    assert {"NIGHT", "EXPID", "CAMERA", "STATUS", "SKY_NSKY_OUTLIER", "PREPROC_NOISE_RATIO_AMP_B"} <= set(df.columns)
+    assert (df[df.NIGHT == NIGHT_A].STATUS != "ALARM").all()
+    cframe = paths.findfile("cframe", prod=str(production["prod"]), night=NIGHT_B,
+                            expid=_science(production["plans"][1])[3].expid, camera="r0")
+    import fitsio
+
+    from fiberflow.bitmasks import fibermask
+
+    fm = fitsio.read(cframe, "FIBERMAP")
+    assert (fm["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR")).all()
+
+
+@needs_shared_data
+def test_pages_in_a_real_browser(production, tmp_path):
+    prod = production["prod"]
+    driver = browser_or_skip(tmp_path / "chrome")
+    try:
+        for night in (NIGHT_B, NIGHT_C):
+            page = paths.findfile("qa_night_html", prod=str(prod), night=night)
+            nimg, nlink = check_page(driver, page, str(prod / "qa" / f"screenshot-night-{night}.png"))
+            assert nimg == 2 and nlink > 10
+        nimg, nlink = check_page(driver, paths.findfile("qa_production_html", prod=str(prod)),
+                                 str(prod / "qa" / "screenshot-production.png"))
+        assert nimg == 2 and nlink >= 4
+        exp = _science(production["plans"][1])[0].expid
+        check_page(driver, paths.findfile("qa_exposure_html", prod=str(prod), night=NIGHT_B, expid=exp))
+    finally:
+        driver.quit()
+    assert os.path.getsize(prod / "qa" / "screenshot-production.png") > 1000
+
+
+@needs_shared_data
+def test_editing_a_threshold_reruns_only_the_qa_rules(production):
+    root, cfg = production["root"], production["cfg"]
+    thr = root / "qa.yaml"
+    text = thr.read_text()
+    new = text.replace("GRADIENT: {normal: [-0.03, 0.03], warning: [-0.05, 0.05]",
+                       "GRADIENT: {normal: [-0.3, 0.3], warning: [-0.5, 0.5]")
+    assert new != text
+    thr.write_text(new)
+    res = _snakemake(root, cfg, "qa", "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = res.stdout[res.stdout.index("Job stats"):].split("\n\n")[0]
+    rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)) - {"total"}
+    assert rules == {"qa_night", "qa_exposure", "qa_production", "qa"}, table
+    res = _snakemake(root, cfg, "qa")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = _night(production["prod"], NIGHT_C)
+    flat = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "FLAT")
+    assert flat["FRAMES"]["r0"]["SCORES"]["FIBERFLAT"]["GRADIENT"]["STATUS"] == "NORMAL"
