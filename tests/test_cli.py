@@ -50,7 +50,8 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET QA metrics" in text and "done    simulate a raw night" in text
+    assert "NOT YET calibration association" in text and "done    simulate a raw night" in text
+    assert "done    QA metrics, scores and pages" in text
     assert "done    HEALPix spectra and coadds" in text
     assert "done    fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe" in text
     import re as _re
@@ -67,6 +68,10 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     assert len(gain) == 1 and abs(float(gain[0]) / 2 ** 0.5 - 1) < 0.1, gain
     assert len(list((out / "redux" / "demo" / "healpix" / "main" / "dark").glob("*/*/coadd-main-dark-*.fits"))) >= 3
     assert "done    traceshift" in text
+    # QA of the clean demo night: scored, no alarm, pages written
+    qa = _re.findall(r"QA of night 20250101: status (\w+), (\d+) of (\d+) scored metrics in alarm", text)
+    assert qa and qa[0][0] in ("NORMAL", "WARNING") and qa[0][1] == "0" and int(qa[0][2]) > 100, qa
+    assert (out / "redux" / "demo" / "qa" / "index.html").exists()
     assert "done    psf fit from arcs and psfnight" in text
     import re
 

@@ -70,8 +70,8 @@ def exposure_efftime(frames, reference):
     for fr in frames:
         m = fr.get("METRICS", {})
         ref = (reference or {}).get(fr["CAMERA"][0])
-        if not ref or "FLUXCALIB" not in m or "CFRAME" not in m:
-            continue
+        if not ref or "FLUXCALIB" not in m or "CFRAME" not in m or m["FLUXCALIB"].get("FLUXFLAG", 0) != 0:
+            continue  # no calibration of its own: no zero point to judge the exposure by
         per[fr["CAMERA"]] = efftime(fr.get("EXPTIME"), m["FLUXCALIB"].get("ZP"), m["CFRAME"].get("SKY_FLUX"),
                                     ref.get("ZP"), ref.get("SKY_FLUX"))
     vals = [v for v in per.values() if v is not None]
