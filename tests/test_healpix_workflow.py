@@ -7,19 +7,16 @@ reader on the real files, and that adding night B (tile 78 again) rebuilds only 
 tile 78 touches.
 """
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _workflow import LOCAL_PROFILE, science, snakemake, tiny_config
 from conftest import needs_shared_data
 
 from fiberflow import paths, regroup
 from fiberflow.bitmasks import specmask
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NIGHT_A, NIGHT_B = 20250612, 20250613
 CAMERAS = ["b0", "r0"]
 
@@ -30,10 +27,6 @@ def _plan(night, first, tiles):
         *({"obstype": "SCIENCE", "tileid": t, "exptime": 900.0, "seeing": 1.0 + 0.1 * i} for i, t in enumerate(tiles))]}
 
 
-def _snakemake(root, cfg, *extra):
-    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", cfg,
-           "--directory", str(root), "--cores", "2", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +41,12 @@ def production(tmp_path_factory):
     root = tmp_path_factory.mktemp("hpxprod")
     plan = parse_plan(_plan(NIGHT_A, 1200, [77, 77, 78]))
     simulate_night(plan, "tiny", 5, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
-    cfg = root / "config.yaml"
-    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: hpx\n"
-                   f"truth: {root / 'truth'}\ncalibration: {{default_psf: {root / 'calib'}}}\n")
-    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "calibinit", "--config", str(cfg)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    res = _snakemake(root, str(cfg), "--profile", os.path.join(PROJECT, "profiles", "local"))
+    cfg = tiny_config(root, "hpx")
+    res = snakemake(root, cfg, "--profile", LOCAL_PROFILE)
     assert res.returncode == 0, res.stderr[-3000:]
-    return {"root": root, "cfg": str(cfg), "prod": root / "redux" / "hpx", "plan": plan}
+    return {"root": root, "cfg": cfg, "prod": root / "redux" / "hpx", "plan": plan}
 
 
-def _science(plan):
-    return [e for e in plan.exposures if e.obstype == "SCIENCE"]
 
 
 @needs_shared_data
@@ -70,7 +56,7 @@ def test_every_fiber_in_its_pixel_with_all_exposures(production):
 
     prod, root = production["prod"], production["root"]
     expected = {}
-    for e in _science(production["plan"]):
+    for e in science(production["plan"]):
         fm, _ = read_fibermap(paths.findfile("fibermap", raw=str(root / "raw"), night=NIGHT_A, expid=e.expid))
         pix = regroup.healpix_of(fm["TARGET_RA"], fm["TARGET_DEC"])
         for tid, p in zip(fm["TARGETID"], pix):
@@ -134,13 +120,13 @@ def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     from fiberflow.sim.plan import parse_plan
 
     root, cfg = production["root"], production["cfg"]
-    res = _snakemake(root, cfg, "-n", "--quiet", "rules")
+    res = snakemake(root, cfg, "-n", "--quiet", "rules")
     assert res.returncode == 0 and "spectra" not in res.stdout, res.stdout
     plan = parse_plan(_plan(NIGHT_B, 1300, [78]))
     simulate_night(plan, "tiny", 6, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
-    fm, _ = read_fibermap(paths.findfile("fibermap", raw=str(root / "raw"), night=NIGHT_B, expid=_science(plan)[0].expid))
+    fm, _ = read_fibermap(paths.findfile("fibermap", raw=str(root / "raw"), night=NIGHT_B, expid=science(plan)[0].expid))
     touched = {int(p) for p in regroup.healpix_of(fm["TARGET_RA"], fm["TARGET_DEC"])}
-    res = _snakemake(root, cfg, "-n", "-p")
+    res = snakemake(root, cfg, "-n", "-p")
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = re.findall(r"rule (spectra|coadd):.*?wildcards: ([^\n]*)", res.stdout, re.DOTALL)
     pix = {k: {int(re.search(r"pix=(\d+)", w).group(1)) for kind, w in jobs if kind == k} for k in ("spectra", "coadd")}

@@ -11,16 +11,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from _browser import browser_or_skip, check_page
+from _workflow import LOCAL_PROFILE, PROJECT, science, snakemake, tiny_config
 from conftest import needs_shared_data
 
 from fiberflow import paths
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NIGHT_A, NIGHT_B, NIGHT_C = 20250701, 20250702, 20250703
 CAMERAS = ["b0", "r0"]
 SKY_FIBER = 13  # a sky fiber of the tiny instrument (fiberflow.sim.targets._special_fibers)
@@ -41,10 +39,6 @@ def _plan(night, first, science, flat_faults=None):
         *({"obstype": "SCIENCE", "tileid": 90 + i, "exptime": 900.0, "faults": f} for i, f in enumerate(science))]}
 
 
-def _snakemake(root, cfg, *extra):
-    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", cfg,
-           "--directory", str(root), "--cores", "2", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +60,11 @@ def production(tmp_path_factory):
     for p in plans:
         simulate_night(parse_plan(p), "tiny", 7, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
     shutil.copy(os.path.join(PROJECT, "config", "qa.yaml"), root / "qa.yaml")
-    cfg = root / "config.yaml"
-    cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: qa\n"
-                   f"truth: {root / 'truth'}\ncalibration: {{default_psf: {root / 'calib'}}}\n"
-                   f"qa: {{thresholds: {root / 'qa.yaml'}}}\n")
-    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "calibinit", "--config", str(cfg)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    res = _snakemake(root, str(cfg), "--profile", os.path.join(PROJECT, "profiles", "local"), "qa")
+    cfg = tiny_config(root, "qa", f"qa: {{thresholds: {root / 'qa.yaml'}}}\n")
+    res = snakemake(root, cfg, "--profile", LOCAL_PROFILE, "qa")
     assert res.returncode == 0, res.stderr[-3000:]
     prod = root / "redux" / "qa"
-    return {"root": root, "cfg": str(cfg), "prod": prod, "plans": [parse_plan(p) for p in plans]}
+    return {"root": root, "cfg": cfg, "prod": prod, "plans": [parse_plan(p) for p in plans]}
 
 
 def _night(prod, night):
@@ -84,8 +72,6 @@ def _night(prod, night):
         return json.load(fh)
 
 
-def _science(plan):
-    return [e for e in plan.exposures if e.obstype == "SCIENCE"]
 
 
 @needs_shared_data
@@ -103,8 +89,8 @@ def test_clean_night_has_no_alarm(production):
 def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production, fault):
     night, k, step, metric, cams = FAULTS[fault]
     plan = production["plans"][[NIGHT_A, NIGHT_B, NIGHT_C].index(night)]
-    expid = _science(plan)[k].expid
-    assert fault in _science(plan)[k].faults
+    expid = science(plan)[k].expid
+    assert fault in science(plan)[k].faults
     rec = _night(production["prod"], night)
     exp = next(e for e in rec["EXPOSURES"] if e["EXPID"] == expid)
     fb = exp["FIRST_BAD"]
@@ -142,7 +128,7 @@ def test_production_table_loads_in_one_line(production):
     assert {"NIGHT", "EXPID", "CAMERA", "STATUS", "SKY_NSKY_OUTLIER", "PREPROC_NOISE_RATIO_AMP_B"} <= set(df.columns)
     assert (df[df.NIGHT == NIGHT_A].STATUS != "ALARM").all()
     cframe = paths.findfile("cframe", prod=str(production["prod"]), night=NIGHT_B,
-                            expid=_science(production["plans"][1])[3].expid, camera="r0")
+                            expid=science(production["plans"][1])[3].expid, camera="r0")
     import fitsio
 
     from fiberflow.bitmasks import fibermask
@@ -163,7 +149,7 @@ def test_pages_in_a_real_browser(production, tmp_path):
         nimg, nlink = check_page(driver, paths.findfile("qa_production_html", prod=str(prod)),
                                  str(prod / "qa" / "screenshot-production.png"))
         assert nimg == 2 and nlink >= 4
-        exp = _science(production["plans"][1])[0].expid
+        exp = science(production["plans"][1])[0].expid
         check_page(driver, paths.findfile("qa_exposure_html", prod=str(prod), night=NIGHT_B, expid=exp))
     finally:
         driver.quit()
@@ -179,12 +165,12 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
                        "GRADIENT: {normal: [-0.3, 0.3], warning: [-0.5, 0.5]")
     assert new != text
     thr.write_text(new)
-    res = _snakemake(root, cfg, "qa", "-n")
+    res = snakemake(root, cfg, "qa", "-n")
     assert res.returncode == 0, res.stderr[-2000:]
     table = res.stdout[res.stdout.index("Job stats"):].split("\n\n")[0]
     rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)) - {"total"}
     assert rules == {"qa_night", "qa_exposure", "qa_production", "qa"}, table
-    res = _snakemake(root, cfg, "qa")
+    res = snakemake(root, cfg, "qa")
     assert res.returncode == 0, res.stderr[-2000:]
     rec = _night(production["prod"], NIGHT_C)
     flat = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "FLAT")
