@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test clean-demo help
+.PHONY: setup browser tools demo test dag bench-workflow clean-demo help
 
 help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
@@ -33,8 +33,24 @@ browser:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
 	  echo "make: chromium could not be installed; the browser tests will skip"
 
-test: setup browser
+# Debian's graphviz (fiberflow dag) and Slurm + munge (the tests start a real single-node
+# Slurm with scripts/local-slurm and run a night through the slurm executor)
+tools:
+	@command -v dot >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1 || \
+	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null ) ) || \
+	  echo "make: graphviz could not be installed; the DAG drawing test will skip"
+	@scripts/local-slurm install || echo "make: Slurm could not be installed; the Slurm tests will skip"
+
+test: setup browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# rule graph and the first night's job DAG of the demo production, as SVG under demo/dag/
+dag: setup tools
+	$(BIN)/fiberflow dag --config $(DEMO)/config.yaml --directory $(DEMO) -o $(DEMO)/dag
+
+bench-workflow: setup
+	$(BIN)/python benchmarks/bench_workflow.py
 
 clean-demo:
 	rm -rf $(DEMO)

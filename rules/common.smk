@@ -81,6 +81,12 @@ def cameras(r):
     return ffexp.cameras_of(r, CAMERAS)
 
 
+def night_cameras(night):
+    """Cameras (instrument order) used by at least one non-ignored exposure of a night."""
+    used = {c for r in rows(night) for c in cameras(r)}
+    return [c for c in CAMERAS if c in used]
+
+
 def zeros_of(night, camera):
     return [r for r in rows(night, ("ZERO",)) if camera in cameras(r)]
 
@@ -113,3 +119,13 @@ def fallback_night(night, obstype, camera):
         if any(camera in cameras(r) for r in rows(n, (obstype,))):
             best = n
     return best
+
+
+def mpi_launch(resources):
+    """Prefix that starts a step under MPI: '{launcher} -n {tasks} ' when the job's resources
+    name a launcher (``mpi``) and more than one task, else '' (threads only)."""
+    launcher = str(resources.get("mpi", "") or "").strip()
+    tasks = int(resources.get("tasks", 1) or 1)
+    if not launcher or tasks <= 1:
+        return ""
+    return f"{launcher} -n {tasks} "

@@ -12,6 +12,7 @@ rule extract:
         cfg=section_hash(config, "instrument", "extract"),
         configfile=CONFIGFILE,
         model=lambda wc, output: f"--model {output.model}" if "model" in output.keys() else "",
+        launch=lambda wc, resources: mpi_launch(resources),
     log:
         logfile("extract", "{night}/{expid}-{camera}"),
     benchmark:
@@ -20,8 +21,12 @@ rule extract:
     resources:
         mem_mb=4000,
         runtime=30,
+        # MPI over bundles when a profile sets a launcher, e.g. profiles/nersc:
+        # set-resources: extract: {mpi: "srun --mpi=pmi2", tasks: 4}
+        mpi="",
+        tasks=1,
     shell:
-        "fiberflow extract --config {params.configfile} --camera {wildcards.camera} "
+        "{params.launch}fiberflow extract --config {params.configfile} --camera {wildcards.camera} "
         "-i {input.preproc} --psf {input.psf} -o {output.frame} {params.model} --nthreads {threads} > {log} 2>&1"
 
 

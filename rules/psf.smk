@@ -68,12 +68,11 @@ rule psfnight:
 
 
 def psf_targets(nights=None):
-    """Nightly PSFs of every camera of the given nights (default all)."""
+    """Nightly PSFs of every camera that some exposure of the night uses (default all nights)."""
     return [
         find("psfnight", night=night, camera=cam)
         for night in nights or NIGHTS
-        for cam in CAMERAS
-        if rows(night)
+        for cam in night_cameras(night)
     ]
 
 

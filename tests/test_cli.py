@@ -50,7 +50,12 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "NOT YET calibration association" in text and "done    simulate a raw night" in text
+    import re as _re
+
+    assert "NOT YET" not in text and "done    calibration association, Slurm profiles, status, dag" in text
+    assert "done    simulate a raw night" in text
+    st = _re.findall(r"fiberflow status: (\d+) of (\d+) jobs done over (\d+) steps", text)
+    assert st and st[0][0] == st[0][1] and int(st[0][1]) > 50 and int(st[0][2]) == 20, st
     assert "done    QA metrics, scores and pages" in text
     assert "done    HEALPix spectra and coadds" in text
     assert "done    fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe" in text

@@ -21,7 +21,7 @@ STAGES = [
     ("nominal b/r/z PSFs of the demo instrument (simulator optics)", 3, True),
     ("simulate a raw night with truth (fiberflow simulate)", 3, True),
     ("Snakemake workflow: exposure tables, biasnight, preproc, psf, psfnight (local profile)", 4, True),
-    ("calibration association, Slurm profiles, status, dag", 4, False),
+    ("calibration association, Slurm profiles, status, dag", 4, True),
     ("biasnight and preproc", 5, True),
     ("psf fit from arcs and psfnight", 5, True),
     ("traceshift (dx from trace profiles, dy from sky lines)", 5, True),
@@ -171,7 +171,23 @@ def _simulate_and_reduce(out, roots, inst):
     done += _calib_summary(roots)
     done += _healpix_summary(roots)
     done += _qa_summary(roots)
+    done += _status_summary(cfgfile, out)
     return done
+
+
+def _status_summary(cfgfile, workdir):
+    """`fiberflow status` of the demo production: every job should be done."""
+    from ..config import load_config
+    from ..status import Production, job_states, summary
+
+    t = time.time()
+    jobs = job_states(Production(load_config(cfgfile), workdir), workdir)
+    table = summary(jobs)
+    ndone = sum(r["done"] for r in table.values())
+    line = (f"fiberflow status: {ndone} of {len(jobs)} jobs done over {len(table)} steps "
+            f"(checked in {time.time() - t:.2f} s)")
+    _log(line)
+    return [line]
 
 
 def qa_cost(prod):

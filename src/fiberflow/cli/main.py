@@ -38,6 +38,8 @@ COMMANDS = {
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),
     "qa-production": ("fiberflow.cli.qa", "production QA table (CSV), index page and trend plots"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
+    "status": ("fiberflow.cli.ops", "done / running / ready / waiting / failed jobs per step of a production"),
+    "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG as SVG (snakemake + graphviz)"),
     "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
 }
 

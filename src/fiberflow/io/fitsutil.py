@@ -10,6 +10,7 @@ renamed into place only when complete, so no half-written product is ever visibl
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 
@@ -43,7 +44,9 @@ def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left untouched
-    (an older complete version stays, a missing one stays missing).
+    (an older complete version stays, a missing one stays missing). Temporary files of
+    ``path`` left by a writer that was killed (SIGKILL, node failure) are removed first: one
+    job owns one output, so none of them can still be in use.
 
     Parameters
     ----------
@@ -54,6 +57,9 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}.*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
     os.close(fd)
     os.unlink(tmp)  # fitsio refuses to clobber silently; let writers create it

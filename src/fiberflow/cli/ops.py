@@ -1,0 +1,110 @@
+"""Operations commands: ``fiberflow status`` (job states per step, from the file system) and
+``fiberflow dag`` (the rule graph and one night's job DAG as SVG, via graphviz)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from ..errors import ConfigError
+
+#: the project's Snakefile (a source checkout: src/fiberflow/cli -> project root)
+PROJECT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", required=True, help="production configuration (YAML)")
+    if name == "status":
+        p.add_argument("--directory", "-d", default=".",
+                       help="Snakemake's working directory (where .snakemake/ lives); default: the current one")
+        p.add_argument("--failed", action="store_true", help="list every failed job with its log and last error")
+        p.add_argument("--json", action="store_true", help="print the counts (and failures) as JSON")
+    else:
+        p.add_argument("--night", type=int, default=None, help="night of the job DAG (default: the first one)")
+        p.add_argument("-o", "--outdir", default=".", help="folder of the SVG files (default: the current one)")
+        p.add_argument("--snakefile", default=os.path.join(PROJECT, "Snakefile"))
+        p.add_argument("--directory", "-d", default=".", help="Snakemake's working directory")
+
+
+def run(args):
+    if args.command == "status":
+        return _status(args)
+    return _dag(args)
+
+
+def _status(args):
+    from ..config import load_config
+    from ..status import Production, format_table, job_states, snakemake_running, stale_lock, summary
+
+    t0 = time.perf_counter()
+    cfg = load_config(args.config)
+    prod = Production(cfg, args.directory)
+    jobs = job_states(prod, args.directory)
+    table = summary(jobs)
+    failed = [j for j in jobs if j.state == "failed"]
+    if args.json:
+        json.dump({"prod": prod.prod, "nights": prod.nights, "snakemake_running": snakemake_running(args.directory),
+                   "stale_lock": stale_lock(args.directory),
+                   "steps": table,
+                   "failed": [{"step": j.step, "output": j.output, "log": j.log, "reason": j.reason} for j in failed]},
+                  sys.stdout, indent=1)
+        print()
+        return 0
+    running = "a Snakemake process is running here" if snakemake_running(args.directory) else "no Snakemake running here"
+    if stale_lock(args.directory):
+        running += " (stale lock of a killed run: `snakemake --unlock` before restarting)"
+    print(f"production {prod.prod}: {len(prod.nights)} night(s), "
+          f"{sum(len(prod.rows(n)) for n in prod.nights)} exposure(s); {running}")
+    print(format_table(table))
+    if failed:
+        print(f"\n{len(failed)} failed job(s)" + ("" if args.failed else " (--failed lists them all)") + ":")
+        for j in failed if args.failed else failed[:10]:
+            print(f"  {j.step:<15} {os.path.relpath(j.output, prod.prod)}\n"
+                  f"      log {j.log}\n      {j.reason}")
+    print(f"({len(jobs)} jobs checked in {time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def _dag(args):
+    from ..config import load_config, resolve_roots
+
+    if not shutil.which("dot"):
+        raise ConfigError("graphviz's `dot` is not installed (make test installs it; or apt-get install graphviz)")
+    if not os.path.exists(args.snakefile):
+        raise ConfigError(f"{args.snakefile}: no Snakefile (pass --snakefile)")
+    cfg = load_config(args.config)
+    nights = [int(n) for n in cfg["nights"]]
+    if args.night is None and not nights:
+        from ..exptable import nights_with_raw
+
+        nights = nights_with_raw(resolve_roots(cfg)["raw"])
+    night = args.night if args.night is not None else (nights[0] if nights else None)
+    if night is None:
+        raise ConfigError(f"{args.config}: no night configured and no raw data: nothing to draw")
+    os.makedirs(args.outdir, exist_ok=True)
+    prod = resolve_roots(cfg)["prod"]
+    base = [sys.executable, "-m", "snakemake", "-s", args.snakefile, "--configfile", os.path.abspath(args.config),
+            "--directory", args.directory, "--cores", "1", "--quiet"]
+    target = os.path.join(prod, "run", f"night-{night}.done")
+    written = []
+    for name, extra in (("rulegraph", ["--rulegraph", "--forceall"]),
+                        (f"dag-{night}", ["--dag", "--forceall", target])):
+        dot = subprocess.run(base + extra, capture_output=True, text=True)
+        text = dot.stdout[dot.stdout.find("digraph"):] if "digraph" in dot.stdout else ""
+        if dot.returncode != 0 or not text:
+            raise ConfigError(f"snakemake {' '.join(extra[:1])} failed (exit {dot.returncode}): {dot.stderr[-2000:]}")
+        path = os.path.join(args.outdir, f"{name}.svg")
+        svg = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
+        if svg.returncode != 0:
+            raise ConfigError(f"dot could not draw {name}: {svg.stderr[-1000:]}")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(svg.stdout)
+        os.replace(tmp, path)
+        written.append(path)
+        print(f"wrote {path} ({text.count('->')} edges)")
+    return 0

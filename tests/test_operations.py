@@ -1,0 +1,259 @@
+"""Operating a production: a real Snakemake run killed with SIGKILL and restarted, a corrupt raw
+camera whose failure stays local, the operator marking it bad, calibration fallback across
+nights, targeted rebuilds, config-driven reruns, ``fiberflow status`` and ``fiberflow dag``.
+
+One tiny production of two nights (b0, r0): night A has a full calibration sequence and two
+science tiles, night B has only a ZERO and a science tile (its PSF and fiberflat come from
+night A). The r0 camera of night A's first science exposure is truncated in the raw file.
+The tests run in file order on that production, as an operator's day would.
+"""
+
+import csv
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import fitsio
+import pytest
+from _workflow import LOCAL_PROFILE, PROJECT, snakemake, tiny_config
+from conftest import needs_shared_data
+
+from fiberflow import paths
+
+NIGHT_A, NIGHT_B = 20250801, 20250802
+CAMERAS = ["b0", "r0"]
+PLANS = [
+    {"night": NIGHT_A, "first_expid": 2100, "exposures": [
+        {"obstype": "ZERO", "count": 1}, {"obstype": "ARC", "exptime": 5.0}, {"obstype": "FLAT", "exptime": 120.0},
+        {"obstype": "SCIENCE", "tileid": 80, "exptime": 900.0}, {"obstype": "SCIENCE", "tileid": 81, "exptime": 900.0}]},
+    {"night": NIGHT_B, "first_expid": 2200, "exposures": [
+        {"obstype": "ZERO", "count": 1}, {"obstype": "SCIENCE", "tileid": 82, "exptime": 900.0}]},
+]
+BAD_EXPID, BAD_CAMERA = 2103, "r0"  # night A's first science exposure
+GOOD_EXPID = 2104
+
+pytestmark = needs_shared_data
+
+
+def _ff(*argv):
+    return subprocess.run([sys.executable, "-m", "fiberflow.cli.main", *argv], capture_output=True, text=True)
+
+
+def _job_counts(text):
+    """Rule -> job count from Snakemake's 'Job stats' table (empty when nothing to do)."""
+    counts = {}
+    block = text.split("Job stats:", 1)
+    if len(block) < 2:
+        return counts
+    for line in block[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def _status(prod_root):
+    res = _ff("status", "--config", str(prod_root / "config.yaml"), "--directory", str(prod_root), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _products(prod):
+    """Every product file of the production (logs, benchmarks and run markers excluded)."""
+    skip = {"logs", "benchmarks", "run"}
+    out = []
+    for dirpath, dirs, files in os.walk(prod):
+        dirs[:] = [d for d in dirs if not (os.path.relpath(os.path.join(dirpath, d), prod).split(os.sep)[0] in skip)]
+        out += [os.path.join(dirpath, f) for f in files]
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory):
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    root = tmp_path_factory.mktemp("ops")
+    for p in PLANS:
+        simulate_night(parse_plan(p), "tiny", 11, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
+    raw = paths.findfile("raw", raw=str(root / "raw"), night=NIGHT_A, expid=BAD_EXPID)
+    with fitsio.FITS(raw) as fx:
+        off = fx[BAD_CAMERA.upper()].get_offsets()
+    os.truncate(raw, (off["data_start"] + off["data_end"]) // 2)  # half of r0's compressed data
+    cfg = tiny_config(root, "ops")
+    return {"root": root, "cfg": cfg, "prod": root / "redux" / "ops", "raw": raw, "state": {}}
+
+
+def test_sigkill_mid_run_then_restart_finishes_and_failure_stays_local(ops):
+    root, prod = ops["root"], ops["prod"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", ops["cfg"],
+           "--directory", str(root), "--cores", "2", "--profile", LOCAL_PROFILE]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    try:  # kill the whole run (Snakemake and its jobs, as a node failure would) while frames are extracted
+        while time.time() - t0 < 400 and proc.poll() is None:
+            if len(glob.glob(str(prod / "exposures" / "*" / "*" / "frame-*.fits"))) >= 3:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # the killed run left jobs marked as being written; status tells them apart from failures
+    st = _status(root)
+    interrupted = sum(r["interrupted"] for r in st["steps"].values())
+    assert interrupted >= 1 and st["snakemake_running"] is False and st["stale_lock"] is True, st
+    assert st["steps"]["cframe"]["done"] == 0
+    # the operator unlocks and restarts; --keep-going (profile) finishes everything but the
+    # corrupt camera's chain and what needs it
+    unlock = snakemake(root, ops["cfg"], "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    res = snakemake(root, ops["cfg"], "--profile", LOCAL_PROFILE)
+    assert res.returncode != 0
+    log = prod / "logs" / "preproc" / str(NIGHT_A) / f"{BAD_EXPID:08d}-{BAD_CAMERA}.log"
+    text = log.read_text()
+    assert os.path.basename(ops["raw"]) in text and "HDU R0 cannot be read" in text and "truncated" in text, text
+    assert "Error in rule preproc" in res.stderr
+    find = lambda t, **ids: paths.findfile(t, prod=str(prod), **ids)  # noqa: E731
+    assert not os.path.exists(find("preproc", night=NIGHT_A, expid=BAD_EXPID, camera=BAD_CAMERA))
+    # every other exposure is calibrated; in the bad exposure, the other camera gets its sframe,
+    # but its flux calibration waits: stdstars fits the spectrograph's cameras together
+    for night, expid in ((NIGHT_A, GOOD_EXPID), (NIGHT_B, 2201)):
+        for cam in CAMERAS:
+            assert os.path.exists(find("cframe", night=night, expid=expid, camera=cam)), (expid, cam)
+    assert os.path.exists(find("sframe", night=NIGHT_A, expid=BAD_EXPID, camera="b0"))
+    assert not os.path.exists(find("stdstars", night=NIGHT_A, expid=BAD_EXPID, spectrograph=0))
+    # pixels not fed by the bad exposure are complete; the ones it feeds wait
+    st = _status(root)
+    assert st["steps"]["preproc"]["failed"] == 1 and st["failed"][0]["log"] == str(log)
+    assert "HDU R0 cannot be read" in st["failed"][0]["reason"]
+    assert st["steps"]["spectra"]["done"] >= 1 and st["steps"]["coadd"]["done"] >= 1
+    assert st["steps"]["spectra"]["waiting"] >= 1
+    assert st["steps"]["cframe"] == {"done": 4, "running": 0, "interrupted": 0, "ready": 0, "waiting": 2, "failed": 0}
+    assert st["steps"]["stdstars"]["waiting"] == 1 and st["stale_lock"] is False
+    # no partial or corrupt file anywhere: every FITS opens and reads, every JSON parses, no temp file
+    for path in _products(prod):
+        assert not path.endswith(".tmp"), path
+        if path.endswith(".fits"):
+            with fitsio.FITS(path) as fx:
+                for hdu in fx:
+                    hdu.read_header()
+                    if hdu.has_data():
+                        hdu.read()
+        elif path.endswith(".json"):
+            with open(path) as fh:
+                json.load(fh)
+
+
+def test_marking_the_camera_bad_completes_without_touching_finished_work(ops):
+    root, prod = ops["root"], ops["prod"]
+    before = {p: os.stat(p).st_mtime_ns for p in _products(prod)}
+    table = paths.findfile("exposure_table", prod=str(prod), night=NIGHT_A)
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+        fields = list(rows[0].keys())
+    for r in rows:
+        if int(r["EXPID"]) == BAD_EXPID:
+            r["BADCAMWORD"] = BAD_CAMERA
+            r["COMMENTS"] = "r0 raw HDU truncated"
+    with open(table, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    before.pop(table)
+    res = snakemake(root, ops["cfg"], "--profile", LOCAL_PROFILE)
+    assert res.returncode == 0, res.stderr[-3000:]
+    changed = [p for p, t in before.items() if not os.path.exists(p) or os.stat(p).st_mtime_ns != t]
+    assert changed == [], changed
+    st = _status(root)
+    assert all(r["done"] == sum(r.values()) for r in st["steps"].values()), st["steps"]
+    assert os.path.exists(paths.findfile("qa_production_html", prod=str(prod)))
+
+
+def test_night_without_calibrations_falls_back_to_the_previous_night(ops):
+    prod = str(ops["prod"])
+    for cam in CAMERAS:
+        h = fitsio.read_header(paths.findfile("psfnight", prod=prod, night=NIGHT_B, camera=cam))
+        assert h["FALLBACK"] is True and h["IN_PSF"] == f"psfnight-{cam}-{NIGHT_A}.fits"
+        h = fitsio.read_header(paths.findfile("fiberflatnight", prod=prod, night=NIGHT_B, camera=cam))
+        assert h["FALLBACK"] is True and h["IN_FLAT"] == f"fiberflatnight-{cam}-{NIGHT_A}.fits"
+        h = fitsio.read_header(paths.findfile("cframe", prod=prod, night=NIGHT_B, expid=2201, camera=cam))
+        assert h["IN_FFLAT"] == f"fiberflatnight-{cam}-{NIGHT_B}.fits"
+    # night A used its own
+    h = fitsio.read_header(paths.findfile("psfnight", prod=prod, night=NIGHT_A, camera="b0"))
+    assert not h.get("FALLBACK", False)
+
+
+def test_targeted_rebuilds(ops):
+    root, prod = ops["root"], str(ops["prod"])
+    target = paths.findfile("cframe", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
+    res = snakemake(root, ops["cfg"], "-n", target)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    # missing ancestors only: hide the cframe and its flux calibration
+    hidden = [target, paths.findfile("fluxcalib", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")]
+    for p in hidden:
+        os.rename(p, p + ".hidden")
+    try:
+        res = snakemake(root, ops["cfg"], "-n", target)
+        assert _job_counts(res.stdout + res.stderr) == {"fluxcalib": 1, "cframe": 1}, res.stdout[-2000:]
+    finally:
+        for p in hidden:
+            os.rename(p + ".hidden", p)
+    # --forcerun sky on that path: the spectrograph's sky jobs and what follows them toward it
+    res = snakemake(root, ops["cfg"], "-n", target, "--forcerun", "sky")
+    assert res.returncode == 0
+    assert _job_counts(res.stdout + res.stderr) == {"sky": 2, "stdstars": 1, "fluxcalib": 1, "cframe": 1}
+    # the same by hand: `snakemake -p` prints a command anyone can paste
+    res = snakemake(root, ops["cfg"], "-n", "-p", target, "--forcerun", "cframe")
+    cmd = [ln.split(":", 1)[1].strip() for ln in (res.stdout + res.stderr).splitlines()
+           if ln.startswith("Shell command: fiberflow cframe")]
+    assert len(cmd) == 1, res.stdout[-2000:]
+    before = os.stat(target).st_mtime_ns
+    rerun = subprocess.run(cmd[0].split(">")[0], shell=True, capture_output=True, text=True,
+                           env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    assert rerun.returncode == 0, rerun.stderr
+    assert os.stat(target).st_mtime_ns != before
+
+
+def test_changing_a_sky_option_reruns_sky_and_downstream_only(ops):
+    root = ops["root"]
+    cfg = root / "config-sky.yaml"
+    cfg.write_text(open(ops["cfg"]).read() + "sky: {nsig_clipping: 3.5}\n")
+    res = snakemake(root, str(cfg), "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = _job_counts(res.stdout + res.stderr)
+    upstream = {"exposure_table", "biasnight", "preproc", "psf", "psfnight", "traceshift", "extract", "fiberflat",
+                "fiberflatnight", "tilepix"}
+    assert counts["sky"] == 6 and counts["cframe"] == 6 and counts["coadd"] >= 1, counts
+    assert not upstream & set(counts), counts
+
+
+def test_status_matches_snakemake_and_dag_is_drawn(ops, tmp_path):
+    """The jobs `fiberflow status` knows are exactly the outputs Snakemake plans from scratch."""
+    root, prod = ops["root"], str(ops["prod"])
+    res = snakemake(root, ops["cfg"], "-n", "--forceall", "--quiet", "rules")
+    planned = _job_counts(res.stdout + res.stderr)
+    planned.pop("all", None)
+    st = _status(root)
+    assert {k: sum(v.values()) for k, v in st["steps"].items()} == planned
+    # the human table
+    res = _ff("status", "--config", ops["cfg"], "--directory", str(root))
+    assert res.returncode == 0 and re.search(r"^cframe\s+6\s+6\s", res.stdout, re.M), res.stdout
+    if not shutil.which("dot"):
+        pytest.skip("graphviz (dot) is not installed: make test installs it")
+    res = _ff("dag", "--config", ops["cfg"], "--directory", str(root), "--night", str(NIGHT_A), "-o", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    rule_svg = (tmp_path / "rulegraph.svg").read_text()
+    dag_svg = (tmp_path / f"dag-{NIGHT_A}.svg").read_text()
+    assert rule_svg.startswith("<?xml") and "<svg" in rule_svg
+    for rule in ("preproc", "psfnight", "extract", "sky", "stdstars", "cframe", "coadd", "qa_night"):
+        assert rule in rule_svg and rule in dag_svg, rule
+    # one night's DAG: its own jobs, not the other night's
+    assert f"{BAD_EXPID:08d}" in dag_svg and "2201" not in dag_svg
