@@ -12,50 +12,21 @@ rule fiberflat:
         out("frame"),
     output:
         out("fiberflat"),
-    params:
-        cfg=section_hash(config, "instrument", "fiberflat"),
-        configfile=CONFIGFILE,
     log:
         logfile("fiberflat", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fiberflat", "{night}/{expid}-{camera}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        cfg=section_hash(config, "instrument", "fiberflat"),
+        configfile=CONFIGFILE,
     shell:
         "fiberflow fiberflat --config {params.configfile} --camera {wildcards.camera} "
         "-i {input} -o {output} > {log} 2>&1"
-
-
-def default_fiberflat(camera):
-    """calibration.default_fiberflat/fiberflat-{camera}.fits, or None when not configured."""
-    if not DEFAULT_FIBERFLAT_DIR:
-        return None
-    return os.path.join(DEFAULT_FIBERFLAT_DIR, f"fiberflat-{camera}.fits")
-
-
-def fiberflatnight_inputs(wildcards):
-    flats = [r for r in rows(wildcards.night, ("FLAT",)) if wildcards.camera in cameras(r)]
-    if flats:
-        return {
-            "flats": [
-                find("fiberflat", night=wildcards.night, expid=r["EXPID"], camera=wildcards.camera)
-                for r in flats
-            ]
-        }
-    earlier = fallback_night(wildcards.night, "FLAT", wildcards.camera)
-    if earlier is not None:
-        return {"fallback": find("fiberflatnight", night=earlier, camera=wildcards.camera)}
-    default = default_fiberflat(wildcards.camera)
-    return {"fallback": default} if default else {}
-
-
-def fiberflatnight_options(wildcards, input):
-    if "fallback" in input.keys():
-        return f"--fallback {input.fallback}"
-    if "flats" in input.keys():
-        return "-i " + " ".join(input.flats)
-    return ""
 
 
 rule fiberflatnight:
@@ -63,17 +34,19 @@ rule fiberflatnight:
         unpack(fiberflatnight_inputs),
     output:
         out("fiberflatnight"),
-    params:
-        cfg=section_hash(config, "instrument", "fiberflat"),
-        configfile=CONFIGFILE,
-        opts=fiberflatnight_options,
     log:
         logfile("fiberflatnight", "{night}-{camera}"),
     benchmark:
         benchfile("fiberflatnight", "{night}-{camera}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        cfg=section_hash(config, "instrument", "fiberflat"),
+        configfile=CONFIGFILE,
+        opts=fiberflatnight_options,
     shell:
         "fiberflow fiberflatnight --config {params.configfile} --camera {wildcards.camera} "
         "--night {wildcards.night} {params.opts} -o {output} > {log} 2>&1"
@@ -86,48 +59,21 @@ rule sky:
     output:
         sky=out("sky"),
         sframe=out("sframe"),
-    params:
-        cfg=section_hash(config, "instrument", "sky"),
-        configfile=CONFIGFILE,
     log:
         logfile("sky", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("sky", "{night}/{expid}-{camera}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        cfg=section_hash(config, "instrument", "sky"),
+        configfile=CONFIGFILE,
     shell:
         "fiberflow sky --config {params.configfile} --camera {wildcards.camera} -i {input.frame} "
         "--fiberflat {input.fiberflat} -o {output.sky} --sframe {output.sframe} > {log} 2>&1"
-
-
-def fiberflat_targets(nights=None):
-    """Nightly fiberflats of every camera that has flat or science exposures."""
-    targets = []
-    for night in nights or NIGHTS:
-        cams = {c for r in rows(night, ("FLAT", "SCIENCE")) for c in cameras(r)}
-        targets += [find("fiberflatnight", night=night, camera=c) for c in sorted(cams)]
-    return targets
-
-
-def sky_targets(nights=None):
-    """Sky-subtracted frames of every camera of every science exposure."""
-    return [
-        find("sframe", night=night, expid=r["EXPID"], camera=cam)
-        for night in nights or NIGHTS
-        for r in rows(night, ("SCIENCE",))
-        for cam in cameras(r)
-    ]
-
-
-def spectrograph_sframes(wildcards):
-    """The sframes of every camera of one spectrograph of an exposure."""
-    r = row(wildcards.night, wildcards.expid)
-    return [
-        find("sframe", night=wildcards.night, expid=wildcards.expid, camera=cam)
-        for cam in cameras(r)
-        if int(cam[1:]) == int(wildcards.spectrograph)
-    ]
 
 
 rule stdstars:
@@ -135,42 +81,21 @@ rule stdstars:
         spectrograph_sframes,
     output:
         out("stdstars"),
-    params:
-        cfg=section_hash(config, "instrument", "stdstars"),
-        configfile=CONFIGFILE,
     log:
         logfile("stdstars", "{night}/{expid}-{spectrograph}"),
     benchmark:
         benchfile("stdstars", "{night}/{expid}-{spectrograph}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        cfg=section_hash(config, "instrument", "stdstars"),
+        configfile=CONFIGFILE,
     shell:
         "fiberflow stdstars --config {params.configfile} --spectrograph {wildcards.spectrograph} "
         "--sframes {input} -o {output} > {log} 2>&1"
-
-
-def average_fluxcalib(camera):
-    """calibration.default_fluxcalib/fluxcalib-avg-{camera}.fits, or None when not configured."""
-    if not DEFAULT_FLUXCALIB_DIR:
-        return None
-    return os.path.join(DEFAULT_FLUXCALIB_DIR, f"fluxcalib-avg-{camera}.fits")
-
-
-def fluxcalib_inputs(wildcards):
-    inputs = {
-        "sframe": find("sframe", night=wildcards.night, expid=wildcards.expid, camera=wildcards.camera),
-        "stdstars": find(
-            "stdstars",
-            night=wildcards.night,
-            expid=wildcards.expid,
-            spectrograph=int(wildcards.camera[1:]),
-        ),
-    }
-    avg = average_fluxcalib(wildcards.camera)
-    if avg:
-        inputs["average"] = avg
-    return inputs
 
 
 rule fluxcalib:
@@ -178,17 +103,21 @@ rule fluxcalib:
         unpack(fluxcalib_inputs),
     output:
         out("fluxcalib"),
-    params:
-        cfg=section_hash(config, "instrument", "fluxcalib"),
-        configfile=CONFIGFILE,
-        average=lambda wc, input: f"--average {input.average}" if "average" in input.keys() else "",
     log:
         logfile("fluxcalib", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fluxcalib", "{night}/{expid}-{camera}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        cfg=section_hash(config, "instrument", "fluxcalib"),
+        configfile=CONFIGFILE,
+        average=lambda wc, input: (
+            f"--average {input.average}" if "average" in input.keys() else ""
+        ),
     shell:
         "fiberflow fluxcalib --config {params.configfile} --camera {wildcards.camera} -i {input.sframe} "
         "--stdstars {input.stdstars} {params.average} -o {output} > {log} 2>&1"
@@ -200,25 +129,17 @@ rule cframe:
         fluxcalib=out("fluxcalib"),
     output:
         out("cframe"),
-    params:
-        configfile=CONFIGFILE,
     log:
         logfile("cframe", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("cframe", "{night}/{expid}-{camera}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        configfile=CONFIGFILE,
     shell:
         "fiberflow cframe --config {params.configfile} --camera {wildcards.camera} -i {input.sframe} "
         "--fluxcalib {input.fluxcalib} -o {output} > {log} 2>&1"
-
-
-def cframe_targets(nights=None):
-    """Flux-calibrated frames of every camera of every science exposure."""
-    return [
-        find("cframe", night=night, expid=r["EXPID"], camera=cam)
-        for night in nights or NIGHTS
-        for r in rows(night, ("SCIENCE",))
-        for cam in cameras(r)
-    ]

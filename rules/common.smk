@@ -6,11 +6,21 @@ import sys
 
 import fiberflow.exptable as ffexp
 import fiberflow.paths as ffpaths
-from fiberflow.config import default_psf_dir, resolve_roots, section_hash, validate_config
+from fiberflow.config import (
+    default_psf_dir,
+    resolve_roots,
+    section_hash,
+    validate_config,
+)
 from fiberflow.instrument import load_instrument
+
 
 # jobs call `fiberflow <step>`: the one installed beside the Python running Snakemake comes
 # first on PATH, so a non-activated virtual environment (python -m snakemake) works too
+envvars:
+    "PATH",
+
+
 _BINDIR = os.path.dirname(sys.executable)
 if os.path.exists(os.path.join(_BINDIR, "fiberflow")):
     os.environ["PATH"] = _BINDIR + os.pathsep + os.environ.get("PATH", "")
@@ -29,6 +39,8 @@ CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles e
 NIGHTS = [int(n) for n in config["nights"]] or ffexp.nights_with_raw(ROOTS["raw"])
 TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
 DEFAULT_PSF_DIR = default_psf_dir(config)
+# the software of every rule (snakemake --software-deployment-method conda)
+CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 DEFAULT_FIBERFLAT_DIR = default_psf_dir(config, key="default_fiberflat")
 DEFAULT_FLUXCALIB_DIR = default_psf_dir(config, key="default_fluxcalib")
 
@@ -49,12 +61,19 @@ def raw_pattern(filetype):
 
 def logfile(step, ident):
     """Log of one job: {prod}/logs/{step}/{ident}.log."""
-    return os.path.join(PROD, "logs", step, ident + ".log")
+    return os.path.join(PROD, "logs", step, f"{ident}.log")
 
 
 def benchfile(step, ident):
     """Benchmark of one job: {prod}/benchmarks/{step}/{ident}.tsv."""
-    return os.path.join(PROD, "benchmarks", step, ident + ".tsv")
+    return os.path.join(PROD, "benchmarks", step, f"{ident}.tsv")
+
+
+def prod_of(path):
+    """The production root a product path lies under (for steps that take --prod)."""
+    filetype, ids = ffpaths.parse_path(path)
+    rel = ffpaths.relpath(filetype, **ids)
+    return os.path.normpath(str(path)[: -len(rel)])
 
 
 def find(filetype, **ids):
@@ -129,3 +148,424 @@ def mpi_launch(resources):
     if not launcher or tasks <= 1:
         return ""
     return f"{launcher} -n {tasks} "
+
+
+# ---- exptable stage (rules in rules/exptable.smk) ----
+
+
+def exptable_targets(nights=None):
+    return [find("exposure_table", night=n) for n in (nights or NIGHTS)]
+
+
+# ---- preproc stage (rules in rules/preproc.smk) ----
+
+
+def biasnight_inputs(wildcards):
+    return [
+        find("raw", night=r["NIGHT"], expid=r["EXPID"])
+        for r in zeros_of(wildcards.night, wildcards.camera)
+    ]
+
+
+def preproc_inputs(wildcards):
+    night = int(wildcards.night)
+    files = {"raw": find("raw", night=night, expid=int(wildcards.expid))}
+    if zeros_of(night, wildcards.camera):
+        files["biasnight"] = find("biasnight", night=night, camera=wildcards.camera)
+    fm = find("fibermap", night=night, expid=int(wildcards.expid))
+    if row(night, wildcards.expid)["OBSTYPE"] == "SCIENCE":
+        files["fibermap"] = fm
+    return files
+
+
+def preproc_options(wildcards, input):
+    opts = []
+    if "biasnight" in input.keys():
+        opts.append(f"--biasnight {input.biasnight}")
+    if "fibermap" in input.keys():
+        opts.append(f"--fibermap {input.fibermap}")
+    return " ".join(opts)
+
+
+def preproc_targets(nights=None):
+    """Every preproc file of the given nights (default all)."""
+    targets = []
+    for night in nights or NIGHTS:
+        for r in rows(night, ("ARC", "FLAT", "SCIENCE")):
+            for cam in cameras(r):
+                targets.append(
+                    find("preproc", night=night, expid=r["EXPID"], camera=cam)
+                )
+    return targets
+
+
+# ---- psf stage (rules in rules/psf.smk) ----
+
+
+def psfnight_inputs(wildcards):
+    arcs = [
+        r for r in rows(wildcards.night, ("ARC",)) if wildcards.camera in cameras(r)
+    ]
+    if arcs:
+        return {
+            "psfs": [
+                find(
+                    "fitpsf",
+                    night=wildcards.night,
+                    expid=r["EXPID"],
+                    camera=wildcards.camera,
+                )
+                for r in arcs
+            ]
+        }
+    earlier = fallback_night(wildcards.night, "ARC", wildcards.camera)
+    if earlier is not None:
+        return {"fallback": find("psfnight", night=earlier, camera=wildcards.camera)}
+    return {"fallback": default_psf(wildcards.camera)}
+
+
+def psfnight_options(wildcards, input):
+    if "fallback" in input.keys():
+        return f"--fallback {input.fallback}"
+    return "-i " + " ".join(input.psfs)
+
+
+def psf_targets(nights=None):
+    """Nightly PSFs of every camera that some exposure of the night uses (default all nights)."""
+    return [
+        find("psfnight", night=night, camera=cam)
+        for night in nights or NIGHTS
+        for cam in night_cameras(night)
+    ]
+
+
+def traceshift_targets(nights=None):
+    """Shifted PSFs of every camera of every flat and science exposure."""
+    targets = []
+    for night in nights or NIGHTS:
+        for r in rows(night, ("FLAT", "SCIENCE")):
+            for cam in cameras(r):
+                targets.append(find("psf", night=night, expid=r["EXPID"], camera=cam))
+    return targets
+
+
+# ---- extract stage (rules in rules/extract.smk) ----
+
+
+def extract_targets(nights=None):
+    """Frames of every camera of every flat and science exposure."""
+    targets = []
+    for night in nights or NIGHTS:
+        for r in rows(night, ("FLAT", "SCIENCE")):
+            for cam in cameras(r):
+                targets.append(find("frame", night=night, expid=r["EXPID"], camera=cam))
+    return targets
+
+
+# ---- calib stage (rules in rules/calib.smk) ----
+
+
+def default_fiberflat(camera):
+    """calibration.default_fiberflat/fiberflat-{camera}.fits, or None when not configured."""
+    if not DEFAULT_FIBERFLAT_DIR:
+        return None
+    return os.path.join(DEFAULT_FIBERFLAT_DIR, f"fiberflat-{camera}.fits")
+
+
+def fiberflatnight_inputs(wildcards):
+    flats = [
+        r for r in rows(wildcards.night, ("FLAT",)) if wildcards.camera in cameras(r)
+    ]
+    if flats:
+        return {
+            "flats": [
+                find(
+                    "fiberflat",
+                    night=wildcards.night,
+                    expid=r["EXPID"],
+                    camera=wildcards.camera,
+                )
+                for r in flats
+            ]
+        }
+    earlier = fallback_night(wildcards.night, "FLAT", wildcards.camera)
+    if earlier is not None:
+        return {
+            "fallback": find("fiberflatnight", night=earlier, camera=wildcards.camera)
+        }
+    default = default_fiberflat(wildcards.camera)
+    return {"fallback": default} if default else {}
+
+
+def fiberflatnight_options(wildcards, input):
+    if "fallback" in input.keys():
+        return f"--fallback {input.fallback}"
+    if "flats" in input.keys():
+        return "-i " + " ".join(input.flats)
+    return ""
+
+
+def fiberflat_targets(nights=None):
+    """Nightly fiberflats of every camera that has flat or science exposures."""
+    targets = []
+    for night in nights or NIGHTS:
+        cams = {c for r in rows(night, ("FLAT", "SCIENCE")) for c in cameras(r)}
+        targets += [find("fiberflatnight", night=night, camera=c) for c in sorted(cams)]
+    return targets
+
+
+def sky_targets(nights=None):
+    """Sky-subtracted frames of every camera of every science exposure."""
+    return [
+        find("sframe", night=night, expid=r["EXPID"], camera=cam)
+        for night in nights or NIGHTS
+        for r in rows(night, ("SCIENCE",))
+        for cam in cameras(r)
+    ]
+
+
+def spectrograph_sframes(wildcards):
+    """The sframes of every camera of one spectrograph of an exposure."""
+    r = row(wildcards.night, wildcards.expid)
+    return [
+        find("sframe", night=wildcards.night, expid=wildcards.expid, camera=cam)
+        for cam in cameras(r)
+        if int(cam[1:]) == int(wildcards.spectrograph)
+    ]
+
+
+def average_fluxcalib(camera):
+    """calibration.default_fluxcalib/fluxcalib-avg-{camera}.fits, or None when not configured."""
+    if not DEFAULT_FLUXCALIB_DIR:
+        return None
+    return os.path.join(DEFAULT_FLUXCALIB_DIR, f"fluxcalib-avg-{camera}.fits")
+
+
+def fluxcalib_inputs(wildcards):
+    inputs = {
+        "sframe": find(
+            "sframe",
+            night=wildcards.night,
+            expid=wildcards.expid,
+            camera=wildcards.camera,
+        ),
+        "stdstars": find(
+            "stdstars",
+            night=wildcards.night,
+            expid=wildcards.expid,
+            spectrograph=int(wildcards.camera[1:]),
+        ),
+    }
+    avg = average_fluxcalib(wildcards.camera)
+    if avg:
+        inputs["average"] = avg
+    return inputs
+
+
+def cframe_targets(nights=None):
+    """Flux-calibrated frames of every camera of every science exposure."""
+    return [
+        find("cframe", night=night, expid=r["EXPID"], camera=cam)
+        for night in nights or NIGHTS
+        for r in rows(night, ("SCIENCE",))
+        for cam in cameras(r)
+    ]
+
+
+# ---- healpix stage (rules in rules/healpix.smk) ----
+
+import fiberflow.healpixmap as ffhpx
+
+NSIDE = int(config["healpix"]["nside"])
+
+
+_HPX = {}
+
+
+def healpix_exposures(nights=None):
+    """Science exposures that feed the healpix stage: a tile, LASTSTEP all, some camera."""
+    return [
+        (night, r)
+        for night in nights or NIGHTS
+        for r in rows(night, ("SCIENCE",))
+        if r["LASTSTEP"] == "all" and int(r["TILEID"]) >= 0 and cameras(r)
+    ]
+
+
+def pixel_groups(nights=None):
+    """(survey, program, pix) -> [(night, expid, petal)], from the tilepix maps (cached)."""
+    key = tuple(sorted(nights or NIGHTS))
+    if key not in _HPX:
+        exposures = [
+            {
+                "NIGHT": night,
+                "EXPID": r["EXPID"],
+                "SURVEY": r["SURVEY"],
+                "PROGRAM": r["PROGRAM"],
+                "petals": {int(c[1:]) for c in cameras(r)},
+                "fibermap": find("fibermap", night=night, expid=r["EXPID"]),
+                "tilepix": find(
+                    "tilepix", night=night, expid=r["EXPID"], tileid=r["TILEID"]
+                ),
+            }
+            for night, r in healpix_exposures(list(key))
+        ]
+        _HPX[key] = ffhpx.pixel_groups(
+            exposures, NSIDE, config["healpix"]["survey"], config["healpix"]["program"]
+        )
+    return _HPX[key]
+
+
+def spectra_inputs(wildcards):
+    """Every cframe of every (exposure, petal) whose fibers touch the pixel."""
+    feeds = pixel_groups().get(
+        (wildcards.survey, wildcards.program, int(wildcards.pix))
+    )
+    if not feeds:
+        raise ValueError(
+            f"no science exposure of the production has fibers in {wildcards.survey}/"
+            f"{wildcards.program} nside-{NSIDE} pixel {wildcards.pix}"
+        )
+    out = []
+    for night, expid, petal in feeds:
+        r = row(night, expid)
+        out += [
+            find("cframe", night=night, expid=expid, camera=cam)
+            for cam in cameras(r)
+            if int(cam[1:]) == petal
+        ]
+    return out
+
+
+def tilepix_targets(nights=None):
+    """The tilepix map of every science exposure that feeds the healpix stage."""
+    return [
+        find("tilepix", night=night, expid=r["EXPID"], tileid=r["TILEID"])
+        for night, r in healpix_exposures(nights)
+    ]
+
+
+def healpix_targets(nights=None):
+    """Spectra and coadd of every pixel touched by the given nights (default: all).
+    A pixel's files always gather every night of the production."""
+    touched = set(pixel_groups(nights))
+    return [
+        find(kind, survey=s, program=p, pix=pix)
+        for (s, p, pix) in sorted(touched)
+        for kind in ("spectra", "coadd")
+    ]
+
+
+# ---- qa stage (rules in rules/qa.smk) ----
+
+from fiberflow.qa.scoring import load_thresholds
+
+
+def qa_thresholds_path():
+    """config qa.thresholds: absolute, else relative to the working directory, else to the
+    workflow's own folder (the shipped config/qa.yaml)."""
+    path = config["qa"]["thresholds"]
+    if os.path.isabs(path) or os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.join(workflow.basedir, path)
+
+
+QA_THRESHOLDS = qa_thresholds_path()
+
+
+QA_HISTORY_NIGHTS = load_thresholds(QA_THRESHOLDS)["history"]["nights"]
+
+
+QA_OBSTYPES = ("ARC", "FLAT", "SCIENCE")
+
+
+def qa_frame_inputs(wildcards):
+    """Every product of one frame that exists for its OBSTYPE."""
+    obstype = row(wildcards.night, wildcards.expid)["OBSTYPE"]
+    ids = dict(night=wildcards.night, expid=wildcards.expid, camera=wildcards.camera)
+    files = {"preproc": find("preproc", **ids)}
+    if obstype == "ARC":
+        files["psf"] = find("fitpsf", **ids)
+        return files
+    files["psf"] = find("psf", **ids)
+    files["frame"] = find("frame", **ids)
+    if obstype == "FLAT":
+        files["fiberflat"] = find("fiberflat", **ids)
+    if obstype == "SCIENCE":
+        for key in ("sky", "sframe", "fluxcalib", "cframe"):
+            files[key] = find(key, **ids)
+        files["stdstars"] = find(
+            "stdstars",
+            night=wildcards.night,
+            expid=wildcards.expid,
+            spectrograph=int(wildcards.camera[1:]),
+        )
+    return files
+
+
+#: job log of each step of a frame (linked from the QA pages)
+QA_STEP_LOGS = {
+    "PREPROC": "preproc",
+    "PSF": "psf",
+    "TRACESHIFT": "traceshift",
+    "EXTRACT": "extract",
+    "FIBERFLAT": "fiberflat",
+    "SKY": "sky",
+    "FLUXCALIB": "fluxcalib",
+    "CFRAME": "cframe",
+}
+
+
+def qa_frame_options(wildcards, input):
+    opts = [f"--{key} {path}" for key, path in input.items()]
+    ident = f"{wildcards.night}/{wildcards.expid}-{wildcards.camera}"
+    obstype = row(wildcards.night, wildcards.expid)["OBSTYPE"]
+    for step, name in QA_STEP_LOGS.items():
+        if step == "TRACESHIFT" and obstype == "ARC":
+            continue
+        opts.append(f"--log {step}={logfile(name, ident)}")
+    if obstype == "SCIENCE":
+        spec = int(wildcards.camera[1:])
+        opts.append(
+            f"--log STDSTARS={logfile('stdstars', f'{wildcards.night}/{wildcards.expid}-{spec}')}"
+        )
+    return " ".join(opts)
+
+
+def qa_frames_of(night, expid=None):
+    """Frame QA files of a night (or of one exposure)."""
+    return [
+        find("qa_frame", night=night, expid=r["EXPID"], camera=cam)
+        for r in rows(night, QA_OBSTYPES)
+        if expid is None or int(r["EXPID"]) == int(expid)
+        for cam in cameras(r)
+    ]
+
+
+def qa_history(wildcards):
+    """Night QA of the earlier production nights within the history window."""
+    earlier = [
+        n for n in sorted(NIGHTS) if n < int(wildcards.night) and rows(n, QA_OBSTYPES)
+    ]
+    return [find("qa_night", night=n) for n in earlier[-QA_HISTORY_NIGHTS:]]
+
+
+def qa_nights():
+    return [n for n in NIGHTS if rows(n, QA_OBSTYPES)]
+
+
+def qa_targets(nights=None, production=True):
+    """Night and exposure QA pages of the given nights (default all) and, with
+    ``production``, the production index."""
+    targets = []
+    for night in nights or qa_nights():
+        if not rows(night, QA_OBSTYPES):
+            continue
+        targets.append(find("qa_night_html", night=night))
+        targets += [
+            find("qa_exposure_html", night=night, expid=r["EXPID"])
+            for r in rows(night, QA_OBSTYPES)
+        ]
+    if production and qa_nights():
+        targets.append(find("qa_production_html"))
+    return targets

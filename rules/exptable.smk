@@ -6,18 +6,16 @@
 rule exposure_table:
     output:
         out("exposure_table"),
-    params:
-        configfile=CONFIGFILE,
     log:
         logfile("exposure_table", "{night}-{yyyymm}"),
     benchmark:
         benchfile("exposure_table", "{night}-{yyyymm}")
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        configfile=CONFIGFILE,
     shell:
         "fiberflow exptable --config {params.configfile} --night {wildcards.night} -o {output} > {log} 2>&1"
-
-
-def exptable_targets(nights=None):
-    return [find("exposure_table", night=n) for n in (nights or NIGHTS)]
