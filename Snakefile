@@ -52,7 +52,23 @@ rule night:
         + healpix_targets([int(wc.night)])
         + qa_targets([int(wc.night)], production=False),
     output:
-        touch(os.path.join(PROD, "run", "night-{night}.done")),
+        touch(out("night_done")),
+
+
+# one exposure: snakemake $(fiberflow findfile exposure_done --prod PROD --night N --expid E)
+rule exposure:
+    input:
+        lambda wc: exposure_targets(int(wc.night), int(wc.expid)),
+    output:
+        touch(out("exposure_done")),
+
+
+# one tile over every night of the production, with the HEALPix pixels it feeds
+rule tile:
+    input:
+        lambda wc: tile_targets(int(wc.tileid)),
+    output:
+        touch(out("tile_done")),
 
 
 rule healpix:

@@ -363,13 +363,58 @@ def fluxcalib_inputs(wildcards):
 
 
 def cframe_targets(nights=None):
-    """Flux-calibrated frames of every camera of every science exposure."""
+    """Flux-calibrated frames of every camera of every science exposure whose LASTSTEP is
+    fluxcalib or all (skysub exposures stop at their sframes)."""
     return [
         find("cframe", night=night, expid=r["EXPID"], camera=cam)
         for night in nights or NIGHTS
         for r in rows(night, ("SCIENCE",))
+        if ffexp.flux_calibrated(r)
         for cam in cameras(r)
     ]
+
+
+def exposure_targets(night, expid):
+    """The last product and frame QA of every camera of one exposure (target rule
+    `exposure`): fitted PSFs of an arc, fiberflats of a flat, cframes (sframes when LASTSTEP
+    is skysub) of a science exposure, the nightly bias a ZERO feeds."""
+    r = row(night, expid)
+    if r["LASTSTEP"] == "ignore":
+        return []
+    if r["OBSTYPE"] == "ZERO":
+        return [find("biasnight", night=night, camera=c) for c in cameras(r)]
+    last = {
+        "ARC": "fitpsf",
+        "FLAT": "fiberflat",
+        "SCIENCE": "cframe" if ffexp.flux_calibrated(r) else "sframe",
+    }.get(r["OBSTYPE"])
+    if last is None:
+        return []
+    ids = [dict(night=night, expid=expid, camera=c) for c in cameras(r)]
+    return [find(last, **i) for i in ids] + [find("qa_frame", **i) for i in ids]
+
+
+def tile_targets(tileid):
+    """Every exposure of one tile over the production's nights (as `exposure_targets`) and the
+    spectra and coadds of the HEALPix pixels those exposures feed (target rule `tile`).
+    """
+    exps = [
+        (n, r)
+        for n in NIGHTS
+        for r in rows(n, ("SCIENCE",))
+        if int(r["TILEID"]) == int(tileid)
+    ]
+    if not exps:
+        raise ValueError(f"tile {tileid} has no science exposure in this production")
+    targets = [t for n, r in exps for t in exposure_targets(n, r["EXPID"])]
+    fed = {(n, int(r["EXPID"])) for n, r in exps}
+    for (survey, program, pix), feeds in pixel_groups().items():
+        if any((night, expid) in fed for night, expid, _ in feeds):
+            targets += [
+                find(kind, survey=survey, program=program, pix=pix)
+                for kind in ("spectra", "coadd")
+            ]
+    return targets
 
 
 # ---- healpix stage (rules in rules/healpix.smk) ----
@@ -492,7 +537,11 @@ def qa_frame_inputs(wildcards):
     if obstype == "FLAT":
         files["fiberflat"] = find("fiberflat", **ids)
     if obstype == "SCIENCE":
-        for key in ("sky", "sframe", "fluxcalib", "cframe"):
+        for key in ("sky", "sframe"):
+            files[key] = find(key, **ids)
+        if not ffexp.flux_calibrated(row(wildcards.night, wildcards.expid)):
+            return files
+        for key in ("fluxcalib", "cframe"):
             files[key] = find(key, **ids)
         files["stdstars"] = find(
             "stdstars",

@@ -222,6 +222,12 @@ def apply_override(rows, override):
     return rows
 
 
+def flux_calibrated(row):
+    """True when a science exposure goes through flux calibration: LASTSTEP ``fluxcalib`` or
+    ``all`` (``skysub`` stops at the sky-subtracted sframe; only ``all`` feeds the HEALPix stage)."""
+    return row["LASTSTEP"] in ("fluxcalib", "all")
+
+
 def cameras_of(row, instrument_cameras):
     """Cameras to process for a row: present (CAMWORD) minus BADCAMWORD, within the instrument."""
     if row["LASTSTEP"] == "ignore":

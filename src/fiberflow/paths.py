@@ -30,7 +30,10 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     # raw data and the fibermap written beside it
     "raw": ("raw", "{night}/{expid:08d}/desi-{expid:08d}.fits.fz"),
     "fibermap": ("raw", "{night}/{expid:08d}/fibermap-{expid:08d}.fits"),
-    # workflow tables
+    # workflow tables and the markers of the target rules night, exposure and tile
+    "night_done": ("prod", "run/night-{night}.done"),
+    "exposure_done": ("prod", "run/exposure-{night}-{expid:08d}.done"),
+    "tile_done": ("prod", "run/tile-{tileid}.done"),
     "exposure_table": ("prod", "exposure_tables/{yyyymm}/exposure_table_{night}.csv"),
     "exposure_override": ("prod", "exposure_tables/{yyyymm}/override_{night}.yaml"),
     # nightly calibrations

@@ -171,6 +171,8 @@ class Production:
                 ids = dict(night=night, expid=expid, camera=cam)
                 self._add("sky", self.find("sframe", **ids), f"{night}/{expid:08d}-{cam}",
                           [self.find("frame", **ids), self.find("fiberflatnight", night=night, camera=cam)])
+            if not ffexp.flux_calibrated(r):  # LASTSTEP skysub stops at the sframes
+                continue
             for sp in sorted({int(c[1:]) for c in cams}):
                 self._add("stdstars", self.find("stdstars", night=night, expid=expid, spectrograph=sp),
                           f"{night}/{expid:08d}-{sp}",
@@ -217,14 +219,15 @@ class Production:
 
         qa_nights = sorted(n for n in self.nights if self.rows(n, ("ARC", "FLAT", "SCIENCE")))
         history = load_thresholds(self._qa_thresholds())["history"]["nights"]
-        last = {"ARC": "fitpsf", "FLAT": "fiberflat", "SCIENCE": "cframe"}
+        last = {"ARC": "fitpsf", "FLAT": "fiberflat", "SCIENCE": "cframe", "skysub": "sframe"}
         for night in qa_nights:
             frames = []
             for r in self.rows(night, ("ARC", "FLAT", "SCIENCE")):
+                kind = r["OBSTYPE"] if r["OBSTYPE"] != "SCIENCE" or ffexp.flux_calibrated(r) else "skysub"
                 for cam in self.cams(r):
                     ids = dict(night=night, expid=r["EXPID"], camera=cam)
                     frames.append(self._add("qa_frame", self.find("qa_frame", **ids), f"{night}/{r['EXPID']:08d}-{cam}",
-                                            [self.find(last[r["OBSTYPE"]], **ids)]).output)
+                                            [self.find(last[kind], **ids)]).output)
             earlier = [self.find("qa_night", night=n) for n in qa_nights if n < night][-history:] if history else []
             nightqa = self._add("qa_night", self.find("qa_night", night=night), str(night), frames + earlier).output
             for r in self.rows(night, ("ARC", "FLAT", "SCIENCE")):

@@ -89,7 +89,9 @@ def _dag(args):
     prod = resolve_roots(cfg)["prod"]
     base = [sys.executable, "-m", "snakemake", "-s", args.snakefile, "--configfile", os.path.abspath(args.config),
             "--directory", args.directory, "--cores", "1", "--quiet"]
-    target = os.path.join(prod, "run", f"night-{night}.done")
+    from ..paths import findfile
+
+    target = findfile("night_done", prod=prod, night=night)
     written = []
     for name, extra in (("rulegraph", ["--rulegraph", "--forceall"]),
                         (f"dag-{night}", ["--dag", "--forceall", target])):
