@@ -24,12 +24,10 @@ pytestmark = needs_shared_data
 
 
 def _daemon_pids(state):
-    pids = {}
-    for name in ("slurmctld.pid", "slurmd.pid", os.path.join("munge", "munged.pid")):
-        p = os.path.join(state, name)
-        if os.path.exists(p):
-            pids[name] = int(open(p).read().strip())
-    return pids
+    files = [os.path.join(state, "slurmctld.pid"), os.path.join(state, "slurmd.pid")]
+    if os.path.exists(os.path.join(state, "munge-dir")):
+        files.append(os.path.join(open(os.path.join(state, "munge-dir")).read().strip(), "munged.pid"))
+    return {os.path.basename(p): int(open(p).read().strip()) for p in files if os.path.exists(p)}
 
 
 def _alive(pid):
