@@ -39,10 +39,10 @@ CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles e
 NIGHTS = [int(n) for n in config["nights"]] or ffexp.nights_with_raw(ROOTS["raw"])
 TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
 DEFAULT_PSF_DIR = default_psf_dir(config)
-# the software of every rule (snakemake --software-deployment-method conda)
-CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 DEFAULT_FIBERFLAT_DIR = default_psf_dir(config, key="default_fiberflat")
 DEFAULT_FLUXCALIB_DIR = default_psf_dir(config, key="default_fluxcalib")
+# the software of every rule (snakemake --software-deployment-method conda)
+CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 
 
 wildcard_constraints:

@@ -233,6 +233,13 @@ def test_targeted_rebuilds(ops):
     res = snakemake(root, ops["cfg"], "-n", target, "--forcerun", "sky")
     assert res.returncode == 0
     assert _job_counts(res.stdout + res.stderr) == {"sky": 2, "stdstars": 1, "fluxcalib": 1, "cframe": 1}
+    # MPI over bundles when a profile names a launcher (profiles/nersc: srun, 20 tasks)
+    frame = paths.findfile("frame", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
+    res = snakemake(root, ops["cfg"], "-n", "-p", frame, "--forcerun", "extract",
+                    "--set-resources", "extract:mpi='mpiexec'", "extract:tasks=2")
+    assert re.search(r"^Shell command: mpiexec -n 2 fiberflow extract ", res.stdout, re.M), res.stdout[-2000:]
+    res = snakemake(root, ops["cfg"], "-n", "-p", frame, "--forcerun", "extract")
+    assert re.search(r"^Shell command: fiberflow extract ", res.stdout, re.M), res.stdout[-2000:]
     # the same by hand: `snakemake -p` prints a command anyone can paste
     res = snakemake(root, ops["cfg"], "-n", "-p", target, "--forcerun", "cframe")
     cmd = [ln.split(":", 1)[1].strip() for ln in (res.stdout + res.stderr).splitlines()
