@@ -1,6 +1,7 @@
 # Shared workflow helpers: configuration validation, roots, exposure tables, wildcard
 # constraints, output patterns and input functions. File names come from fiberflow.paths.
 
+import functools
 import os
 import sys
 
@@ -77,7 +78,14 @@ def prod_of(path):
 
 
 def find(filetype, **ids):
-    return ffpaths.findfile(filetype, raw=ROOTS["raw"], prod=PROD, **ids)
+    """Path of a production or raw file (fiberflow.paths), cached: planning asks for the same
+    paths from many jobs."""
+    return _find(filetype, tuple(sorted(ids.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _find(filetype, ids):
+    return ffpaths.findfile(filetype, raw=ROOTS["raw"], prod=PROD, **dict(ids))
 
 
 def rows(night, obstypes=None):

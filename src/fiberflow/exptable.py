@@ -16,6 +16,7 @@ arms, e.g. ``a0123z5`` = b0..b3, r0..r3, z0..z3 and z5.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import os
 import re
@@ -229,12 +230,18 @@ def flux_calibrated(row):
 
 
 def cameras_of(row, instrument_cameras):
-    """Cameras to process for a row: present (CAMWORD) minus BADCAMWORD, within the instrument."""
-    if row["LASTSTEP"] == "ignore":
-        return []
-    present = set(parse_camword(row["CAMWORD"])) if row["CAMWORD"] else set(instrument_cameras)
-    bad = set(parse_camword(row["BADCAMWORD"]))
-    return [c for c in instrument_cameras if c in present and c not in bad]
+    """Cameras to process for a row: present (CAMWORD) minus BADCAMWORD, within the instrument.
+    (Cached on the three columns it reads: the workflow asks once per job when it plans.)"""
+    return list(_cameras_of(row["LASTSTEP"], row["CAMWORD"], row["BADCAMWORD"], tuple(instrument_cameras)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cameras_of(laststep, camword, badcamword, instrument_cameras):
+    if laststep == "ignore":
+        return ()
+    present = set(parse_camword(camword)) if camword else set(instrument_cameras)
+    bad = set(parse_camword(badcamword))
+    return tuple(c for c in instrument_cameras if c in present and c not in bad)
 
 
 def nights_with_raw(raw_root):

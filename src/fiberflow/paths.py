@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -96,6 +97,7 @@ INT_IDS = {"night", "expid", "spectrograph", "pix", "pixgroup", "tileid"}
 
 #: identifiers derived from others (filled by findfile, checked by parse_path)
 DERIVED = {"yyyymm", "pixgroup"}
+_ID_RE = {k: re.compile(v) for k, v in ID_REGEX.items()}
 
 #: environment variables for the roots (DESI's names)
 ROOT_ENV = {"raw": "DESI_SPECTRO_DATA", "truth": "FIBERFLOW_TRUTH"}
@@ -110,12 +112,17 @@ def filetypes():
 
 def template_fields(filetype):
     """Names of the identifiers a file type needs (derived ones excluded), in template order."""
+    return list(_template_fields(filetype))
+
+
+@functools.lru_cache(maxsize=None)
+def _template_fields(filetype):
     _, tmpl = _lookup(filetype)
     out = []
     for name, _spec in _FIELD.findall(tmpl):
         if name not in DERIVED and name not in out:
             out.append(name)
-    return out
+    return tuple(out)
 
 
 def _lookup(filetype):
@@ -165,11 +172,12 @@ def relpath(filetype, **ids):
     """
     _, tmpl = _lookup(filetype)
     vals = _normalise_ids(ids)
-    missing = [f for f in template_fields(filetype) if vals.get(f) is None]
+    fields = _template_fields(filetype)
+    missing = [f for f in fields if vals.get(f) is None]
     if missing:
         raise ValueError(f"findfile({filetype!r}) needs {', '.join(missing)}")
-    for f in template_fields(filetype):
-        if not re.fullmatch(ID_REGEX[f], _format_one(f, vals[f])):
+    for f in fields:
+        if not _ID_RE[f].fullmatch(_format_one(f, vals[f])):
             raise ValueError(f"findfile({filetype!r}): invalid {f}={vals[f]!r}")
     return tmpl.format(**vals)
 
