@@ -139,13 +139,7 @@ class Production:
                     self._add("psf", self.find("fitpsf", **ids), f"{night}/{r['EXPID']:08d}-{cam}",
                               [self.find("preproc", **ids)])
         for cam in used:
-            arcs = [r for r in self.rows(night, ("ARC",)) if cam in self.cams(r)]
-            if arcs:
-                needs = [self.find("fitpsf", night=night, expid=r["EXPID"], camera=cam) for r in arcs]
-            else:
-                earlier = self._fallback_night(night, "ARC", cam)
-                needs = [self.find("psfnight", night=earlier, camera=cam)] if earlier else []
-            self._add("psfnight", self.find("psfnight", night=night, camera=cam), f"{night}-{cam}", needs)
+            self._nightly("psfnight", night, cam, "ARC", "fitpsf")
         flatcams = [c for c in self.cameras if any(c in self.cams(r) for r in self.rows(night, ("FLAT", "SCIENCE")))]
         for r in self.rows(night, ("FLAT", "SCIENCE")):
             for cam in self.cams(r):
@@ -157,13 +151,7 @@ class Production:
                 if r["OBSTYPE"] == "FLAT":
                     self._add("fiberflat", self.find("fiberflat", **ids), ident, [self.find("frame", **ids)])
         for cam in flatcams:
-            flats = [r for r in self.rows(night, ("FLAT",)) if cam in self.cams(r)]
-            if flats:
-                needs = [self.find("fiberflat", night=night, expid=r["EXPID"], camera=cam) for r in flats]
-            else:
-                earlier = self._fallback_night(night, "FLAT", cam)
-                needs = [self.find("fiberflatnight", night=earlier, camera=cam)] if earlier else []
-            self._add("fiberflatnight", self.find("fiberflatnight", night=night, camera=cam), f"{night}-{cam}", needs)
+            self._nightly("fiberflatnight", night, cam, "FLAT", "fiberflat")
         for r in self.rows(night, ("SCIENCE",)):
             expid = r["EXPID"]
             cams = self.cams(r)
@@ -184,6 +172,17 @@ class Production:
                           [self.find("sframe", **ids), std])
                 self._add("cframe", self.find("cframe", **ids), f"{night}/{expid:08d}-{cam}",
                           [self.find("sframe", **ids), self.find("fluxcalib", **ids)])
+
+    def _nightly(self, step, night, cam, obstype, per_exposure):
+        """A nightly calibration job (psfnight, fiberflatnight): it needs the night's
+        per-exposure products, or else the nearest earlier night's nightly file."""
+        exps = [r for r in self.rows(night, (obstype,)) if cam in self.cams(r)]
+        if exps:
+            needs = [self.find(per_exposure, night=night, expid=r["EXPID"], camera=cam) for r in exps]
+        else:
+            earlier = self._fallback_night(night, obstype, cam)
+            needs = [self.find(step, night=earlier, camera=cam)] if earlier else []
+        self._add(step, self.find(step, night=night, camera=cam), f"{night}-{cam}", needs)
 
     def healpix_exposures(self):
         return [(n, r) for n in self.nights for r in self.rows(n, ("SCIENCE",))
