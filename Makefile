@@ -6,7 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fiberflow-installed
 DEMO   ?= demo
-PYTEST_ARGS ?=
+# two workers, one module each at a time (module fixtures build one production each); the long
+# workflow modules start first (tests/conftest.py)
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -40,3 +40,14 @@ def real_psf(real_psf_file):
 #: mark for tests (or modules) that need ../shared/data
 needs_shared_data = pytest.mark.skipif(
     shared_data_dir() is None, reason="../shared/data (real DESI instrument data) is absent on this machine")
+
+
+#: the long modules first, so that `pytest -n 2 --dist loadfile` (make test) starts them at once
+#: and the short ones fill the gaps; the Slurm test mostly waits for the executor's polling
+LONG_MODULES = ("test_slurm.py", "test_qa_workflow.py", "test_cli.py", "test_operations.py",
+                "test_healpix_workflow.py", "test_preproc_workflow.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(LONG_MODULES)))

@@ -36,6 +36,9 @@ STAGES = [
 def add_arguments(p, name):
     p.add_argument("--out", default="demo", help="demo folder (default ./demo)")
     p.add_argument("--config", default=None, help="configuration file (default: built-in demo settings)")
+    p.add_argument("--profile", default=None,
+                   help="Snakemake profile folder (default: the project's profiles/local; e.g. profiles/testslurm "
+                        "after `scripts/local-slurm start` to reduce the demo night through Slurm)")
 
 
 def _log(msg):
@@ -106,7 +109,7 @@ def run(args):
         _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
 
     if psf_path is not None:
-        done += _simulate_and_reduce(out, roots, inst)
+        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None))
 
     qa_link = os.path.relpath(paths.findfile("qa_production_html", prod=roots["prod"]), qa_dir)
     page = _write_page(qa_dir, inst, done, figs, qa_link)
@@ -120,7 +123,7 @@ def run(args):
 DEMO_NIGHT = 20250101
 
 
-def _simulate_and_reduce(out, roots, inst):
+def _simulate_and_reduce(out, roots, inst, profile=None):
     """Simulate the demo night (once) and run the Snakemake workflow on it."""
     import subprocess
 
@@ -152,7 +155,8 @@ def _simulate_and_reduce(out, roots, inst):
                         "truth": roots["truth"], "nights": [DEMO_NIGHT],
                         "calibration": {"default_psf": os.path.join(out, "calib", "psf")}}, fh, sort_keys=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
-           "--profile", os.path.join(project, "profiles", "local"), "--cores", str(os.cpu_count() or 1), "--quiet"]
+           "--profile", os.path.abspath(profile) if profile else os.path.join(project, "profiles", "local"),
+           "--cores", str(os.cpu_count() or 1), "--quiet"]
     _log("running the workflow: " + " ".join(cmd[1:]))
     t = time.time()
     res = subprocess.run(cmd)
