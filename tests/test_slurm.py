@@ -94,10 +94,10 @@ def test_night_reduced_through_slurm(slurm, tmp_path):
     wall = time.time() - t0
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-4000:]
-    # jobs really went through Slurm: sbatch submissions, grouped per camera chain
-    submitted = text.count("Job ") and [ln for ln in text.splitlines() if "has been submitted with SLURM jobid" in ln]
+    # jobs really went through Slurm: sbatch submissions, several of them group jobs
+    submitted = [ln for ln in text.splitlines() if "has been submitted with SLURM jobid" in ln]
     assert len(submitted) >= 8, text[-3000:]
-    assert any("group job" in ln.lower() or "camchain" in ln for ln in text.splitlines()), text[-3000:]
+    assert "group job calibchain" in text.lower(), text[-3000:]
     prod = str(tmp_path / "redux" / "slurm")
     assert os.path.exists(paths.findfile("cframe", prod=prod, night=NIGHT, expid=3103, camera="b0"))
     assert os.path.exists(paths.findfile("qa_production_html", prod=prod))
