@@ -282,10 +282,12 @@ def snakemake_running(workdir):
     return False
 
 
-def stale_lock(workdir):
+def stale_lock(workdir, running=None):
     """True when ``workdir`` is locked but no Snakemake runs there (a killed run:
     ``snakemake --unlock`` before the next one)."""
-    return _locked(workdir) and not snakemake_running(workdir)
+    if running is None:
+        running = snakemake_running(workdir)
+    return _locked(workdir) and not running
 
 
 def _last_error(log):

@@ -46,19 +46,21 @@ def _status(args):
     jobs = job_states(prod, args.directory)
     table = summary(jobs)
     failed = [j for j in jobs if j.state == "failed"]
+    running = snakemake_running(args.directory)  # one /proc scan for the whole report
+    stale = stale_lock(args.directory, running)
     if args.json:
-        json.dump({"prod": prod.prod, "nights": prod.nights, "snakemake_running": snakemake_running(args.directory),
-                   "stale_lock": stale_lock(args.directory),
+        json.dump({"prod": prod.prod, "nights": prod.nights, "snakemake_running": running,
+                   "stale_lock": stale,
                    "steps": table,
                    "failed": [{"step": j.step, "output": j.output, "log": j.log, "reason": j.reason} for j in failed]},
                   sys.stdout, indent=1)
         print()
         return 0
-    running = "a Snakemake process is running here" if snakemake_running(args.directory) else "no Snakemake running here"
-    if stale_lock(args.directory):
-        running += " (stale lock of a killed run: `snakemake --unlock` before restarting)"
+    state = "a Snakemake process is running here" if running else "no Snakemake running here"
+    if stale:
+        state += " (stale lock of a killed run: `snakemake --unlock` before restarting)"
     print(f"production {prod.prod}: {len(prod.nights)} night(s), "
-          f"{sum(len(prod.rows(n)) for n in prod.nights)} exposure(s); {running}")
+          f"{sum(len(prod.rows(n)) for n in prod.nights)} exposure(s); {state}")
     print(format_table(table))
     if failed:
         print(f"\n{len(failed)} failed job(s)" + ("" if args.failed else " (--failed lists them all)") + ":")
