@@ -64,6 +64,14 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     cal = _re.findall(r"(\w\d) exposure \d+ vs truth: fiberflat rms ([\d.]+)%.*calibration vector rms ([\d.]+)%", text)
     assert sorted(c for c, _, _ in cal) == ["b0", "r0", "z0"], text[-2000:]
     assert all(float(f) < 1.0 and float(v) < 3.0 for _, f, v in cal), cal
+    # sky subtraction against truth: bright sky lines subtracted to a few %, unit pulls off them
+    sky = _re.findall(r"(\w\d) sky vs truth \(3 exposures.*line residual max ([\d.]+)% in sky fibers, ([\d.]+)% in "
+                      r"targets; target pulls off the lines mean ([-+\d.]+) std ([\d.]+) .* continuum residual "
+                      r"([\d.]+)%", text)
+    assert sorted(c for c, *_ in sky) == ["b0", "r0", "z0"], text[-3000:]
+    for cam, rs, rt, pm, ps, rc in sky:
+        assert float(rs) < 3.0 and float(rt) < 5.0 and float(rc) < 0.5, (cam, rs, rt, rc)
+        assert abs(float(pm)) < 0.05 and abs(float(ps) - 1) < 0.05, (cam, pm, ps)
     assert "12 frames extracted" in text  # flat + 3 science exposures x 3 cameras
     # the HEALPix stage: tile 1 observed twice -> two-exposure coadds against truth
     hpx = _re.findall(r"coadds of (\d) exposure\(s\) vs truth: pulls mean ([-+\d.]+) std ([\d.]+)", text)

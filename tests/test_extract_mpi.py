@@ -23,8 +23,8 @@ NIGHT = 20250101
 BIN = os.path.dirname(sys.executable)
 
 
-def _fiberflow(*args, launcher=(), check=True):
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+def _fiberflow(*args, launcher=(), check=True, env=None):
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), **(env or {}))
     proc = subprocess.run([*launcher, os.path.join(BIN, "fiberflow"), *args], capture_output=True, text=True,
                           env=env)
     if check:
@@ -49,10 +49,10 @@ def tiny_camera(tmp_path_factory):
     return tmp, cfg, pre, psf
 
 
-def _extract(tiny_camera, out, *extra, launcher=()):
+def _extract(tiny_camera, out, *extra, launcher=(), **kw):
     tmp, cfg, pre, psf = tiny_camera
     return _fiberflow("extract", "--config", str(cfg), "--camera", "r0", "-i", str(pre), "--psf", str(psf),
-                      "-o", str(tmp / out), *extra, launcher=launcher)
+                      "-o", str(tmp / out), *extra, launcher=launcher, **kw)
 
 
 def _same(a, b):
@@ -103,3 +103,20 @@ def test_boxcar_method_and_its_errors(tiny_camera):
                       "-o", str(tmp / "frame-x.fits"), "--method", "boxcar", "--model", str(tmp / "m.fits"), check=False)
     assert proc.returncode == 1 and "no model image" in proc.stderr
     assert not (tmp / "frame-x.fits").exists() and not (tmp / "m.fits").exists()
+
+
+def test_srun_tasks_without_mpi_process_management_are_refused(tiny_camera):
+    """`srun -n 2 fiberflow extract` on a cluster whose MpiDefault is none starts two
+    independent copies: each task sees SLURM_STEP_NUM_TASKS=2 and no MPI rank. The step says
+    how to launch it instead of extracting twice into the same file."""
+    tmp = tiny_camera[0]
+    env = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}
+    p = _extract(tiny_camera, "frame-srun.fits", "--nthreads", "1", env=env, check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "srun started 2 tasks" in p.stderr and "--mpi=pmi2" in p.stderr, p.stderr
+    assert not (tmp / "frame-srun.fits").exists()
+    # one task, or ranks that do see MPI (PMI_RANK from srun --mpi=pmi2), are fine
+    from fiberflow.parallel import check_task_launch
+
+    check_task_launch({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"})
+    check_task_launch({"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "PMI_RANK": "0"})

@@ -291,6 +291,14 @@ def test_exposure_and_tile_targets_and_laststep_skysub(ops):
         res = snakemake(root, ops["cfg"], "-n", target)
         assert res.returncode == 0 and _job_counts(res.stdout + res.stderr) == {rule: 1}, res.stderr[-2000:]
     # an operator stops night B's science exposure after sky subtraction (LASTSTEP skysub)
+    from fiberflow.healpixmap import read_tilepix
+
+    def pixels(night, expid, tile):
+        return {p for v in read_tilepix(paths.findfile("tilepix", prod=prod, night=night, expid=expid,
+                                                       tileid=tile))[1].values() for p in v}
+
+    only_b = pixels(NIGHT_B, 2201, 82) - pixels(NIGHT_A, 2103, 80) - pixels(NIGHT_A, 2104, 81)
+    assert only_b and _status(root)["stale_products"] == []
     ovr = paths.findfile("exposure_override", prod=prod, night=NIGHT_B)
     with open(ovr, "w") as fh:
         fh.write("2201: {laststep: skysub, comments: bright sky}\n")
@@ -303,6 +311,15 @@ def test_exposure_and_tile_targets_and_laststep_skysub(ops):
     assert st["steps"]["cframe"]["done"] == sum(st["steps"]["cframe"].values()) == 3  # night A, r0 of 2103 bad
     assert sum(st["steps"]["stdstars"].values()) == 2
     assert all(r["done"] == sum(r.values()) for r in st["steps"].values()), st["steps"]
+    # the pixels only night B fed keep their old files: status names them as stale, nothing else
+    stale = sorted(st["stale_products"])
+    assert {paths.parse_path(p)[1]["pix"] for p in stale} == only_b, stale
+    assert {os.path.basename(p).split("-")[0] for p in stale} == {"spectra", "coadd"}
+    res = _ff("status", "--config", ops["cfg"], "--directory", str(root), "--stale")
+    assert res.returncode == 0 and res.stdout.split() == stale, res.stdout
+    for p in stale:
+        os.remove(p)
+    assert _status(root)["stale_products"] == []
     with open(paths.findfile("qa_frame", prod=prod, night=NIGHT_B, expid=2201, camera="b0")) as fh:
         qa = json.load(fh)
     assert "SKY" in qa["METRICS"] and "FLUXCALIB" not in qa["METRICS"], sorted(qa["METRICS"])

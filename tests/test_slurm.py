@@ -1,25 +1,29 @@
 """The production through a real Slurm: Debian's slurmctld + slurmd + munge started by
-``scripts/local-slurm`` (single node, no cgroups, no accounting), a simulated night reduced
-end to end with ``--profile profiles/testslurm`` (snakemake-executor-plugin-slurm, squeue
-polling, per-camera chains grouped into one Slurm job), then exactly the daemons the test
-started are stopped.
+``scripts/local-slurm`` (single node, no cgroups, no accounting), the demo night (``fiberflow
+demo``) simulated and reduced end to end with ``--profile profiles/testslurm``
+(snakemake-executor-plugin-slurm, squeue polling, per-camera chains grouped into Slurm group
+jobs, extraction as MPI ranks under ``srun --mpi=pmi2``), then exactly the daemons the test
+started are stopped. It takes about 13 minutes on two cores, mostly the executor's polling and
+the Snakemake process every job starts.
 
 Skips (with the reason) when not root or when the Slurm packages cannot be installed.
 """
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 
+import fitsio
 import pytest
-from _workflow import PROJECT, snakemake, tiny_config
+from _workflow import PROJECT
 from conftest import needs_shared_data
 
 from fiberflow import paths
 
 SCRIPT = os.path.join(PROJECT, "scripts", "local-slurm")
-NIGHT = 20250901
 pytestmark = needs_shared_data
 
 
@@ -70,40 +74,45 @@ def test_sbatch_runs_on_the_local_cluster(slurm):
     assert open(os.path.join(slurm["state"], f"slurm-{jobid}.out")).read().strip() == "fiberflow-ok"
 
 
-def test_night_reduced_through_slurm(slurm, tmp_path):
-    from fiberflow.sim.night import simulate_night
-    from fiberflow.sim.plan import parse_plan
-
-    plan = {"night": NIGHT, "first_expid": 3100, "exposures": [
-        {"obstype": "ZERO", "count": 1}, {"obstype": "ARC", "exptime": 5.0}, {"obstype": "FLAT", "exptime": 120.0},
-        {"obstype": "SCIENCE", "tileid": 70, "exptime": 900.0}]}
-    simulate_night(parse_plan(plan), "tiny", 5, str(tmp_path / "raw"), str(tmp_path / "truth"), cameras=["b0"])
-    cfg = tiny_config(tmp_path, "slurm")
+def test_demo_night_reduced_through_slurm(slurm, tmp_path):
+    """`fiberflow demo --profile profiles/testslurm`: the demo night simulated and reduced end
+    to end through the slurm executor, extraction under `srun --mpi=pmi2` with 2 MPI ranks."""
+    out = tmp_path / "demo"
+    env = {**os.environ, "SLURM_CONF": slurm["env"]["SLURM_CONF"],
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.time()
-    env_keys = ("SLURM_CONF",)
-    old = {k: os.environ.get(k) for k in env_keys}
-    os.environ["SLURM_CONF"] = slurm["env"]["SLURM_CONF"]
-    try:
-        res = snakemake(tmp_path, cfg, "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--jobs", "4")
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fiberflow"), "demo", "--out", str(out),
+                          "--profile", os.path.join(PROJECT, "profiles", "testslurm")],
+                         env=env, capture_output=True, text=True, timeout=2400)
     wall = time.time() - t0
     text = res.stdout + res.stderr
-    assert res.returncode == 0, text[-4000:]
-    # jobs really went through Slurm: sbatch submissions, several of them group jobs
+    assert res.returncode == 0, text[-5000:]
+    assert "NOT YET" not in text
+    done = re.search(r"fiberflow status: (\d+) of (\d+) jobs done", text)
+    assert done and done.group(1) == done.group(2) and int(done.group(1)) > 100, text[-3000:]
+    # jobs really went through Slurm: sbatch submissions, group jobs among them
     submitted = [ln for ln in text.splitlines() if "has been submitted with SLURM jobid" in ln]
-    assert len(submitted) >= 8, text[-3000:]
-    assert "group job calibchain" in text.lower(), text[-3000:]
-    prod = str(tmp_path / "redux" / "slurm")
-    assert os.path.exists(paths.findfile("cframe", prod=prod, night=NIGHT, expid=3103, camera="b0"))
-    assert os.path.exists(paths.findfile("qa_production_html", prod=prod))
-    assert list((tmp_path / "redux" / "slurm" / "healpix").glob("*/*/*/*/coadd-*.fits"))
-    # Slurm's own record of the jobs (squeue keeps finished jobs for MinJobAge)
-    sq = subprocess.run(["squeue", "--states=all", "-h", "-o", "%T %j"], env=slurm["env"], capture_output=True, text=True)
-    states = [ln.split()[0] for ln in sq.stdout.splitlines() if ln.strip()]
-    assert states.count("COMPLETED") >= len(submitted), sq.stdout
-    print(f"night through Slurm: {len(submitted)} Slurm jobs, {wall:.0f} s")
+    assert len(submitted) >= 10, text[-3000:]
+    for group in ("preproc", "calibchain", "healpix", "qa"):
+        assert f"group_{group}_" in text, f"no {group} group job: " + text[-3000:]
+    sq = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], env=slurm["env"], capture_output=True,
+                        text=True)
+    jobids = {int(m.group(1)) for m in (re.search(r"SLURM jobid (\d+)", ln) for ln in submitted)}
+    states = dict(ln.split() for ln in sq.stdout.splitlines() if ln.strip())
+    known = {j: states[str(j)] for j in jobids if str(j) in states}  # kept for MinJobAge (600 s)
+    assert len(known) >= 5 and set(known.values()) == {"COMPLETED"}, (jobids, sq.stdout)
+    # every frame was extracted by 2 MPI ranks that srun started inside its Slurm job
+    prod = out / "redux" / "demo"
+    frames = sorted(prod.glob("exposures/*/*/frame-*.fits"))
+    assert len(frames) == 12, frames  # flat + 3 science exposures x b0, r0, z0
+    for f in frames:
+        assert fitsio.read_header(str(f), ext="FLUX")["NRANKS"] == 2, f
+    logs = sorted((prod / "logs" / "extract").glob("*/*.log"))
+    assert logs and all("2 rank(s) x 1 thread(s)" in p.read_text() for p in logs)
+    # the science products exist and the QA pages were built
+    assert len(sorted(prod.glob("exposures/*/*/cframe-*.fits"))) == 9
+    assert list(prod.glob("healpix/*/*/*/*/coadd-*.fits"))
+    assert os.path.exists(paths.findfile("qa_production_html", prod=str(prod)))
+    assert "coadds of 2 exposure(s) vs truth" in text, text[-3000:]
+    print(f"demo night through Slurm: {len(submitted)} Slurm jobs, {int(done.group(1))} Snakemake jobs, "
+          f"{wall:.0f} s")

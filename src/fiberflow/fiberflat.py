@@ -85,20 +85,30 @@ def banded_normal_equations(rows, weight, data):
     return ab, b
 
 
-def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10, return_matrix=False):
+def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10, return_matrix=False,
+                        local_smooth=False):
     """Deconvolved common spectrum M (nwave,) minimising
-    ``sum w (data - T (R M))^2 + smooth * s * sum (M_k+1 - M_k)^2`` (s: median diagonal of the
-    normal matrix). The difference penalty damps the high-frequency modes every fiber's R
-    smooths away (left free they carry amplified noise that differs from fiber to fiber
-    through their different R); ``smooth`` ~ 1e-2 leaves features of a few bins intact.
+    ``sum w (data - T (R M))^2 + smooth * sum s_k (M_k+1 - M_k)^2`` with s the median diagonal
+    of the normal matrix, or with ``local_smooth`` the geometric mean of the diagonal at k and
+    k+1 (floored at 1e-6 of the median). The difference penalty damps the high-frequency modes
+    every fiber's R smooths away (left free they carry amplified noise that differs from fiber
+    to fiber through their different R); ``smooth`` ~ 1e-2 leaves features of a few bins intact.
+    A penalty scaled by the median diagonal is relatively much stronger where the weights are
+    low, e.g. on bright sky lines weighted by a variance model (it flattens their deconvolved
+    peaks by ~10%); the local scaling keeps it equally weak everywhere.
     With ``return_matrix`` the banded normal matrix (scipy upper form) is returned too."""
     eff = rows * throughput[..., None]
     ab, b = banded_normal_equations(eff, weight, data)
     u = ab.shape[0] - 1
     scale = np.median(ab[u][ab[u] > 0]) if np.any(ab[u] > 0) else 1.0
+    diag = ab[u].copy()
     ab[u] += ridge * scale
     if smooth > 0:
-        lam = smooth * scale
+        if local_smooth:
+            d = np.maximum(diag, 1e-6 * scale)
+            lam = smooth * np.sqrt(d[:-1] * d[1:])
+        else:
+            lam = smooth * scale
         ab[u, :-1] += lam
         ab[u, 1:] += lam
         ab[u - 1, 1:] -= lam

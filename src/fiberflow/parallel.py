@@ -21,14 +21,39 @@ def launched_under_mpi(environ=None):
     return any(k in env for k in LAUNCHER_ENV)
 
 
+def check_task_launch(environ=None):
+    """Refuse a multi-task ``srun`` step that gives its tasks no MPI process management.
+
+    ``srun -n N`` without ``--mpi=pmi2``/``--mpi=pmix`` (on a cluster whose ``MpiDefault`` is
+    none) starts N independent copies of the step: each would do the whole job and write the
+    same output. Such a task sees ``SLURM_STEP_NUM_TASKS`` > 1 and no MPI rank variable.
+
+    Raises
+    ------
+    ConfigError
+        Naming the launcher flags that fix it.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        ntasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    except ValueError:
+        ntasks = 1
+    if ntasks > 1 and "SLURM_PROCID" in env and not launched_under_mpi(env):
+        raise ConfigError(f"srun started {ntasks} tasks but none sees an MPI rank (no PMI): each would redo the "
+                          "whole step; launch with `srun --mpi=pmi2` (PyPI mpich) or `srun --mpi=pmix`, "
+                          "or with one task")
+
+
 def mpi_comm():
     """``MPI.COMM_WORLD`` when launched under MPI with more than one rank, else None.
 
     Raises
     ------
     ConfigError
-        Launched under MPI but mpi4py (or its MPI library) cannot be imported.
+        Launched under MPI but mpi4py (or its MPI library) cannot be imported, or several
+        Slurm tasks started without MPI process management (:func:`check_task_launch`).
     """
+    check_task_launch()
     if not launched_under_mpi():
         return None
     try:

@@ -47,7 +47,8 @@ class SkyOptions(StepOptions):
 
     nsig_clipping: float = 4.0      #: clipping threshold [sigma]
     maxiter: int = 20
-    smooth: float = 1e-4            #: first-difference penalty on S (relative to the median diagonal)
+    smooth: float = 1e-4            #: first-difference penalty on S (relative to the local diagonal)
+    local_smooth: bool = True       #: scale the penalty by the local normal-matrix diagonal (not the median)
     throughput_correction: bool = False  #: off by default: biased by 1-2% on simulated data (see notes)
     model_error: bool = True        #: add the measured model error to the sky variance
     highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
@@ -257,7 +258,7 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     reweighted = False
     for it in range(1, opts.maxiter + 1):
         S, ab = solve_mean_spectrum(rows, np.broadcast_to(scale[:, None], d.shape), w, d, opts.smooth,
-                                    return_matrix=True)
+                                    return_matrix=True, local_smooth=opts.local_smooth)
         model = scale[:, None] * apply_rows(rows, S)
         if opts.model_weights and not reweighted:
             # the frame's ivar follows the data's own noise (the pixel variance comes from the

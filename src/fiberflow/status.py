@@ -341,6 +341,31 @@ def job_states(production, workdir="."):
     return production.jobs
 
 
+def stale_products(production):
+    """HEALPix spectra and coadd files on disk that no job of the production writes any more.
+
+    A pixel whose every feeding exposure was dropped (LASTSTEP ignore, BADCAMWORD, an
+    exposure-table override) keeps its old files, which Snakemake never touches again; users
+    would read them as current. They are listed here so operators can remove them.
+
+    Returns
+    -------
+    list of str
+        Absolute paths, sorted.
+    """
+    planned = {os.path.normpath(j.output) for j in production.jobs if j.step in ("spectra", "coadd")}
+    root = os.path.join(production.prod, "healpix")
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if not (name.startswith(("spectra-", "coadd-")) and name.endswith(".fits")):
+                continue
+            path = os.path.normpath(os.path.join(dirpath, name))
+            if path not in planned:
+                out.append(path)
+    return sorted(out)
+
+
 def summary(jobs):
     """Counts per step and state: dict step -> dict state -> int (steps in production order)."""
     table = {}

@@ -86,3 +86,77 @@ def coadd_vs_truth(prod, truth_root, bands=("b", "r", "z"), min_single_snr=2.0):
     for entry in out.values():
         entry["pulls"] = np.concatenate(entry["pulls"]) if entry["pulls"] else np.zeros(0)
     return out
+
+
+def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
+    """Sky subtraction of one camera against the simulator's truth.
+
+    Parameters
+    ----------
+    sframe : fiberflow.io.frame.Frame
+        Flat-fielded, sky-subtracted frame (electron/Angstrom).
+    sky : fiberflow.io.calib.SkyModel
+        The sky model subtracted from it.
+    truth : fiberflow.sim.truth.TruthFrame
+        Truth of the same exposure and camera (``electrons``, ``sky``, ``fiberflat``).
+    nline : int
+        Brightest sky lines to measure.
+    halfwidth : float
+        Half width (Angstrom) of the window summed around each line.
+
+    Returns
+    -------
+    dict with
+        ``lines`` (list of float, Angstrom); ``line_resid_sky`` / ``line_resid_target`` (lists):
+        median over sky / target fibers of the summed residual over each line's window,
+        as a fraction of the summed sky there (sky fibers: the sframe itself; targets: sframe
+        minus the true object); ``pull_std_offline``, ``pull_mean_offline``: pulls of the
+        targets' sframe against the true object away from the sky lines (bins within 3 bins of
+        a line brighter than 3 sigma over the sky continuum excluded, 20 edge bins too);
+        ``pull_std_offline_frame``: the same pulls before sky subtraction (frame / fiberflat
+        against object + sky), which shows what the extraction and fiberflat leave;
+        ``resid_cont_frac``: mean sky-fiber residual off the lines over the mean sky continuum;
+        ``nsky``, ``ntarget``.
+    """
+    from scipy.ndimage import binary_dilation, median_filter
+
+    from .qa.metrics import bright_sky_lines
+
+    fm = sframe.fibermap
+    objtype = np.char.strip(np.asarray(fm["OBJTYPE"]).astype(str)) if fm is not None else np.array([])
+    skyf = np.flatnonzero(objtype == "SKY")
+    tgt = np.flatnonzero(objtype != "SKY")
+    wave = sframe.wave
+    obj = (truth.electrons - truth.sky) / truth.fiberflat
+    meansky = np.median(sky.flux[skyf], axis=0) if skyf.size else np.median(sky.flux, axis=0)
+    lines = bright_sky_lines(wave, meansky, nline=nline)
+    good = (sframe.ivar > 0) & (sframe.mask == 0)
+    out = {"lines": lines, "line_resid_sky": [], "line_resid_target": [], "nsky": int(skyf.size),
+           "ntarget": int(tgt.size)}
+    for w in lines:
+        sel = np.abs(wave - w) <= halfwidth
+        s = np.sum(meansky[sel])
+        rs = np.sum(np.where(good[skyf][:, sel], sframe.flux[skyf][:, sel], 0.0), axis=1)
+        rt = np.sum(np.where(good[tgt][:, sel], (sframe.flux - obj)[tgt][:, sel], 0.0), axis=1)
+        out["line_resid_sky"].append(float(np.median(rs) / s) if s > 0 and rs.size else float("nan"))
+        out["line_resid_target"].append(float(np.median(rt) / s) if s > 0 and rt.size else float("nan"))
+    cont = median_filter(meansky, 51, mode="nearest")
+    online = binary_dilation(meansky > cont + 3.0 * np.sqrt(np.maximum(cont, 1.0)), iterations=3)
+    off = ~online
+    off[:20] = off[-20:] = False
+    g = good[tgt] & off[None, :]
+    pulls = ((sframe.flux - obj) * np.sqrt(sframe.ivar))[tgt][g]
+    # before sky subtraction: sframe + sky model = frame / fiberflat, ivar without the sky model error
+    with np.errstate(divide="ignore"):
+        var0 = np.where(good, 1.0 / np.where(good, sframe.ivar, 1.0), 0.0) - np.where(
+            sky.ivar > 0, 1.0 / np.where(sky.ivar > 0, sky.ivar, 1.0), 0.0)
+    ok0 = g & (var0[tgt] > 0)
+    p0 = ((sframe.flux + sky.flux - truth.electrons / truth.fiberflat)[tgt][ok0]
+          / np.sqrt(var0[tgt][ok0]))
+    out["pull_mean_offline"] = float(pulls.mean()) if pulls.size else float("nan")
+    out["pull_std_offline"] = float(pulls.std()) if pulls.size else float("nan")
+    out["pull_std_offline_frame"] = float(p0.std()) if p0.size else float("nan")
+    gs = good[skyf] & off[None, :]
+    out["resid_cont_frac"] = (float(np.mean(sframe.flux[skyf][gs]) / np.mean(cont[off]))
+                              if gs.any() and np.mean(cont[off]) > 0 else float("nan"))
+    return out

@@ -293,7 +293,37 @@ def _calib_summary(roots):
                    f"{100 * np.std(cr):.2f}% mean {np.mean(cr):.4f} (off telluric bands)")
             _log(msg)
             lines.append(msg)
+        lines += _sky_summary(roots, cam)
     return lines
+
+
+def _sky_summary(roots, cam):
+    """Sky subtraction of every science exposure of one camera against truth (worst case)."""
+    import numpy as np
+
+    from .. import paths
+    from ..io.calib import read_sky
+    from ..io.frame import read_frame
+    from ..sim.truth import TruthFrame
+    from ..validation import sky_vs_truth
+
+    pattern = paths.findfile("sframe", prod=roots["prod"], night=DEMO_NIGHT, expid=0, camera=cam)
+    res = []
+    for path in sorted(glob.glob(pattern.replace("00000000", "*"))):
+        expid = int(os.path.basename(path).split("-")[-1].split(".")[0])
+        ids = dict(night=DEMO_NIGHT, expid=expid, camera=cam)
+        res.append(sky_vs_truth(read_frame(path), read_sky(paths.findfile("sky", prod=roots["prod"], **ids)),
+                                TruthFrame.read(paths.findfile("truth", truth=roots["truth"], **ids))))
+    if not res:
+        return []
+    worst = lambda key: max(abs(x) for r in res for x in r[key])  # noqa: E731
+    msg = (f"{cam} sky vs truth ({len(res)} exposures, 5 brightest lines each): line residual max "
+           f"{100 * worst('line_resid_sky'):.1f}% in sky fibers, {100 * worst('line_resid_target'):.1f}% in targets; "
+           f"target pulls off the lines mean {np.mean([r['pull_mean_offline'] for r in res]):+.3f} std "
+           f"{max(r['pull_std_offline'] for r in res):.3f} (worst); sky-fiber continuum residual "
+           f"{100 * max(abs(r['resid_cont_frac']) for r in res):.2f}% (worst)")
+    _log(msg)
+    return [msg]
 
 
 def _psf_summary(roots):

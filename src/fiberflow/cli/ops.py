@@ -23,6 +23,9 @@ def add_arguments(p, name):
                        help="Snakemake's working directory (where .snakemake/ lives); default: the current one")
         p.add_argument("--failed", action="store_true", help="list every failed job with its log and last error")
         p.add_argument("--json", action="store_true", help="print the counts (and failures) as JSON")
+        p.add_argument("--stale", action="store_true",
+                       help="list only the HEALPix spectra/coadd files no exposure feeds any more (one path a "
+                            "line, e.g. for `| xargs rm`)")
     else:
         p.add_argument("--night", type=int, default=None, help="night of the job DAG (default: the first one)")
         p.add_argument("-o", "--outdir", default=".", help="folder of the SVG files (default: the current one)")
@@ -38,11 +41,17 @@ def run(args):
 
 def _status(args):
     from ..config import load_config
-    from ..status import Production, format_table, job_states, snakemake_running, stale_lock, summary
+    from ..status import (Production, format_table, job_states, snakemake_running, stale_lock, stale_products,
+                          summary)
 
     t0 = time.perf_counter()
     cfg = load_config(args.config)
     prod = Production(cfg, args.directory)
+    orphans = stale_products(prod)
+    if args.stale:
+        for path in orphans:
+            print(path)
+        return 0
     jobs = job_states(prod, args.directory)
     table = summary(jobs)
     failed = [j for j in jobs if j.state == "failed"]
@@ -50,7 +59,7 @@ def _status(args):
     stale = stale_lock(args.directory, running)
     if args.json:
         json.dump({"prod": prod.prod, "nights": prod.nights, "snakemake_running": running,
-                   "stale_lock": stale,
+                   "stale_lock": stale, "stale_products": orphans,
                    "steps": table,
                    "failed": [{"step": j.step, "output": j.output, "log": j.log, "reason": j.reason} for j in failed]},
                   sys.stdout, indent=1)
@@ -67,6 +76,9 @@ def _status(args):
         for j in failed if args.failed else failed[:10]:
             print(f"  {j.step:<15} {os.path.relpath(j.output, prod.prod)}\n"
                   f"      log {j.log}\n      {j.reason}")
+    if orphans:
+        print(f"\n{len(orphans)} HEALPix file(s) no exposure of the production feeds any more (stale; "
+              f"`fiberflow status --stale` lists them), e.g. {os.path.relpath(orphans[0], prod.prod)}")
     print(f"({len(jobs)} jobs checked in {time.perf_counter() - t0:.2f} s)")
     return 0
 
