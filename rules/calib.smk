@@ -55,7 +55,7 @@ rule fiberflatnight:
 rule sky:
     input:
         frame=out("frame"),
-        fiberflat=lambda wc: find("fiberflatnight", night=wc.night, camera=wc.camera),
+        fiberflat=out("fiberflatnight"),
     output:
         sky=out("sky"),
         sframe=out("sframe"),
@@ -115,9 +115,7 @@ rule fluxcalib:
     params:
         cfg=section_hash(config, "instrument", "fluxcalib"),
         configfile=CONFIGFILE,
-        average=lambda wc, input: (
-            f"--average {input.average}" if "average" in input.keys() else ""
-        ),
+        average=AVERAGE_OPTION,
     shell:
         "fiberflow fluxcalib --config {params.configfile} --camera {wildcards.camera} -i {input.sframe} "
         "--stdstars {input.stdstars} {params.average} -o {output} > {log} 2>&1"

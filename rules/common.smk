@@ -186,12 +186,16 @@ def preproc_inputs(wildcards):
     return files
 
 
-def preproc_options(wildcards, input):
-    opts = []
-    if "biasnight" in input.keys():
-        opts.append(f"--biasnight {input.biasnight}")
-    if "fibermap" in input.keys():
-        opts.append(f"--fibermap {input.fibermap}")
+def preproc_options(wildcards):
+    """Options of one preproc job: its nightly bias, fibermap and bad amplifiers. One params
+    function per job (Snakemake inspects every function of every job while planning), and a
+    function of the wildcards only, not of the input, so that Snakemake's params trigger sees
+    an operator's BADAMPS edit and reruns the job."""
+    files = preproc_inputs(wildcards)
+    opts = [f"--{key} {files[key]}" for key in ("biasnight", "fibermap") if key in files]
+    amps = badamps(wildcards.night, wildcards.expid, wildcards.camera)
+    if amps:
+        opts.append(f"--badamps {amps}")
     return " ".join(opts)
 
 
@@ -347,6 +351,14 @@ def average_fluxcalib(camera):
     if not DEFAULT_FLUXCALIB_DIR:
         return None
     return os.path.join(DEFAULT_FLUXCALIB_DIR, f"fluxcalib-avg-{camera}.fits")
+
+
+#: command-line options fixed by the configuration, as wildcard patterns decided once at parse
+#: time (a params function would be inspected and called for every job while planning)
+AVERAGE_OPTION = (
+    f"--average {average_fluxcalib('{camera}')}" if DEFAULT_FLUXCALIB_DIR else ""
+)
+MODEL_OPTION = f"--model {out('model')}" if config["extract"].get("model") else ""
 
 
 def fluxcalib_inputs(wildcards):
@@ -574,7 +586,8 @@ QA_STEP_LOGS = {
 
 
 def qa_frame_options(wildcards, input):
-    opts = [f"--{key} {path}" for key, path in input.items()]
+    """--prod, the frame's products and its job logs (one params function per job)."""
+    opts = [f"--prod {PROD}"] + [f"--{key} {path}" for key, path in input.items()]
     ident = f"{wildcards.night}/{wildcards.expid}-{wildcards.camera}"
     obstype = row(wildcards.night, wildcards.expid)["OBSTYPE"]
     for step, name in QA_STEP_LOGS.items():

@@ -25,10 +25,8 @@ rule extract:
     params:
         cfg=section_hash(config, "instrument", "extract"),
         configfile=CONFIGFILE,
-        model=lambda wc, output: (
-            f"--model {output.model}" if "model" in output.keys() else ""
-        ),
         launch=lambda wc, resources: mpi_launch(resources),
+        model=MODEL_OPTION,
     shell:
         "{params.launch}fiberflow extract --config {params.configfile} --camera {wildcards.camera} "
         "-i {input.preproc} --psf {input.psf} -o {output.frame} {params.model} --nthreads {threads} > {log} 2>&1"

@@ -42,7 +42,6 @@ rule preproc:
         cfg=section_hash(config, "instrument", "preproc"),
         configfile=CONFIGFILE,
         opts=preproc_options,
-        badamps=lambda wc: badamps(wc.night, wc.expid, wc.camera),
     shell:
         "fiberflow preproc --config {params.configfile} --camera {wildcards.camera} "
-        "-i {input.raw} {params.opts} --badamps '{params.badamps}' -o {output} > {log} 2>&1"
+        "-i {input.raw} {params.opts} -o {output} > {log} 2>&1"

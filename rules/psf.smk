@@ -53,7 +53,7 @@ rule psfnight:
 rule traceshift:
     input:
         preproc=out("preproc"),
-        psf=lambda wc: find("psfnight", night=wc.night, camera=wc.camera),
+        psf=out("psfnight"),
     output:
         out("psf"),
     log:

@@ -21,11 +21,10 @@ rule qa_frame:
         mem_mb=3000,
         runtime=5,
     params:
-        prod=lambda wc, output: prod_of(output[0]),
         opts=qa_frame_options,
     shell:
         "fiberflow qa-frame --night {wildcards.night} --expid {wildcards.expid} --camera {wildcards.camera} "
-        "--prod {params.prod} {params.opts} -o {output.json} --png {output.png} > {log} 2>&1"
+        "{params.opts} -o {output.json} --png {output.png} > {log} 2>&1"
 
 
 rule qa_night:
