@@ -192,7 +192,9 @@ def preproc_options(wildcards):
     function of the wildcards only, not of the input, so that Snakemake's params trigger sees
     an operator's BADAMPS edit and reruns the job."""
     files = preproc_inputs(wildcards)
-    opts = [f"--{key} {files[key]}" for key in ("biasnight", "fibermap") if key in files]
+    opts = [
+        f"--{key} {files[key]}" for key in ("biasnight", "fibermap") if key in files
+    ]
     amps = badamps(wildcards.night, wildcards.expid, wildcards.camera)
     if amps:
         opts.append(f"--badamps {amps}")
