@@ -281,6 +281,24 @@ def test_status_matches_snakemake_and_dag_is_drawn(ops, tmp_path):
     assert f"{BAD_EXPID:08d}" in dag_svg and f"{GOOD_EXPID:08d}" in dag_svg
 
 
+def test_every_profile_plans_a_cframe_with_its_launcher(ops):
+    """Each shipped profile is valid for Snakemake and its executor plugin, and plans the whole
+    cone of one cframe; the Slurm profiles launch the extraction as MPI ranks under srun."""
+    root, prod = ops["root"], str(ops["prod"])
+    target = paths.findfile("cframe", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
+    launch = {"local": "fiberflow extract", "slurm": "fiberflow extract", "nersc": "srun -n 20 fiberflow extract",
+              "testslurm": "srun --mpi=pmi2 -n 2 fiberflow extract"}
+    for name, prefix in launch.items():
+        res = snakemake(root, ops["cfg"], "--profile", os.path.join(PROJECT, "profiles", name), "-n", "-p",
+                        "--forceall", target)
+        text = res.stdout + res.stderr
+        assert res.returncode == 0, (name, text[-2000:])
+        cmds = [ln.split("Shell command: ", 1)[1] for ln in text.splitlines() if "Shell command: " in ln]
+        extract = [c for c in cmds if "fiberflow extract" in c]
+        assert extract and all(c.startswith(prefix + " ") for c in extract), (name, extract[:1])
+        assert {"preproc", "traceshift", "sky", "stdstars", "fluxcalib", "cframe"} <= set(_job_counts(text)), name
+
+
 def test_exposure_and_tile_targets_and_laststep_skysub(ops):
     root, prod = ops["root"], str(ops["prod"])
     res = snakemake(root, ops["cfg"], "--profile", LOCAL_PROFILE)  # catch up with the cframe rerun by hand
