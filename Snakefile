@@ -22,6 +22,11 @@ include: "rules/healpix.smk"
 include: "rules/qa.smk"
 
 
+if config["simulate"]["rule"]:
+
+    include: "rules/simulate.smk"
+
+
 rule all:
     default_target: True
     input:

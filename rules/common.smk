@@ -641,3 +641,36 @@ def qa_targets(nights=None, production=True):
     if production and qa_nights():
         targets.append(find("qa_production_html"))
     return targets
+
+
+# ---- simulate stage (rules in rules/simulate.smk, only with simulate.rule: true) ----
+
+
+def simulated_plans():
+    """Observing plans of the simulated nights: the configured plan file, else the built-in
+    demo plan of every configured night. {night: fiberflow.sim.plan.Plan}"""
+    from fiberflow.sim.plan import default_plan, load_plan, parse_plan
+
+    if config["simulate"]["plan"]:
+        plan = load_plan(config["simulate"]["plan"])
+        return {plan.night: plan}
+    if not config["nights"]:
+        raise ValueError(
+            "the simulate rules need the nights listed in the config (or a simulate.plan naming its night)"
+        )
+    return {
+        int(n): parse_plan(default_plan(int(n)), where="built-in demo plan")
+        for n in config["nights"]
+    }
+
+
+SIM_PLAN_FILES = [config["simulate"]["plan"]] if config["simulate"]["plan"] else []
+
+
+def simulate_targets():
+    """Raw file of every exposure of every simulated night (target rule `simulate`)."""
+    return [
+        find("raw", night=night, expid=expid)
+        for night, plan in simulated_plans().items()
+        for expid in plan.expids()
+    ]

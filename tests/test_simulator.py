@@ -367,3 +367,41 @@ def test_plan_errors_and_cli(tmp_path):
                  "--truth", str(tmp_path / "truth"), "--cameras", "q7"]) == 1
     assert main(["simulate", "--plan", str(plan), "--raw", str(tmp_path / "r"), "--truth", str(tmp_path / "t"),
                  "--expid", "78"]) == 1
+
+
+def test_simulate_rule_writes_the_plan_as_the_command_does(tmp_path):
+    """`snakemake simulate` (config simulate.rule: true) runs one `fiberflow simulate` job per
+    planned exposure, in parallel, and writes the same bytes as the command for the whole
+    night; the reduction then plans from that raw data. Without the switch the rule is absent."""
+    from _workflow import snakemake, tiny_config
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("night: 20250905\nfirst_expid: 5100\nexposures:\n  - {obstype: ZERO, count: 1}\n"
+                    "  - {obstype: SCIENCE, tileid: 95, exptime: 900.0}\n")
+    cfg = tiny_config(tmp_path, "sim", f"simulate: {{plan: {plan}, seed: 4}}\n")
+    res = snakemake(tmp_path, cfg, "-n", "simulate")
+    assert res.returncode != 0 and "MissingRuleException" in res.stdout + res.stderr  # no such rule without it
+    with open(cfg) as fh:
+        text = fh.read().replace("simulate: {", "simulate: {rule: true, ")
+    with open(cfg, "w") as fh:
+        fh.write(text)
+    res = snakemake(tmp_path, cfg, "-p", "simulate")
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text[-3000:]
+    assert text.count("Shell command: fiberflow simulate --config") == 2, text[-3000:]
+    cmd = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "simulate", "--config", str(cfg),
+                          "--raw", str(tmp_path / "raw2"), "--truth", str(tmp_path / "truth2")],
+                         capture_output=True, text=True)
+    assert cmd.returncode == 0, cmd.stderr
+    for sub in ("raw", "truth"):
+        files = sorted(os.path.relpath(os.path.join(d, f), tmp_path / sub)
+                       for d, _, fs in os.walk(tmp_path / sub) for f in fs)
+        assert files and any(f.endswith(".fits.fz") or f.startswith("20250905/00005101/truth") for f in files)
+        for f in files:
+            assert filecmp.cmp(tmp_path / sub / f, tmp_path / f"{sub}2" / f, shallow=False), f
+    assert os.path.exists(paths.findfile("fibermap", raw=str(tmp_path / "raw"), night=20250905, expid=5101))
+    # a second run has nothing to do; the reduction now sees the night
+    res = snakemake(tmp_path, cfg, "-n", "simulate")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    res = snakemake(tmp_path, cfg, "-n", "--quiet", "rules")  # nights: those with raw data
+    assert res.returncode == 0 and "preproc" in res.stdout, res.stdout + res.stderr[-2000:]
