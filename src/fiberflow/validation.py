@@ -160,3 +160,77 @@ def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
     out["resid_cont_frac"] = (float(np.mean(sframe.flux[skyf][gs]) / np.mean(cont[off]))
                               if gs.any() and np.mean(cont[off]) > 0 else float("nan"))
     return out
+
+
+def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
+    """Standard-star fits and flux calibration of one spectrograph of an exposure against truth.
+
+    Parameters
+    ----------
+    prod, truth_root : str
+        Production root and simulator truth folder.
+    night, expid, spectrograph : int
+    min_snr : float
+        Standards and point sources are compared only above this S/N (per Angstrom-bin median
+        of the star over the r camera; integrated over the r band for point sources).
+
+    Returns
+    -------
+    dict with
+        ``stars``: list of dict (FIBER, SNR, DTEFF, DLOGG, DFEH: fitted minus true) of the
+        standards fitted with S/N >= min_snr; ``calib_rms``/``calib_mean``: per camera, scatter
+        and mean of the median over fibers of calibration / true calibration off the telluric
+        bands; ``point_ratio``: (n,) calibrated over true flux of the non-standard point sources
+        (MORPHTYPE PSF) through the DECam r filter over the r camera's range.
+    """
+    from . import paths
+    from .io.calib import read_fluxcalib, read_stdstars
+    from .io.frame import read_frame
+    from .photometry import filters
+    from .sim.truth import TruthFrame, TruthStdStars
+    from .stdstars import STD_BITS, telluric_mask
+
+    sp = int(spectrograph)
+    out = {"stars": [], "calib_rms": {}, "calib_mean": {}, "point_ratio": np.zeros(0)}
+    std = read_stdstars(paths.findfile("stdstars", prod=prod, night=night, expid=expid, spectrograph=sp))
+    ttab = TruthStdStars.read(paths.findfile("truth_stdstars", truth=truth_root, night=night, expid=expid)).table
+    rcam = f"r{sp}"
+    cf_r = read_frame(paths.findfile("cframe", prod=prod, night=night, expid=expid, camera=rcam))
+    snr = np.nanmedian(np.where(cf_r.ivar > 0, cf_r.flux * np.sqrt(cf_r.ivar), np.nan), axis=1)
+    for k, fiber in enumerate(np.asarray(std.fibers)):
+        sel = (ttab["FIBER"] == fiber) & (ttab["PETAL_LOC"] == sp)
+        local = int(fiber) % cf_r.flux.shape[0]
+        if not sel.any() or not snr[local] >= min_snr:
+            continue
+        t = ttab[sel][0]
+        m = std.metadata[k]
+        out["stars"].append({"FIBER": int(fiber), "SNR": float(snr[local]), "DTEFF": float(m["TEFF"] - t["TEFF"]),
+                             "DLOGG": float(m["LOGG"] - t["LOGG"]), "DFEH": float(m["FEH"] - t["FEH"])})
+    for arm in "brz":
+        cam = f"{arm}{sp}"
+        path = paths.findfile("fluxcalib", prod=prod, night=night, expid=expid, camera=cam)
+        tpath = paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=cam)
+        if not (os.path.exists(path) and os.path.exists(tpath)):
+            continue
+        fc, tr = read_fluxcalib(path), TruthFrame.read(tpath)
+        sel = ~telluric_mask(fc.wave)
+        sel[:30] = sel[-30:] = False
+        ratio = np.median(fc.calib / tr.calib, axis=0)[sel]
+        out["calib_rms"][cam], out["calib_mean"][cam] = float(np.std(ratio)), float(np.mean(ratio))
+    # point sources: the r filter seen through the r camera, calibrated against true flux
+    tr = TruthFrame.read(paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=rcam))
+    fm = cf_r.fibermap
+    resp = filters()[1](cf_r.wave) * cf_r.wave
+    objtype = np.char.strip(np.asarray(fm["OBJTYPE"]).astype(str))
+    morph = np.char.strip(np.asarray(fm["MORPHTYPE"]).astype(str))
+    is_std = (np.asarray(fm["DESI_TARGET"]).astype(np.int64) & STD_BITS) != 0
+    ratios = []
+    for f in np.flatnonzero((objtype == "TGT") & (morph == "PSF") & ~is_std):
+        good = cf_r.ivar[f] > 0
+        w = resp * good
+        true = np.sum(w * tr.flux[f])
+        err = np.sqrt(np.sum(w**2 / np.where(good, cf_r.ivar[f], np.inf)))
+        if true > 0 and true / err >= min_snr:
+            ratios.append(np.sum(w * cf_r.flux[f]) / true)
+    out["point_ratio"] = np.asarray(ratios)
+    return out

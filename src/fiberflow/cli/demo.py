@@ -294,7 +294,34 @@ def _calib_summary(roots):
             _log(msg)
             lines.append(msg)
         lines += _sky_summary(roots, cam)
-    return lines
+    return lines + _stdstar_summary(roots)
+
+
+def _stdstar_summary(roots):
+    """Standard-star parameters and calibrated point-source fluxes of the demo night against
+    truth, over its science exposures (spectrograph 0)."""
+    import numpy as np
+
+    from .. import paths
+    from ..validation import calib_vs_truth
+
+    stars, ratios = [], []
+    pattern = paths.findfile("stdstars", prod=roots["prod"], night=DEMO_NIGHT, expid=0, spectrograph=0)
+    for path in sorted(glob.glob(pattern.replace("00000000", "*"))):
+        expid = int(os.path.basename(path).split("-")[-1].split(".")[0])
+        res = calib_vs_truth(roots["prod"], roots["truth"], DEMO_NIGHT, expid, 0)
+        stars += res["stars"]
+        ratios += list(res["point_ratio"])
+    if not stars and not ratios:
+        return []
+    r = np.asarray(ratios)
+    msg = (f"standard stars vs truth ({len(stars)} fits with S/N > 20): max |dTeff| "
+           f"{max((abs(s['DTEFF']) for s in stars), default=float('nan')):.0f} K, max |d[Fe/H]| "
+           f"{max((abs(s['DFEH']) for s in stars), default=float('nan')):.2f}; calibrated r-band flux of "
+           f"{r.size} non-standard point sources / truth: mean {r.mean() if r.size else float('nan'):.4f} "
+           f"rms about 1 {100 * np.sqrt(np.mean((r - 1) ** 2)) if r.size else float('nan'):.2f}%")
+    _log(msg)
+    return [msg]
 
 
 def _sky_summary(roots, cam):
@@ -316,7 +343,10 @@ def _sky_summary(roots, cam):
                                 TruthFrame.read(paths.findfile("truth", truth=roots["truth"], **ids))))
     if not res:
         return []
-    worst = lambda key: max(abs(x) for r in res for x in r[key])  # noqa: E731
+
+    def worst(key):
+        return max(abs(x) for r in res for x in r[key])
+
     msg = (f"{cam} sky vs truth ({len(res)} exposures, 5 brightest lines each): line residual max "
            f"{100 * worst('line_resid_sky'):.1f}% in sky fibers, {100 * worst('line_resid_target'):.1f}% in targets; "
            f"target pulls off the lines mean {np.mean([r['pull_mean_offline'] for r in res]):+.3f} std "
