@@ -314,6 +314,30 @@ def _check_calibration_chain(root, cfg, prod, sim):
     assert res.returncode == 0, res.stderr
     c2 = read_frame(str(root / "cframe-few.fits"))
     assert np.all(c2.ivar == 0) and np.all(c2.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR"))
+    # with an average calibration (fluxcalib-average of good exposures; flagged inputs skipped)
+    # the petal is calibrated by average x EXPTIME, flagged AVERAGE, close to the truth
+    good = paths.findfile("fluxcalib", prod=str(prod), night=NIGHT, expid=904, camera="r0")
+    avg = root / "fluxcalib-avg-r0.fits"
+    res = _ff("fluxcalib-average", "--camera", "r0", "-i", good, str(root / "fc-few.fits"), "-o", str(avg))
+    assert res.returncode == 0 and "skipping fc-few.fits (FLUXFLAG NOCALIB)" in res.stdout, res.stdout + res.stderr
+    res = _ff("fluxcalib", "--config", str(strict), "--camera", "r0", "-i", sframe, "--stdstars", std,
+              "--average", str(avg), "-o", str(root / "fc-avg.fits"))
+    assert res.returncode == 0 and "average calibration" in res.stdout, res.stdout + res.stderr
+    fa = read_fluxcalib(str(root / "fc-avg.fits"))
+    assert fa.header["FLUXFLAG"] == "AVERAGE" and fa.header["IN_AVGCL"] == avg.name
+    tr = TruthFrame.read(paths.findfile("truth", truth=truth, night=NIGHT, expid=904, camera="r0"))
+    sel = ~telluric_mask(fa.wave)
+    sel[:30] = sel[-30:] = False
+    ratio = np.median(fa.calib / tr.calib, axis=0)[sel]
+    assert abs(np.median(ratio) - 1) < 0.03 and np.std(ratio) < 0.03, (np.median(ratio), np.std(ratio))
+    res = _ff("cframe", "--config", str(strict), "--camera", "r0", "-i", sframe, "--fluxcalib", str(root / "fc-avg.fits"),
+              "-o", str(root / "cframe-avg.fits"))
+    assert res.returncode == 0, res.stderr
+    c3 = read_frame(str(root / "cframe-avg.fits"))
+    assert np.mean(c3.ivar > 0) > 0.5 and np.all(c3.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR"))
+    # an average from no good calibration is refused, naming the file
+    res = _ff("fluxcalib-average", "--camera", "r0", "-i", str(root / "fc-few.fits"), "-o", str(root / "avg-bad.fits"))
+    assert res.returncode == 1 and "fc-few.fits" in res.stderr and not (root / "avg-bad.fits").exists()
     # no standard at all (DESI_TARGET cleared): stdstars writes NSTARS 0, fluxcalib falls back
     fm2 = fr.fibermap.copy()
     fm2["DESI_TARGET"] = 0

@@ -30,6 +30,10 @@ def add_arguments(p, name):
         p.add_argument("--stdstars", required=True, help="stdstars-{spectrograph}-{expid}.fits")
         p.add_argument("--average", default=None,
                        help="average calibration per second (fallback when too few standards)")
+    elif name == "fluxcalib-average":
+        p.add_argument("--camera", required=True)
+        p.add_argument("-i", "--infiles", nargs="+", required=True,
+                       help="fluxcalib-{camera}-{expid}.fits of good exposures (FLUXFLAG OK)")
     else:
         p.add_argument("--camera", required=True)
         p.add_argument("-i", "--infile", required=True, help="sframe-{camera}-{expid}.fits")
@@ -41,7 +45,81 @@ def run(args):
         return _stdstars(args)
     if args.command == "fluxcalib":
         return _fluxcalib(args)
+    if args.command == "fluxcalib-average":
+        return _average(args)
     return _cframe(args)
+
+
+def average_calibration(vectors, exptimes):
+    """Average calibration per second from the calibrations of several exposures.
+
+    Parameters
+    ----------
+    vectors : (nexp, nwave)
+        Each exposure's calibration vector (median over its fibers), electron/Angstrom per
+        1e-17 erg/s/cm^2/Angstrom.
+    exptimes : (nexp,) seconds
+
+    Returns
+    -------
+    mean : (nwave,) per second: the median over exposures (mean of two)
+    scatter : (nwave,) fractional rms over exposures (0 for one exposure)
+    """
+    import numpy as np
+
+    per_s = np.asarray(vectors, float) / np.asarray(exptimes, float)[:, None]
+    mean = np.median(per_s, axis=0)
+    scatter = np.std(per_s / np.where(mean > 0, mean, 1.0)[None], axis=0) if per_s.shape[0] > 1 \
+        else np.zeros(per_s.shape[1])
+    return mean, scatter
+
+
+def _average(args):
+    """``fiberflow fluxcalib-average``: the average calibration per second that fluxcalib scales
+    by EXPTIME when a petal has too few standards (``calibration.default_fluxcalib``)."""
+    import numpy as np
+
+    from ..bitmasks import specmask
+    from ..errors import DataError
+    from ..io.calib import FluxCalib, read_fluxcalib
+
+    vectors, exptimes, used, wave = [], [], [], None
+    for path in args.infiles:
+        fc = read_fluxcalib(path)
+        if str(fc.header.get("CAMERA", args.camera)).strip() != args.camera:
+            raise DataError(path, f"calibration of camera {fc.header.get('CAMERA')}, not {args.camera}")
+        flag = str(fc.header.get("FLUXFLAG", "OK")).strip()
+        if flag != "OK":
+            print(f"fluxcalib-average {args.camera}: skipping {os.path.basename(path)} (FLUXFLAG {flag})")
+            continue
+        exptime = float(fc.header.get("EXPTIME", 0.0) or 0.0)
+        if exptime <= 0:
+            raise DataError(path, "EXPTIME missing or not positive")
+        if wave is None:
+            wave = fc.wave
+        elif fc.wave.shape != wave.shape or not np.allclose(fc.wave, wave):
+            raise DataError(path, f"wavelength grid differs from {used[0]}")
+        good = (fc.ivar > 0) & (fc.mask == 0)
+        vec = np.nanmedian(np.where(good, fc.calib, np.nan), axis=0)
+        vectors.append(np.nan_to_num(vec, nan=0.0))
+        exptimes.append(exptime)
+        used.append(path)
+    if not used:
+        raise DataError(args.infiles[0], "no input calibration with FLUXFLAG OK")
+    mean, scatter = average_calibration(np.array(vectors), np.array(exptimes))
+    # the average's error as a fraction: the scatter between exposures, at least 5% (airmass,
+    # seeing and transparency change the calibration from one exposure to the next)
+    frac = np.maximum(scatter, 0.05)
+    ivar = np.where(mean > 0, 1.0 / np.where(mean > 0, (frac * mean) ** 2, 1.0), 0.0)
+    mask = np.where(mean > 0, 0, specmask.mask("BADFIBER")).astype(np.int32)
+    hdr = {"CAMERA": args.camera, "NAVERAGE": (len(used), "exposures averaged"),
+           "AVGUNIT": ("per second", "calibration per second of exposure"),
+           "FLUXFLAG": ("OK", "average of good calibrations"),
+           "AVGFILES": (",".join(os.path.basename(p) for p in used)[:68], "inputs")}
+    FluxCalib(wave, mean[None].astype("f4"), ivar[None].astype("f4"), mask[None], header=hdr).write(args.outfile)
+    print(f"fluxcalib-average {args.camera}: {len(used)} calibration(s), median scatter "
+          f"{100 * float(np.median(scatter)):.2f}% -> {args.outfile}")
+    return 0
 
 
 def _stdstars(args):

@@ -30,6 +30,9 @@ COMMANDS = {
     "stdstars": ("fiberflow.cli.fluxcalib", "fit the standard stars of one spectrograph (its b, r, z sframes)"),
     "fluxcalib": ("fiberflow.cli.fluxcalib", "flux calibration of one camera from the spectrograph's standard stars"),
     "cframe": ("fiberflow.cli.fluxcalib", "apply the flux calibration: the calibrated cframe of one camera"),
+    "fluxcalib-average": ("fiberflow.cli.fluxcalib",
+                          "average calibration per second of one camera from good fluxcalib files (the fallback "
+                          "for too few standards)"),
     "tilepix": ("fiberflow.cli.healpix", "which HEALPix pixels each petal of an exposure covers (from its raw fibermap)"),
     "spectra": ("fiberflow.cli.healpix", "regroup the cframe fibers of one HEALPix pixel into a spectra file"),
     "coadd": ("fiberflow.cli.healpix", "coadd a pixel's spectra: one spectrum per target"),
