@@ -12,6 +12,7 @@ Skips (with the reason) when not root or when the Slurm packages cannot be insta
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -42,12 +43,27 @@ def _alive(pid):
         return False
 
 
+def _free_port_pair():
+    """A port p with p and p + 1 free on 127.0.0.1 (slurmctld and slurmd of the test cluster)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports")
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("a local Slurm needs root (slurmd launches jobs as their users)")
     state = str(tmp_path_factory.mktemp("slurmstate"))
-    env = {**os.environ, "FIBERFLOW_SLURM_DIR": state, "FIBERFLOW_SLURM_PORT": "17817"}
+    env = {**os.environ, "FIBERFLOW_SLURM_DIR": state, "FIBERFLOW_SLURM_PORT": str(_free_port_pair())}
     res = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True)
     if res.returncode != 0 and not shutil.which("slurmctld"):
         pytest.skip(f"Slurm could not be installed here: {res.stderr.strip()[-300:]}")
