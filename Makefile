@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.fiberflow-installed
 DEMO   ?= demo
 # two workers, one module each at a time (module fixtures build one production each); the long
 # workflow modules start first (tests/conftest.py)
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
