@@ -113,14 +113,12 @@ def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
         minus the true object); ``pull_std_offline``, ``pull_mean_offline``: pulls of the
         targets' sframe against the true object away from the sky lines (bins within 3 bins of
         a line brighter than 3 sigma over the sky continuum excluded, 20 edge bins too);
-        ``pull_std_offline_frame``: the same pulls before sky subtraction (frame / fiberflat
-        against object + sky), which shows what the extraction and fiberflat leave;
         ``resid_cont_frac``: mean sky-fiber residual off the lines over the mean sky continuum;
         ``nsky``, ``ntarget``.
     """
     from scipy.ndimage import binary_dilation, median_filter
 
-    from .qa.metrics import bright_sky_lines
+    from .qa.metrics import bright_sky_lines, line_window_residuals
 
     fm = sframe.fibermap
     objtype = np.char.strip(np.asarray(fm["OBJTYPE"]).astype(str)) if fm is not None else np.array([])
@@ -131,35 +129,32 @@ def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
     meansky = np.median(sky.flux[skyf], axis=0) if skyf.size else np.median(sky.flux, axis=0)
     lines = bright_sky_lines(wave, meansky, nline=nline)
     good = (sframe.ivar > 0) & (sframe.mask == 0)
-    out = {"lines": lines, "line_resid_sky": [], "line_resid_target": [], "nsky": int(skyf.size),
-           "ntarget": int(tgt.size)}
-    for w in lines:
-        sel = np.abs(wave - w) <= halfwidth
-        s = np.sum(meansky[sel])
-        rs = np.sum(np.where(good[skyf][:, sel], sframe.flux[skyf][:, sel], 0.0), axis=1)
-        rt = np.sum(np.where(good[tgt][:, sel], (sframe.flux - obj)[tgt][:, sel], 0.0), axis=1)
-        out["line_resid_sky"].append(float(np.median(rs) / s) if s > 0 and rs.size else float("nan"))
-        out["line_resid_target"].append(float(np.median(rt) / s) if s > 0 and rt.size else float("nan"))
+    out = {"lines": lines, "nsky": int(skyf.size), "ntarget": int(tgt.size),
+           "line_resid_sky": line_window_residuals(wave, sframe.flux[skyf], good[skyf], meansky, lines, halfwidth),
+           "line_resid_target": line_window_residuals(wave, (sframe.flux - obj)[tgt], good[tgt], meansky, lines,
+                                                      halfwidth)}
     cont = median_filter(meansky, 51, mode="nearest")
     online = binary_dilation(meansky > cont + 3.0 * np.sqrt(np.maximum(cont, 1.0)), iterations=3)
     off = ~online
     off[:20] = off[-20:] = False
     g = good[tgt] & off[None, :]
     pulls = ((sframe.flux - obj) * np.sqrt(sframe.ivar))[tgt][g]
-    # before sky subtraction: sframe + sky model = frame / fiberflat, ivar without the sky model error
-    with np.errstate(divide="ignore"):
-        var0 = np.where(good, 1.0 / np.where(good, sframe.ivar, 1.0), 0.0) - np.where(
-            sky.ivar > 0, 1.0 / np.where(sky.ivar > 0, sky.ivar, 1.0), 0.0)
-    ok0 = g & (var0[tgt] > 0)
-    p0 = ((sframe.flux + sky.flux - truth.electrons / truth.fiberflat)[tgt][ok0]
-          / np.sqrt(var0[tgt][ok0]))
     out["pull_mean_offline"] = float(pulls.mean()) if pulls.size else float("nan")
     out["pull_std_offline"] = float(pulls.std()) if pulls.size else float("nan")
-    out["pull_std_offline_frame"] = float(p0.std()) if p0.size else float("nan")
     gs = good[skyf] & off[None, :]
     out["resid_cont_frac"] = (float(np.mean(sframe.flux[skyf][gs]) / np.mean(cont[off]))
                               if gs.any() and np.mean(cont[off]) > 0 else float("nan"))
     return out
+
+
+def calibration_ratio(fc, truth, edge=30):
+    """Calibration over true calibration (median over fibers) off the telluric bands and the
+    ``edge`` bins at each end. fc: FluxCalib, truth: TruthFrame of the same camera; (n,)."""
+    from .stdstars import telluric_mask
+
+    sel = ~telluric_mask(fc.wave)
+    sel[:edge] = sel[-edge:] = False
+    return np.median(fc.calib / truth.calib, axis=0)[sel]
 
 
 def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
@@ -188,7 +183,7 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
     from .io.frame import read_frame
     from .photometry import filters
     from .sim.truth import TruthFrame, TruthStdStars
-    from .stdstars import STD_BITS, telluric_mask
+    from .stdstars import STD_BITS
 
     sp = int(spectrograph)
     out = {"stars": [], "calib_rms": {}, "calib_mean": {}, "point_ratio": np.zeros(0)}
@@ -212,10 +207,7 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
         tpath = paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=cam)
         if not (os.path.exists(path) and os.path.exists(tpath)):
             continue
-        fc, tr = read_fluxcalib(path), TruthFrame.read(tpath)
-        sel = ~telluric_mask(fc.wave)
-        sel[:30] = sel[-30:] = False
-        ratio = np.median(fc.calib / tr.calib, axis=0)[sel]
+        ratio = calibration_ratio(read_fluxcalib(path), TruthFrame.read(tpath))
         out["calib_rms"][cam], out["calib_mean"][cam] = float(np.std(ratio)), float(np.mean(ratio))
     # point sources: the r filter seen through the r camera, calibrated against true flux
     tr = TruthFrame.read(paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=rcam))

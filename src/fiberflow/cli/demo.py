@@ -268,7 +268,7 @@ def _calib_summary(roots):
     from .. import paths
     from ..io.calib import read_fiberflat, read_fluxcalib, read_sky
     from ..sim.truth import TruthFrame
-    from ..stdstars import telluric_mask
+    from ..validation import calibration_ratio
 
     lines = []
     for cam in ("b0", "r0", "z0"):
@@ -284,10 +284,7 @@ def _calib_summary(roots):
             r = r / np.median(r, axis=0)[None]
             ffrms = float(np.sqrt(np.mean((r - 1)[ff.ivar > 0] ** 2)))
             sky = read_sky(paths.findfile("sky", prod=roots["prod"], night=DEMO_NIGHT, expid=expid, camera=cam))
-            fc = read_fluxcalib(path)
-            sel = ~telluric_mask(fc.wave)
-            sel[:30] = sel[-30:] = False
-            cr = np.median(fc.calib / t.calib, axis=0)[sel]
+            cr = calibration_ratio(read_fluxcalib(path), t)
             msg = (f"{cam} exposure {expid} vs truth: fiberflat rms {100 * ffrms:.2f}% (one flat, noise-limited), "
                    f"sky fibers chi2/dof {sky.header.get('SKYCHI2', 0):.2f}, calibration vector rms "
                    f"{100 * np.std(cr):.2f}% mean {np.mean(cr):.4f} (off telluric bands)")

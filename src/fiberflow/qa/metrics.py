@@ -324,6 +324,32 @@ def bright_sky_lines(wave, sky, nline=5, halfwidth=3.0):
     return sorted(picked)
 
 
+def line_window_residuals(wave, resid, good, meansky, lines, halfwidth=2.0):
+    """Median over fibers of the residual summed over each sky line's window, as a fraction of
+    the sky summed there.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    resid : (nfib, nwave) residual flux (sky-subtracted, minus the object where known)
+    good : (nfib, nwave) bool, bins that count
+    meansky : (nwave,) mean sky of the camera
+    lines : sequence of float, line wavelengths (:func:`bright_sky_lines`)
+    halfwidth : float, Angstrom
+
+    Returns
+    -------
+    list of float (nan where the window holds no sky or no fiber)
+    """
+    out = []
+    for w in lines:
+        sel = np.abs(wave - w) <= halfwidth
+        s = np.sum(meansky[sel])
+        r = np.sum(np.where(good[:, sel], resid[:, sel], 0.0), axis=1)
+        out.append(float(np.median(r) / s) if s > 0 and r.size else float("nan"))
+    return out
+
+
 def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, outlier=0.1):
     """Sky-subtraction metrics from the sframe and the sky model of one camera.
 
@@ -376,11 +402,8 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         meansky = np.median(sky[skyfib], axis=0)
         lines = bright_sky_lines(wave, meansky, nline=nline)
         worst, worst_w = 0.0, None
-        for w in lines:
-            sel = np.abs(wave - w) <= 2.0
-            s = np.sum(meansky[sel])
-            r = np.median(np.sum(np.where(good[skyfib][:, sel], sflux[skyfib][:, sel], 0.0), axis=1))
-            fr = r / s if s > 0 else 0.0
+        for w, fr in zip(lines, line_window_residuals(wave, sflux[skyfib], good[skyfib], meansky, lines)):
+            fr = 0.0 if np.isnan(fr) else fr
             if abs(fr) > abs(worst):
                 worst, worst_w = fr, w
         metrics["SKYLINE_RESID_MAX"] = _f(abs(worst))
