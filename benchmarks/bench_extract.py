@@ -2,12 +2,17 @@
 
 Usage: python benchmarks/bench_extract.py [--threads 1 2] [--mpi 2]
 
-Simulates the exposure and preprocesses it (not timed), writes the simulator's true PSF of
-the exposure, then runs `fiberflow extract` in a fresh process for each thread count (and
-under `mpiexec -n N` with --mpi), after a warm-up on the tiny instrument that compiles the
-numba kernels, and prints wall time, peak memory, the frame's median CHI2PIX, where the time
-goes on one bundle (spots, normal equations, Cholesky solve + inverse, resolution, leverages)
-and the floating-point operations per patch. Target (issue 6): < 60 s with 2 cores, < 4 GB.
+Simulates the night's two ZEROs and one science exposure with ``--projection grid`` (every
+bin's light at the centre of an extraction bin, so the true deconvolved spectrum is known per
+bin), builds the master bias and preprocesses the exposure (not timed), writes the simulator's
+true PSF of the exposure, then runs `fiberflow extract` in a fresh process for each thread
+count (and under `mpiexec -n N` with --mpi), after a warm-up on the tiny instrument that
+compiles the numba kernels. Prints wall time, peak memory, the pulls (flux - R truth) sqrt(ivar)
+over all good fibers and wavelengths against the truth, CHI2PIX and resolution row sums (with
+the default model variance and with the preproc's variance for comparison), where the time
+goes on one bundle and the floating-point operations per patch.
+Targets (issue 6): < 60 s with 2 cores, < 4 GB; pulls mean within 0.02, std 1 +/- 0.03,
+CHI2PIX median 1 +/- 0.1, rows summing to 1 within 1e-6.
 """
 
 import argparse
@@ -23,6 +28,7 @@ import numpy as np
 from _child import run
 
 NIGHT = 20250101
+ZEROS = (182800, 182801)
 SCIENCE = 182805
 
 
@@ -33,7 +39,10 @@ def main():
     ap.add_argument("--profile-fibers", type=int, default=25, help="fibers of the in-process profile")
     args = ap.parse_args()
     from fiberflow import paths
+    from fiberflow.io.frame import read_frame
     from fiberflow.sim.night import Simulator
+    from fiberflow.sim.truth import TruthFrame
+    from fiberflow.validation import extraction_vs_truth
 
     with tempfile.TemporaryDirectory() as tmp:
         for inst in ("tiny", "desi"):
@@ -42,10 +51,14 @@ def main():
                 fh.write(f"instrument: {inst}\n")
             raw, truth = f"{tmp}/{inst}/raw", f"{tmp}/{inst}/truth"
             run(["simulate", "--night", str(NIGHT), "--instrument", inst, "--raw", raw, "--truth", truth,
-                 "--expid", str(SCIENCE), "--cameras", "r0"], 2)
+                 "--projection", "grid", "--expid", *map(str, ZEROS + (SCIENCE,)), "--cameras", "r0"], 2)
+            bias = f"{tmp}/{inst}/biasnight-r0.fits"
+            run(["biasnight", "--config", cfg, "--camera", "r0", "-o", bias, "-i",
+                 *[paths.findfile("raw", raw=raw, night=NIGHT, expid=e) for e in ZEROS]], 2)
             pre = f"{tmp}/{inst}/preproc-r0.fits"
-            run(["preproc", "--config", cfg, "--camera", "r0", "-i",
-                 paths.findfile("raw", raw=raw, night=NIGHT, expid=SCIENCE), "-o", pre], 2)
+            run(["preproc", "--config", cfg, "--camera", "r0", "--biasnight", bias, "-o", pre,
+                 "-i", paths.findfile("raw", raw=raw, night=NIGHT, expid=SCIENCE),
+                 "--fibermap", paths.findfile("fibermap", raw=raw, night=NIGHT, expid=SCIENCE)], 2)
             psf = Simulator(inst, 1).exposure_psf(NIGHT, SCIENCE, "r0")
             psf.write(f"{tmp}/{inst}/psf-r0.fits")
             frame = f"{tmp}/{inst}/frame-r0.fits"
@@ -62,28 +75,41 @@ def main():
                 mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
                 dt, mem = run(cmd + ["--nthreads", "1"], 1, launcher=(mpiexec, "-n", str(args.mpi)))
                 print(f"  mpiexec -n {args.mpi}: {dt:6.1f} s wall, summed peak RSS {mem:.0f} MB")
-            import fitsio
-
-            print(f"  median CHI2PIX {fitsio.read_header(frame, ext='FLUX')['CHI2PIX']:.3f}")
+            tr = TruthFrame.read(paths.findfile("truth", truth=truth, night=NIGHT, expid=SCIENCE, camera="r0"))
+            pulls(extraction_vs_truth(read_frame(frame), tr), "model variance (default)")
+            cfg_pre = os.path.join(tmp, "desi-preproc-variance.yaml")
+            with open(cfg_pre, "w") as fh:
+                fh.write("instrument: desi\nextract: {model_variance: false}\n")
+            frame_pre = f"{tmp}/{inst}/frame-r0-prevar.fits"
+            dt, _ = run(["extract", "--config", cfg_pre, "--camera", "r0", "-i", pre, "--psf",
+                         f"{tmp}/{inst}/psf-r0.fits", "-o", frame_pre, "--nthreads", str(max(args.threads))], 1)
+            pulls(extraction_vs_truth(read_frame(frame_pre), tr), f"preproc variance ({dt:.1f} s)")
             profile(pre, psf, args.profile_fibers)
+
+
+def pulls(res, label):
+    print(f"  pulls vs truth, {label}: {res['ngood']} bins of {res['nfiber']} fibers, mean {res['pull_mean']:+.4f}, "
+          f"std {res['pull_std']:.4f} (MAD {res['pull_mad_std']:.4f}), median CHI2PIX {res['chi2pix_median']:.3f}, "
+          f"max |row sum - 1| {res['rowsum_maxdev']:.1e}")
 
 
 def profile(pre, psf, nfib):
     """Where the time goes on the first ``nfib`` fibers, and FLOPs per patch vs the machine."""
     from threadpoolctl import threadpool_limits
 
-    from fiberflow import extract, psfmodel
+    from fiberflow import extract, preproc, psfmodel
     from fiberflow.instrument import load_instrument
     from fiberflow.io.image import PreprocImage
 
     img = PreprocImage.read(pre)
+    floor = preproc.image_variance_floor(img)
     wave = load_instrument("desi").wavegrid("r0")
     opts = extract.ExtractOptions()
     plan = [u for u in extract.patch_plan(psf.nfiber, 25, wave.size, opts) if u[0] == 0]
     plan = plan[: max(1, nfib // 5) * len(range(0, wave.size, opts.wavesize))]
     prof = cProfile.Profile()
     prof.enable()
-    extract.extract_frame(img.image, img.ivar, psf, wave, 25, opts, units=plan)
+    extract.extract_frame(img.image, img.ivar, psf, wave, 25, opts, units=plan, var_floor=floor)
     prof.disable()
     st = pstats.Stats(prof)
     tot = st.total_tt
@@ -102,9 +128,10 @@ def profile(pre, psf, nfib):
     n = x0.size
     ox = np.clip(sx - np.abs(x0[:, None] - x0[None, :]), 0, None)
     oy = np.clip(sy - np.abs(y0[:, None] - y0[None, :]), 0, None)
-    f_ne = 3.0 * np.triu(ox * oy).sum()       # A^T W A: multiply-multiply-add per overlapping pixel
-    f_lev = 3.0 * np.triu(ox * oy).sum()      # leverages: same pattern
-    f_chol = n**3 / 3 + 2 * n**3 / 3 + 2 * n**2  # potrf + potri + potrs
+    npass = 2 if opts.model_variance else 1  # a first solve sets the model variance
+    f_ne = npass * 3.0 * np.triu(ox * oy).sum()   # A^T W A: multiply-multiply-add per overlapping pixel
+    f_lev = npass * 3.0 * np.triu(ox * oy).sum()  # leverages (leave-one-out model, CHI2PIX): same pattern
+    f_chol = npass * (n**3 / 3 + 2 * n**3 / 3 + 2 * n**2)  # potrf + potri + potrs
     m = len(pw)
     f_res = len(core) * (9.0 * m**3 + 4.0 * (w1 - w0) * m**2)  # eigh + Q rows, R C R^T
     total = f_ne + f_lev + f_chol + f_res

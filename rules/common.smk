@@ -134,6 +134,16 @@ def default_psf(camera):
     return os.path.join(DEFAULT_PSF_DIR, f"psf-{camera}.fits")
 
 
+def psf_start(wildcards):
+    """Starting PSF of an arc fit (psf.start): the nominal PSF, or the nearest earlier
+    production night's psfnight of the camera when that night had an arc of it."""
+    if config["psf"]["start"] == "previous":
+        earlier = fallback_night(wildcards.night, "ARC", wildcards.camera)
+        if earlier is not None:
+            return find("psfnight", night=earlier, camera=wildcards.camera)
+    return default_psf(wildcards.camera)
+
+
 def fallback_night(night, obstype, camera):
     """Nearest earlier production night with a usable `obstype` exposure of `camera`, within
     calibration.fallback_nights days; None when there is none."""

@@ -7,7 +7,7 @@
 rule psf:
     input:
         preproc=out("preproc"),
-        start=lambda wc: default_psf(wc.camera),
+        start=psf_start,
     output:
         out("fitpsf"),
     log:

@@ -113,6 +113,68 @@ def test_masked_region_and_unsolvable_patch(r0_problem):
     assert np.all(out["ivar"] == 0) and np.all(np.isfinite(out["flux"])) and np.all(out["mask"] & extract.ALLBADPIX)
 
 
+def _pulls(out, truth):
+    R = out["resolution"]
+    return np.array([(out["flux"][f] - resolution.apply(R[f], truth[f])) * np.sqrt(out["ivar"][f])
+                     for f in range(len(truth))])
+
+
+def test_model_variance_removes_the_bias_of_data_derived_weights(r0_problem):
+    psf, wave, truth, img, ivar = r0_problem
+    # weights from each pixel's own value (readnoise 3 e): upward fluctuations weigh less,
+    # so the flux comes out low
+    ivar_data = np.where(ivar > 0, 1.0 / (9.0 + np.clip(img, 0.0, None)), 0.0)
+    opts = extract.ExtractOptions(wavesize=40, nsubbundles=2)
+    biased = _pulls(extract.extract_frame(img, ivar_data, psf, wave, 25, opts), truth)
+    fixed = extract.extract_frame(img, ivar_data, psf, wave, 25, opts, var_floor=np.full(img.shape, 9.0))
+    pulls = _pulls(fixed, truth)
+    assert biased.mean() < -0.1
+    assert abs(pulls.mean()) < 0.06 and np.std(pulls) == pytest.approx(1.0, abs=0.05)
+    assert np.median(fixed["chi2pix"]) == pytest.approx(1.0, abs=0.1)
+    # switched off, the floor is ignored: the data-derived weights are used as given
+    off = extract.extract_frame(img, ivar_data, psf, wave, 25, extract.ExtractOptions(wavesize=40, nsubbundles=2,
+                                                                                      model_variance=False),
+                                var_floor=np.full(img.shape, 9.0))
+    np.testing.assert_array_equal(_pulls(off, truth), biased)
+
+
+def test_simulated_frame_against_truth(tmp_path, real_psf_file):
+    """Issue 6's done-when on a whole simulated frame: raw data simulated with the real-PSF
+    optics and the light on the extraction grid (truth exact per bin), master bias, preproc,
+    extraction with the exposure's true PSF; pulls of (flux - R truth) over every good bin."""
+    from fiberflow import paths
+    from fiberflow.cli.main import main
+    from fiberflow.io.frame import read_frame
+    from fiberflow.sim.night import Simulator
+    from fiberflow.sim.truth import TruthFrame
+    from fiberflow.validation import extraction_vs_truth
+
+    night, zeros, sci = 20250101, (182800, 182801), 182805
+    raw, tru = str(tmp_path / "raw"), str(tmp_path / "truth")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("instrument: tiny\n")
+    assert main(["simulate", "--night", str(night), "--instrument", "tiny", "--raw", raw, "--truth", tru,
+                 "--projection", "grid", "--cameras", "r0", "--expid", *map(str, zeros + (sci,))]) == 0
+    rawf = [paths.findfile("raw", raw=raw, night=night, expid=e) for e in zeros + (sci,)]
+    bias, pre, psf, frame = (str(tmp_path / n) for n in ("bias.fits", "pre.fits", "psf.fits", "frame.fits"))
+    assert main(["biasnight", "--config", str(cfg), "--camera", "r0", "-i", *rawf[:2], "-o", bias]) == 0
+    assert main(["preproc", "--config", str(cfg), "--camera", "r0", "-i", rawf[2], "--biasnight", bias,
+                 "--fibermap", paths.findfile("fibermap", raw=raw, night=night, expid=sci), "-o", pre]) == 0
+    Simulator("tiny", 1).exposure_psf(night, sci, "r0").write(psf)
+    assert main(["extract", "--config", str(cfg), "--camera", "r0", "-i", pre, "--psf", psf, "-o", frame]) == 0
+    truth = TruthFrame.read(paths.findfile("truth", truth=tru, night=night, expid=sci, camera="r0"))
+    res = extraction_vs_truth(read_frame(frame), truth)
+    assert res["nfiber"] == 25 and res["ngood"] > 0.9 * 25 * 2316
+    assert abs(res["pull_mean"]) < 0.02
+    assert res["pull_std"] == pytest.approx(1.0, abs=0.03)
+    assert res["chi2pix_median"] == pytest.approx(1.0, abs=0.1)
+    assert res["rowsum_maxdev"] < 1e-6
+    # the ordinary (fine-bin) truth has sub-bin structure: the comparison refuses it
+    truth.fine_dwave = np.full_like(truth.photons, 0.01, dtype=np.float32)
+    with pytest.raises(ValueError, match="projection='grid'"):
+        extraction_vs_truth(read_frame(frame), truth)
+
+
 def test_stamp_sums_and_cholesky_kernels_match_numpy(rng):
     stamps, x0, y0, data, weight = _small_problem(rng)
     planes = np.stack([data, weight, data * weight])
@@ -137,8 +199,9 @@ def test_patch_solve_numba_matches_numpy_reference(r0_problem):
     opts = extract.ExtractOptions()
     pw = wave[20:60]
     args = (img, ivar, psf, np.arange(4), np.arange(1, 3), pw, slice(5, 35), np.full(pw.size, 0.8))
-    a = extract.extract_patch(*args, opts, model=True)
-    b = extract.extract_patch(*args, extract.ExtractOptions(use_numba=False), model=True)
+    floor = np.full(img.shape, 9.0)  # exercises the two-solve model variance too
+    a = extract.extract_patch(*args, opts, model=True, var_floor=floor)
+    b = extract.extract_patch(*args, extract.ExtractOptions(use_numba=False), model=True, var_floor=floor)
     for key in ("flux", "ivar", "chi2pix", "R", "model"):
         scale = np.max(np.abs(b[key]))
         np.testing.assert_allclose(a[key], b[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)

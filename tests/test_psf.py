@@ -245,3 +245,40 @@ def test_psf_and_psfnight_cli(demo_sim, tmp_path):
         assert res.returncode == 1, (name, res.stderr)
         assert str(pre) in res.stderr and message in res.stderr, (name, res.stderr)
         assert not out.exists() and not [f for f in os.listdir(tmp_path) if f.startswith(f".out-{name}")]
+
+
+def test_psf_start_previous_chains_the_nights(tmp_path):
+    """psf.start: previous starts each arc fit from the nearest earlier night's psfnight (the
+    first night, without one, from the nominal PSF); nominal never looks at other nights."""
+    import re
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from bench_workflow import make_production
+
+    from _workflow import snakemake
+    from fiberflow import paths
+
+    cfg = make_production(str(tmp_path), 3, 12)  # 3 nights, each with 3 arcs
+    nights = [20250101, 20250102, 20250103]
+    prod = str(tmp_path / "redux" / "bench")
+
+    def starts(extra):
+        with open(cfg) as fh:
+            text = fh.read()
+        cfg2 = tmp_path / f"config-{extra or 'default'}.yaml"
+        cfg2.write_text(text + (f"psf: {{start: {extra}}}\n" if extra else ""))
+        target = paths.findfile("psfnight", prod=prod, night=nights[2], camera="b3")
+        res = snakemake(tmp_path, cfg2, "-n", "-p", target)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return re.findall(r"fiberflow psf .*?--start (\S+)", res.stdout + res.stderr)
+
+    # default (nominal): only night 3's three arc fits are needed, from the nominal PSF
+    got = starts(None)
+    assert len(got) == 3 and all(s.endswith(os.path.join("calib", "psf-b3.fits")) for s in got), got
+    # previous: night 3 starts from night 2's psfnight, night 2 from night 1's, night 1 from nominal
+    got = starts("previous")
+    assert len(got) == 9, got
+    for night, prev in ((nights[1], nights[0]), (nights[2], nights[1])):
+        want = paths.findfile("psfnight", prod=prod, night=prev, camera="b3")
+        assert sum(s == want for s in got) == 3, (night, got)
+    assert sum(s.endswith(os.path.join("calib", "psf-b3.fits")) for s in got) == 3

@@ -405,3 +405,22 @@ def test_simulate_rule_writes_the_plan_as_the_command_does(tmp_path):
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
     res = snakemake(tmp_path, cfg, "-n", "--quiet", "rules")  # nights: those with raw data
     assert res.returncode == 0 and "preproc" in res.stdout, res.stdout + res.stderr[-2000:]
+
+
+def test_bin_to_grid_puts_every_electron_on_a_bin_centre(rng):
+    from fiberflow.sim import project
+
+    model = np.round(np.arange(5750.0, 5800.0, 0.1), 6)
+    elec = rng.uniform(0, 10, (3, model.size))
+    grid = np.arange(5760.0, 5790.0 + 0.4, 0.8)
+    lines = (np.array([5771.3, 5795.0, 9000.0]), rng.uniform(100, 200, (3, 3)))
+    centers, centroid, photons = project.bin_to_grid(model, elec, grid, lines)
+    k0 = int(np.argmin(np.abs(centers - grid[0])))
+    np.testing.assert_allclose(centers[k0:k0 + grid.size], grid)
+    assert centers[0] <= model[0] + 0.4 and centers[-1] >= model[-1] - 0.4
+    np.testing.assert_allclose(np.diff(centers), 0.8)
+    assert np.array_equal(centroid, np.broadcast_to(centers, photons.shape))
+    # electrons conserved (the line beyond the model grid is dropped), each in its nearest bin
+    np.testing.assert_allclose(photons.sum(axis=1), elec.sum(axis=1) + lines[1][:, :2].sum(axis=1))
+    j = int(np.argmin(np.abs(centers - 5771.3)))
+    assert photons[0, j] > lines[1][0, 0]

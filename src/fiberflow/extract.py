@@ -48,6 +48,7 @@ class ExtractOptions(StepOptions):
     nfiberpad: int = 1         #: neighbouring fibers solved on each side of a sub-bundle
     regularize: float = 0.0    #: ridge prior added to every unknown (relative to the median diagonal)
     psferr: float = 0.0        #: fractional PSF error added to the pixel variance (var += (psferr*model)^2)
+    model_variance: bool = True  #: with a variance floor given, weight pixels by floor + model (2 solves)
     ndiag: int | None = None   #: resolution diagonals (default 2*HSIZEY+1: 11 for DESI PSFs)
     chi2_bad: float = 100.0    #: CHI2PIX above this sets BAD2DFIT
     use_numba: bool = True
@@ -199,12 +200,18 @@ def fiber_resolution(cov_block, ndiag, rows, valid=None):
 
 
 # ---------------------------------------------------------------------------- one patch
-def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None, model=False):
+def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None, model=False,
+                  var_floor=None):
     """Extract one patch.
 
     Parameters
     ----------
     image, ivar : (ny, nx)
+    var_floor : (ny, nx), optional
+        Signal-independent pixel variance (read noise, master-bias noise, dark shot noise; see
+        :func:`fiberflow.preproc.variance_floor`). With it and ``opts.model_variance``, a first
+        solve's model image replaces the data-derived signal term: pixels are weighted by
+        ``1 / (var_floor + max(model, 0))`` (masked pixels stay at weight 0).
     psf : GaussHermitePSF
     fibers : (nf,) int
         Fibers solved (indices into the PSF), sorted.
@@ -250,11 +257,23 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     st = stamps.reshape(nf * nw, sy, sx)
     lx = (sx0 - xlo).ravel()
     ly = (sy0 - ylo).ravel()
-    if opts.psferr > 0:
-        # pixel variance + (psferr * model)^2 with the model from a first solve
-        f0 = _solve(st, lx, ly, data, weight, opts)[0]
+    use_model_var = opts.model_variance and var_floor is not None
+    if opts.psferr > 0 or use_model_var:
+        # the model of a first solve sets the signal term of the pixel variance (it carries no
+        # pixel's own noise, unlike the preproc's neighbour median, which misses trace peaks)
+        # and/or the PSF-error term (psferr * model)^2
+        f0, cov0, _ = _solve(st, lx, ly, data, weight, opts)
         mod = model_image(st, lx, ly, f0, data.shape, opts.use_numba)
-        var = np.where(weight > 0, 1.0 / np.where(weight > 0, weight, 1.0), 0.0) + (opts.psferr * mod) ** 2
+        if use_model_var:
+            # leave-one-out model: a pixel's own noise must not set its weight (weights that
+            # follow the data bias the flux low); for a linear fit it is exact with leverage h:
+            # d - (d - m) / (1 - h)
+            lev = np.clip(leverage(st, lx, ly, weight, cov0, opts.use_numba), 0.0, 0.99)
+            loo = data - (data - mod) / (1.0 - lev)
+            var = np.asarray(var_floor[ylo:yhi, xlo:xhi], np.float64) + np.clip(loo, 0.0, None)
+        else:
+            var = np.where(weight > 0, 1.0 / np.where(weight > 0, weight, 1.0), 0.0)
+        var = var + (opts.psferr * mod) ** 2
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
     f, cov, diag = _solve(st, lx, ly, data, weight, opts)
     mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
@@ -381,7 +400,7 @@ def rank_units(plan, rank, size):
     return list(range(rank, len(plan), size))
 
 
-def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False):
+def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False, var_floor=None):
     """Extract the patches ``plan`` (see :func:`patch_plan`) with ``nthreads`` threads.
 
     The numba kernels release the GIL and BLAS is held to one thread per call, so each
@@ -404,7 +423,7 @@ def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False):
         lo, hi = w0 - opts.nwavepad, w1 + opts.nwavepad
         pw = wave[0] + step * np.arange(lo, hi)
         return extract_patch(image, ivar, psf, solved_f, core_f, pw, slice(w0 - lo, w1 - lo),
-                             np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model)
+                             np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model, var_floor)
 
     with threadpool_limits(limits=1):
         if nthreads <= 1 or len(plan) <= 1:
@@ -449,7 +468,7 @@ def assemble(plan, results, psf, nwave, shape, opts):
 
 
 def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nthreads=1, comm=None,
-                  model=False):
+                  model=False, var_floor=None):
     """Extract every fiber of a camera on the wavelength grid ``wave``.
 
     Parameters
@@ -467,6 +486,9 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nth
         ranks return None.
     model : bool
         Also return the model image (``model``, (ny, nx)) of the extracted light.
+    var_floor : (ny, nx), optional
+        Signal-independent pixel variance: with ``opts.model_variance`` the pixel weights come
+        from it plus a first solve's model (see :func:`extract_patch`).
 
     Returns
     -------
@@ -478,10 +500,10 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nth
     wave = np.asarray(wave, float)
     plan = patch_plan(psf.nfiber, bundlesize, wave.size, opts) if units is None else list(units)
     if comm is None or comm.Get_size() == 1:
-        results = run_units(image, ivar, psf, wave, plan, opts, nthreads, model)
+        results = run_units(image, ivar, psf, wave, plan, opts, nthreads, model, var_floor)
     else:
         mine = rank_units(plan, comm.Get_rank(), comm.Get_size())
-        res = run_units(image, ivar, psf, wave, [plan[i] for i in mine], opts, nthreads, model)
+        res = run_units(image, ivar, psf, wave, [plan[i] for i in mine], opts, nthreads, model, var_floor)
         gathered = comm.gather(list(zip(mine, res)), root=0)
         if comm.Get_rank() != 0:
             return None

@@ -241,6 +241,34 @@ def master_bias(images):
     return bias.astype(np.float32), mask
 
 
+def variance_floor(readnoise, bias_nzero=0, dark_electrons=0.0):
+    """Signal-independent pixel variance [electron^2]: read noise^2, the master bias's own noise
+    (read noise^2 / NZERO, when one was subtracted) and the dark current's shot noise.
+
+    Parameters
+    ----------
+    readnoise : (ny, nx) electron
+    bias_nzero : int
+        ZEROs averaged into the subtracted master bias (0: none subtracted).
+    dark_electrons : float
+        Dark electrons per pixel subtracted (rate x DARKTIME).
+
+    Returns
+    -------
+    (ny, nx) float64
+    """
+    rn2 = np.asarray(readnoise, np.float64) ** 2
+    return rn2 * (1.0 + (1.0 / bias_nzero if bias_nzero > 0 else 0.0)) + max(float(dark_electrons), 0.0)
+
+
+def image_variance_floor(image):
+    """:func:`variance_floor` of a preprocessed image from its READNOISE plane and header
+    (BIASNZ, DARKRATE, DARKTIME): the variance a model of the signal is added to. (ny, nx)."""
+    hdr = image.header
+    dark = float(hdr.get("DARKRATE", 0.0)) * float(hdr.get("DARKTIME", 0.0)) / 3600.0
+    return variance_floor(image.readnoise, int(hdr.get("BIASNZ", 0)), dark)
+
+
 def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None, bias_nzero=0, badamps=(), nsig_cosmics=6.0,
                    per_row=True, ostep_threshold=2.0, path=None, use_numba=True):
     """Preprocess one camera.
@@ -307,8 +335,8 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
     if bias_mask is not None:
         mask |= bias_mask.astype(np.int16)
     signal = ring_median(image, use_numba)  # the pixel's own noise must not set its weight
-    bias_var = readnoise**2 / bias_nzero if (bias is not None and bias_nzero > 0) else 0.0
-    var = readnoise**2 + bias_var + np.clip(signal, 0.0, None)
+    nzero = bias_nzero if bias is not None else 0
+    var = variance_floor(readnoise, nzero, dark_rate * darktime / 3600.0) + np.clip(signal, 0.0, None)
     valid = (mask & ccdmask.mask("SATURATED|BADAMP|HOT")) == 0
     crs = reject_cosmics(image, var, valid, nsig_cosmics, use_numba=use_numba) if nsig_cosmics > 0 else np.zeros_like(valid)
     mask[crs] |= ccdmask.mask("COSMIC")
@@ -317,6 +345,7 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
     hdr["CRFRAC"] = (float(crs.mean()), "fraction of pixels masked as cosmic rays")
     hdr["SATFRAC"] = (float(((mask & ccdmask.mask("SATURATED")) != 0).mean()), "fraction of saturated pixels")
     hdr["DARKTIME"] = darktime
+    hdr["BIASNZ"] = (int(nzero), "ZEROs in the master bias (its noise is in the variance)")
     hdr["DARKRATE"] = (float(dark_rate), "dark current subtracted [electron/hour]")
     hdr["BUNIT"] = "electron"
     return (image.astype(np.float32), ivar.astype(np.float32), readnoise.astype(np.float32), mask, hdr)

@@ -88,6 +88,67 @@ def coadd_vs_truth(prod, truth_root, bands=("b", "r", "z"), min_single_snr=2.0):
     return out
 
 
+def extraction_vs_truth(frame, truth, edge=None):
+    """Extracted frame against the truth of an exposure simulated with ``projection="grid"``.
+
+    With that projection every bin's electrons were deposited at the centre of an extraction
+    bin, so the true deconvolved spectrum is known exactly per bin (``photons / dwave``) and
+    ``R @ truth`` is what the extraction estimates: (flux - R truth) sqrt(ivar) must be unit
+    normal (Bolton & Schlegel 2010).
+
+    Parameters
+    ----------
+    frame : fiberflow.io.frame.Frame
+        Extracted frame (electron/Angstrom).
+    truth : fiberflow.sim.truth.TruthFrame
+        Truth of the same exposure and camera with ``fine_center`` on the frame's grid.
+    edge : int, optional
+        Bins left out at each end (default ``ndiag // 2``: edge rows of R are cut at the grid's
+        end, so they do not see the light beyond it).
+
+    Returns
+    -------
+    dict with ``pull_mean``, ``pull_std``, ``pull_mad_std`` (over good bins of good fibers),
+    ``chi2pix_median`` (same bins), ``rowsum_maxdev`` (max |row sum - 1| over all stored rows),
+    ``ngood`` (bins), ``nfiber`` (fibers used), ``pulls`` ((nspec, nwave), NaN where not good).
+
+    Raises
+    ------
+    ValueError
+        When the truth has sub-bin structure or another grid.
+    """
+    from . import resolution
+
+    wave = frame.wave
+    dw = float(wave[1] - wave[0])
+    centers = truth.fine_center
+    if centers is None or truth.fine_dwave is None or np.any(truth.fine_dwave != 0):
+        raise ValueError("truth was not projected on the extraction grid (simulate with projection='grid')")
+    k0 = int(np.argmin(np.abs(centers - wave[0])))
+    if k0 + wave.size > centers.size or not np.allclose(centers[k0:k0 + wave.size], wave, atol=1e-6 * dw):
+        raise ValueError("truth's bins are not the frame's wavelength grid")
+    ftrue = truth.photons[:, k0:k0 + wave.size] / dw
+    nspec, ndiag = frame.flux.shape[0], frame.resolution.shape[1]
+    edge = ndiag // 2 if edge is None else int(edge)
+    good = (frame.ivar > 0) & (frame.mask == 0)
+    good[:, :edge] = good[:, wave.size - edge:] = False
+    if frame.fibermap is not None and "FIBERSTATUS" in frame.fibermap.dtype.names:
+        good[np.asarray(frame.fibermap["FIBERSTATUS"]) != 0] = False
+    pulls = np.full(frame.flux.shape, np.nan)
+    rowdev = 0.0
+    for f in range(nspec):
+        rf = resolution.apply(frame.resolution[f], ftrue[f])
+        pulls[f] = np.where(good[f], (frame.flux[f] - rf) * np.sqrt(frame.ivar[f]), np.nan)
+        rowdev = max(rowdev, float(np.abs(resolution.row_sums(frame.resolution[f]) - 1.0).max()))
+    p = pulls[good]
+    mad = 1.4826 * np.median(np.abs(p - np.median(p))) if p.size else float("nan")
+    chi2 = frame.chi2pix[good] if frame.chi2pix is not None else np.array([np.nan])
+    return {"pull_mean": float(p.mean()) if p.size else float("nan"),
+            "pull_std": float(p.std()) if p.size else float("nan"), "pull_mad_std": float(mad),
+            "chi2pix_median": float(np.median(chi2)), "rowsum_maxdev": rowdev, "ngood": int(p.size),
+            "nfiber": int(np.any(good, axis=1).sum()), "pulls": pulls}
+
+
 def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
     """Sky subtraction of one camera against the simulator's truth.
 

@@ -43,7 +43,7 @@ def run(args):
 def _run(args, comm):
     import numpy as np
 
-    from .. import boxcar, extract
+    from .. import boxcar, extract, preproc
     from ..bitmasks import specmask
     from ..errors import DataError
     from ..io.frame import ELECTRON_UNITS, Frame
@@ -73,8 +73,9 @@ def _run(args, comm):
         res = boxcar.boxcar_frame(img.image, img.ivar, psf, wave, float(ecfg.get("boxcar_halfwidth", 3.0)))
     else:
         opts = extract.ExtractOptions.from_config(ecfg)
+        floor = preproc.image_variance_floor(img) if opts.model_variance else None
         res = extract.extract_frame(img.image, img.ivar, psf, wave, inst.bundlesize, opts, nthreads=nthreads,
-                                    comm=comm, model=args.model is not None)
+                                    comm=comm, model=args.model is not None, var_floor=floor)
         if res is None:  # not rank 0
             return 0
     fm = img.fibermap

@@ -16,6 +16,9 @@ def add_arguments(p, name):
     p.add_argument("--truth", default=None, help="truth root (overrides the config / $FIBERFLOW_TRUTH)")
     p.add_argument("--expid", type=int, nargs="*", default=None, help="only these exposures of the plan")
     p.add_argument("--cameras", nargs="*", default=None, help="only these cameras (e.g. b0 r0)")
+    p.add_argument("--projection", choices=("fine", "grid"), default="fine",
+                   help="fine: half-pixel bins with sub-bin structure (default, as a real CCD); grid: light on "
+                        "the extraction grid's bin centres, so the extraction's truth is exact (validation)")
     p.add_argument("--print-plan", action="store_true", help="print the expanded plan and exit")
 
 
@@ -62,7 +65,8 @@ def run(args):
         if missing:
             raise ConfigError(f"simulate: exposure(s) {missing} not in the plan of night {plan.night} ({plan.expids()})")
     t0 = time.time()
-    written = simulate_night(plan, inst, seed, roots["raw"], roots["truth"], cameras=args.cameras, expids=args.expid)
+    written = simulate_night(plan, inst, seed, roots["raw"], roots["truth"], cameras=args.cameras, expids=args.expid,
+                             projection=args.projection)
     nraw = sum(p.endswith(".fits.fz") for p in written)
     print(f"simulated night {plan.night} ({inst.name}, seed {seed}): {nraw} raw exposure(s), "
           f"{len(written) - nraw} other file(s) in {time.time() - t0:.1f} s")

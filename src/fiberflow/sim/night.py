@@ -53,14 +53,22 @@ class Simulator:
     ----------
     instrument : Instrument or str
     seed : int
+    projection : {"fine", "grid"}
+        ``fine`` (default): half-pixel bins with their electron centroids, so the image has
+        the spectra's sub-bin structure, as a real CCD sees it. ``grid``: bins centred on each
+        camera's extraction grid (:func:`project.bin_to_grid`), so the image is exactly the
+        extraction's model and its truth is known per bin (extraction validation).
     """
 
     instrument: object
     seed: int = 1
+    projection: str = "fine"
 
     def __post_init__(self):
         if isinstance(self.instrument, str):
             self.instrument = load_instrument(self.instrument)
+        if self.projection not in ("fine", "grid"):
+            raise ValueError(f"projection must be 'fine' or 'grid', not {self.projection!r}")
         path = real_psf_path()
         if path is None:
             raise DataError("../shared/data/psf/psf-r0-00067784.fits", "the real DESI PSF the optics are built on is absent")
@@ -210,7 +218,10 @@ class Simulator:
         if exp.obstype in ("ARC", "FLAT", "SCIENCE"):
             L = self.light(exp, camera, objflux, info)
             grid, factor = self.model_grid(camera)
-            centers, centroid, photons = project.bin_model(grid, L["total"], factor, L["lines"])
+            if self.projection == "grid":
+                centers, centroid, photons = project.bin_to_grid(grid, L["total"], spec.wavegrid(), L["lines"])
+            else:
+                centers, centroid, photons = project.bin_model(grid, L["total"], factor, L["lines"])
             expected = project.project(psf, centers, centroid, photons, (ny, nx), use_numba=use_numba)
             wave = spec.wavegrid()
             sig = project.lsf_sigma(psf, wave)
@@ -266,6 +277,7 @@ class Simulator:
             "NCOSMIC": (ncr, "cosmic-ray hits"), "SEED": self.seed, "AIRMASS": exp.airmass, "SEEING": exp.seeing,
             "SKYLEVEL": exp.skylevel, "DARKTIME": darktime,
             "FAULTS": ",".join(sorted(exp.faults)) or "none",
+            "PROJECTN": (self.projection, "fine: half-pixel bins; grid: extraction-grid bin centres"),
         })
         crmask = (crs > 2.0 * max(spec.readnoise)).astype(np.uint8)
         truth = TruthFrame(crmask=crmask, badpix=badpix, header=truth_hdr, **tf_args)
@@ -384,9 +396,12 @@ class Simulator:
         return written
 
 
-def simulate_night(plan: Plan, instrument, seed, raw_root, truth_root, cameras=None, expids=None, use_numba=True):
-    """Simulate a whole night (or the listed exposures). Returns the written paths."""
-    sim = Simulator(instrument, seed)
+def simulate_night(plan: Plan, instrument, seed, raw_root, truth_root, cameras=None, expids=None, use_numba=True,
+                   projection="fine"):
+    """Simulate a whole night (or the listed exposures). Returns the written paths.
+
+    ``projection``: see :class:`Simulator`."""
+    sim = Simulator(instrument, seed, projection)
     written = sim.write_night_truth(plan, truth_root, cameras)
     for expid in (plan.expids() if expids is None else expids):
         written += sim.simulate_exposure(plan, expid, raw_root, truth_root, cameras, use_numba=use_numba)
