@@ -11,6 +11,7 @@ rule qa_frame:
     output:
         json=out("qa_frame"),
         png=out("qa_frame_png"),
+        blink=out("qa_frame_blink"),
     log:
         logfile("qa_frame", "{night}/{expid}-{camera}"),
     benchmark:
@@ -24,7 +25,7 @@ rule qa_frame:
         opts=qa_frame_options,
     shell:
         "fiberflow qa-frame --night {wildcards.night} --expid {wildcards.expid} --camera {wildcards.camera} "
-        "{params.opts} -o {output.json} --png {output.png} > {log} 2>&1"
+        "{params.opts} -o {output.json} --png {output.png} --blink {output.blink} > {log} 2>&1"
 
 
 rule qa_night:

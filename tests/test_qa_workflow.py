@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import pytest
 from _browser import browser_or_skip, check_page
@@ -151,6 +152,22 @@ def test_pages_in_a_real_browser(production, tmp_path):
         assert nimg == 2 and nlink >= 4
         exp = science(production["plans"][1])[0].expid
         check_page(driver, paths.findfile("qa_exposure_html", prod=str(prod), night=NIGHT_B, expid=exp))
+        # blinking: one strip per camera (frame | sframe | sky model, 600 px each, one grey
+        # scale); a button shows a panel, the toggle cycles through them
+        state = "var d=document.querySelector('.blink');var i=d.querySelector('img');" \
+                "return [getComputedStyle(i).objectPosition, d.querySelector('.shown').textContent, i.naturalWidth];"
+        nblink = driver.execute_script("return document.querySelectorAll('.blink').length;")
+        assert nblink == len(CAMERAS)
+        assert driver.execute_script(state) == ["0px 0px", "frame", 1800]
+        driver.execute_script("document.querySelector('.blink button:nth-of-type(2)').click();")
+        assert driver.execute_script(state)[:2] == ["-600px 0px", "sframe"]
+        driver.execute_script("document.querySelector('.blink .toggle').click();")
+        seen = set()
+        for _ in range(12):
+            time.sleep(0.25)
+            seen.add(driver.execute_script(state)[1])
+        assert seen == {"frame", "sframe", "sky model"}, seen
+        driver.save_screenshot(str(prod / "qa" / "screenshot-exposure-blink.png"))
     finally:
         driver.quit()
     assert os.path.getsize(prod / "qa" / "screenshot-production.png") > 1000

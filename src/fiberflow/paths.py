@@ -62,6 +62,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     # QA
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
     "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
+    "qa_frame_blink": ("prod", "qa/exposures/{night}/{expid:08d}/qa-blink-{camera}-{expid:08d}.png"),
     "qa_exposure_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-focalplane-{expid:08d}.png"),
     "qa_exposure_html": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{expid:08d}.html"),
     "qa_night": ("prod", "qa/nights/{night}/qa-night-{night}.json"),

@@ -26,6 +26,9 @@ def add_arguments(p, name):
         p.add_argument("--log", action="append", default=[], metavar="STEP=PATH", help="job log of a step")
         p.add_argument("-o", "--outfile", required=True, help="frame QA JSON")
         p.add_argument("--png", required=True, help="coversheet PNG")
+        p.add_argument("--blink", default=None,
+                       help="PNG strip of same-scale panels the exposure page blinks between (science: frame, "
+                            "sframe, sky; flat: frame, flat-fielded frame; arc: the image)")
     elif name == "qa-night":
         p.add_argument("--night", type=int, required=True)
         p.add_argument("--prod", required=True)
@@ -216,6 +219,9 @@ def _frame(args):
                 "METRICS": out, "FIBERS": fibers})
     title = f"{meta['OBSTYPE']} {args.expid} {cam} (night {args.night})"
     _coversheet(args.png, title, meta["OBSTYPE"], img, psf, frame, ff, sky, sframe, fibers)
+    if args.blink:
+        names, (width, height) = _blink(args.blink, meta["OBSTYPE"], img, frame, ff, sky, sframe)
+        rec["BLINK"] = {"FILE": _relprod(args.blink, args.prod), "PANELS": names, "WIDTH": width, "HEIGHT": height}
     write_json(args.outfile, rec)
     steps = ", ".join(out)
     print(f"qa-frame {cam} {args.expid}: metrics of {steps} -> {args.outfile}")
@@ -244,6 +250,27 @@ def _coversheet(png, title, obstype, img, psf, frame, ff, sky, sframe, fibers):
         plots.arc_coversheet(png, title, None if img is None else img.image,
                              getattr(psf, "fiberstatus", None) if psf is not None else None,
                              getattr(psf, "spots", None) if psf is not None else None)
+
+
+def _blink(png, obstype, img, frame, ff, sky, sframe):
+    """Write the blink strip of a frame; returns (panel names, (width, height) of a panel)."""
+    import numpy as np
+
+    from ..qa import plots
+
+    if obstype == "SCIENCE" and frame is not None and sky is not None and sframe is not None:
+        names, panels = ["frame", "sframe", "sky model"], [frame.flux, sframe.flux, sky.flux]
+    elif obstype == "FLAT" and frame is not None and ff is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            flat = np.where(ff.fiberflat > 0, frame.flux / ff.fiberflat, np.nan)
+        names, panels = ["flat frame", "frame / fiberflat"], [frame.flux, flat]
+    elif frame is not None:
+        names, panels = ["frame"], [frame.flux]
+    elif img is not None:  # arcs: the CCD image, columns across, rows (wavelength) along
+        names, panels = ["image"], [np.asarray(img.image).T]
+    else:
+        names, panels = ["no data"], [np.zeros((10, 10))]
+    return names, plots.blink_strip(png, panels, width=600, height=400 if names == ["image"] else None)
 
 
 def _night(args):

@@ -23,7 +23,35 @@ th{background:#f0f0f0}
 .firstbad{border:2px solid %(ALARM)s;padding:0.5em;margin:0.8em 0;background:#fff4f4}
 img{max-width:100%%;border:1px solid #ddd;margin:4px 0}
 .small{font-size:12px;color:#555}
+.blink img{max-width:none;object-fit:none;object-position:0 0;image-rendering:pixelated}
+.blink button{margin:2px 4px 2px 0}
 """ % STATUS_COLORS
+
+#: blinking between the same-scale panels of a frame's strip (one PNG, one panel shown at a
+#: time through object-position; every panel is loaded with the page, no server needed)
+BLINK_JS = """
+function ffShow(el,k){var d=el.closest('.blink');var names=d.dataset.names.split('|');
+k=((k%names.length)+names.length)%names.length;d.dataset.k=k;
+d.querySelector('img').style.objectPosition=(-k*parseInt(d.dataset.w,10))+'px 0';
+d.querySelector('.shown').textContent=names[k];}
+function ffBlink(el){var d=el.closest('.blink');if(d.ffTimer){clearInterval(d.ffTimer);d.ffTimer=null;
+el.textContent='blink';return;}el.textContent='stop';
+d.ffTimer=setInterval(function(){ffShow(el,parseInt(d.dataset.k||'0',10)+1);},parseInt(d.dataset.ms,10));}
+"""
+
+
+def blink_html(blink, src, camera, period_ms=600):
+    """The blink widget of one frame: its strip (``blink`` record: PANELS, WIDTH, HEIGHT) shown
+    one panel at a time, a button per panel and a blink toggle."""
+    names = list(blink["PANELS"])
+    w, h = int(blink["WIDTH"]), int(blink["HEIGHT"])
+    buttons = "".join(f'<button type="button" onclick="ffShow(this,{k})">{esc(n)}</button>' for k, n in enumerate(names))
+    if len(names) > 1:
+        buttons += '<button type="button" class="toggle" onclick="ffBlink(this)">blink</button>'
+    return (f'<div class="blink" data-w="{w}" data-k="0" data-ms="{period_ms}" data-names="{esc("|".join(names))}">'
+            f'<p class="small">{esc(camera)}, same grey scale: {buttons} showing <b class="shown">{esc(names[0])}'
+            f'</b></p><img src="{esc(src)}" width="{w}" height="{h}" style="width:{w}px;height:{h}px" '
+            f'alt="{esc(camera)} blink: {esc(", ".join(names))}"></div>')
 
 
 def esc(x):
@@ -35,10 +63,11 @@ def rel(target, page):
     return os.path.relpath(target, os.path.dirname(os.path.abspath(page))).replace(os.sep, "/")
 
 
-def page(title, body, crumbs=()):
+def page(title, body, crumbs=(), script=""):
     nav = " &rsaquo; ".join(f'<a href="{esc(h)}">{esc(t)}</a>' for t, h in crumbs)
+    js = f"<script>{script}</script>" if script else ""
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n<p class=\"small\">{nav}</p>\n<h1>{esc(title)}</h1>\n{body}\n"
+            f"<style>{CSS}</style>{js}</head><body>\n<p class=\"small\">{nav}</p>\n<h1>{esc(title)}</h1>\n{body}\n"
             "<p class=\"small\">fiberflow QA: NORMAL / WARNING / ALARM against config/qa.yaml; ESO score 1 = ALARM."
             "</p></body></html>\n")
 
@@ -161,6 +190,8 @@ def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production
         out.append("<p class=\"small\">" + " &middot; ".join(links) + "</p>")
         if fr.get("PLOT"):
             out.append(f'<p><img src="{esc(rel(os.path.join(prod, fr["PLOT"]), path))}" alt="{esc(cam)} coversheet"></p>')
+        if fr.get("BLINK"):
+            out.append(blink_html(fr["BLINK"], rel(os.path.join(prod, fr["BLINK"]["FILE"]), path), cam))
         out.append("<table><tr><th>step</th><th>metric</th><th>value</th><th>normal</th><th>warning</th>"
                    "<th>source</th><th>status</th></tr>")
         for step in STEPS:
@@ -171,7 +202,7 @@ def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production
                            f'<td class="st {esc(sc["STATUS"])}">{esc(sc["STATUS"])}</td></tr>')
         out.append("</table>")
     crumbs = [("production", rel(production_page, path)), (f"night {rec['NIGHT']}", rel(night_page_path, path))]
-    write_page(path, page(f"Exposure {exp['EXPID']}", "\n".join(out), crumbs))
+    write_page(path, page(f"Exposure {exp['EXPID']}", "\n".join(out), crumbs, BLINK_JS))
 
 
 def production_page(path, records, night_pages, plots, table):

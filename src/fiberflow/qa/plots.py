@@ -49,6 +49,66 @@ def _thumb(ax, img, title, vmin=None, vmax=None, extent=None):
     return vmin, vmax
 
 
+def _resample_axis(img, n, axis):
+    """Block-average (shrinking) or repeat (growing) ``img`` to ``n`` samples along ``axis``;
+    NaN samples are left out of the averages."""
+    m = img.shape[axis]
+    if m > n:
+        edges = np.linspace(0, m, n + 1).astype(int)[:-1]
+        sums = np.add.reduceat(np.nan_to_num(img), edges, axis=axis)
+        counts = np.add.reduceat(np.isfinite(img).astype(float), edges, axis=axis)
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return np.take(img, (np.arange(n) * m) // n, axis=axis)
+
+
+def panel_image(img, width=600, height=None):
+    """Resample a (nrow, ncol) image to (height, width) pixels (block averages where it shrinks,
+    repeats where it grows; NaN left out). Default height: every row visible, at most 400 px
+    unless there are more rows.
+
+    Returns
+    -------
+    (height, width) float64
+    """
+    img = np.asarray(img, float)
+    height = height or max(img.shape[0], min(4 * img.shape[0], 400))
+    return _resample_axis(_resample_axis(img, width, 1), height, 0)
+
+
+def blink_strip(path, panels, vmin=None, vmax=None, width=600, height=None):
+    """Write the panels side by side, without axes and on one grey scale, as one PNG whose
+    panels are exactly ``width`` pixels wide: the QA page shows one panel at a time and blinks
+    between them (same fibers, same wavelengths, same scale).
+
+    Parameters
+    ----------
+    panels : list of (nrow, ncol) arrays (fibers x wavelength; all the same shape)
+    vmin, vmax : float, optional
+        Grey scale (default: 2nd-98th percentile of the first panel).
+
+    Returns
+    -------
+    (width, height) of one panel in pixels
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.fitsutil import atomic_path
+
+    imgs = [panel_image(p, width, height) for p in panels]
+    if vmin is None:
+        fin = imgs[0][np.isfinite(imgs[0])]
+        vmin, vmax = (np.percentile(fin, [2, 98]) if fin.size else (0.0, 1.0))
+    scale = max(float(vmax) - float(vmin), 1e-30)
+    strip = np.concatenate([np.clip((np.nan_to_num(i, nan=float(vmin)) - vmin) / scale, 0, 1) for i in imgs], axis=1)
+    rgba = matplotlib.colormaps["gray"](strip[::-1])  # fiber 0 at the bottom, as the coversheet
+    with atomic_path(path) as tmp:
+        plt.imsave(tmp, rgba, format="png")
+    return width, imgs[0].shape[0]
+
+
 def _block_lines(ax, fibers):
     if len(fibers) == 0:
         return

@@ -131,6 +131,7 @@ def score_night(night, frames, thresholds, history=None):
                                               "NSCORED": scored[e][fr["CAMERA"]]["NSCORED"],
                                               "VALUES": frame_values(fr),
                                               "QAFILE": fr.get("QAFILE"), "PLOT": fr.get("PLOT"),
+                                              "BLINK": fr.get("BLINK"),
                                               "LOGS": fr.get("LOGS", {}), "FILES": fr.get("FILES", {})}
                                for fr in frs}})
         exposures.append(rec)
