@@ -6,7 +6,8 @@ Writes ``--nexp`` full-size cframes per band (desi instrument: 500 fibers, the b
 on one core:
 
     fiberflow spectra   (3 x nexp cframes -> one spectra file)
-    fiberflow coadd     (that file -> one coadd file)
+    fiberflow coadd     (that file -> one coadd file), with the default healpix.coadd_max_rows
+                        (2000 spectra in memory at a time), 500, and the whole pixel at once
 
 Usage: python benchmarks/bench_healpix.py [--nexp 20] [--repeats 4] [--workdir DIR] [--keep]
 """
@@ -90,6 +91,9 @@ def main():
     for name, cmd, out in (
         ("spectra", ["spectra", "--config", cfg, "--pix", str(PIX), "-o", spectra, *files], spectra),
         ("coadd", ["coadd", "--config", cfg, "-i", spectra, "-o", coadd], coadd),
+        # healpix.coadd_max_rows: spectra held in memory at a time (default 2000)
+        ("coadd/500", ["coadd", "--config", cfg, "-i", spectra, "--max-rows", "500", "-o", coadd], coadd),
+        ("coadd/all", ["coadd", "--config", cfg, "-i", spectra, "--max-rows", "1000000", "-o", coadd], coadd),
     ):
         dt, mb = run(cmd, 1)
         print(f"{name:10s} {dt:8.1f} {mb:8.0f} {os.path.getsize(out) / 1e9:9.2f}", flush=True)

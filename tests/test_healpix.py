@@ -236,5 +236,37 @@ def test_coadd_cli_band_by_band_equals_in_memory_coadd(tmp_path):
         np.testing.assert_array_equal(cli.flux[b], mem.flux[b])
         np.testing.assert_array_equal(cli.resolution[b], mem.resolution[b])
     np.testing.assert_array_equal(cli.exp_fibermap, mem.exp_fibermap)
-    res = _ff("coadd", "-i", str(path), "--merge-bands", "-o", str(tmp_path / "m.fits"))
-    assert res.returncode == 0 and read_spectra(tmp_path / "m.fits").bands == ["brz"]
+    memm = coadd.coadd_spectra(read_spectra(path), coadd.CoaddOptions(merge_bands=True))
+    # targets' rows are scattered over the file (exposure-major); chunks of one target (3 rows),
+    # of two targets (7 rows), and the whole pixel give the in-memory coadd bit for bit
+    for max_rows in (2, 7, 2000):
+        for merge in (False, True):
+            out = tmp_path / f"c{max_rows}{merge}.fits"
+            res = _ff("coadd", "-i", str(path), "--max-rows", str(max_rows), "-o", str(out),
+                      *(["--merge-bands"] if merge else []))
+            assert res.returncode == 0, res.stderr
+            nchunk = {2: 4, 7: 2, 2000: 1}[max_rows]
+            assert f"in {nchunk} chunk(s)" in res.stdout
+            got, want = read_spectra(out), (memm if merge else mem)
+            assert got.bands == (["brz"] if merge else sp.bands)
+            assert got.header["NCOSMICR"] == want.header["NCOSMICR"][0]
+            for b in got.bands:
+                for name in ("flux", "ivar", "mask", "resolution"):
+                    np.testing.assert_array_equal(getattr(got, name)[b], getattr(want, name)[b], err_msg=name)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            np.testing.assert_array_equal(got.fibermap["TARGETID"], want.fibermap["TARGETID"])
+
+
+def test_row_runs_and_target_chunks():
+    from fiberflow.io.spectra import row_runs
+
+    assert row_runs([]) == []
+    assert row_runs([3, 4, 5, 9, 11, 12]) == [(3, 6), (9, 10), (11, 13)]
+    with pytest.raises(ValueError):
+        row_runs([2, 2])
+    rows = [np.array([0, 5]), np.array([1, 6, 9]), np.array([2]), np.array([3, 4, 7, 8])]
+    assert coadd.target_chunks(rows, 5) == [(0, 2), (2, 4)]
+    assert coadd.target_chunks(rows, 4) == [(0, 1), (1, 3), (3, 4)]
+    assert coadd.target_chunks(rows, 1) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert coadd.target_chunks(rows, 100) == [(0, 4)]
+    assert coadd.target_chunks([], 10) == []

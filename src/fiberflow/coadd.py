@@ -39,6 +39,7 @@ class CoaddOptions(StepOptions):
     cosmics_frac: float = 0.05   #: fractional allowance added to the noise of the comparison
     cosmics_grow: float = 2.0    #: neighbours of a rejected bin above this [sigma] are rejected too
     merge_bands: bool = False    #: also write the b, r, z bands merged on one grid (BRZ_*)
+    coadd_max_rows: int = 2000   #: input spectra (rows) held in memory at a time by :func:`coadd_file`
 
 
 #: fibermap columns that describe one exposure of a target (DESI's EXP_FIBERMAP columns)
@@ -412,6 +413,38 @@ def coadd_header(header, opts, ncosmic):
     return out
 
 
+def merged_grid(wave, tolerance=1e-4):
+    """The one wavelength lattice of bands that share it, and where each band starts on it.
+
+    Parameters
+    ----------
+    wave : dict band -> (nwave_b,)
+
+    Returns
+    -------
+    grid : (nw,)
+    start : dict band -> int
+        Bands in order of increasing wavelength; ``grid[start[b]:start[b] + nwave_b] == wave[b]``.
+
+    Raises
+    ------
+    ValueError
+        When a band's grid does not fall on the merged lattice.
+    """
+    bands = sorted(wave, key=lambda b: float(np.mean(wave[b])))
+    grid = np.asarray(wave[bands[0]], float)
+    for b in bands[1:]:
+        w = np.asarray(wave[b], float)
+        grid = np.concatenate([grid, w[w > grid[-1] + tolerance]])
+    start = {}
+    for b in bands:
+        i0 = int(np.argmin(np.abs(grid - wave[b][0])))
+        if i0 + len(wave[b]) > grid.size or np.any(np.abs(grid[i0:i0 + len(wave[b])] - wave[b]) > tolerance):
+            raise ValueError(f"band {b} is not on the merged wavelength lattice")
+        start[b] = i0
+    return grid, start
+
+
 def merge_bands(wave, flux, ivar, mask, res, tolerance=1e-4):
     """Merge bands that share one wavelength lattice into one spectrum per target (BRZ).
 
@@ -431,19 +464,10 @@ def merge_bands(wave, flux, ivar, mask, res, tolerance=1e-4):
     ValueError
         When a band's grid does not fall on the merged lattice.
     """
-    bands = sorted(wave, key=lambda b: float(np.mean(wave[b])))
-    grid = np.asarray(wave[bands[0]], float)
-    for b in bands[1:]:
-        w = np.asarray(wave[b], float)
-        grid = np.concatenate([grid, w[w > grid[-1] + tolerance]])
+    grid, start = merged_grid(wave, tolerance)
+    bands = list(start)
     nw = grid.size
     n = flux[bands[0]].shape[0]
-    start = {}
-    for b in bands:
-        i0 = int(np.argmin(np.abs(grid - wave[b][0])))
-        if i0 + len(wave[b]) > nw or np.any(np.abs(grid[i0:i0 + len(wave[b])] - wave[b]) > tolerance):
-            raise ValueError(f"band {b} is not on the merged wavelength lattice")
-        start[b] = i0
     ndiag = max(res[b].shape[1] for b in bands) if all(res.get(b) is not None for b in bands) else None
     W = np.zeros((n, nw))
     cover = np.zeros(nw)
@@ -510,3 +534,122 @@ def coadd_spectra(spectra, opts=None):
         per_band = {b: band_scores(wave[b], flux[b], ivar[b], b, "COADD") for b in bands if b in "brz"}
     scores = scores_table(tids, per_band)
     return Spectra(bands, wave, flux, ivar, mask, res, tf, ex, scores, header, spectra.units)
+
+
+def target_chunks(rows, max_rows):
+    """Consecutive groups of targets whose spectra together fit in ``max_rows`` rows.
+
+    Parameters
+    ----------
+    rows : list of int arrays
+        Rows of each target (:func:`target_rows`).
+    max_rows : int
+        Rows per chunk (a target with more rows than this gets a chunk of its own).
+
+    Returns
+    -------
+    list of (first target, stop target)
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, not {max_rows}")
+    chunks, t0, n = [], 0, 0
+    for i, jj in enumerate(rows):
+        if n and n + len(jj) > max_rows:
+            chunks.append((t0, i))
+            t0, n = i, 0
+        n += len(jj)
+    if len(rows):
+        chunks.append((t0, len(rows)))
+    return chunks
+
+
+def coadd_file(infile, outfile, opts=None, header=None):
+    """Coadd a spectra file into a coadd file, ``opts.coadd_max_rows`` input spectra in memory at a time.
+
+    Targets are taken in chunks (:func:`target_chunks`); for each chunk every band's rows are
+    read (:func:`fiberflow.io.spectra.read_spectra_rows`), coadded and written into the output's
+    rows, so memory is bounded by the chunk, not by the pixel. The result is the same as
+    :func:`coadd_spectra` on the whole file.
+
+    Parameters
+    ----------
+    infile, outfile : str
+    opts : CoaddOptions
+    header : dict, optional
+        Extra primary-header cards (provenance).
+
+    Returns
+    -------
+    dict
+        ``ntarget``, ``nspec``, ``nchunk``, ``ncosmic`` {band: bins rejected}.
+
+    Raises
+    ------
+    DataError
+        When the input is a coadd already, lacks TARGETID/FIBERSTATUS, or is unreadable.
+    """
+    from .errors import DataError
+    from .io.spectra import SpectraStreamWriter, read_spectra_meta, read_spectra_rows, spectra_layout
+
+    opts = opts or CoaddOptions()
+    hdr0, fm, exp_fm, _, bands = read_spectra_meta(infile)
+    if exp_fm is not None:
+        raise DataError(infile, "has an EXP_FIBERMAP: it is already a coadd")
+    for col in ("TARGETID", "FIBERSTATUS"):
+        if col not in fm.dtype.names:
+            raise DataError(infile, f"FIBERMAP has no {col} column")
+    tids, rows = target_rows(fm["TARGETID"])
+    fs = np.asarray(fm["FIBERSTATUS"]).astype(np.int64)
+    tf, ex = coadd_fibermap(fm, [b for b in bands if b in "brz"])
+    layout = spectra_layout(infile)
+    wave = {b: layout[b][0] for b in bands}
+    merge = bool(opts.merge_bands) and len(bands) > 1
+    if merge:
+        try:
+            grid, _ = merged_grid(wave)
+        except ValueError as exc:
+            raise DataError(infile, str(exc)) from None
+        out_wave = {"brz": grid}
+        out_ndiag = {"brz": max(layout[b][1] for b in bands)}
+    else:
+        out_wave = wave
+        out_ndiag = {b: layout[b][1] for b in bands}
+    hdr = coadd_header(hdr0, opts, {})
+    hdr.update(header or {})
+    ncosmic = {b: 0 for b in bands}
+    scores = {b: [] for b in bands if b in "brz"}
+    chunks = target_chunks(rows, max(1, int(opts.coadd_max_rows)))
+    with SpectraStreamWriter(outfile, hdr, tf, out_wave, out_ndiag, layout[bands[0]][2],
+                             exp_fibermap=ex) as writer:
+        for t0, t1 in chunks:
+            need = np.unique(np.concatenate(rows[t0:t1]))
+            local = [np.searchsorted(need, jj) for jj in rows[t0:t1]]
+            fsl = fs[need]
+            parts = {}
+            for b in bands:
+                flux, ivar, mask, res = read_spectra_rows(infile, b, need)
+                c = coadd_one_band(fsl, local, b, flux, ivar, mask, res, opts)
+                del flux, ivar, mask, res
+                ncosmic[b] += c["ncosmic"]
+                if c["resolution"] is None:
+                    c["resolution"] = np.zeros((t1 - t0, 1, len(wave[b])), "f4")
+                parts[b] = c
+            if merge:
+                g, f, iv, m, r = merge_bands(wave, *({b: parts[b][k] for b in bands}
+                                                     for k in ("flux", "ivar", "mask", "resolution")))
+                writer.write_rows("brz", t0, f, iv, m, r)
+                for b in scores:
+                    scores[b].append(band_scores(g, f, iv, b, "COADD"))
+            else:
+                for b in bands:
+                    c = parts[b]
+                    writer.write_rows(b, t0, c["flux"], c["ivar"], c["mask"], c["resolution"])
+                    if b in scores:
+                        scores[b].append(band_scores(wave[b], c["flux"], c["ivar"], b, "COADD"))
+            del parts
+        for key, val in coadd_header({}, opts, ncosmic).items():
+            if key.startswith("NCOSMIC"):
+                writer.fx[0].write_key(key, val[0], comment=val[1])
+        per_band = {b: {k: np.concatenate([p[k] for p in v]) for k in v[0]} for b, v in scores.items() if v}
+        writer.close(scores_table(tids, per_band))
+    return {"ntarget": len(tids), "nspec": len(fm), "nchunk": len(chunks), "ncosmic": ncosmic}

@@ -31,6 +31,8 @@ def add_arguments(p, name):
                        help="cross-exposure cosmic-ray threshold in sigma, 0 = off (default: healpix.cosmics_nsig)")
         p.add_argument("--merge-bands", action="store_true", default=None,
                        help="write the b, r, z bands merged on one grid (BRZ_*) instead of per band")
+        p.add_argument("--max-rows", type=int, default=None,
+                       help="input spectra held in memory at a time (default: healpix.coadd_max_rows)")
 
 
 def run(args):
@@ -203,21 +205,11 @@ def _spectra(args):
 
 
 def _coadd(args):
-    """Band by band (one band of the pixel in memory at a time) unless the bands are merged."""
-    import numpy as np
-
+    """Targets in chunks of about ``healpix.coadd_max_rows`` input spectra (memory bounded by the
+    chunk, not by the pixel); every band of a chunk is coadded, and merged when asked."""
     from .. import coadd
     from ..config import load_config
-    from ..errors import DataError
-    from ..io.spectra import (
-        SpectraStreamWriter,
-        read_spectra,
-        read_spectra_band,
-        read_spectra_meta,
-        spectra_layout,
-    )
     from ..provenance import provenance_header
-    from ..regroup import band_scores, scores_table
     from .common import prod_root
 
     t0 = time.time()
@@ -227,44 +219,11 @@ def _coadd(args):
         opts.cosmics_nsig = args.cosmics_nsig
     if args.merge_bands:
         opts.merge_bands = True
-    header, fm, exp_fm, _, bands = read_spectra_meta(args.infile)
-    if exp_fm is not None:
-        raise DataError(args.infile, "has an EXP_FIBERMAP: it is already a coadd")
-    for col in ("TARGETID", "FIBERSTATUS"):
-        if col not in fm.dtype.names:
-            raise DataError(args.infile, f"FIBERMAP has no {col} column")
+    if args.max_rows is not None:
+        opts.coadd_max_rows = args.max_rows
     prov = provenance_header("coadd", vars(opts), [args.infile], cfg, prod_root(cfg))
-    if opts.merge_bands and len(bands) > 1:
-        out = coadd.coadd_spectra(read_spectra(args.infile), opts)
-        out.header.update(prov)
-        out.write(args.outfile)
-        ncosmic = {b: out.header[f"NCOSMIC{b.upper()}"][0] for b in bands}
-        ntarget = out.nspec
-    else:
-        tids, rows = coadd.target_rows(fm["TARGETID"])
-        fs = np.asarray(fm["FIBERSTATUS"]).astype(np.int64)
-        tf, ex = coadd.coadd_fibermap(fm, [b for b in bands if b in "brz"])
-        layout = spectra_layout(args.infile)
-        hdr = coadd.coadd_header(header, opts, {})
-        hdr.update(prov)
-        ncosmic, per_band = {}, {}
-        with SpectraStreamWriter(args.outfile, hdr, tf, {b: layout[b][0] for b in bands},
-                                 {b: layout[b][1] for b in bands}, layout[bands[0]][2], exp_fibermap=ex) as writer:
-            for b in bands:
-                wave, flux, ivar, mask, res, _ = read_spectra_band(args.infile, b)
-                c = coadd.coadd_one_band(fs, rows, b, flux, ivar, mask, res, opts)
-                del flux, ivar, mask, res
-                r = c["resolution"] if c["resolution"] is not None else np.zeros((len(tids), 1, len(wave)), "f4")
-                writer.write_rows(b, 0, c["flux"], c["ivar"], c["mask"], r)
-                ncosmic[b] = c["ncosmic"]
-                if b in "brz":
-                    per_band[b] = band_scores(wave, c["flux"], c["ivar"], b, "COADD")
-            for key, val in coadd.coadd_header({}, opts, ncosmic).items():
-                if key.startswith("NCOSMIC"):
-                    writer.fx[0].write_key(key, val[0], comment=val[1])
-            writer.close(scores_table(tids, per_band))
-        ntarget = len(tids)
-    ncr = ", ".join(f"{b} {ncosmic[b]}" for b in bands)
-    print(f"coadd: {ntarget} targets from {len(fm)} spectra; cosmic-ray bins rejected: {ncr} "
-          f"[{time.time() - t0:.1f} s] -> {args.outfile}")
+    info = coadd.coadd_file(args.infile, args.outfile, opts, prov)
+    ncr = ", ".join(f"{b} {n}" for b, n in info["ncosmic"].items())
+    print(f"coadd: {info['ntarget']} targets from {info['nspec']} spectra in {info['nchunk']} chunk(s); "
+          f"cosmic-ray bins rejected: {ncr} [{time.time() - t0:.1f} s] -> {args.outfile}")
     return 0

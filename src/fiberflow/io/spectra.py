@@ -178,6 +178,81 @@ def read_spectra_band(path, band):
     return wave, flux, ivar, mask, res, fh.get("BUNIT", FLUX_UNITS)
 
 
+def row_runs(rows):
+    """Contiguous runs of sorted, unique row indices.
+
+    Parameters
+    ----------
+    rows : (n,) int, increasing
+
+    Returns
+    -------
+    list of (start, stop)
+        ``rows == concatenate([arange(a, b) for a, b in runs])``.
+    """
+    rows = np.asarray(rows, np.int64)
+    if rows.size == 0:
+        return []
+    if np.any(np.diff(rows) <= 0):
+        raise ValueError("rows must be strictly increasing")
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [rows.size]])
+    return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def read_spectra_rows(path, band, rows):
+    """Some rows of one band of a spectra file, read as contiguous runs (memory bounded by the rows).
+
+    Partial reads cannot verify the HDU checksums (:func:`read_spectra_band` does).
+
+    Parameters
+    ----------
+    path : str
+    band : str
+    rows : (n,) int, strictly increasing
+
+    Returns
+    -------
+    (flux, ivar (n, nwave) f4, mask (n, nwave) i4, resolution (n, ndiag, nwave) f4 or None)
+    """
+    path = str(path)
+    B = band.upper()
+    runs = row_runs(rows)
+    with fitsutil.open_fits(path) as fx:
+        names = fitsutil.hdu_names(fx)
+        out = []
+        for name, dt in (("FLUX", "f4"), ("IVAR", "f4"), ("MASK", "i4"), ("RESOLUTION", "f4")):
+            hdu = f"{B}_{name}"
+            if hdu not in names:
+                if name == "RESOLUTION":
+                    out.append(None)
+                    continue
+                raise DataError(path, f"HDU {hdu} is missing")
+            dims = fx[hdu].get_dims()
+            if dims[0] < (runs[-1][1] if runs else 0):
+                raise DataError(path, f"HDU {hdu} has {dims[0]} rows; row {runs[-1][1] - 1} was asked for")
+            if name != "RESOLUTION" and len(dims) != 2 or name == "RESOLUTION" and len(dims) != 3:
+                raise DataError(path, f"HDU {hdu} has shape {tuple(dims)}")
+            arr = np.empty((len(rows), *dims[1:]), dt)
+            i = 0
+            for a, b in runs:
+                sl = (slice(a, b),) + (slice(None),) * (len(dims) - 1)
+                try:
+                    arr[i:i + b - a] = fx[hdu][sl]
+                except Exception as exc:
+                    raise DataError(path, f"HDU {hdu} rows {a}-{b - 1} cannot be read, file truncated or "
+                                          f"corrupt ({fitsutil._short(exc)})") from exc
+                i += b - a
+            out.append(arr)
+    flux, ivar, mask, res = out
+    for name, arr in (("IVAR", ivar), ("MASK", mask)):
+        check_shape(path, f"{B}_{name}", arr, flux.shape)
+    if res is not None:
+        check_shape(path, f"{B}_RESOLUTION", res, (flux.shape[0], None, flux.shape[1]))
+    return flux, ivar, mask, res
+
+
 class SpectraStreamWriter:
     """Write a spectra file a few rows at a time, so memory is bounded by one input frame.
 
