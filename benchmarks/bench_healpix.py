@@ -7,7 +7,7 @@ on one core:
 
     fiberflow spectra   (3 x nexp cframes -> one spectra file)
     fiberflow coadd     (that file -> one coadd file), with the default healpix.coadd_max_rows
-                        (2000 spectra in memory at a time), 500, and the whole pixel at once
+                        (500 spectra in memory at a time), 2000, and the whole pixel at once
 
 Usage: python benchmarks/bench_healpix.py [--nexp 20] [--repeats 4] [--workdir DIR] [--keep]
 """
@@ -91,8 +91,8 @@ def main():
     for name, cmd, out in (
         ("spectra", ["spectra", "--config", cfg, "--pix", str(PIX), "-o", spectra, *files], spectra),
         ("coadd", ["coadd", "--config", cfg, "-i", spectra, "-o", coadd], coadd),
-        # healpix.coadd_max_rows: spectra held in memory at a time (default 2000)
-        ("coadd/500", ["coadd", "--config", cfg, "-i", spectra, "--max-rows", "500", "-o", coadd], coadd),
+        # healpix.coadd_max_rows: spectra held in memory at a time (default 500)
+        ("coadd/2000", ["coadd", "--config", cfg, "-i", spectra, "--max-rows", "2000", "-o", coadd], coadd),
         ("coadd/all", ["coadd", "--config", cfg, "-i", spectra, "--max-rows", "1000000", "-o", coadd], coadd),
     ):
         dt, mb = run(cmd, 1)

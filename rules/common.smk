@@ -409,12 +409,17 @@ def cframe_targets(nights=None):
 def exposure_targets(night, expid):
     """The last product and frame QA of every camera of one exposure (target rule
     `exposure`): fitted PSFs of an arc, fiberflats of a flat, cframes (sframes when LASTSTEP
-    is skysub) of a science exposure, the nightly bias a ZERO feeds."""
+    is skysub) of a science exposure, the nightly bias a ZERO or DARK is compared with (and
+    their frame QA)."""
     r = row(night, expid)
     if r["LASTSTEP"] == "ignore":
         return []
-    if r["OBSTYPE"] == "ZERO":
-        return [find("biasnight", night=night, camera=c) for c in cameras(r)]
+    if r["OBSTYPE"] in ("ZERO", "DARK"):
+        out = [find("biasnight", night=night, camera=c) for c in qa_cameras(night, r)]
+        return out + [
+            find("qa_frame", night=night, expid=expid, camera=c)
+            for c in qa_cameras(night, r)
+        ]
     last = {
         "ARC": "fitpsf",
         "FLAT": "fiberflat",
@@ -553,13 +558,21 @@ QA_THRESHOLDS = qa_thresholds_path()
 QA_HISTORY_NIGHTS = load_thresholds(QA_THRESHOLDS)["history"]["nights"]
 
 
-QA_OBSTYPES = ("ARC", "FLAT", "SCIENCE")
+QA_OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
 
 
 def qa_frame_inputs(wildcards):
-    """Every product of one frame that exists for its OBSTYPE."""
+    """Every product of one frame that exists for its OBSTYPE (ZERO / DARK: the raw file and
+    the night's master bias)."""
     obstype = row(wildcards.night, wildcards.expid)["OBSTYPE"]
     ids = dict(night=wildcards.night, expid=wildcards.expid, camera=wildcards.camera)
+    if obstype in ("ZERO", "DARK"):
+        return {
+            "raw": find("raw", night=wildcards.night, expid=wildcards.expid),
+            "biasnight": find(
+                "biasnight", night=wildcards.night, camera=wildcards.camera
+            ),
+        }
     files = {"preproc": find("preproc", **ids)}
     if obstype == "ARC":
         files["psf"] = find("fitpsf", **ids)
@@ -586,6 +599,7 @@ def qa_frame_inputs(wildcards):
 
 #: job log of each step of a frame (linked from the QA pages)
 QA_STEP_LOGS = {
+    "BIAS": "biasnight",
     "PREPROC": "preproc",
     "PSF": "psf",
     "TRACESHIFT": "traceshift",
@@ -602,7 +616,15 @@ def qa_frame_options(wildcards, input):
     opts = [f"--prod {PROD}"] + [f"--{key} {path}" for key, path in input.items()]
     ident = f"{wildcards.night}/{wildcards.expid}-{wildcards.camera}"
     obstype = row(wildcards.night, wildcards.expid)["OBSTYPE"]
+    if obstype in ("ZERO", "DARK"):
+        opts.append(f"--config {CONFIGFILE}")
+        opts.append(
+            f"--log BIAS={logfile('biasnight', f'{wildcards.night}-{wildcards.camera}')}"
+        )
+        return " ".join(opts)
     for step, name in QA_STEP_LOGS.items():
+        if step == "BIAS":
+            continue
         if step == "TRACESHIFT" and obstype == "ARC":
             continue
         opts.append(f"--log {step}={logfile(name, ident)}")
@@ -614,26 +636,36 @@ def qa_frame_options(wildcards, input):
     return " ".join(opts)
 
 
+def qa_cameras(night, r):
+    """Cameras of an exposure that get frame QA (ZERO / DARK: those with a master bias)."""
+    if r["OBSTYPE"] in ("ZERO", "DARK"):
+        return [c for c in cameras(r) if zeros_of(night, c)]
+    return cameras(r)
+
+
+def qa_rows(night):
+    """Exposures of a night with frame QA."""
+    return [r for r in rows(night, QA_OBSTYPES) if qa_cameras(night, r)]
+
+
 def qa_frames_of(night, expid=None):
     """Frame QA files of a night (or of one exposure)."""
     return [
         find("qa_frame", night=night, expid=r["EXPID"], camera=cam)
-        for r in rows(night, QA_OBSTYPES)
+        for r in qa_rows(night)
         if expid is None or int(r["EXPID"]) == int(expid)
-        for cam in cameras(r)
+        for cam in qa_cameras(night, r)
     ]
 
 
 def qa_history(wildcards):
     """Night QA of the earlier production nights within the history window."""
-    earlier = [
-        n for n in sorted(NIGHTS) if n < int(wildcards.night) and rows(n, QA_OBSTYPES)
-    ]
+    earlier = [n for n in sorted(NIGHTS) if n < int(wildcards.night) and qa_rows(n)]
     return [find("qa_night", night=n) for n in earlier[-QA_HISTORY_NIGHTS:]]
 
 
 def qa_nights():
-    return [n for n in NIGHTS if rows(n, QA_OBSTYPES)]
+    return [n for n in NIGHTS if qa_rows(n)]
 
 
 def qa_targets(nights=None, production=True):
@@ -641,12 +673,12 @@ def qa_targets(nights=None, production=True):
     ``production``, the production index."""
     targets = []
     for night in nights or qa_nights():
-        if not rows(night, QA_OBSTYPES):
+        if not qa_rows(night):
             continue
         targets.append(find("qa_night_html", night=night))
         targets += [
             find("qa_exposure_html", night=night, expid=r["EXPID"])
-            for r in rows(night, QA_OBSTYPES)
+            for r in qa_rows(night)
         ]
     if production and qa_nights():
         targets.append(find("qa_production_html"))

@@ -60,11 +60,8 @@ rule coadd:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=lambda wc, input: (
-            2000 + 3 * int(os.path.getsize(input[0]) / 1e6)
-            if os.path.exists(input[0])
-            else 4000
-        ),
+        # targets in chunks of healpix.coadd_max_rows spectra (500: ~0.4 GB on the densest pixel)
+        mem_mb=lambda wc: 1500 + config["healpix"]["coadd_max_rows"],
         runtime=15,
     params:
         cfg=section_hash(config, "healpix"),

@@ -300,6 +300,27 @@ def _check_calibration_chain(root, cfg, prod, sim):
     s2 = read_frame(str(root / "sframe-nosky.fits"))
     assert np.all(s2.mask & specmask.mask("BADSKY")) and np.all(s2.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSKY"))
     assert read_sky(str(root / "sky-nosky.fits")).header["SKYFLAG"] == "NOSKYFIB"
+    # the steps' own petal checks: a sky whose sky fibers' chi2/dof exceeds sky.max_chi2dof and a
+    # calibration whose standards scatter more than fluxcalib.max_star_rms flag the petal in the cframe
+    picky = root / "config-picky.yaml"
+    picky.write_text(Path(cfg).read_text() + "sky: {max_chi2dof: 0.5}\nfluxcalib: {max_star_rms: 1.0e-6}\n")
+    ex904 = dict(prod=str(prod), night=NIGHT, expid=904, camera="r0")
+    res = _ff("sky", "--config", str(picky), "--camera", "r0", "-i", fpath, "--fiberflat", ffn,
+              "-o", str(root / "sky-picky.fits"), "--sframe", str(root / "sframe-picky.fits"))
+    assert res.returncode == 0 and "SKYFLAG HIGHCHI2" in res.stdout, res.stdout + res.stderr
+    assert read_sky(str(root / "sky-picky.fits")).header["SKYFLAG"] == "HIGHCHI2"
+    res = _ff("fluxcalib", "--config", str(picky), "--camera", "r0", "-i", paths.findfile("sframe", **ex904),
+              "--stdstars", paths.findfile("stdstars", prod=str(prod), night=NIGHT, expid=904, spectrograph=0),
+              "-o", str(root / "fc-picky.fits"))
+    assert res.returncode == 0 and "BADPETALFLUXCAL" in res.stdout, res.stdout + res.stderr
+    res = _ff("cframe", "--config", str(picky), "--camera", "r0", "-i", str(root / "sframe-picky.fits"),
+              "--fluxcalib", str(root / "fc-picky.fits"), "-o", str(root / "cframe-picky.fits"))
+    assert res.returncode == 0, res.stderr
+    cp = read_frame(str(root / "cframe-picky.fits"))
+    assert cp.header["FLUXFLAG"] == "OK" and (cp.ivar > 0).any()
+    assert set(fibermask.names(np.bitwise_and.reduce(cp.fibermap["FIBERSTATUS"]))) >= {"BADPETALSKY", "BADPETALFLUXCAL"}
+    good_cf = read_frame(paths.findfile("cframe", **ex904))
+    assert not np.any(good_cf.fibermap["FIBERSTATUS"] & fibermask.mask("BADPETALSKY|BADPETALFLUXCAL"))
     # too few standards (min_stdstars above what the petal has): flagged, no crash
     strict = root / "config-strict.yaml"
     strict.write_text(Path(cfg).read_text() + "fluxcalib: {min_stdstars: 99}\n")

@@ -1,6 +1,7 @@
 """QA metrics and scoring on synthetic products with known faults."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -157,6 +158,12 @@ def test_threshold_validation_names_the_problem():
         S.validate_thresholds({"metrics": {"SKY": {"X": {"normal": [0, 2], "warning": [0, 1]}}}})
     with pytest.raises(ConfigError, match="low 3.0 is above high 1.0"):
         S.validate_thresholds({"metrics": {"SKY": {"X": {"normal": [3, 1]}}}})
+    with pytest.raises(ConfigError, match="petal_bits.BADSKY: not a petal-level FIBERSTATUS bit"):
+        S.validate_thresholds(dict(THR, petal_bits={"BADSKY": ["SKY"]}))
+    with pytest.raises(ConfigError, match="petal_bits.BADPETALSKY: SKY.NOPE has no thresholds"):
+        S.validate_thresholds(dict(THR, petal_bits={"BADPETALSKY": ["SKY.NOPE"]}))
+    with pytest.raises(ConfigError, match="petal_bits.snr_frac: low 2.0 is above high 1.0"):
+        S.validate_thresholds(dict(THR, petal_bits={"snr_frac": [2, 1]}))
 
 
 def test_scores_per_camera_override_mapping_and_history():
@@ -223,3 +230,99 @@ def test_night_rollup_and_first_bad_step_follow_the_data_flow():
     rows = T.production_rows([rec])
     assert len(rows) == 12
     assert {"PREPROC_NOISE_RATIO_AMP_B", "SKY_NSKY_OUTLIER_STATUS", "STATUS", "FIRST_BAD_STEP"} <= set().union(*rows)
+
+
+def test_petal_qa_bits_follow_the_alarms_and_the_petal_snr():
+    """DESI's petal-level QAFIBERSTATUS bits: from the configured step / metric alarms of each
+    petal's cameras, and BADPETALSNR from the petal's S/N against the exposure's other petals."""
+    from fiberflow.bitmasks import fibermask
+
+    thr = S.validate_thresholds(dict(THR, petal_bits={"BADPETALSKY": ["SKY"], "BADPETALSTDSTAR": ["STDSTARS.NSTARS"],
+                                                      "snr_frac": [0.7, 1.3]}))
+    frames, snr = [], {}
+    for p in range(4):
+        for arm in "br":
+            cam = f"{arm}{p}"
+            frames.append(_frame_qa(20, cam, "SCIENCE", SKY={"NSKY_OUTLIER": int(cam == "r1")},
+                                    STDSTARS={"NSTARS": 1 if p == 2 else 6}))
+            snr[cam] = 5.0 * (0.5 if cam == "b3" else 1.0)
+            frames[-1]["METRICS"]["CFRAME"] = {"MEDIAN_SNR": snr[cam]}
+    rec = T.score_night(20250101, frames, thr)
+    exp = rec["EXPOSURES"][0]
+    assert exp["QAFIBERSTATUS"] == {"0": 0, "1": fibermask.mask("BADPETALSKY"),
+                                    "2": fibermask.mask("BADPETALSTDSTAR"), "3": fibermask.mask("BADPETALSNR")}
+    assert exp["PETAL_QA"]["1"]["WHY"] == {"BADPETALSKY": ["r1 SKY.NSKY_OUTLIER"]}
+    assert exp["PETAL_QA"]["2"]["WHY"] == {"BADPETALSTDSTAR": ["b2 STDSTARS.NSTARS", "r2 STDSTARS.NSTARS"]}
+    assert "b3 S/N 0.50" in exp["PETAL_QA"]["3"]["WHY"]["BADPETALSNR"][0]
+    rows = {r["CAMERA"]: r for r in T.production_rows([rec])}
+    assert rows["r1"]["QABITS"] == rows["b1"]["QABITS"] == "BADPETALSKY" and rows["r0"]["QAFIBERSTATUS"] == 0
+    # S/N fractions need three petals of an arm to compare with
+    two = [f for f in frames if f["CAMERA"][1] in "01"]
+    for f in two:
+        f["METRICS"]["CFRAME"]["MEDIAN_SNR"] = 1.0 if f["CAMERA"] == "b0" else 5.0
+    assert T.score_night(20250101, two, thr)["EXPOSURES"][0]["QAFIBERSTATUS"]["0"] == 0
+
+
+def test_zero_and_dark_qa_against_the_master_bias(tmp_path):
+    """ZERO / DARK exposures of a simulated night: a clean ZERO and a DARK are NORMAL against the
+    night's master bias, the DARK's measured dark current matches the instrument's, and a ZERO
+    with a noisy amplifier turns READNOISE_AMP red on that amplifier."""
+    import json
+    import subprocess
+    import sys
+
+    from fiberflow import paths
+    from fiberflow.instrument import load_instrument
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    night, cam = 20250801, "r0"
+    plan = parse_plan({"night": night, "first_expid": 100, "exposures": [
+        {"obstype": "ZERO", "count": 3}, {"obstype": "DARK", "exptime": 3600.0},
+        {"obstype": "ZERO", "faults": {"noisy_amp": {"camera": cam, "amp": "C"}}}]})
+    raw, truth = tmp_path / "raw", tmp_path / "truth"
+    simulate_night(plan, "tiny", 5, str(raw), str(truth), cameras=[cam])
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("instrument: tiny\n")
+    ff = [sys.executable, "-m", "fiberflow.cli.main"]
+    rawf = {e.expid: paths.findfile("raw", raw=str(raw), night=night, expid=e.expid) for e in plan.exposures}
+    bias = tmp_path / "biasnight.fits"
+    res = subprocess.run(ff + ["biasnight", "--config", str(cfg), "--camera", cam, "-o", str(bias), "-i",
+                               *(rawf[e] for e in (100, 101, 102))], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    thr = S.load_thresholds(os.path.join(os.path.dirname(__file__), "..", "config", "qa.yaml"))
+    recs = {}
+    for expid in (100, 103, 104):
+        out = tmp_path / f"qa-{expid}.json"
+        res = subprocess.run(ff + ["qa-frame", "--night", str(night), "--expid", str(expid), "--camera", cam,
+                                   "--prod", str(tmp_path), "--config", str(cfg), "--raw", rawf[expid],
+                                   "--biasnight", str(bias), "-o", str(out), "--png", str(tmp_path / f"{expid}.png"),
+                                   "--blink", str(tmp_path / f"b{expid}.png")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        recs[expid] = json.loads(out.read_text())
+        assert (tmp_path / f"{expid}.png").stat().st_size > 10000
+    zero, dark, noisy = recs[100], recs[103], recs[104]
+    assert zero["OBSTYPE"] == "ZERO" and dark["OBSTYPE"] == "DARK" and zero["METRICS"]["BIAS"]["NZERO"] == 3
+    for amp in "ABCD":  # in the master (residual below the read noise) or not (above): both as expected
+        assert abs(zero["METRICS"]["BIAS"]["NOISE_RATIO_AMP"][amp] - 1) < 0.03
+        assert abs(dark["METRICS"]["BIAS"]["NOISE_RATIO_AMP"][amp] - 1) < 0.03
+        assert abs(noisy["METRICS"]["BIAS"]["NOISE_RATIO_AMP"].get("A") - 1) < 0.03
+    # the simulator's dark current is the instrument's nominal one [electron / hour / pixel]
+    rate = load_instrument("tiny").camera(cam).dark
+    measured = dark["METRICS"]["BIAS"]["DARK_RATE_AMP"]
+    assert all(abs(v - rate) < 0.5 for v in measured.values()), (measured, rate)
+    assert "DARK_RATE_AMP" not in zero["METRICS"]["BIAS"]
+    for rec in (zero, dark):
+        sc = S.score_frame(rec, thr)
+        assert sc["STATUS"] == "NORMAL" and sc["STEP_STATUS"]["BIAS"] == "NORMAL", sc["SCORES"]
+    sc = S.score_frame(noisy, thr)
+    assert sc["SCORES"]["PREPROC"]["READNOISE_AMP"]["STATUS"] == "ALARM"
+    assert sc["SCORES"]["PREPROC"]["READNOISE_AMP"]["WORST"] == ["C"]
+    # its image area is as noisy as its overscan: the residual from the master is as expected
+    assert abs(noisy["METRICS"]["BIAS"]["NOISE_RATIO_AMP"]["C"] - 1) < 0.1
+    # a science-type exposure is refused with a clear message
+    res = subprocess.run(ff + ["qa-frame", "--night", str(night), "--expid", "100", "--camera", cam, "--prod",
+                               str(tmp_path), "--config", str(cfg), "--raw", rawf[100], "-o", str(tmp_path / "x.json"),
+                               "--png", str(tmp_path / "x.png")], capture_output=True, text=True)
+    assert res.returncode != 0 and "needs both --raw and --biasnight" in res.stderr
+    assert not (tmp_path / "x.json").exists()

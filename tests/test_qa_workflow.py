@@ -1,6 +1,6 @@
 """QA in a real Snakemake production of simulated nights with injected faults.
 
-Night A is clean. Night B has one fault per science exposure (dead amplifier on r0, broken
+Night A is clean (its ZEROs and a DARK too). Night B has one fault per science exposure (dead amplifier on r0, broken
 fiber, a bright star in a sky fiber, too few standards). Night C has a tilted flat lamp. Each
 fault must turn the right metric red on the right cameras, and the night page must name the
 right first bad step; night A must have no alarm. Editing a threshold reruns only QA rules.
@@ -31,11 +31,14 @@ FAULTS = {
     "sky_contamination": (NIGHT_B, 2, "SKY", "NSKY_OUTLIER", ["b0", "r0"]),
     "few_stdstars": (NIGHT_B, 3, "STDSTARS", "NSTARS", ["b0", "r0"]),
 }
+# fault -> the petal-level QA bit (QAFIBERSTATUS) it must set on petal 0
+FAULT_BITS = {"sky_contamination": "BADPETALSKY", "few_stdstars": "BADPETALSTDSTAR"}
 
 
-def _plan(night, first, science, flat_faults=None):
+def _plan(night, first, science, flat_faults=None, dark=False):
     return {"night": night, "first_expid": first, "exposures": [
-        {"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0},
+        {"obstype": "ZERO", "count": 2}, *([{"obstype": "DARK", "exptime": 1800.0}] if dark else []),
+        {"obstype": "ARC", "exptime": 5.0},
         {"obstype": "FLAT", "exptime": 120.0, "faults": flat_faults or {}},
         *({"obstype": "SCIENCE", "tileid": 90 + i, "exptime": 900.0, "faults": f} for i, f in enumerate(science))]}
 
@@ -53,7 +56,7 @@ def production(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("qaprod")
     plans = [
-        _plan(NIGHT_A, 1300, [{}]),
+        _plan(NIGHT_A, 1300, [{}], dark=True),
         _plan(NIGHT_B, 1400, [{"dead_amp": {"camera": "r0", "amp": "B"}}, {"broken_fibers": [7]},
                               {"sky_contamination": [SKY_FIBER]}, {"few_stdstars": 1}]),
         _plan(NIGHT_C, 1500, [{}], flat_faults={"bad_flat_lamp": True}),
@@ -80,9 +83,15 @@ def test_clean_night_has_no_alarm(production):
     rec = _night(production["prod"], NIGHT_A)
     assert rec["NALARM"] == 0 and rec["FIRST_BAD"] is None, rec["FIRST_BAD"]
     assert rec["STATUS"] in ("NORMAL", "WARNING")
-    assert {e["OBSTYPE"] for e in rec["EXPOSURES"]} == {"ARC", "FLAT", "SCIENCE"}
+    assert {e["OBSTYPE"] for e in rec["EXPOSURES"]} == {"ZERO", "DARK", "ARC", "FLAT", "SCIENCE"}
+    # ZEROs and the DARK are scored against the night's master bias
+    dark = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "DARK")
+    for cam in CAMERAS:
+        assert dark["FRAMES"][cam]["STEP_STATUS"]["BIAS"] == "NORMAL"
+        assert dark["FRAMES"][cam]["SCORES"]["BIAS"]["DARK_RATE_AMP"]["STATUS"] == "NORMAL"
     sci = [e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "SCIENCE"][0]
     assert sci["EFFTIME"] is not None and sci["EFFTIME"] > 0
+    assert all(q == 0 for e in rec["EXPOSURES"] for q in e["QAFIBERSTATUS"].values())
 
 
 @needs_shared_data
@@ -101,6 +110,12 @@ def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production
         st = exp["FRAMES"][cam]["SCORES"][step][metric]["STATUS"]
         assert st == ("ALARM" if cam in cams else "NORMAL"), (cam, st)
     assert exp["PETALS"]["0"] == "ALARM"
+    if fault in FAULT_BITS:
+        from fiberflow.bitmasks import fibermask
+
+        assert FAULT_BITS[fault] in fibermask.names(exp["QAFIBERSTATUS"]["0"]), exp["PETAL_QA"]
+        page = open(paths.findfile("qa_exposure_html", prod=str(production["prod"]), night=night, expid=expid)).read()
+        assert re.search(rf"petal 0</td>.*?{FAULT_BITS[fault]}", page, re.DOTALL)
     # the night page names it
     html = open(paths.findfile("qa_night_html", prod=str(production["prod"]), night=night)).read()
     assert re.search(rf">{expid}</a>.*?{step} \(", html, re.DOTALL)
@@ -124,9 +139,10 @@ def test_production_table_loads_in_one_line(production):
     import pandas as pd
 
     df = pd.read_csv(paths.findfile("qa_production_table", prod=str(production["prod"])))
-    nframes = sum(len([e for e in p.exposures if e.obstype in ("ARC", "FLAT", "SCIENCE")]) for p in production["plans"])
+    nframes = sum(len(p.exposures) for p in production["plans"])  # ZERO, DARK, ARC, FLAT, SCIENCE
     assert len(df) == nframes * len(CAMERAS)
-    assert {"NIGHT", "EXPID", "CAMERA", "STATUS", "SKY_NSKY_OUTLIER", "PREPROC_NOISE_RATIO_AMP_B"} <= set(df.columns)
+    assert {"NIGHT", "EXPID", "CAMERA", "STATUS", "SKY_NSKY_OUTLIER", "PREPROC_NOISE_RATIO_AMP_B",
+            "QAFIBERSTATUS", "QABITS"} <= set(df.columns)
     assert (df[df.NIGHT == NIGHT_A].STATUS != "ALARM").all()
     cframe = paths.findfile("cframe", prod=str(production["prod"]), night=NIGHT_B,
                             expid=science(production["plans"][1])[3].expid, camera="r0")

@@ -39,7 +39,7 @@ class CoaddOptions(StepOptions):
     cosmics_frac: float = 0.05   #: fractional allowance added to the noise of the comparison
     cosmics_grow: float = 2.0    #: neighbours of a rejected bin above this [sigma] are rejected too
     merge_bands: bool = False    #: also write the b, r, z bands merged on one grid (BRZ_*)
-    coadd_max_rows: int = 2000   #: input spectra (rows) held in memory at a time by :func:`coadd_file`
+    coadd_max_rows: int = 500    #: input spectra (rows) held in memory at a time by :func:`coadd_file`
 
 
 #: fibermap columns that describe one exposure of a target (DESI's EXP_FIBERMAP columns)

@@ -41,6 +41,7 @@ class FluxCalibOptions(StepOptions):
     smooth: float = 1e4         #: curvature penalty on C outside telluric bands (relative to the median diagonal)
     smooth_telluric: float = 1e-3  #: curvature penalty inside telluric bands (C follows the absorption)
     maxiter: int = 20
+    max_star_rms: float = 0.1   #: rms of the standards' scales above this sets BADPETALFLUXCAL (petal-level)
 
 
 def curvature_penalty(ab, lam):

@@ -21,6 +21,8 @@ first pass's pixels replaced by the median of their neighbourhood.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
 
@@ -241,9 +243,42 @@ def master_bias(images):
     return bias.astype(np.float32), mask
 
 
+@functools.lru_cache(maxsize=64)
+def master_noise_factors(nzero, npix=200, seed=20250101):
+    """Noise of :func:`master_bias` and of frames against it, in units of read noise^2.
+
+    The clipped mean of three or more ZEROs is not a plain mean: its variance is somewhat
+    above 1/N and an input frame's residual from it is less correlated with the frame than
+    1 - 1/N says. The factors are measured once per N by running :func:`master_bias` itself on
+    Gaussian frames (exact for N <= 2, where it is a plain mean).
+
+    Parameters
+    ----------
+    nzero : int
+        ZEROs in the master (>= 1).
+
+    Returns
+    -------
+    (master, included, excluded) : floats
+        var(master), var(frame - master) for one of its ZEROs, and for any other frame.
+    """
+    nzero = int(nzero)
+    if nzero < 1:
+        raise ValueError(f"nzero must be >= 1, not {nzero}")
+    if nzero <= 2:
+        return 1.0 / nzero, 1.0 - 1.0 / nzero, 1.0 + 1.0 / nzero
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((nzero + 1, npix, npix))
+    m = master_bias(list(z[:nzero]))[0].astype(float)
+    vm = float(np.var(m))
+    vin = float(np.mean([np.var(z[i] - m) for i in range(nzero)]))
+    return vm, vin, float(np.var(z[nzero] - m))
+
+
 def variance_floor(readnoise, bias_nzero=0, dark_electrons=0.0):
     """Signal-independent pixel variance [electron^2]: read noise^2, the master bias's own noise
-    (read noise^2 / NZERO, when one was subtracted) and the dark current's shot noise.
+    (:func:`master_noise_factors`: read noise^2 / NZERO for a plain mean, when one was
+    subtracted) and the dark current's shot noise.
 
     Parameters
     ----------
@@ -258,7 +293,8 @@ def variance_floor(readnoise, bias_nzero=0, dark_electrons=0.0):
     (ny, nx) float64
     """
     rn2 = np.asarray(readnoise, np.float64) ** 2
-    return rn2 * (1.0 + (1.0 / bias_nzero if bias_nzero > 0 else 0.0)) + max(float(dark_electrons), 0.0)
+    master = master_noise_factors(int(bias_nzero))[0] if bias_nzero > 0 else 0.0
+    return rn2 * (1.0 + master) + max(float(dark_electrons), 0.0)
 
 
 def image_variance_floor(image):
@@ -336,7 +372,10 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
         mask |= bias_mask.astype(np.int16)
     signal = ring_median(image, use_numba)  # the pixel's own noise must not set its weight
     nzero = bias_nzero if bias is not None else 0
-    var = variance_floor(readnoise, nzero, dark_rate * darktime / 3600.0) + np.clip(signal, 0.0, None)
+    floor = variance_floor(readnoise, nzero, dark_rate * darktime / 3600.0)
+    # the neighbours' median is noisy: clipped at 0 it would add ~0.2 read noise of signal to
+    # every dark pixel (variance ~10% high); negative values are kept down to -floor / 2
+    var = floor + np.maximum(signal, -0.5 * floor)
     valid = (mask & ccdmask.mask("SATURATED|BADAMP|HOT")) == 0
     crs = reject_cosmics(image, var, valid, nsig_cosmics, use_numba=use_numba) if nsig_cosmics > 0 else np.zeros_like(valid)
     mask[crs] |= ccdmask.mask("COSMIC")

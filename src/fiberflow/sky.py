@@ -54,6 +54,7 @@ class SkyOptions(StepOptions):
     highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
     excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
     model_weights: bool = True      #: weight the fit by a variance model of the sky, not the data's ivar
+    max_chi2dof: float = 1.5        #: median sky-fiber chi2/dof above this: SKYFLAG HIGHCHI2, BADPETALSKY
 
 
 def banded_inverse_band(ab):

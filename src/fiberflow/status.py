@@ -126,7 +126,7 @@ class Production:
         zeros = {c for r in self.rows(night, ("ZERO",)) for c in self.cams(r)}
         calib = {}
         for cam in self.cameras:
-            if cam in zeros and any(cam in self.cams(r) for r in self.rows(night, ("ARC", "FLAT", "SCIENCE"))):
+            if cam in zeros:  # preproc of the night's exposures and QA of its ZEROs / DARKs use it
                 calib[("biasnight", cam)] = self._add("biasnight", self.find("biasnight", night=night, camera=cam),
                                                       f"{night}-{cam}").output
         # preproc of every arc/flat/science camera; psf of every arc camera
@@ -216,20 +216,30 @@ class Production:
     def _qa(self):
         from .qa.scoring import load_thresholds
 
-        qa_nights = sorted(n for n in self.nights if self.rows(n, ("ARC", "FLAT", "SCIENCE")))
         history = load_thresholds(self._qa_thresholds())["history"]["nights"]
-        last = {"ARC": "fitpsf", "FLAT": "fiberflat", "SCIENCE": "cframe", "skysub": "sframe"}
+        last = {"ARC": "fitpsf", "FLAT": "fiberflat", "SCIENCE": "cframe", "skysub": "sframe",
+                "ZERO": "biasnight", "DARK": "biasnight"}
+
+        def qa_cams(night, r):  # as rules/common.smk qa_cameras: ZERO / DARK need the night's master bias
+            zeros = {c for z in self.rows(night, ("ZERO",)) for c in self.cams(z)}
+            return [c for c in self.cams(r) if r["OBSTYPE"] not in ("ZERO", "DARK") or c in zeros]
+
+        qa_rows = {n: [r for r in self.rows(n, ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")) if qa_cams(n, r)]
+                   for n in self.nights}
+        qa_nights = sorted(n for n in self.nights if qa_rows[n])
         for night in qa_nights:
             frames = []
-            for r in self.rows(night, ("ARC", "FLAT", "SCIENCE")):
+            for r in qa_rows[night]:
                 kind = r["OBSTYPE"] if r["OBSTYPE"] != "SCIENCE" or ffexp.flux_calibrated(r) else "skysub"
-                for cam in self.cams(r):
+                for cam in qa_cams(night, r):
                     ids = dict(night=night, expid=r["EXPID"], camera=cam)
+                    src = (self.find("biasnight", night=night, camera=cam) if last[kind] == "biasnight"
+                           else self.find(last[kind], **ids))
                     frames.append(self._add("qa_frame", self.find("qa_frame", **ids), f"{night}/{r['EXPID']:08d}-{cam}",
-                                            [self.find(last[kind], **ids)]).output)
+                                            [src]).output)
             earlier = [self.find("qa_night", night=n) for n in qa_nights if n < night][-history:] if history else []
             nightqa = self._add("qa_night", self.find("qa_night", night=night), str(night), frames + earlier).output
-            for r in self.rows(night, ("ARC", "FLAT", "SCIENCE")):
+            for r in qa_rows[night]:
                 self._add("qa_exposure", self.find("qa_exposure_html", night=night, expid=r["EXPID"]),
                           f"{night}/{r['EXPID']:08d}", [nightqa])
         if qa_nights:

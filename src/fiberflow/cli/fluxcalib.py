@@ -304,6 +304,10 @@ def _fluxcalib(args):
                      fm_std if fm_std is not None and len(fm_std) else None, hdr)
     if hdr["FLUXFLAG"][0] != "OK":
         fcal.header["BADPETAL"] = (fibermask.mask("BADPETALSTDSTAR"), "FIBERSTATUS bits the cframe sets")
+    elif hdr["STDSCRMS"][0] > opts.max_star_rms:
+        fcal.header["BADPETAL"] = (fibermask.mask("BADPETALFLUXCAL"), "FIBERSTATUS bits the cframe sets")
+        print(f"fluxcalib {cam}: WARNING rms of the standards' scales {hdr['STDSCRMS'][0]:.3f} > fluxcalib.max_star_rms "
+              f"{opts.max_star_rms:g}: the cframe gets BADPETALFLUXCAL")
     fcal.write(args.outfile)
     print(f"fluxcalib {cam}: {what}, {time.time() - t0:.1f} s -> {args.outfile}")
     return 0

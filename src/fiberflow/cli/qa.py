@@ -23,6 +23,9 @@ def add_arguments(p, name):
         p.add_argument("--prod", required=True, help="production root (paths in the JSON are relative to it)")
         for key in ("preproc", "psf", "frame", "fiberflat", "sky", "sframe", "stdstars", "fluxcalib", "cframe"):
             p.add_argument(f"--{key}", help=f"{key} file of this frame")
+        p.add_argument("--raw", help="raw file of a ZERO or DARK exposure (compared with --biasnight)")
+        p.add_argument("--biasnight", help="master bias of the night (ZERO / DARK exposures)")
+        p.add_argument("--config", default=None, help="workflow configuration (instrument gains; ZERO / DARK)")
         p.add_argument("--log", action="append", default=[], metavar="STEP=PATH", help="job log of a step")
         p.add_argument("-o", "--outfile", required=True, help="frame QA JSON")
         p.add_argument("--png", required=True, help="coversheet PNG")
@@ -108,8 +111,11 @@ def _frame(args):
     from ..qa import metrics as M
 
     cam = args.camera.lower()
+    if args.raw or args.biasnight:
+        return _bias_frame(args, cam)
     if not any(getattr(args, k) for k in ("preproc", "psf", "frame")):
-        raise DataError(None, "qa-frame needs at least one product (--preproc, --psf or --frame)")
+        raise DataError(None, "qa-frame needs at least one product (--preproc, --psf or --frame, "
+                              "or --raw with --biasnight for ZERO / DARK exposures)")
     rec = {"FFQA": 1}
     out = {}
     fibers = {}
@@ -206,13 +212,7 @@ def _frame(args):
                 fibers[key] = [M._f(v, 6) for v in fm[col]]
     elif frame is not None:
         fibers["FIBER"] = list(range(frame.nspec))
-    logs = {}
-    for item in args.log:
-        step, _, path = item.partition("=")
-        if not path or step.upper() not in M.STEPS:
-            raise DataError(None, f"--log {item!r}: expected STEP=PATH with STEP one of {', '.join(M.STEPS)}")
-        if os.path.exists(path):
-            logs[step.upper()] = _relprod(path, args.prod)
+    logs = _logs(args)
     rec.update(meta)
     rec.update({"QAFILE": _relprod(args.outfile, args.prod), "PLOT": _relprod(args.png, args.prod),
                 "FILES": {k: _relprod(v, args.prod) for k, v in files.items()}, "LOGS": logs,
@@ -225,6 +225,73 @@ def _frame(args):
     write_json(args.outfile, rec)
     steps = ", ".join(out)
     print(f"qa-frame {cam} {args.expid}: metrics of {steps} -> {args.outfile}")
+    return 0
+
+
+def _logs(args):
+    """{STEP: path relative to the production} of the --log STEP=PATH arguments that exist."""
+    from ..errors import DataError
+    from ..qa import metrics as M
+
+    logs = {}
+    for item in args.log:
+        step, _, path = item.partition("=")
+        if not path or step.upper() not in M.STEPS:
+            raise DataError(None, f"--log {item!r}: expected STEP=PATH with STEP one of {', '.join(M.STEPS)}")
+        if os.path.exists(path):
+            logs[step.upper()] = _relprod(path, args.prod)
+    return logs
+
+
+def _bias_frame(args, cam):
+    """QA of a ZERO or DARK exposure: its overscan and its residual from the night's master bias."""
+    import numpy as np
+
+    from .. import preproc
+    from ..config import load_config
+    from ..errors import DataError
+    from ..instrument import load_instrument
+    from ..io.image import BiasNight
+    from ..io.raw import read_raw_camera
+    from ..qa import metrics as M
+    from ..qa import plots
+
+    if not (args.raw and args.biasnight):
+        raise DataError(None, "qa-frame of a ZERO / DARK exposure needs both --raw and --biasnight")
+    cfg = load_config(args.config)
+    inst = load_instrument(cfg["instrument"])
+    gains = dict(zip(preproc.AMPS, inst.camera(cam).gain))
+    rc = read_raw_camera(args.raw, cam)
+    obstype = str(rc.header.get("OBSTYPE", "")).strip().upper()
+    if obstype not in ("ZERO", "DARK"):
+        raise DataError(args.raw, f"OBSTYPE {rc.header.get('OBSTYPE')!r}: --raw is for ZERO and DARK exposures")
+    opts = cfg["preproc"]
+    image, stats = preproc.subtract_overscan(rc, opts["overscan_per_row"], opts["ostep_threshold"], args.raw)
+    b = BiasNight.read(args.biasnight)
+    if b.image.shape != image.shape:
+        raise DataError(args.biasnight, f"master bias is {b.image.shape}, the exposure {args.raw} {image.shape}")
+    nzero = int(b.header.get("NZERO", 0) or 0)
+    used = {int(e) for e in str(b.header.get("EXPIDS", "")).split(",") if e.strip().isdigit()}
+    exptime = float(rc.header.get("EXPTIME", 0.0) or 0.0)
+    m = M.bias_metrics(image, stats, gains, b.image, b.mask, nzero, int(args.expid) in used,
+                       exptime if obstype == "DARK" else 0.0)
+    meta = _meta(rc.header, args.night, args.expid, cam)
+    rec = {"FFQA": 1, **meta, "QAFILE": _relprod(args.outfile, args.prod), "PLOT": _relprod(args.png, args.prod),
+           "FILES": {"raw": _relprod(args.raw, args.prod), "biasnight": _relprod(args.biasnight, args.prod)},
+           "LOGS": _logs(args), "METRICS": {"BIAS": m["BIAS"], "PREPROC": m["overscan"]}, "FIBERS": {}}
+    gimg = np.ones(image.shape)
+    for amp, (sy, sx) in M.amp_slices(image.shape).items():
+        gimg[sy, sx] = gains[amp]
+    resid = (image - b.image) * gimg
+    expected = {a: v for a, v in m["BIAS"]["EXPECTED_AMP"].items() if v}
+    title = f"{obstype} {args.expid} {cam} (night {args.night}): NZERO {nzero}"
+    plots.bias_coversheet(args.png, title, resid, b.image * gimg, expected)
+    if args.blink:
+        size = plots.blink_strip(args.blink, [resid.T, (b.image * gimg).T], width=600, height=400)
+        rec["BLINK"] = {"FILE": _relprod(args.blink, args.prod), "PANELS": ["exposure - master", "master bias"],
+                        "WIDTH": size[0], "HEIGHT": size[1]}
+    write_json(args.outfile, rec)
+    print(f"qa-frame {cam} {args.expid}: {obstype} against the master bias of {nzero} zero(s) -> {args.outfile}")
     return 0
 
 
@@ -375,6 +442,10 @@ def _exposure(args):
                 panels.append(("r: log10 S/N per bin", x, y, np.log10(np.where(snr > 0, snr, np.nan)), fib, (-1.0, 1.5),
                                "viridis"))
         plots.focal_plane(args.png, title, panels)
+    elif exp["OBSTYPE"] in ("ZERO", "DARK"):
+        vals = {fr["CAMERA"]: fr.get("METRICS", {}).get("BIAS", {}).get("NOISE_RATIO_AMP", {}) for fr in frames}
+        plots.amp_map(args.png, f"{title}: noise of exposure - master bias / expected, per amplifier", vals,
+                      "noise ratio")
     else:
         vals = {fr["CAMERA"]: fr.get("METRICS", {}).get("PREPROC", {}).get("NOISE_RATIO_AMP", {}) for fr in frames}
         plots.amp_map(args.png, f"{title}: data noise / overscan read noise per amplifier", vals, "noise ratio")

@@ -92,8 +92,13 @@ def run(args):
         sv = res["stat_var"]
         stat_ivar = np.where(sv > 0, 1.0 / np.where(sv > 0, sv, 1.0), 0.0)
         thr = res["throughput"]
-        hdr["SKYFLAG"] = ("OK", "sky model status")
         hdr["SKYCHI2"] = (float(np.median(res["chi2dof"])), "median residual chi2/dof of the sky fibers")
+        if hdr["SKYCHI2"][0] > opts.max_chi2dof:
+            hdr["SKYFLAG"] = ("HIGHCHI2", f"sky-fiber chi2/dof above sky.max_chi2dof {opts.max_chi2dof:g}")
+            print(f"sky {cam}: WARNING median sky-fiber chi2/dof {hdr['SKYCHI2'][0]:.2f} > sky.max_chi2dof "
+                  f"{opts.max_chi2dof:g}: SKYFLAG HIGHCHI2, the cframe gets BADPETALSKY")
+        else:
+            hdr["SKYFLAG"] = ("OK", "sky model status")
         hdr["SKYNITER"] = (int(res["niter"]), "sky fit iterations")
         hdr["SKYNCLIP"] = (int(res["clipped"].sum()), "sky-fiber bins clipped")
         hdr["SKYMERR"] = (float(np.max(res["model_frac"])), "largest fractional model error added")

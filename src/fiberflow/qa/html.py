@@ -166,6 +166,21 @@ def night_page(path, rec, prod, exposure_pages, plots, production_page):
     write_page(path, page(f"Night {rec['NIGHT']}", "\n".join(out), crumbs))
 
 
+def petal_qa_html(petal_qa):
+    """Table of the petal-level QA bits (QAFIBERSTATUS) of an exposure and why each is set."""
+    if not petal_qa:
+        return ""
+    rows = []
+    for p in sorted(petal_qa, key=int):
+        q = petal_qa[p]
+        why = "; ".join(f"{b}: {', '.join(w)}" for b, w in q["WHY"].items())
+        cls = "ALARM" if q["QAFIBERSTATUS"] else "NORMAL"
+        rows.append(f'<tr><td>petal {esc(p)}</td><td class="st {cls}">{q["QAFIBERSTATUS"]}</td>'
+                    f'<td>{esc(" | ".join(q["BITS"]) or "-")}</td><td>{esc(why)}</td></tr>')
+    return ('<table class="petalqa"><tr><th>petal</th><th>QAFIBERSTATUS</th><th>bits</th><th>set by</th></tr>'
+            + "".join(rows) + "</table>")
+
+
 def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production_page):
     """Write the page of one exposure: status, first bad step, focal-plane maps, and per
     camera its coversheet, links (QA JSON, products, logs) and the table of scored metrics."""
@@ -178,6 +193,7 @@ def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production
         fw = exp["FIRST_WARNING"]
         out.append(f"<p>First step with a warning: {esc(fw['STEP'])} ({esc(', '.join(fw['CAMERAS']))}: "
                    f"{esc(', '.join(fw['METRICS']))})</p>")
+    out.append(petal_qa_html(exp.get("PETAL_QA")))
     out.append(f'<p><img src="{esc(rel(focal_plane, path))}" alt="focal plane"></p>')
     for cam, fr in sorted(exp["FRAMES"].items()):
         out.append(f'<h2 id="{esc(cam)}">{esc(cam)} {badge(fr["STATUS"])}</h2>')

@@ -18,7 +18,7 @@ from ..bitmasks import BAD_FIBERSTATUS, desi_target
 
 #: Steps of the data flow, in processing order. The first step with an alarm is where a
 #: problem first shows ("first bad step").
-STEPS = ("PREPROC", "PSF", "TRACESHIFT", "EXTRACT", "FIBERFLAT", "SKY", "STDSTARS", "FLUXCALIB", "CFRAME")
+STEPS = ("BIAS", "PREPROC", "PSF", "TRACESHIFT", "EXTRACT", "FIBERFLAT", "SKY", "STDSTARS", "FLUXCALIB", "CFRAME")
 AMPS = ("A", "B", "C", "D")
 #: wavelength [Angstrom] at which the zero point of each arm is quoted (as DESI's QA)
 ZP_WAVE = {"b": 4800.0, "r": 6500.0, "z": 8250.0}
@@ -44,6 +44,83 @@ def robust_sigma(x):
     if x.size == 0:
         return np.nan
     return 1.4826 * float(np.median(np.abs(x - np.median(x))))
+
+
+# --------------------------------------------------------------------------- ZERO / DARK
+
+def bias_metrics(image, stats, gains, master, master_mask, nzero, in_master, exptime=0.0, nsig_hot=6.0):
+    """Metrics of a ZERO or DARK exposure against the night's master bias.
+
+    Parameters
+    ----------
+    image : (ny, nx)
+        Overscan-subtracted exposure [ADU] (:func:`fiberflow.preproc.subtract_overscan`).
+    stats : dict amp -> dict
+        Its per-amplifier overscan statistics (``level`` and ``rdnoise_adu`` [ADU], ``ostep``).
+    gains : dict amp -> float
+        [electron / ADU]
+    master : (ny, nx)
+        Master bias [ADU]; ``master_mask`` (ny, nx) its ccdmask bits (HOT pixels).
+    nzero : int
+        ZEROs averaged into the master.
+    in_master : bool
+        Whether this exposure is one of them (its residual then has variance read
+        noise^2 x the included factor of :func:`fiberflow.preproc.master_noise_factors`, about
+        1 - 1/nzero; otherwise the excluded factor, about 1 + 1/nzero, + the dark signal).
+    exptime : float
+        [s]; DARK_RATE_AMP is quoted for exptime > 0.
+    nsig_hot : float
+        Pixels whose residual exceeds this many expected sigma count in HOT_FRAC.
+
+    Returns
+    -------
+    dict
+        PREPROC-style overscan values READNOISE_AMP [electron], BIAS_AMP [ADU], OSTEP_AMP [ADU]
+        (``overscan``), and the BIAS metrics: RESID_AMP (median of exposure - master
+        [electron]), NOISE_RATIO_AMP (robust rms of exposure - master over its expected value:
+        about 1; a bias jump or pattern change in the image area is far above), EXPECTED_AMP (that expected
+        value [electron]), DARK_RATE_AMP (median residual
+        per hour [electron / hour / pixel], exposures with exptime > 0), HOT_FRAC (fraction of
+        unmasked pixels beyond ``nsig_hot``), MASTER_HOT_FRAC (pixels the master masks), NZERO.
+    """
+    from ..preproc import clipped_stats, master_noise_factors
+
+    image = np.asarray(image, float)
+    resid_adu = image - np.asarray(master, float)
+    good = np.asarray(master_mask) == 0
+    over = {k: {} for k in ("READNOISE_AMP", "BIAS_AMP", "OSTEP_AMP")}
+    bias = {k: {} for k in ("RESID_AMP", "NOISE_RATIO_AMP", "EXPECTED_AMP")}
+    if exptime > 0:
+        bias["DARK_RATE_AMP"] = {}
+    nhot = ngood = 0
+    for amp, (sy, sx) in amp_slices(image.shape).items():
+        st = stats.get(amp)
+        if st is None:
+            continue
+        g = float(gains[amp])
+        rn = float(st["rdnoise_adu"]) * g
+        over["READNOISE_AMP"][amp] = _f(rn)
+        over["BIAS_AMP"][amp] = _f(st["level"])
+        over["OSTEP_AMP"][amp] = _f(st.get("ostep", np.nan))
+        r = resid_adu[sy, sx][good[sy, sx]] * g
+        if r.size == 0:
+            continue
+        # clipped statistics: integer ADU make a MAD-based sigma useless at ~1.5 ADU noise,
+        # cosmic rays and hot pixels make a plain one useless
+        med, sig = clipped_stats(r, 4.0)
+        factor = master_noise_factors(max(int(nzero), 1))[1 if in_master else 2]
+        expected = np.sqrt(rn ** 2 * factor + max(med, 0.0))
+        bias["RESID_AMP"][amp] = _f(med)
+        bias["EXPECTED_AMP"][amp] = _f(expected)
+        bias["NOISE_RATIO_AMP"][amp] = _f(sig / expected if expected > 0 else np.nan)
+        if exptime > 0:
+            bias["DARK_RATE_AMP"][amp] = _f(med / exptime * 3600.0)
+        nhot += int(np.sum(np.abs(r - med) > nsig_hot * expected))
+        ngood += r.size
+    bias["HOT_FRAC"] = _f(nhot / ngood if ngood else np.nan)
+    bias["MASTER_HOT_FRAC"] = _f(np.mean(~good))
+    bias["NZERO"] = int(nzero)
+    return {"overscan": over, "BIAS": bias}
 
 
 # --------------------------------------------------------------------------- preproc

@@ -191,6 +191,40 @@ def flat_coversheet(path, title, wave, frame, fiberflat, fibers, flat_median, me
     _save(fig, path)
 
 
+def bias_coversheet(path, title, resid, master, expected):
+    """Coversheet of a ZERO or DARK camera: exposure - master bias, the master, and the
+    residual's histogram per amplifier in units of its expected noise.
+
+    Parameters
+    ----------
+    resid, master : (ny, nx) [electron]
+    expected : dict amp -> expected residual sigma [electron]
+    """
+    from .metrics import amp_slices
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+    sig = float(np.nanmedian(list(expected.values()))) if expected else 1.0
+    _thumb(axes[0], resid, "exposure - master bias [e]", -3 * sig, 3 * sig)
+    _thumb(axes[1], master, "master bias [e]")
+    bins = np.linspace(-8, 8, 81)
+    for amp, (sy, sx) in amp_slices(resid.shape).items():
+        if amp in expected and expected[amp] > 0:
+            r = np.asarray(resid[sy, sx], float).ravel()
+            r = r[np.isfinite(r)]
+            axes[2].hist((r - np.median(r)) / expected[amp], bins=bins, histtype="step", label=f"amp {amp}")
+    x = np.linspace(-8, 8, 400)
+    n = resid.size / 4 * (bins[1] - bins[0])
+    axes[2].plot(x, n * np.exp(-0.5 * x ** 2) / np.sqrt(2 * np.pi), "k:", label="expected")
+    axes[2].set_yscale("log")
+    axes[2].set_ylim(0.5, None)
+    axes[2].set_xlabel("(residual - median) / expected sigma", fontsize=8)
+    axes[2].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def arc_coversheet(path, title, image, fiberstatus, spots):
     """Coversheet of an arc camera: preproc image, per-fiber residual RMS and line counts,
     core widths versus wavelength."""

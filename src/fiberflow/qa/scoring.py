@@ -90,7 +90,55 @@ def validate_thresholds(cfg, source="qa.yaml"):
                        f"{where}.cameras.{cam}.warning")
     out = dict(cfg)
     out["history"] = hist
+    out["petal_bits"] = validate_petal_bits(cfg.get("petal_bits"), cfg["metrics"], source)
     return out
+
+
+#: DESI's petal-level QA bits of FIBERSTATUS and the metrics whose ALARM sets each by default
+#: (DESI's exposure QA: too few / inconsistent standards, bad sky, flux calibration, S/N)
+DEFAULT_PETAL_BITS = {
+    "BADPETALSKY": ["SKY"],
+    "BADPETALSTDSTAR": ["STDSTARS", "FLUXCALIB.FLUXFLAG"],
+    "BADPETALFLUXCAL": ["FLUXCALIB.MAX_ZP_OFF", "FLUXCALIB.CALIB_RMS", "FLUXCALIB.ZP"],
+    "BADPETALSNR": ["CFRAME"],
+}
+#: a petal whose median target S/N over the exposure's median petal is outside this range
+#: gets BADPETALSNR (DESI: TSNR2 petal fraction 0.7 - 1.3)
+DEFAULT_SNR_FRAC = (0.7, 1.3)
+
+
+def validate_petal_bits(section, metrics, source="qa.yaml"):
+    """The ``petal_bits`` section: {BIT: [STEP or STEP.METRIC, ...]}, ``snr_frac: [lo, hi]``.
+
+    Returns
+    -------
+    dict
+        ``bits`` {bit name: [(step, metric or None)]}, ``snr_frac`` (lo, hi).
+    """
+    from ..bitmasks import fibermask
+
+    section = dict(section or {})
+    frac = section.pop("snr_frac", list(DEFAULT_SNR_FRAC))
+    lo, hi = _range(frac, f"{source}: petal_bits.snr_frac")
+    given = bool(section)
+    bits = {}
+    for bit, entries in (section or DEFAULT_PETAL_BITS).items():
+        where = f"{source}: petal_bits.{bit}"
+        if not bit.startswith("BADPETAL") or bit not in fibermask:
+            raise ConfigError(f"{where}: not a petal-level FIBERSTATUS bit (BADPETALPOS, BADPETALSKY, "
+                              "BADPETALSTDSTAR, BADPETALFLUXCAL, BADPETALSNR)")
+        if not isinstance(entries, list):
+            raise ConfigError(f"{where}: a list of STEP or STEP.METRIC, not {entries!r}")
+        out = []
+        for e in entries:
+            step, _, metric = str(e).partition(".")
+            if step not in STEPS:
+                raise ConfigError(f"{where}: unknown step {step!r} (steps: {', '.join(STEPS)})")
+            if given and metric and metric not in (metrics.get(step) or {}):
+                raise ConfigError(f"{where}: {step}.{metric} has no thresholds in metrics.{step}")
+            out.append((step, metric or None))
+        bits[bit] = out
+    return {"bits": bits, "snr_frac": (lo, hi)}
 
 
 def load_thresholds(path):
@@ -298,6 +346,63 @@ def first_bad_step(frames, calib_frames=(), level="ALARM"):
 
 def petal_of(camera):
     return int(camera[1:])
+
+
+def petal_qa_bits(frames, petal_bits, snr=None):
+    """DESI's petal-level QA bits (QAFIBERSTATUS) of each petal of one exposure.
+
+    Parameters
+    ----------
+    frames : list of dict
+        Scored frames of the exposure (CAMERA, SCORES, STEP_STATUS).
+    petal_bits : dict
+        ``validate_thresholds(...)["petal_bits"]``.
+    snr : dict, optional
+        {camera: median target S/N} of science frames; a petal whose S/N over the median of
+        the exposure's petals (per arm, with at least 3 petals) is outside ``snr_frac`` gets
+        BADPETALSNR.
+
+    Returns
+    -------
+    dict
+        {petal (str): {"QAFIBERSTATUS": int, "BITS": [names], "WHY": {bit: ["camera STEP.METRIC"]}}}
+        for every petal with a frame.
+    """
+    from ..bitmasks import fibermask
+
+    out = {str(petal_of(fr["CAMERA"])): {"QAFIBERSTATUS": 0, "BITS": [], "WHY": {}} for fr in frames}
+
+    def setbit(petal, bit, why):
+        rec = out[str(petal)]
+        if bit not in rec["BITS"]:
+            rec["BITS"].append(bit)
+            rec["QAFIBERSTATUS"] |= int(fibermask.mask(bit))
+        rec["WHY"].setdefault(bit, []).append(why)
+
+    for fr in frames:
+        cam = fr["CAMERA"]
+        for bit, entries in petal_bits["bits"].items():
+            for step, metric in entries:
+                scores = fr["SCORES"].get(step, {})
+                names = [metric] if metric else list(scores)
+                for n in names:
+                    if n in scores and scores[n]["STATUS"] == "ALARM":
+                        setbit(petal_of(cam), bit, f"{cam} {step}.{n}")
+    lo, hi = petal_bits["snr_frac"]
+    byarm = {}
+    for cam, v in (snr or {}).items():
+        if v is not None and np.isfinite(v) and v > 0:
+            byarm.setdefault(cam[0], {})[cam] = float(v)
+    for arm, vals in byarm.items():
+        if len(vals) < 3:
+            continue
+        med = float(np.median(list(vals.values())))
+        for cam, v in vals.items():
+            if str(petal_of(cam)) in out and not lo <= v / med <= hi:
+                setbit(petal_of(cam), "BADPETALSNR", f"{cam} S/N {v / med:.2f} x the petals' median")
+    for rec in out.values():
+        rec["BITS"].sort(key=fibermask.bitnum)
+    return out
 
 
 def rollup(frames):

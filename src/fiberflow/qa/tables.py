@@ -9,8 +9,10 @@ from .metrics import STEPS, efftime
 from .scoring import (
     RANK,
     first_bad_step,
+    petal_qa_bits,
     rollup,
     score_frame,
+    validate_petal_bits,
     worst,
 )
 
@@ -105,6 +107,7 @@ def score_night(night, frames, thresholds, history=None):
     scored = {e: {fr["CAMERA"]: score_frame(fr, thresholds, history) for fr in frs} for e, frs in byexp.items()}
     obstype = {e: frs[0].get("OBSTYPE", "") for e, frs in byexp.items()}
     ref = (thresholds.get("efftime") or {}).get("reference")
+    petal_bits = thresholds.get("petal_bits") or validate_petal_bits(None, thresholds["metrics"])
     exposures = []
     for e in sorted(byexp, key=lambda k: (byexp[k][0].get("MJD") or 0, k)):
         frs = sorted(byexp[e], key=lambda f: f["CAMERA"])
@@ -119,9 +122,13 @@ def score_night(night, frames, thresholds, history=None):
         sframes = [dict(scored[e][fr["CAMERA"]], CAMERA=fr["CAMERA"]) for fr in frs]
         roll = rollup(sframes)
         eff, effcam = exposure_efftime(frs, ref) if obstype[e] == "SCIENCE" else (None, {})
+        snr = ({fr["CAMERA"]: (fr.get("METRICS", {}).get("CFRAME") or {}).get("MEDIAN_SNR") for fr in frs}
+               if obstype[e] == "SCIENCE" else None)
+        petal_qa = petal_qa_bits(sframes, petal_bits, snr)
         rec = {k: frs[0].get(k) for k in META_KEYS if k not in ("CAMERA", "PETAL")}
         rec.update({"STATUS": roll["STATUS"], "CAMERAS": roll["CAMERAS"], "PETALS": roll["PETALS"],
                     "NALARM": roll["NALARM"], "NSCORED": roll["NSCORED"], "EFFTIME": eff, "EFFTIME_CAMERA": effcam,
+                    "QAFIBERSTATUS": {p: q["QAFIBERSTATUS"] for p, q in petal_qa.items()}, "PETAL_QA": petal_qa,
                     "FIRST_BAD": first_bad_step(sframes, calib, "ALARM"),
                     "FIRST_WARNING": first_bad_step(sframes, calib, "WARNING"),
                     "FRAMES": {fr["CAMERA"]: {"STATUS": scored[e][fr["CAMERA"]]["STATUS"],
@@ -169,7 +176,9 @@ def production_rows(records):
                 row = {k: exp.get(k) for k in META_KEYS if k not in ("CAMERA", "PETAL")}
                 row.update({"CAMERA": cam, "PETAL": int(cam[1:]), "STATUS": fr["STATUS"], "NALARM": fr["NALARM"],
                             "NSCORED": fr["NSCORED"], "EXP_STATUS": exp["STATUS"], "EFFTIME": exp.get("EFFTIME"),
-                            "FIRST_BAD_STEP": (exp["FIRST_BAD"] or {}).get("STEP", "")})
+                            "FIRST_BAD_STEP": (exp["FIRST_BAD"] or {}).get("STEP", ""),
+                            "QAFIBERSTATUS": (exp.get("QAFIBERSTATUS") or {}).get(cam[1:], 0),
+                            "QABITS": "|".join(((exp.get("PETAL_QA") or {}).get(cam[1:]) or {}).get("BITS", []))})
                 for step, values in fr.get("VALUES", {}).items():
                     for name, value in values.items():
                         _flatten(f"{step}_{name}", value, row)
