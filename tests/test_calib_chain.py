@@ -180,3 +180,59 @@ def test_flux_calibration_recovers_vector(rng):
     assert np.sqrt(np.mean((ratio - 1) ** 2)) < 0.01
     assert k == pytest.approx(np.median(scale[used]), rel=0.03)
     assert np.std(res["scale"][used] * k / scale[used]) < 0.01
+
+
+def _shifted_rows(sigma_bins, shift_bins, nwave):
+    """Gaussian resolution rows centred ``shift_bins`` off each bin (the fiber's true wavelength
+    solution differs from the extraction's), sigma per fiber, rows summing to 1."""
+    h = NDIAG // 2
+    k = np.arange(-h, h + 1)
+    s = np.asarray(sigma_bins)[:, None, None]
+    rows = np.exp(-0.5 * ((k[None, None, :] - np.asarray(shift_bins)[:, None, None]) / s) ** 2) * np.ones((1, nwave, 1))
+    rows[:, :h] *= (np.arange(h)[:, None] + k[None, :] >= 0)[None]
+    rows[:, nwave - h:] *= (np.arange(nwave - h, nwave)[:, None] + k[None, :] < nwave)[None]
+    return rows / rows.sum(axis=2, keepdims=True)
+
+
+def test_sky_wavelength_and_lsf_adjustments_follow_smooth_fiber_errors(rng):
+    """Fibers whose true wavelength solution is off by -0.1 .. +0.25 A and whose lines are up to 8%
+    wider than the extraction's resolution says, smoothly across the petal: without adjustments
+    the bright sky lines leave excess residuals in the targets; with them the targets' pulls
+    are unit again and each fiber's fitted shift is the true one."""
+    nspec, nwave = 60, 700
+    wave = 5800.0 + 0.8 * np.arange(nwave)
+    u = np.arange(nspec) / (nspec - 1)
+    shift = (0.20 * (u - 0.5) + 0.15 * u**2) / 0.8  # bins; -0.10 .. +0.25 A
+    sig_model = np.full(nspec, 1.2)
+    sig_true = sig_model * (1.0 + 0.08 * u)
+    S = _sky_spectrum(wave, rng)
+    skyf = np.arange(0, nspec, 4)
+    targets = np.setdiff1d(np.arange(nspec), skyf)
+    obj = np.zeros((nspec, nwave))
+    obj[targets] = rng.uniform(5, 30, targets.size)[:, None]
+    true_rows = _shifted_rows(sig_true, shift, nwave)
+    truth = apply_rows(true_rows, S) + obj
+    var = 9.0 + truth
+    flux = truth + rng.normal(size=truth.shape) * np.sqrt(var)
+    ivar = 1.0 / var
+    mask = np.zeros((nspec, nwave), np.int32)
+    rdiag = rows_to_diags(_fast_rows(sig_model, nspec, nwave))
+    lines = S > 500.0
+    out = {}
+    for adjust in (False, True):
+        opts = sky.SkyOptions(adjust_wavelength=adjust, adjust_lsf=adjust, model_error=False)
+        res = sky.fit_sky(wave, flux, ivar, mask, rdiag, skyf, opts)
+        sub, siv, _ = sky.subtract_sky(flux, ivar, mask, res["sky"], res["var"])
+        pull = (sub - obj) * np.sqrt(siv)
+        out[adjust] = (pull[targets][:, lines].std(), pull[targets][:, ~lines].std(), res)
+    # measured: on the lines 1.49 without, 1.006 with; elsewhere 1.11 without, 0.999 with
+    assert out[False][0] > 1.3 and out[False][1] > 1.05, out[False][:2]
+    assert out[True][0] == pytest.approx(1.0, abs=0.03), out[True][0]
+    assert out[True][1] == pytest.approx(1.0, abs=0.03)
+    # the wavelength term's constant coefficient is the shift [A] (data(w) = model(w + c)),
+    # relative to the mean the deconvolved sky absorbed; the smooth fit across fibers recovers
+    # it for every fiber
+    c0 = out[True][2]["adjustments"][:, 0]
+    dw = shift * 0.8
+    err = (c0 - c0.mean()) - (dw - dw.mean())
+    assert np.std(err) < 0.005, np.std(err)

@@ -103,7 +103,7 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
         assert (out / "redux" / "demo" / "calibnight" / "20250101" / f"psfnight-{cam}-20250101.fits").exists()
     # the demo night was simulated and reduced through preproc by Snakemake
     prep = out / "redux" / "demo" / "preproc" / "20250101"
-    assert len(list(prep.glob("*/preproc-*.fits"))) == 15  # arc, flat, 3 science x 3 cameras
+    assert len(list(prep.glob("*/preproc-*.fits"))) == 21  # arc, 3 flats, 3 science x 3 cameras
     assert (out / "redux" / "demo" / "calibnight" / "20250101" / "biasnight-r0-20250101.fits").exists()
     assert (out / "qa" / "index.html").exists() and (out / "qa" / "psf-r0-spots.png").stat().st_size > 10000
     assert (out / "redux" / "demo" / "FILE-NAMES.txt").exists()

@@ -64,6 +64,12 @@ class PSFFitOptions(StepOptions):
     pos_floor: float = 0.003    #: systematic floor added to spot position errors [pixel]
     width_prior: float = 0.15   #: prior sigma of the spot width scales
     badtrace_nsig: float = 6.0  #: fiber offset from its bundle model (in its own errors) flagged BADTRACE
+    #: higher-order Gauss-Hermite terms (shear, coma-like, triangular) and optionally TAILAMP,
+    #: fitted per bundle; the other shape terms keep the starting PSF's values
+    shape_terms: tuple = ("GH-1-1", "GH-2-1", "GH-1-2", "GH-3-0", "GH-0-3")
+    shape_deg: int = 1          #: Legendre degree in wavelength of each fitted shape term
+    shape_fiber_deg: int = 1    #: polynomial degree across a bundle's fibers of each fitted shape term
+    shape_min_spots: int = 30   #: fewer usable spots in a bundle keeps its starting shape terms
 
 
 # ---------------------------------------------------------------------------- spot geometry
@@ -449,6 +455,200 @@ def fit_width_scales(u, s, serr, good, bundlesize, opts):
     return scale
 
 
+# ---------------------------------------------------------------------------- GH shape terms
+def shape_term_keys(psf, terms):
+    """Where each fitted shape term sits in :func:`fiberflow.psfmodel.spot_inputs`.
+
+    Parameters
+    ----------
+    psf : GaussHermitePSF
+    terms : list of str
+        ``GH-i-j`` names or ``TAILAMP``.
+
+    Returns
+    -------
+    list of ("gh", i, j) or ("tail", 0, 0)
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a shape term of the PSF, or one a spot fit already measures
+        (GH-0-0 flux, GH-1-0 / GH-0-1 position, GH-2-0 / GH-0-2 width).
+    """
+    out = []
+    for name in terms:
+        if name == "TAILAMP":
+            out.append(("tail", 0, 0))
+            continue
+        parts = str(name).split("-")
+        if len(parts) != 3 or parts[0] != "GH" or not (parts[1].isdigit() and parts[2].isdigit()):
+            raise ValueError(f"psf.shape_terms: {name!r} is not a GH-i-j term or TAILAMP")
+        i, j = int(parts[1]), int(parts[2])
+        if (i, j) in ((0, 0), (1, 0), (0, 1), (2, 0), (0, 2)):
+            raise ValueError(f"psf.shape_terms: {name} is degenerate with the spots' flux, position or width")
+        if i > psf.ghdegx or j > psf.ghdegy:
+            raise ValueError(f"psf.shape_terms: {name} is beyond the PSF's GH degree ({psf.ghdegx}, {psf.ghdegy})")
+        out.append(("gh", i, j))
+    return out
+
+
+def shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny, h=1e-3):
+    """Model of each spot in its window and its derivative with respect to each shape term.
+
+    Parameters
+    ----------
+    inputs : dict
+        :func:`fiberflow.psfmodel.spot_inputs` of the spots (flattened).
+    keys : list
+        :func:`shape_term_keys`.
+    spots : dict
+        Spot fits (:func:`fit_spots`): FLUX, X, Y, SX, SY (nfiber, nline).
+    wx0, wy0 : (n,) int
+        Window origins; ``wnx, wny`` their size.
+
+    Returns
+    -------
+    W : (n, wny, wnx)
+        Unit-flux model of each spot.
+    D : (nterm, n, wny, wnx)
+        flux x d(model)/d(term) (finite differences: the stamps are normalised to unit sum).
+    """
+    x, y = spots["X"].ravel(), spots["Y"].ravel()
+    sx, sy = spots["SX"].ravel(), spots["SY"].ravel()
+    flux = spots["FLUX"].ravel()
+    st, a0, b0 = _stamps(inputs, sx, sy, hx, hy, x, y)
+    W = render_windows(st, a0, b0, wx0, wy0, wnx, wny)
+    D = []
+    for kind, i, j in keys:
+        pert = dict(inputs)
+        if kind == "gh":
+            gh = inputs["gh"].copy()
+            gh[:, i, j] += h
+            pert["gh"] = gh
+        else:
+            tail = inputs["tail"].copy()
+            tail[:, 0] += h
+            pert["tail"] = tail
+        s2, a1, b1 = _stamps(pert, sx, sy, hx, hy, x, y)
+        D.append(flux[:, None, None] * (render_windows(s2, a1, b1, wx0, wy0, wnx, wny) - W) / h)
+    return W, np.stack(D) if D else np.zeros((0,) + W.shape)
+
+
+def fit_shape_terms(image, ivar, readnoise, psf, lines, spots, used, bundlesize, opts, target=None):
+    """Corrections to higher-order Gauss-Hermite terms (and the tail amplitude), smooth per bundle.
+
+    With every spot's flux, position and width scales held at their fitted values, each term
+    of ``opts.shape_terms`` of the bundle's fibers gets a correction that is a Legendre
+    polynomial in reduced wavelength (degree ``shape_deg``) times a polynomial across the
+    bundle's fibers (degree ``shape_fiber_deg``), fitted by weighted linear least squares over
+    the pixels of every used spot (neighbouring spots included in the model). The GH terms
+    allowed are orthogonal, to first order, to what the spot fit measures.
+
+    Parameters
+    ----------
+    image, ivar, readnoise : (ny, nx)
+    psf : GaussHermitePSF
+        The PSF the spots were fitted with (their width scales are relative to it).
+    lines : (nline,)
+    spots : dict of (nfiber, nline) spot fits; ``used`` (nfiber, nline) bool
+    bundlesize : int
+    opts : PSFFitOptions
+    target : GaussHermitePSF, optional
+        PSF that receives the corrections (default ``psf``; the pass's updated PSF).
+
+    Returns
+    -------
+    new : GaussHermitePSF
+        ``target`` with the corrected terms.
+    info : dict
+        ``delta`` {term: (nfiber,) correction of the constant coefficient}, ``nspot`` per bundle,
+        ``rchi2_before`` / ``rchi2_after`` per bundle (chi2 / pixel of the used spots).
+    """
+    keys = shape_term_keys(psf, opts.shape_terms)
+    names = list(opts.shape_terms)
+    nfib, nline = spots["X"].shape
+    fibers = psf.fibermin + np.arange(nfib)
+    inputs = psfmodel.spot_inputs(psf, np.broadcast_to(lines, (nfib, nline)).copy())
+    hx, hy = psf.hsizex, psf.hsizey
+    wnx, wny = 2 * opts.window_hx + 1, 2 * hy + 1
+    x, y = spots["X"].ravel(), spots["Y"].ravel()
+    wx0 = np.floor(x + 0.5).astype(np.int64) - opts.window_hx
+    wy0 = np.floor(y + 0.5).astype(np.int64) - hy
+    data = gather_windows(image, wx0, wy0, wnx, wny)
+    usable = gather_windows((np.asarray(ivar) > 0).astype(float), wx0, wy0, wnx, wny) > 0
+    rn2 = gather_windows(np.asarray(readnoise, float) ** 2, wx0, wy0, wnx, wny, fill=1.0)
+    flux = spots["FLUX"].ravel()
+    W, D = shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny)
+    # neighbours' light in each window (every spot, used or not, is painted)
+    st, a0, b0 = _stamps(inputs, spots["SX"].ravel(), spots["SY"].ravel(), hx, hy, x, y)
+    canvas = paint(image.shape, st, a0, b0, flux)
+    model = gather_windows(canvas, wx0, wy0, wnx, wny)
+    w = np.where(usable, 1.0 / (rn2 + np.clip(model, 0.0, None)), 0.0)
+    r = np.where(usable, data - model, 0.0)
+    M = np.einsum("kspq,spq,lspq->skl", D, w, D)  # (n, nterm, nterm)
+    v = np.einsum("kspq,spq,spq->sk", D, w, r)     # (n, nterm)
+    chi2 = np.sum(w * r**2, axis=(1, 2))
+    npix = usable.sum(axis=(1, 2))
+    uline = psfmodel.reduced_wave(lines, psf.psf_wavemin, psf.psf_wavemax)
+    nterm = len(keys)
+    new = (target if target is not None else psf).copy()
+    delta = {name: np.zeros(nfib) for name in names}
+    info = {"delta": delta, "nspot": [], "rchi2_before": [], "rchi2_after": []}
+    use = used.ravel()
+    ncoef = max(opts.shape_deg + 1, 1)
+    for name in delta:
+        if name not in new.params:  # a PSF without tails: TAILAMP 0
+            new.params[name] = np.zeros((nfib, ncoef))
+            new.legdeg[name] = (0, ncoef - 1)
+        par = np.atleast_2d(np.asarray(new.params[name], float))
+        if par.shape[0] != nfib:
+            par = np.repeat(par[:1], nfib, axis=0)
+        new.params[name] = par
+        if new.params[name].shape[1] < ncoef:
+            new.params[name] = _pad(new.params[name], ncoef)
+            new.legdeg[name] = (new.legdeg.get(name, (0, 0))[0], ncoef - 1)
+    for b0_ in range(0, nfib, bundlesize):
+        fib = np.arange(b0_, min(b0_ + bundlesize, nfib))
+        t_f = 2.0 * (fib - fib[0]) / max(len(fib) - 1, 1) - 1.0
+        sel = np.zeros((nfib, nline), bool)
+        sel[fib] = True
+        s_idx = np.flatnonzero(sel.ravel() & use)
+        info["nspot"].append(int(s_idx.size))
+        if s_idx.size < opts.shape_min_spots:
+            info["rchi2_before"].append(np.nan)
+            info["rchi2_after"].append(np.nan)
+            continue
+        ff, ll = np.divmod(s_idx, nline)
+        fdeg = min(opts.shape_fiber_deg, len(np.unique(ff)) - 1)
+        wdeg = min(opts.shape_deg, len(np.unique(ll)) - 1)
+        B = _bundle_basis(uline[ll], t_f[ff - fib[0]], wdeg, fdeg)  # (ns, nb)
+        nb = B.shape[1]
+        # normal equations of the (term, basis) unknowns
+        A = np.einsum("sa,skl,sb->kalb", B, M[s_idx], B).reshape(nterm * nb, nterm * nb)
+        rhs = np.einsum("sa,sk->ka", B, v[s_idx]).reshape(nterm * nb)
+        A += np.eye(nterm * nb) * 1e-9 * (np.trace(A) / max(nterm * nb, 1) + 1e-30)
+        try:
+            c = np.linalg.solve(A, rhs).reshape(nterm, nb)
+        except np.linalg.LinAlgError:
+            info["rchi2_before"].append(np.nan)
+            info["rchi2_after"].append(np.nan)
+            continue
+        # chi2 change to first order: r - sum_k D_k dc_k
+        dc = B @ c.T  # (ns, nterm)
+        r_after = r[s_idx] - np.einsum("kspq,sk->spq", D[:, s_idx], dc)
+        info["rchi2_before"].append(float(chi2[s_idx].sum() / max(npix[s_idx].sum(), 1)))
+        info["rchi2_after"].append(float(np.sum(w[s_idx] * r_after**2) / max(npix[s_idx].sum(), 1)))
+        # into the PSF: per fiber, a Legendre polynomial in wavelength of degree wdeg
+        for k, name in enumerate(names):
+            for kk, f in enumerate(fib):
+                coef = np.zeros(wdeg + 1)
+                for a in range(fdeg + 1):
+                    coef += c[k, a * (wdeg + 1):(a + 1) * (wdeg + 1)] * t_f[kk] ** a
+                new.params[name][f, : wdeg + 1] += coef
+                delta[name][f] = coef[0]
+    return new, info
+
+
 # ---------------------------------------------------------------------------- driver
 def _pad(coeff, ncoef):
     out = np.zeros((coeff.shape[0], max(ncoef, coeff.shape[1])))
@@ -558,6 +758,14 @@ def fit_psf(image, ivar, readnoise, start, arm, lines, bundlesize, opts=None, lo
             fx = fit_width_scales(up, spots["SX"], spots["SX_ERR"], ok, bundlesize, opts)
             fy = fit_width_scales(up, spots["SY"], spots["SY_ERR"], ok, bundlesize, opts)
             new = update_widths(new, (fx, fy))
+        if opts.shape_terms:
+            new, shinfo = fit_shape_terms(image, ivar, readnoise, psf, lines, spots, good & usedx & usedy,
+                                          bundlesize, opts, target=new)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # bundles without enough spots: NaN
+                before, after = np.nanmean(shinfo["rchi2_before"]), np.nanmean(shinfo["rchi2_after"])
+            log(f"pass {npass + 1}: shape terms {', '.join(opts.shape_terms)} refitted; spot chi2/pixel "
+                f"{before:.3f} -> {after:.3f} (first order)")
         # residuals about the new traces
         rx = spots["X"] - psfmodel.trace_x(new, lines, fibers)
         ry = spots["Y"] - psfmodel.trace_y(new, lines, fibers)
@@ -606,6 +814,7 @@ def fit_psf(image, ivar, readnoise, start, arm, lines, bundlesize, opts=None, lo
     meta["MEANDY"] = (float(np.mean(psf.ytrace[:, 0] - _pad(start.ytrace, psf.ytrace.shape[1])[:, 0])),
                       "mean y shift vs the starting PSF [pixel]")
     meta["NBADFIB"] = (int(np.sum(status != 0)), "fibers flagged BADARC/BADTRACE")
+    meta["SHTERMS"] = (",".join(opts.shape_terms) or "none", "PSF shape terms fitted (others: start)")
     return psf
 
 

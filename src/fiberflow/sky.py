@@ -23,6 +23,15 @@ integrated flux of its high-pass-filtered spectrum to that of its high-pass-filt
 over whole sky lines (peak +- 3 bins, so the ratio does not depend on the line-spread function) (so object continua do not enter; object emission lines are
 clipped), unweighted (the frame's ivar follows the data's own noise and would bias a weighted
 ratio low), applied only where it differs from 1 by more than 3 sigma.
+
+Wavelength and line-width adjustments (``adjust_wavelength``, ``adjust_lsf``): a fiber whose
+wavelength solution is off (its data are ``m(w + c)``) or whose line-spread function is wider
+by ``ds`` (``m + s ds m''`` for a Gaussian LSF of width s) than its model ``m = R_f S`` says
+has, to first order, the residual ``c m' + e m''`` on the sky lines (``e = s ds``). Each sky fiber's ``c`` and ``e`` are fitted as Legendre polynomials in wavelength
+(degree ``adjust_deg``); across the petal they are smooth functions of the fiber (they come
+from the traceshift / PSF model errors), so a weighted polynomial in fiber number (degree
+``adjust_fiber_deg``, clipped) carries them from the sky fibers to every fiber, and every
+fiber's sky becomes ``m + c m' + e m''``.
 """
 
 from __future__ import annotations
@@ -55,6 +64,10 @@ class SkyOptions(StepOptions):
     excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
     model_weights: bool = True      #: weight the fit by a variance model of the sky, not the data's ivar
     max_chi2dof: float = 1.5        #: median sky-fiber chi2/dof above this: SKYFLAG HIGHCHI2, BADPETALSKY
+    adjust_wavelength: bool = False  #: per-fiber wavelength shifts of the sky model on bright lines
+    adjust_lsf: bool = False        #: per-fiber line-width changes of the sky model on bright lines
+    adjust_deg: int = 1             #: Legendre degree in wavelength of each fiber's adjustments
+    adjust_fiber_deg: int = 2       #: polynomial degree across fibers (sky fibers -> every fiber)
 
 
 def banded_inverse_band(ab):
@@ -222,6 +235,117 @@ def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5):
     return a, err
 
 
+def model_derivatives(wave, model):
+    """First and second derivatives of each fiber's sky model along wavelength.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    model : (nspec, nwave)
+
+    Returns
+    -------
+    d1, d2 : (nspec, nwave)
+    """
+    d1 = np.gradient(model, wave, axis=1)
+    return d1, np.gradient(d1, wave, axis=1)
+
+
+def fit_adjustments(wave, resid, weight, d1, d2, deg=1, use=(True, True)):
+    """Per-fiber wavelength / line-width adjustment coefficients from sky-fiber residuals.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    resid, weight : (nsky, nwave)
+        Residual data - model of each sky fiber and its weight (0 = unused).
+    d1, d2 : (nsky, nwave)
+        First and second wavelength derivatives of their models (:func:`model_derivatives`).
+    deg : int
+        Legendre degree in wavelength.
+    use : (bool, bool)
+        Fit the wavelength (d1) and / or the line-width (d2) terms.
+
+    Returns
+    -------
+    coef : (nsky, nterm)
+        Coefficients: the d1 terms (Legendre 0..deg) first, then the d2 terms.
+    err : (nsky, nterm)
+        Their 1-sigma errors (inf where a fiber constrains nothing).
+    """
+    x = 2.0 * (wave - wave[0]) / max(wave[-1] - wave[0], 1e-12) - 1.0
+    leg = np.polynomial.legendre.legvander(x, deg).T  # (deg + 1, nwave)
+    blocks = [d for d, u in zip((d1, d2), use) if u]
+    nsky = resid.shape[0]
+    nterm = len(blocks) * (deg + 1)
+    coef = np.zeros((nsky, nterm))
+    err = np.full((nsky, nterm), np.inf)
+    for f in range(nsky):
+        basis = np.concatenate([b[f][None, :] * leg for b in blocks])  # (nterm, nwave)
+        sw = np.sqrt(np.clip(weight[f], 0.0, None))
+        A = (basis * sw[None, :]).T
+        ata = A.T @ A
+        if not np.all(np.isfinite(ata)) or np.linalg.cond(ata) > 1e12:
+            continue
+        cov = np.linalg.inv(ata)
+        coef[f] = cov @ (A.T @ (resid[f] * sw))
+        err[f] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    return coef, err
+
+
+def smooth_across_fibers(fibers, coef, err, allfibers, deg=2, nsig=4.0, maxiter=5):
+    """Weighted, clipped polynomial in fiber number through each coefficient.
+
+    Parameters
+    ----------
+    fibers : (nsky,) fiber index of each row of ``coef``
+    coef, err : (nsky, nterm)
+    allfibers : (nspec,) fibers to evaluate at
+    deg : int (lowered to what the usable fibers allow)
+
+    Returns
+    -------
+    (nspec, nterm)
+    """
+    out = np.zeros((len(allfibers), coef.shape[1]))
+    span = max(float(np.max(allfibers) - np.min(allfibers)), 1.0)
+    x0 = float(np.min(allfibers))
+    for k in range(coef.shape[1]):
+        ok = np.isfinite(err[:, k]) & (err[:, k] > 0)
+        for _ in range(maxiter):
+            n = int(ok.sum())
+            if n == 0:
+                break
+            d = min(deg, n - 1)
+            p = np.polynomial.polynomial.polyfit((fibers[ok] - x0) / span, coef[ok, k], d, w=1.0 / err[ok, k])
+            pull = (coef[:, k] - np.polynomial.polynomial.polyval((fibers - x0) / span, p)) / np.where(ok, err[:, k], 1.0)
+            bad = ok & (np.abs(pull) > nsig)
+            if not bad.any():
+                break
+            ok &= ~(bad & (np.abs(pull) >= np.max(np.abs(pull[ok]))))
+        if ok.any():
+            out[:, k] = np.polynomial.polynomial.polyval((np.asarray(allfibers) - x0) / span, p)
+    return out
+
+
+def adjustment_model(wave, d1, d2, coef, deg=1, use=(True, True)):
+    """``c(w) d1 + e(w) d2`` of every fiber from its coefficients (:func:`fit_adjustments` order).
+
+    Returns
+    -------
+    (nspec, nwave)
+    """
+    x = 2.0 * (wave - wave[0]) / max(wave[-1] - wave[0], 1e-12) - 1.0
+    leg = np.polynomial.legendre.legvander(x, deg)  # (nwave, deg + 1)
+    out = np.zeros_like(d1)
+    k = 0
+    for d, u in zip((d1, d2), use):
+        if u:
+            out += (coef[:, k:k + deg + 1] @ leg.T) * d
+            k += deg + 1
+    return out
+
+
 def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     """Sky model of every fiber of a flat-fielded frame.
 
@@ -242,7 +366,9 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     ``stat_var`` the statistical part, ``deconv`` (nwave,) S, ``throughput`` (nspec,) a_f,
     ``throughput_err`` (nspec,), ``model_frac`` (nwave,) fractional model error,
     ``clipped`` (nsky, nwave) bool, ``chi2dof`` (nsky,) residual chi2/dof of each sky fiber
-    (statistical variance only; dof = bins minus the fiber's leverages), ``niter``.
+    (statistical variance only; dof = bins minus the fiber's leverages), ``niter``,
+    ``adjustments`` (nspec, nterm) the wavelength / line-width coefficients of every fiber
+    (:func:`fit_adjustments` order; None when off).
     """
     opts = opts or SkyOptions()
     skyfibers = np.asarray(skyfibers, int)
@@ -295,6 +421,15 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
         a_all, e_all = throughput_corrections(np.where(iv > 0, fl, 0.0), iv, model_sky, opts.highpass_bins)
         a_all = np.where(np.abs(a_all - 1.0) > 3.0 * e_all, a_all, 1.0)
         a_all[skyfibers] = scale
+    use = (bool(opts.adjust_wavelength), bool(opts.adjust_lsf))
+    adj_coef = None
+    if any(use) and skyfibers.size >= 2:
+        d1, d2 = model_derivatives(np.asarray(wave, float), model_sky)
+        resid0 = d - a_all[skyfibers][:, None] * model_sky[skyfibers]
+        coef, cerr = fit_adjustments(np.asarray(wave, float), resid0, w, d1[skyfibers], d2[skyfibers],
+                                     opts.adjust_deg, use)
+        adj_coef = smooth_across_fibers(skyfibers, coef, cerr, np.arange(flux.shape[0]), opts.adjust_fiber_deg)
+        model_sky = model_sky + adjustment_model(np.asarray(wave, float), d1, d2, adj_coef, opts.adjust_deg, use)
     sky = a_all[:, None] * model_sky
     stat_var = a_all[:, None] ** 2 * stat_var
     # residuals of the sky fibers with their statistical variance
@@ -313,7 +448,7 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     var = stat_var + (frac[None, :] * sky) ** 2
     return {"sky": sky, "var": var, "stat_var": stat_var, "deconv": S, "throughput": a_all,
             "throughput_err": e_all, "model_frac": frac, "clipped": (w0 > 0) & (w == 0), "chi2dof": chi2dof,
-            "niter": it}
+            "niter": it, "adjustments": adj_coef}
 
 
 def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0):

@@ -19,6 +19,9 @@ def add_arguments(p, name):
     p.add_argument("--projection", choices=("fine", "grid"), default="fine",
                    help="fine: half-pixel bins with sub-bin structure (default, as a real CCD); grid: light on "
                         "the extraction grid's bin centres, so the extraction's truth is exact (validation)")
+    p.add_argument("--psf-shape", type=float, default=0.0,
+                   help="rms of seeded offsets of the true PSFs' higher-order Gauss-Hermite terms from the nominal "
+                        "(default 0: the nominal shape; PSF-fit validation)")
     p.add_argument("--print-plan", action="store_true", help="print the expanded plan and exit")
 
 
@@ -46,7 +49,7 @@ def run(args):
     else:
         if args.night is None:
             raise ConfigError("simulate: give --night (or a --plan that names its night)")
-        plan = parse_plan(default_plan(args.night), where="built-in demo plan")
+        plan = parse_plan(default_plan(args.night), where="built-in plan")
     if args.print_plan:
         rows = [{"expid": e.expid, "obstype": e.obstype, "exptime": e.exptime, "tileid": e.tileid,
                  "faults": e.faults or None} for e in plan.exposures]
@@ -64,9 +67,11 @@ def run(args):
         missing = sorted(set(args.expid) - set(plan.expids()))
         if missing:
             raise ConfigError(f"simulate: exposure(s) {missing} not in the plan of night {plan.night} ({plan.expids()})")
+    if not args.psf_shape >= 0:
+        raise ConfigError(f"simulate: --psf-shape must be >= 0, not {args.psf_shape}")
     t0 = time.time()
     written = simulate_night(plan, inst, seed, roots["raw"], roots["truth"], cameras=args.cameras, expids=args.expid,
-                             projection=args.projection)
+                             projection=args.projection, psf_shape=args.psf_shape)
     nraw = sum(p.endswith(".fits.fz") for p in written)
     print(f"simulated night {plan.night} ({inst.name}, seed {seed}): {nraw} raw exposure(s), "
           f"{len(written) - nraw} other file(s) in {time.time() - t0:.1f} s")

@@ -103,6 +103,12 @@ def run(args):
         hdr["SKYNCLIP"] = (int(res["clipped"].sum()), "sky-fiber bins clipped")
         hdr["SKYMERR"] = (float(np.max(res["model_frac"])), "largest fractional model error added")
         hdr["THRUCORR"] = (int(np.sum(thr != 1.0)), "fibers with a throughput correction applied")
+        if res["adjustments"] is not None:
+            terms = "+".join(t for t, on in (("wave", opts.adjust_wavelength), ("lsf", opts.adjust_lsf)) if on)
+            hdr["SKYADJ"] = (terms, "per-fiber adjustments of the sky model on lines")
+            if opts.adjust_wavelength:
+                hdr["SKYDWMAX"] = (float(np.max(np.abs(res["adjustments"][:, 0]))),
+                                   "largest per-fiber wavelength shift of the sky [A]")
         sflux, sivar, smask_out = skymod.subtract_sky(flux, ivar, mask, sky, var, smask)
     SkyModel(frame.wave, sky.astype("f4"), sky_ivar.astype("f4"), smask, stat_ivar.astype("f4"),
              thr.astype("f4"), dict(hdr)).write(args.outfile)

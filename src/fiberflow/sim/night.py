@@ -37,6 +37,11 @@ EXPOSURE_SHIFT = 0.05
 EXPOSURE_YSLOPE = 0.03
 
 
+#: Gauss-Hermite terms the simulator's ``psf_shape`` perturbs (shear, coma-like and
+#: triangular terms: orthogonal to the spot position and width a spot fit measures)
+SHAPE_TERMS = ("GH-1-1", "GH-2-1", "GH-1-2", "GH-3-0", "GH-0-3")
+
+
 def _rng(seed, *keys):
     return np.random.default_rng([int(seed)] + [int(k) for k in keys])
 
@@ -58,17 +63,27 @@ class Simulator:
         the spectra's sub-bin structure, as a real CCD sees it. ``grid``: bins centred on each
         camera's extraction grid (:func:`project.bin_to_grid`), so the image is exactly the
         extraction's model and its truth is known per bin (extraction validation).
+    psf_shape : float
+        0 (default): every night's true PSF has the nominal PSF's shape (only its traces
+        move). Above 0: the night's true PSF also differs from the nominal in its higher-order
+        Gauss-Hermite terms (:data:`SHAPE_TERMS`): each term gains a seeded offset of this rms
+        (in units of the GH-0-0 amplitude) plus a linear trend across fibers and wavelength,
+        and TAILAMP gains ``psf_shape / 10``, so a PSF fit must measure them (their truth is in the
+        night's true PSF file).
     """
 
     instrument: object
     seed: int = 1
     projection: str = "fine"
+    psf_shape: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.instrument, str):
             self.instrument = load_instrument(self.instrument)
         if self.projection not in ("fine", "grid"):
             raise ValueError(f"projection must be 'fine' or 'grid', not {self.projection!r}")
+        if not self.psf_shape >= 0:
+            raise ValueError(f"psf_shape must be >= 0, not {self.psf_shape!r}")
         path = real_psf_path()
         if path is None:
             raise DataError("../shared/data/psf/psf-r0-00067784.fits", "the real DESI PSF the optics are built on is absent")
@@ -107,9 +122,39 @@ class Simulator:
             out.ytrace[:, 1] += dyslope
         return out
 
+    def shaped_psf(self, psf, night, camera):
+        """Copy of ``psf`` whose :data:`SHAPE_TERMS` differ by seeded offsets and trends of rms
+        ``psf_shape`` (the constant and linear Legendre coefficients in wavelength, and a
+        linear trend across fibers)."""
+        out = psf.copy()
+        if self.psf_shape <= 0:
+            return out
+        r = _rng(self.seed, 13, night, _cam_index(camera))
+        t = np.linspace(-1.0, 1.0, out.nfiber)
+        for name in SHAPE_TERMS:
+            c0, c1, slope = self.psf_shape * r.standard_normal(3) * (1.0, 0.5, 0.5)
+            coef = out.params.get(name)
+            if coef is None:
+                continue
+            coef = np.array(coef, float)
+            if coef.shape[1] < 2:
+                coef = np.concatenate([coef, np.zeros((coef.shape[0], 2 - coef.shape[1]))], axis=1)
+                out.legdeg[name] = (out.legdeg.get(name, (0, 0))[0], 1)
+            coef[:, 0] += c0 + slope * t
+            coef[:, 1] += c1
+            out.params[name] = coef
+        # a power-law tail of amplitude psf_shape / 10: ~3% of the light for psf_shape 0.03 in
+        # DESI's stamp (the nominal PSF, like the real r0 one, has none)
+        tail = np.atleast_2d(np.asarray(out.params.get("TAILAMP", np.zeros((out.nfiber, 1))), float))
+        tail = np.repeat(tail[:1], out.nfiber, axis=0) if tail.shape[0] != out.nfiber else tail.copy()
+        tail[:, 0] += 0.1 * self.psf_shape
+        out.params["TAILAMP"] = tail
+        out.header["PSFSHAPE"] = (float(self.psf_shape), "rms of the true GH shape-term offsets")
+        return out
+
     def night_psf(self, night, camera):
         dx, dy = self.night_shift(night, camera)
-        psf = self.shifted_psf(self.nominal_psf(camera), dx, dy)
+        psf = self.shaped_psf(self.shifted_psf(self.nominal_psf(camera), dx, dy), night, camera)
         psf.header["TRUTH"] = (True, "true PSF of the night (simulation)")
         return psf
 
@@ -397,11 +442,11 @@ class Simulator:
 
 
 def simulate_night(plan: Plan, instrument, seed, raw_root, truth_root, cameras=None, expids=None, use_numba=True,
-                   projection="fine"):
+                   projection="fine", psf_shape=0.0):
     """Simulate a whole night (or the listed exposures). Returns the written paths.
 
-    ``projection``: see :class:`Simulator`."""
-    sim = Simulator(instrument, seed, projection)
+    ``projection``, ``psf_shape``: see :class:`Simulator`."""
+    sim = Simulator(instrument, seed, projection, psf_shape)
     written = sim.write_night_truth(plan, truth_root, cameras)
     for expid in (plan.expids() if expids is None else expids):
         written += sim.simulate_exposure(plan, expid, raw_root, truth_root, cameras, use_numba=use_numba)
