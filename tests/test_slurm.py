@@ -98,7 +98,7 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.time()
     res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fiberflow"), "demo", "--out", str(out),
-                          "--profile", os.path.join(PROJECT, "profiles", "testslurm")],
+                          "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--flats", "1"],
                          env=env, capture_output=True, text=True, timeout=2400)
     wall = time.time() - t0
     text = res.stdout + res.stderr
@@ -120,7 +120,7 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     # every frame was extracted by 2 MPI ranks that srun started inside its Slurm job
     prod = out / "redux" / "demo"
     frames = sorted(prod.glob("exposures/*/*/frame-*.fits"))
-    assert len(frames) == 18, frames  # 3 flats + 3 science exposures x b0, r0, z0
+    assert len(frames) == 12, frames  # 1 flat (--flats 1) + 3 science exposures x b0, r0, z0
     for f in frames:
         assert fitsio.read_header(str(f), ext="FLUX")["NRANKS"] == 2, f
     logs = sorted((prod / "logs" / "extract").glob("*/*.log"))

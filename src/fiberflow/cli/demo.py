@@ -39,6 +39,9 @@ def add_arguments(p, name):
     p.add_argument("--profile", default=None,
                    help="Snakemake profile folder (default: the project's profiles/local; e.g. profiles/testslurm "
                         "after `scripts/local-slurm start` to reduce the demo night through Slurm)")
+    p.add_argument("--flats", type=int, default=None,
+                   help="flat exposures of the demo night (default 3, as DESI takes a night; 1 is quicker but "
+                        "its fiberflat is noise-limited)")
 
 
 def _log(msg):
@@ -109,7 +112,7 @@ def run(args):
         _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
 
     if psf_path is not None:
-        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None))
+        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None), getattr(args, "flats", None))
 
     qa_link = os.path.relpath(paths.findfile("qa_production_html", prod=roots["prod"]), qa_dir)
     page = _write_page(qa_dir, inst, done, figs, qa_link)
@@ -125,19 +128,23 @@ DEMO_NIGHT = 20250101
 DEMO_NFLAT = 3
 
 
-def _simulate_and_reduce(out, roots, inst, profile=None):
+def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None):
     """Simulate the demo night (once) and run the Snakemake workflow on it."""
     import subprocess
 
     import yaml
 
+    from ..errors import ConfigError
     from ..exptable import raw_exposures
     from ..sim.night import simulate_night
     from ..sim.plan import default_plan, parse_plan
 
     done = []
     # three flats, as DESI takes a night: their average is the fiberflatnight
-    plan = parse_plan(default_plan(DEMO_NIGHT, nflat=DEMO_NFLAT))
+    nflat = DEMO_NFLAT if nflat is None else int(nflat)
+    if nflat < 1:
+        raise ConfigError(f"demo: --flats must be >= 1, not {nflat}")
+    plan = parse_plan(default_plan(DEMO_NIGHT, nflat=nflat))
     have = raw_exposures(roots["raw"], DEMO_NIGHT)
     if set(plan.expids()) <= set(have):
         _log(f"raw night {DEMO_NIGHT} already simulated ({len(have)} exposures)")
