@@ -374,3 +374,16 @@ def _check_calibration_chain(root, cfg, prod, sim):
     # a fiberflat from a science frame is refused, naming the file, nothing written
     res = _ff("fiberflat", "--config", cfg, "--camera", "r0", "-i", fpath, "-o", str(root / "ff-bad.fits"))
     assert res.returncode == 1 and fpath in res.stderr and "FLAT" in res.stderr and not (root / "ff-bad.fits").exists()
+    # a flat with a dead fiber (no light, e.g. broken): flagged BADFIBERFLAT, counted, the others fine
+    flat = read_frame(paths.findfile("frame", prod=str(prod), night=NIGHT, expid=903, camera="r0"))
+    dead = flat.flux.copy()
+    dead[9] = np.random.default_rng(0).normal(0.0, 1.0 / np.sqrt(np.median(flat.ivar[9])), flat.nwave)
+    deadf = root / "frame-deadfiber.fits"
+    Frame(flat.wave, dead, flat.ivar, flat.mask, flat.resolution, flat.fibermap, flat.chi2pix, None, flat.header,
+          flat.units).write(str(deadf))
+    res = _ff("fiberflat", "--config", cfg, "--camera", "r0", "-i", str(deadf), "-o", str(root / "ff-dead.fits"))
+    assert res.returncode == 0, res.stderr
+    ffd = read_fiberflat(str(root / "ff-dead.fits"))
+    assert ffd.header["NBADFIB"] == 1 and np.all(ffd.mask[9] & specmask.mask("BADFIBERFLAT"))
+    others = np.delete(np.arange(flat.nspec), 9)  # as without the dead fiber: a few bins at most
+    assert np.max(np.mean((ffd.mask[others] & specmask.mask("BADFIBERFLAT")) != 0, axis=1)) < 0.01

@@ -124,8 +124,10 @@ def run(args):
 
 
 DEMO_NIGHT = 20250101
-#: flats of the demo night (DESI takes three a night; one is noise-limited at ~0.5% rms)
+#: flats of the demo night (DESI takes three a night; one is noise-limited at ~0.5% rms) and
+#: their exposure time (180 s: the b camera's brightest pixels stay at ~80% of saturation)
 DEMO_NFLAT = 3
+DEMO_FLAT_EXPTIME = 180.0
 
 
 def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None):
@@ -144,7 +146,7 @@ def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None):
     nflat = DEMO_NFLAT if nflat is None else int(nflat)
     if nflat < 1:
         raise ConfigError(f"demo: --flats must be >= 1, not {nflat}")
-    plan = parse_plan(default_plan(DEMO_NIGHT, nflat=nflat))
+    plan = parse_plan(default_plan(DEMO_NIGHT, nflat=nflat, flat_exptime=DEMO_FLAT_EXPTIME))
     have = raw_exposures(roots["raw"], DEMO_NIGHT)
     if set(plan.expids()) <= set(have):
         _log(f"raw night {DEMO_NIGHT} already simulated ({len(have)} exposures)")

@@ -97,13 +97,14 @@ def night_start_mjd(night):
     return mjd0 + 1 + 2.0 / 24.0
 
 
-def default_plan(night, nzero=2, dark=True, ntile=2, repeats=2, nflat=1):
-    """The demo night: zeros, a dark, an arc, ``nflat`` flats, then science on ``ntile`` tiles,
-    the first observed ``repeats`` times (so coadds have several inputs)."""
+def default_plan(night, nzero=2, dark=True, ntile=2, repeats=2, nflat=1, flat_exptime=120.0):
+    """The demo night: zeros, a dark, an arc, ``nflat`` flats of ``flat_exptime`` seconds, then
+    science on ``ntile`` tiles, the first observed ``repeats`` times (so coadds have several
+    inputs)."""
     exps = [{"obstype": "ZERO", "count": nzero}]
     if dark:
         exps.append({"obstype": "DARK", "exptime": 300.0})
-    exps += [{"obstype": "ARC", "exptime": 5.0}, {"obstype": "FLAT", "exptime": 120.0, "count": int(nflat)}]
+    exps += [{"obstype": "ARC", "exptime": 5.0}, {"obstype": "FLAT", "exptime": float(flat_exptime), "count": int(nflat)}]
     base_tile = 1000 + (night_date(night).toordinal() % 900)
     for t in range(ntile):
         for r in range(repeats if t == 0 else 1):
