@@ -99,3 +99,25 @@ def test_traceshift_flat_moves_x_only(demo_sim):
     w = np.linspace(5800, 7600, 100)
     dx = psfmodel.trace_x(out, w) - psfmodel.trace_x(true, w)
     assert np.abs(dx).max() < 0.03
+
+
+def test_shift_surface_degrees_follow_the_data(rng):
+    """BIC degree selection: a constant shift measured with noise is fitted as a constant (no
+    noise-fitting curvature at the edges); a real quadratic trend keeps its terms."""
+    nfib = 50
+    fib = np.repeat(np.arange(nfib), 12)
+    u = np.tile(np.linspace(-0.95, 0.95, 12), nfib)
+    err = np.full(fib.size, 0.02)
+    keep = np.ones(fib.size, bool)
+    # over 50 noise realisations the constant wins (chance of a spurious term: ~1% per term)
+    chosen = [traceshift.select_degrees(fib, u, 0.9 + err * rng.standard_normal(fib.size), err, keep, 2, 2, nfib,
+                                        None)[:2] for _ in range(50)]
+    assert sum(c == (0, 0) for c in chosen) >= 44, chosen
+    flat = 0.9 + err * np.random.default_rng(1).standard_normal(fib.size)
+    t = 2.0 * fib / (nfib - 1) - 1.0
+    curved = 0.9 + 0.2 * u**2 - 0.1 * t + err * rng.standard_normal(fib.size)
+    df, du, _ = traceshift.select_degrees(fib, u, curved, err, keep, 2, 2, nfib, None)
+    assert df >= 1 and du == 2
+    fn = traceshift.fit_shift_surface(fib, u, flat, err, 2, 2, nfib, 4.0)
+    uq = np.broadcast_to(np.linspace(-1, 1, 30), (nfib, 30))
+    assert np.abs(fn(np.arange(nfib), uq) - 0.9).max() < 0.01

@@ -287,6 +287,44 @@ def _basis(f, u, degf, degu, nfib):
     return np.einsum("na,nb->nab", Lf, Lu).reshape(len(f), -1)
 
 
+def select_degrees(fib, u, val, err, keep, degf, degu, nfib, coef):
+    """The lowest-BIC polynomial degrees up to (degf, degu) on the points the full fit kept.
+
+    A shift surface with more freedom than the data need fits their noise, worst where the
+    measurements are faint (the b camera's blue end on science frames); the Bayesian
+    information criterion ``chi2 / s2 + k ln n`` (s2: the full model's reduced chi2 when above
+    1) keeps a term only when the data ask for it.
+
+    Returns
+    -------
+    (degf, degu, coef) of the chosen model
+    """
+    n = int(keep.sum())
+    if n == 0:
+        return degf, degu, coef
+    w = 1.0 / err[keep]
+
+    def chi2(df, du):
+        A = _basis(fib[keep], u[keep], df, du, nfib) * w[:, None]
+        cc = np.linalg.lstsq(A, val[keep] * w, rcond=None)[0]
+        return float(np.sum((A @ cc - val[keep] * w) ** 2)), cc
+
+    full, _ = chi2(degf, degu)
+    kfull = (degf + 1) * (degu + 1)
+    s2 = max(full / max(n - kfull, 1), 1.0)
+    best = (full / s2 + kfull * np.log(n), degf, degu, coef)
+    for df in range(degf + 1):
+        for du in range(degu + 1):
+            if (df, du) == (degf, degu):
+                continue
+            k = (df + 1) * (du + 1)
+            x2, cc = chi2(df, du)
+            bic = x2 / s2 + k * np.log(n)
+            if bic < best[0]:
+                best = (bic, df, du, cc)
+    return best[1], best[2], best[3]
+
+
 def fit_shift_surface(fib, u, val, err, degf, degu, nfib, nsig):
     """Robust 2-D polynomial fit; returns callable(fiber_idx (n,), u (n, m)) -> (n, m)."""
     # wavelength bins measured in few fibers (a lone noisy block) are not used: their leverage
@@ -303,6 +341,7 @@ def fit_shift_surface(fib, u, val, err, degf, degu, nfib, nsig):
     if len(fib) == 0:
         return lambda f, uq: np.zeros(np.shape(uq))
     c, keep = robust_lstsq(_basis(fib, u, degf, degu, nfib), val, err, nsig)
+    degf, degu, c = select_degrees(fib, u, val, err, keep, degf, degu, nfib, c)
 
     def fn(f, uq):
         f = np.asarray(f)
