@@ -328,3 +328,18 @@ def test_zero_and_dark_qa_against_the_master_bias(tmp_path):
                                "--png", str(tmp_path / "x.png")], capture_output=True, text=True)
     assert res.returncode != 0 and "needs both --raw and --biasnight" in res.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_bright_sky_lines_ignore_unmeasured_bins():
+    """A spike of an unconstrained sky model where no sky fiber has data (a bad CCD row masked in
+    every fiber) is no sky line: with the measured bins given, the real lines are picked."""
+    wave = 5000.0 + 0.8 * np.arange(500)
+    sky = 100.0 + 0 * wave
+    for w0, a in ((5050.0, 400.0), (5150.0, 300.0), (5300.0, 200.0)):
+        sky += a * np.exp(-0.5 * ((wave - w0) / 1.0) ** 2)
+    good = np.ones(wave.size, bool)
+    good[250:253] = False
+    sky[249:254] = [500.0, 1200.0, 1300.0, 1200.0, 500.0]  # the spike, wings on measured bins
+    assert any(abs(w - wave[251]) < 3 for w in M.bright_sky_lines(wave, sky, nline=3))
+    picked = M.bright_sky_lines(wave, sky, nline=3, good=good)
+    assert np.allclose(picked, [5050.0, 5150.0, 5300.0], atol=0.8), picked

@@ -368,7 +368,8 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     ``clipped`` (nsky, nwave) bool, ``chi2dof`` (nsky,) residual chi2/dof of each sky fiber
     (statistical variance only; dof = bins minus the fiber's leverages), ``niter``,
     ``adjustments`` (nspec, nterm) the wavelength / line-width coefficients of every fiber
-    (:func:`fit_adjustments` order; None when off).
+    (:func:`fit_adjustments` order; None when off), ``covered`` (nwave,) bins some sky fiber
+    measured (elsewhere, e.g. a bad CCD row masked in every fiber, S is unconstrained).
     """
     opts = opts or SkyOptions()
     skyfibers = np.asarray(skyfibers, int)
@@ -448,7 +449,7 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
     var = stat_var + (frac[None, :] * sky) ** 2
     return {"sky": sky, "var": var, "stat_var": stat_var, "deconv": S, "throughput": a_all,
             "throughput_err": e_all, "model_frac": frac, "clipped": (w0 > 0) & (w == 0), "chi2dof": chi2dof,
-            "niter": it, "adjustments": adj_coef}
+            "niter": it, "adjustments": adj_coef, "covered": (w > 0).any(axis=0)}
 
 
 def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0):

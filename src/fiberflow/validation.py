@@ -188,8 +188,8 @@ def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
     wave = sframe.wave
     obj = (truth.electrons - truth.sky) / truth.fiberflat
     meansky = np.median(sky.flux[skyf], axis=0) if skyf.size else np.median(sky.flux, axis=0)
-    lines = bright_sky_lines(wave, meansky, nline=nline)
     good = (sframe.ivar > 0) & (sframe.mask == 0)
+    lines = bright_sky_lines(wave, meansky, nline=nline, good=good[skyf if skyf.size else tgt].any(axis=0))
     out = {"lines": lines, "nsky": int(skyf.size), "ntarget": int(tgt.size),
            "line_resid_sky": line_window_residuals(wave, sframe.flux[skyf], good[skyf], meansky, lines, halfwidth),
            "line_resid_target": line_window_residuals(wave, (sframe.flux - obj)[tgt], good[tgt], meansky, lines,

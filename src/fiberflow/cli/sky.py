@@ -87,7 +87,9 @@ def run(args):
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise DataError(args.infile, f"sky fit failed: {exc}") from exc
         sky, var = res["sky"], res["var"]
-        smask = np.where(var > 0, 0, specmask.mask("BADSKY")).astype(np.int32)
+        # no sky fiber measured a bin (a bad CCD row masked in every fiber): the model is
+        # unconstrained there and flagged
+        smask = np.where((var > 0) & res["covered"][None, :], 0, specmask.mask("BADSKY")).astype(np.int32)
         sky_ivar = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
         sv = res["stat_var"]
         stat_ivar = np.where(sv > 0, 1.0 / np.where(sv > 0, sv, 1.0), 0.0)

@@ -373,7 +373,7 @@ def fiberflat_metrics(fiberflat, ivar, mask, header, off=0.05):
 
 # --------------------------------------------------------------------------- sky
 
-def bright_sky_lines(wave, sky, nline=5, halfwidth=3.0):
+def bright_sky_lines(wave, sky, nline=5, halfwidth=3.0, good=None):
     """Wavelengths of the ``nline`` brightest sky-line peaks of a mean sky spectrum.
 
     Parameters
@@ -381,16 +381,30 @@ def bright_sky_lines(wave, sky, nline=5, halfwidth=3.0):
     wave, sky : (nwave,)
     halfwidth : float
         Angstrom; two peaks closer than 4 x halfwidth count once.
+    good : (nwave,) bool, optional
+        Bins where the sky was measured (some sky fiber has data). Elsewhere (a bad CCD row
+        masked in every fiber) the deconvolved model is unconstrained and may show a spike
+        that is no sky line: those bins and their neighbours within ``halfwidth`` are never
+        picked, and their values are interpolated before the continuum is estimated.
 
     Returns
     -------
     list of float
     """
-    cont = np.asarray(sky, float)
+    cont = np.asarray(sky, float).copy()
+    wave = np.asarray(wave, float)
+    allowed = np.ones(cont.size, bool)
+    if good is not None:
+        good = np.asarray(good, bool)
+        if good.any() and not good.all():
+            cont[~good] = np.interp(wave[~good], wave[good], cont[good])
+            near = np.abs(wave[:, None] - wave[~good][None, :]).min(axis=1) <= halfwidth
+            allowed = ~near
     n = max(5, int(round(25.0 / max(np.median(np.diff(wave)), 1e-3))))
     from scipy.ndimage import median_filter
 
     line = cont - median_filter(cont, size=2 * n + 1, mode="nearest")
+    line[~allowed] = -np.inf
     order = np.argsort(line)[::-1]
     picked = []
     for k in order:
@@ -477,7 +491,7 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         metrics["NSKY_OUTLIER"] = int(bad.size)
         metrics["SKY_OUTLIER_FIBERS"] = [int(f) for f in bad]
         meansky = np.median(sky[skyfib], axis=0)
-        lines = bright_sky_lines(wave, meansky, nline=nline)
+        lines = bright_sky_lines(wave, meansky, nline=nline, good=good[skyfib].any(axis=0))
         worst, worst_w = 0.0, None
         for w, fr in zip(lines, line_window_residuals(wave, sflux[skyfib], good[skyfib], meansky, lines)):
             fr = 0.0 if np.isnan(fr) else fr
@@ -521,11 +535,11 @@ def line_residuals(wave, sflux, sivar, smask, sky, skyfib, nline=5, halfwidth=2.
     from scipy.ndimage import median_filter
 
     rows = skyfib if np.any(skyfib) else np.ones(sflux.shape[0], bool)
-    lines = bright_sky_lines(wave, np.median(sky[rows], axis=0), nline=nline)
+    good = (sivar > 0) & (smask == 0)
+    lines = bright_sky_lines(wave, np.median(sky[rows], axis=0), nline=nline, good=good[rows].any(axis=0))
     sel = np.zeros(wave.size, bool)
     for w in lines:
         sel |= np.abs(wave - w) <= halfwidth
-    good = (sivar > 0) & (smask == 0)
     res = sflux - median_filter(np.where(good, sflux, 0.0), size=(1, nbins), mode="nearest")
     line = sky - median_filter(sky, size=(1, nbins), mode="nearest")
     use = good & sel[None, :]
