@@ -63,7 +63,8 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
 
     cal = _re.findall(r"(\w\d) exposure \d+ vs truth: fiberflat rms ([\d.]+)%.*calibration vector rms ([\d.]+)%", text)
     assert sorted(c for c, _, _ in cal) == ["b0", "r0", "z0"], text[-2000:]
-    assert all(float(f) < 1.0 and float(v) < 1.5 for _, f, v in cal), cal
+    # three 180 s flats: the fiberflat at the issue's 0.3% (measured 0.25-0.29%)
+    assert all(float(f) < 0.35 and float(v) < 1.5 for _, f, v in cal), cal
     # standard-star fits and calibrated point-source fluxes against truth (issue 7's figures)
     std = _re.findall(r"standard stars vs truth \((\d+) fits with S/N > 20\): max \|dTeff\| (\d+) K, max "
                       r"\|d\[Fe/H\]\| ([\d.]+); calibrated r-band flux of (\d+) non-standard point sources / truth: "
@@ -80,7 +81,7 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     for cam, rs, rt, pm, ps, rc in sky:
         assert float(rs) < 3.0 and float(rt) < 5.0 and float(rc) < 0.5, (cam, rs, rt, rc)
         assert abs(float(pm)) < 0.05 and abs(float(ps) - 1) < 0.05, (cam, pm, ps)
-    assert "12 frames extracted" in text  # flat + 3 science exposures x 3 cameras
+    assert "18 frames extracted" in text  # 3 flats + 3 science exposures x 3 cameras
     # the HEALPix stage: tile 1 observed twice -> two-exposure coadds against truth
     hpx = _re.findall(r"coadds of (\d) exposure\(s\) vs truth: pulls mean ([-+\d.]+) std ([\d.]+)", text)
     assert [n for n, _, _ in hpx] == ["1", "2"], text[-2000:]
