@@ -589,6 +589,7 @@ def coadd_file(infile, outfile, opts=None, header=None):
         When the input is a coadd already, lacks TARGETID/FIBERSTATUS, or is unreadable.
     """
     from .errors import DataError
+    from .io import fitsutil
     from .io.spectra import SpectraStreamWriter, read_spectra_meta, read_spectra_rows, spectra_layout
 
     opts = opts or CoaddOptions()
@@ -619,15 +620,15 @@ def coadd_file(infile, outfile, opts=None, header=None):
     ncosmic = {b: 0 for b in bands}
     scores = {b: [] for b in bands if b in "brz"}
     chunks = target_chunks(rows, max(1, int(opts.coadd_max_rows)))
-    with SpectraStreamWriter(outfile, hdr, tf, out_wave, out_ndiag, layout[bands[0]][2],
-                             exp_fibermap=ex) as writer:
+    with fitsutil.open_fits(infile) as fin, SpectraStreamWriter(outfile, hdr, tf, out_wave, out_ndiag,
+                                                                 layout[bands[0]][2], exp_fibermap=ex) as writer:
         for t0, t1 in chunks:
             need = np.unique(np.concatenate(rows[t0:t1]))
             local = [np.searchsorted(need, jj) for jj in rows[t0:t1]]
             fsl = fs[need]
             parts = {}
             for b in bands:
-                flux, ivar, mask, res = read_spectra_rows(infile, b, need)
+                flux, ivar, mask, res = read_spectra_rows(infile, b, need, fx=fin)
                 c = coadd_one_band(fsl, local, b, flux, ivar, mask, res, opts)
                 del flux, ivar, mask, res
                 ncosmic[b] += c["ncosmic"]

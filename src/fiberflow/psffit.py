@@ -508,8 +508,8 @@ def shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny, h=1e
 
     Returns
     -------
-    W : (n, wny, wnx)
-        Unit-flux model of each spot.
+    stamps : (stamps, x0, y0)
+        The spots' stamps and CCD origins (:func:`_stamps`), for painting the frame's model.
     D : (nterm, n, wny, wnx)
         flux x d(model)/d(term) (finite differences: the stamps are normalised to unit sum).
     """
@@ -531,7 +531,7 @@ def shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny, h=1e
             pert["tail"] = tail
         s2, a1, b1 = _stamps(pert, sx, sy, hx, hy, x, y)
         D.append(flux[:, None, None] * (render_windows(s2, a1, b1, wx0, wy0, wnx, wny) - W) / h)
-    return W, np.stack(D) if D else np.zeros((0,) + W.shape)
+    return (st, a0, b0), np.stack(D) if D else np.zeros((0,) + W.shape)
 
 
 def fit_shape_terms(image, ivar, readnoise, psf, lines, spots, used, bundlesize, opts, target=None):
@@ -567,7 +567,6 @@ def fit_shape_terms(image, ivar, readnoise, psf, lines, spots, used, bundlesize,
     keys = shape_term_keys(psf, opts.shape_terms)
     names = list(opts.shape_terms)
     nfib, nline = spots["X"].shape
-    fibers = psf.fibermin + np.arange(nfib)
     inputs = psfmodel.spot_inputs(psf, np.broadcast_to(lines, (nfib, nline)).copy())
     hx, hy = psf.hsizex, psf.hsizey
     wnx, wny = 2 * opts.window_hx + 1, 2 * hy + 1
@@ -578,9 +577,8 @@ def fit_shape_terms(image, ivar, readnoise, psf, lines, spots, used, bundlesize,
     usable = gather_windows((np.asarray(ivar) > 0).astype(float), wx0, wy0, wnx, wny) > 0
     rn2 = gather_windows(np.asarray(readnoise, float) ** 2, wx0, wy0, wnx, wny, fill=1.0)
     flux = spots["FLUX"].ravel()
-    W, D = shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny)
+    (st, a0, b0), D = shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny)
     # neighbours' light in each window (every spot, used or not, is painted)
-    st, a0, b0 = _stamps(inputs, spots["SX"].ravel(), spots["SY"].ravel(), hx, hy, x, y)
     canvas = paint(image.shape, st, a0, b0, flux)
     model = gather_windows(canvas, wx0, wy0, wnx, wny)
     w = np.where(usable, 1.0 / (rn2 + np.clip(model, 0.0, None)), 0.0)

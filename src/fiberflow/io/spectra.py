@@ -7,6 +7,7 @@ EXP_FIBERMAP (coadds), SCORES, and per band ``{B}_WAVELENGTH``, ``{B}_FLUX``,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,7 +202,7 @@ def row_runs(rows):
     return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
 
 
-def read_spectra_rows(path, band, rows):
+def read_spectra_rows(path, band, rows, fx=None):
     """Some rows of one band of a spectra file, read as contiguous runs (memory bounded by the rows).
 
     Partial reads cannot verify the HDU checksums (:func:`read_spectra_band` does).
@@ -211,6 +212,8 @@ def read_spectra_rows(path, band, rows):
     path : str
     band : str
     rows : (n,) int, strictly increasing
+    fx : fitsio.FITS, optional
+        The file already open (a caller reading many chunks opens it once).
 
     Returns
     -------
@@ -219,7 +222,7 @@ def read_spectra_rows(path, band, rows):
     path = str(path)
     B = band.upper()
     runs = row_runs(rows)
-    with fitsutil.open_fits(path) as fx:
+    with (contextlib.nullcontext(fx) if fx is not None else fitsutil.open_fits(path)) as fx:
         names = fitsutil.hdu_names(fx)
         out = []
         for name, dt in (("FLUX", "f4"), ("IVAR", "f4"), ("MASK", "i4"), ("RESOLUTION", "f4")):
