@@ -38,7 +38,7 @@ class FluxCalibOptions(StepOptions):
     nsig: float = 5.0           #: pixel clipping [sigma]
     nsig_star: float = 4.0      #: star rejection on the per-star scale [robust sigma]
     max_scale_dev: float = 0.2  #: stars whose scale deviates more than this from 1 are rejected
-    smooth: float = 1e4         #: curvature penalty on C outside telluric bands (relative to the median diagonal)
+    smooth: float = 1e5         #: curvature penalty on C outside telluric bands (relative to the median diagonal)
     smooth_telluric: float = 1e-3  #: curvature penalty inside telluric bands (C follows the absorption)
     maxiter: int = 20
     max_star_rms: float = 0.1   #: rms of the standards' scales above this sets BADPETALFLUXCAL (petal-level)

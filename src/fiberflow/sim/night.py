@@ -238,6 +238,19 @@ class Simulator:
                                   * exp.transparency)
         return out
 
+    @staticmethod
+    def _calib_at_resolution(L, grid, factor, wave, sig):
+        """True calibration as the spectrograph sees it: the calibration of the light path
+        (narrow telluric lines included) convolved with each fiber's LSF, like ``flux``, so that
+        ``electrons = calib x flux`` holds for smooth sources.
+
+        Returns
+        -------
+        (nfiber, nwave)
+        """
+        cc, ccen, cphot = project.bin_model(grid, (L["calib"](grid) * project.MODEL_STEP)[None, :], factor)
+        return project.convolve_to_grid(cc, ccen, cphot, wave, sig)
+
     # ------------------------------------------------------------------ one camera
     def simulate_camera(self, night, exp: ExposureSpec, camera, fibermap=None, objflux=None, info=None,
                         use_numba=True):
@@ -277,7 +290,7 @@ class Simulator:
                 wave=wave, electrons=elec,
                 sky=project.convolve_to_grid(centers, scen, skyp, wave, sig),
                 fiberflat=self.fiber_throughput(camera, wave, exp.faults.get("broken_fibers", []) or []),
-                calib=np.broadcast_to(L["calib"](wave), elec.shape).copy() if "calib" in L else np.zeros_like(elec),
+                calib=self._calib_at_resolution(L, grid, factor, wave, sig) if "calib" in L else np.zeros_like(elec),
                 flux=project.convolve_to_grid(centers, fcen, fluxp, wave, sig),
                 fine_center=centers, fine_dwave=centroid - centers[None, :], photons=photons,
                 fibermap=fibermap,
