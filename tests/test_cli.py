@@ -63,8 +63,9 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
 
     cal = _re.findall(r"(\w\d) exposure \d+ vs truth: fiberflat rms ([\d.]+)%.*calibration vector rms ([\d.]+)%", text)
     assert sorted(c for c, _, _ in cal) == ["b0", "r0", "z0"], text[-2000:]
-    # three 180 s flats: the fiberflat at the issue's 0.3% (measured 0.25-0.29%)
-    assert all(float(f) < 0.35 and float(v) < 1.5 for _, f, v in cal), cal
+    # three 180 s flats: the fiberflat at the issue's 0.3% (measured 0.25-0.29%); the calibration
+    # vector of every exposure within the issue's 1% RMS of truth (measured 0.47-0.89%)
+    assert all(float(f) < 0.35 and float(v) < 1.0 for _, f, v in cal), cal
     # standard-star fits and calibrated point-source fluxes against truth (issue 7's figures)
     std = _re.findall(r"standard stars vs truth \((\d+) fits with S/N > 20\): max \|dTeff\| (\d+) K, max "
                       r"\|d\[Fe/H\]\| ([\d.]+); calibrated r-band flux of (\d+) non-standard point sources / truth: "

@@ -3,7 +3,10 @@
 - **dx** (cross-dispersion): every fiber's continuum trace is cut in blocks of rows; in each
   row the pixels within +-``hx`` columns of the trace are fitted with the PSF's own
   cross-dispersion profile (the Gauss-Hermite core marginalised over y, pixel-integrated, with
-  a free amplitude per row), and the block's common offset is solved by Gauss-Newton.
+  a free amplitude per row), and the block's common offset is solved by Gauss-Newton. Rows on
+  spectral lines are left out (:func:`continuum_rows`). On science frames dx is measured again
+  once dy is known, on the y-shifted PSF, so that each row compares the traces at the same
+  wavelength.
 - **dy** (wavelength, science only): each fiber is boxcar-extracted along its shifted trace;
   in blocks of rows the high-pass filtered spectrum is fitted with a sky reference spectrum
   (the UVES night-sky atlas by default, convolved with the PSF's line-spread function and
@@ -45,6 +48,7 @@ class TraceShiftOptions(StepOptions):
     dy_blocks: int = 8      #: wavelength blocks per fiber for dy
     nsig_clip: float = 4.0
     max_err: float = 0.1    #: block measurements with larger errors [pixel] are not used
+    line_rows: float = 4.0  #: rows on spectral lines (amplitude off the running median by this many sigma) are not used for dx; 0 uses all
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -88,6 +92,31 @@ def _row_geometry(psf, rows, fibers):
     return wave, x
 
 
+def continuum_rows(a, var_a, good, nsig, width=31, grow=4):
+    """Rows of each trace that show its continuum, not a spectral line.
+
+    A row crossing a sky or object line sees the spots of neighbouring wavelengths with very
+    different weights; the PSF's odd-odd Gauss-Hermite terms (GH-1-1 shear, ...) then move the
+    row's cross-dispersion centroid with the flux gradient along the trace, by up to a few
+    tenths of a pixel on bright lines. Such rows (amplitude off its running median by more
+    than ``nsig`` sigma and 5%) and ``grow`` rows on each side (the spots' extent) are left out.
+
+    Parameters
+    ----------
+    a, var_a : (nf, ny) per-row amplitude and its variance
+    good : (nf, ny) bool, rows with a measured amplitude
+
+    Returns
+    -------
+    (nf, ny) bool
+    """
+    med = ndimage.median_filter(np.where(good, a, 0.0), size=(1, width), mode="nearest")
+    dev = np.abs(a - med)
+    line = good & (dev > nsig * np.sqrt(var_a)) & (dev > 0.05 * np.abs(med))
+    line = ndimage.binary_dilation(line, structure=np.ones((1, 2 * grow + 1), bool))
+    return ~line
+
+
 def measure_dx(image, ivar, psf, opts, fibers=None):
     """Cross-dispersion offsets per (fiber, block of rows).
 
@@ -119,7 +148,8 @@ def measure_dx(image, ivar, psf, opts, fibers=None):
         dx = np.zeros((nf, nb))
         derr = np.full((nf, nb), np.inf)
         blk = np.minimum(rows // opts.block_rows, nb - 1)
-        for _ in range(4):
+        continuum = np.ones((nf, ny), bool)
+        for it in range(4):
             shift = dx[:, blk]  # (nf, ny)
             p, dp = cross_profile((xc + shift).ravel(), sig.ravel(), gh.reshape(-1, gh.shape[-1]),
                                   cols.reshape(-1, cols.shape[-1]))
@@ -137,8 +167,10 @@ def measure_dx(image, ivar, psf, opts, fibers=None):
             b = np.where(ok, (s_pp * s_qd - s_pq * s_pd) / np.where(ok, det, 1), 0.0)
             var_b = np.where(ok, s_pp / np.where(ok, det, 1), np.inf)
             good = ok & (a > 0) & (a * a / np.maximum(var_b, 1e-300) > 0)
+            if it == 0 and opts.line_rows > 0:
+                continuum = continuum_rows(a, np.where(ok, s_qq / np.where(ok, det, 1), np.inf), good, opts.line_rows)
             delta = np.where(good, b / np.where(good, a, 1), 0.0)
-            wd = np.where(good, a * a / var_b, 0.0)  # 1/var(delta)
+            wd = np.where(good & continuum, a * a / var_b, 0.0)  # 1/var(delta)
             num = np.zeros((nf, nb))
             den = np.zeros((nf, nb))
             for k in range(nf):
@@ -410,6 +442,15 @@ def trace_shift(image, ivar, psf, continuum_only=False, opts=None, log=None):
                                    mdy["DY_ERR"], opts.degyx, opts.degyy, nfib, opts.nsig_clip)
             method = "sky"
             log(f"dy: {mdy.size} sky-line block measurements, {fy.nkeep} kept, median {np.median(mdy['DY']):+.3f} px")
+            # dx was measured row by row with the unshifted wavelengths: a row then compares the
+            # traces at wavelengths dy apart, off by (dx/dwave) x dwave (~0.01 px per A at the
+            # traces' steepest); measured again on the y-shifted PSF it is dx at fixed wavelength
+            zero = lambda f, u: np.zeros(np.shape(u))  # noqa: E731
+            mdx = measure_dx(image, ivar, shifted_psf(psf, zero, fy), opts)
+            mdx = mdx[mdx["DX_ERR"] < opts.max_err]
+            if mdx.size >= 3:
+                fx = fit_shift_surface(mdx["FIBER"], psfmodel.reduced_wave(mdx["WAVE"], tmin, tmax), mdx["DX"],
+                                       mdx["DX_ERR"], opts.degxx, opts.degxy, nfib, opts.nsig_clip)
         else:
             log("dy: too few sky-line measurements; wavelength offsets not measured")
     out = shifted_psf(psf, fx, fy)
