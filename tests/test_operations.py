@@ -259,7 +259,7 @@ def test_targeted_rebuilds(ops):
 
 def test_status_matches_snakemake_and_dag_is_drawn(ops, tmp_path):
     """The jobs `fiberflow status` knows are exactly the outputs Snakemake plans from scratch."""
-    root, prod = ops["root"], str(ops["prod"])
+    root = ops["root"]
     res = snakemake(root, ops["cfg"], "-n", "--forceall", "--quiet", "rules")
     planned = _job_counts(res.stdout + res.stderr)
     planned.pop("all", None)

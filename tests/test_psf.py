@@ -183,7 +183,7 @@ def test_psf_fit_measures_higher_order_gauss_hermite_terms(demo_sim):
         err = {k: float(np.sqrt(np.mean((vals[k] - truth[k]) ** 2))) for k in terms}
         xrms, wrms, _ = _errors(fit, true_psf, sim.instrument.camera(cam), fit.status() == 0)
         out[bool(fitted)] = (err, float(np.mean(fit.spots["CHI2"][fit.spots["USED"]])), xrms, wrms)
-    (e0, chi0, x0, w0), (e1, chi1, x1, w1) = out[False], out[True]
+    (e0, chi0, x0, _w0), (e1, chi1, x1, w1) = out[False], out[True]
     # measured: GH start errors 0.011-0.055, fitted 0.0002-0.0006; TAILAMP 0.0030 -> 0.0003;
     # spot chi2 2.9 -> 1.28; x rms 0.0058 -> 0.0018 px; core widths 1.7-2.0% -> 0.6-0.8% off
     assert min(e0[k] for k in SHAPE_TERMS) > 0.005 and e0["TAILAMP"] > 0.0025

@@ -19,10 +19,11 @@ Variance of the sky model:
   to every fiber's sky variance.
 
 Throughput corrections (``throughput_correction``): ``a_f`` of a fiber is the ratio of the
-integrated flux of its high-pass-filtered spectrum to that of its high-pass-filtered sky model
-over whole sky lines (peak +- 3 bins, so the ratio does not depend on the line-spread function) (so object continua do not enter; object emission lines are
-clipped), unweighted (the frame's ivar follows the data's own noise and would bias a weighted
-ratio low), applied only where it differs from 1 by more than 3 sigma.
+integrated flux of its sky lines to its model's, above a continuum measured without the lines
+(:func:`throughput_corrections`); every sky fiber's enters the fit (normalised to median 1,
+the level belongs to ``S``), another fiber's is applied only where it differs from 1 by more
+than 3 sigma, its error (photon noise, or the scatter of its lines when the target's own
+features make that larger) added to the sky variance.
 
 Wavelength and line-width adjustments (``adjust_wavelength``, ``adjust_lsf``): a fiber whose
 wavelength solution is off (its data are ``m(w + c)``) or whose line-spread function is wider
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cholesky_banded
-from scipy.ndimage import binary_dilation, median_filter, uniform_filter1d
+from scipy.ndimage import binary_dilation, label, median_filter, uniform_filter1d
 
 from .bitmasks import specmask, usable_bins
 from .config import StepOptions
@@ -58,7 +59,7 @@ class SkyOptions(StepOptions):
     maxiter: int = 20
     smooth: float = 1e-4            #: first-difference penalty on S (relative to the local diagonal)
     local_smooth: bool = True       #: scale the penalty by the local normal-matrix diagonal (not the median)
-    throughput_correction: bool = False  #: off by default: biased by 1-2% on simulated data (see notes)
+    throughput_correction: bool = False  #: per-fiber sky throughput corrections from the sky lines (see throughput_corrections)
     model_error: bool = True        #: add the measured model error to the sky variance
     highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
     excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
@@ -190,8 +191,52 @@ def highpass(x, nbins):
     return x - median_filter(x, size=(1,) * (np.ndim(x) - 1) + (nbins,), mode="nearest")
 
 
-def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5):
+def line_scatter_error(hd, hm, use, a):
+    """Error of the ratio ``a = sum(hd) / sum(hm)`` from the scatter of its lines.
+
+    A target's own spectrum (absorption features under a sky line, a continuum the high-pass
+    leaves a little of) moves each line's ratio by more than the photon noise; the spread of
+    the per-line residuals ``sum_line(hd - a hm)`` measures it.
+
+    Parameters
+    ----------
+    hd, hm : (nwave,) high-passed data and model of one fiber
+    use : (nwave,) bool, the bins of whole lines
+    a : float
+
+    Returns
+    -------
+    float (0 with fewer than 3 lines)
+    """
+    lab, n = label(use)
+    if n < 3:
+        return 0.0
+    r = np.bincount(lab[use], weights=(hd - a * hm)[use], minlength=n + 1)[1:]
+    return float(np.sqrt(np.sum(r**2) * n / (n - 1)) / np.sum(hm[use]))
+
+
+def masked_running_mean(x, keep, nbins):
+    """Running mean over ``nbins`` of the kept bins of each row (the running median where a
+    window keeps nothing); x, keep (nspec, nwave) -> (nspec, nwave)."""
+    num = uniform_filter1d(np.where(keep, x, 0.0), nbins, axis=1, mode="nearest")
+    den = uniform_filter1d(keep.astype(float), nbins, axis=1, mode="nearest")
+    ok = den > 0.5 / nbins
+    return np.where(ok, num / np.where(ok, den, 1.0), median_filter(x, size=(1, nbins), mode="nearest"))
+
+
+def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5, nouter=3):
     """Per-fiber sky throughput corrections from the sky lines.
+
+    ``a_f`` is the ratio of the integrated flux of the fiber's sky lines to its model's, over
+    whole lines (peak +- 3 bins, so the ratio does not depend on the line-spread function),
+    unweighted (the frame's ivar follows the data's own noise and would bias a weighted ratio).
+    Lines are measured above a continuum: the model's lines (its high-pass) are removed from
+    the data, and the running mean of what is left, over the bins away from the lines and not
+    deviating from its running median by more than 4 sigma (object emission lines), is the
+    continuum (sky and object), refined ``nouter`` times; the model's lines are measured the
+    same way, so that a noise-free fiber gives exactly 1. A running median of the data
+    themselves (as before) sat above their continuum by a fraction of the noise wherever lines
+    shared its window and biased ``a`` by ~2%.
 
     Parameters
     ----------
@@ -202,36 +247,41 @@ def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5):
     -------
     a, err : (nspec,)
         Ratio of the data's sky-line signal to the model's, and its 1-sigma error (inf where
-        no sky line is measured).
+        no sky line is measured; the larger of the photon noise and the scatter of the lines,
+        which a target's own spectral features enlarge).
     """
-    hd = highpass(flux, nbins)
-    hm = highpass(model, nbins)
-    nspec = flux.shape[0]
+    flux = np.asarray(flux, float)
+    model = np.asarray(model, float)
+    nspec, nwave = flux.shape
+    lines = highpass(model, nbins)
+    good_all = ivar > 0
+    sig = 1.0 / np.sqrt(np.where(good_all, ivar, np.inf))
+    s0 = np.array([np.median(sig[f, good_all[f]]) if good_all[f].any() else np.inf for f in range(nspec)])
+    # whole lines: where the model's lines stand out, +- 3 bins
+    on_line = binary_dilation(lines > 3.0 * s0[:, None], structure=np.ones((1, 7), bool))
     a = np.ones(nspec)
     err = np.full(nspec, np.inf)
-    sig = 1.0 / np.sqrt(np.where(ivar > 0, ivar, np.inf))
-    for f in range(nspec):
-        good = ivar[f] > 0
-        if good.sum() < 3:
-            continue
-        # weights and selection must not follow the data's own noise (ivar does, a little):
-        # unweighted ratio over the bins where the model's sky lines stand out
-        s0 = np.median(sig[f, good])
-        # whole lines (peak +- 3 bins): their integrated flux does not depend on the LSF width
-        use = good & binary_dilation(hm[f] > 3.0 * s0, iterations=3)
-        for _ in range(maxiter):
-            if use.sum() < 3:
-                break
-            den = np.sum(hm[f, use])
-            if den <= 0:
-                break
-            a[f] = np.sum(hd[f, use]) / den
-            err[f] = np.sqrt(np.sum(sig[f, use] ** 2)) / den
-            res = (hd[f] - a[f] * hm[f]) * np.sqrt(ivar[f])
-            bad = use & (np.abs(res) > nsig)
-            if not bad.any():
-                break
-            use &= ~bad
+    for _ in range(nouter):
+        rest = flux - a[:, None] * lines
+        med = median_filter(np.where(good_all, rest, model - lines), size=(1, nbins), mode="nearest")
+        keep = good_all & ~on_line & (np.abs(rest - med) < 4.0 * sig)
+        hm = model - masked_running_mean(model - lines, keep, nbins)
+        hd = flux - masked_running_mean(rest, keep, nbins)
+        for f in range(nspec):
+            use = good_all[f] & on_line[f]
+            for _ in range(maxiter):
+                if use.sum() < 3:
+                    break
+                den = np.sum(hm[f, use])
+                if den <= 0:
+                    break
+                a[f] = np.sum(hd[f, use]) / den
+                err[f] = max(np.sqrt(np.sum(sig[f, use] ** 2)) / den, line_scatter_error(hd[f], hm[f], use, a[f]))
+                res = (hd[f] - a[f] * hm[f]) * np.sqrt(ivar[f])
+                bad = use & (np.abs(res) > nsig)
+                if not bad.any():
+                    break
+                use &= ~bad
     return a, err
 
 
@@ -397,10 +447,11 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
             w0 = np.where(w0 > 0, w, 0.0)
             reweighted = True
             continue
-        if opts.throughput_correction and skyfibers.size > 1 and it <= 3:
+        if opts.throughput_correction and skyfibers.size > 1 and it <= 12:
             a, err = throughput_corrections(d, w, model / scale[:, None], opts.highpass_bins)
-            new = np.where(np.abs(a - 1.0) > 3.0 * err, a, 1.0)
-            new /= np.median(new)  # the overall level belongs to S
+            # every sky fiber's own (sky lines only, no object): the overall level belongs to S
+            new = np.where(np.isfinite(err), a, 1.0)
+            new /= np.median(new)
             if np.max(np.abs(new - scale)) > 1e-4:
                 scale = new
                 continue
@@ -420,8 +471,10 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
         fl = np.asarray(flux, float)
         iv = np.where(usable_bins(mask, ivar, fl), np.asarray(ivar, float), 0.0)
         a_all, e_all = throughput_corrections(np.where(iv > 0, fl, 0.0), iv, model_sky, opts.highpass_bins)
-        a_all = np.where(np.abs(a_all - 1.0) > 3.0 * e_all, a_all, 1.0)
+        applied = np.abs(a_all - 1.0) > 3.0 * e_all
+        a_all = np.where(applied, a_all, 1.0)
         a_all[skyfibers] = scale
+        applied[skyfibers] = False
     use = (bool(opts.adjust_wavelength), bool(opts.adjust_lsf))
     adj_coef = None
     if any(use) and skyfibers.size >= 2:
@@ -433,6 +486,9 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
         model_sky = model_sky + adjustment_model(np.asarray(wave, float), d1, d2, adj_coef, opts.adjust_deg, use)
     sky = a_all[:, None] * model_sky
     stat_var = a_all[:, None] ** 2 * stat_var
+    if opts.throughput_correction:
+        # a target's correction is uncertain by its error: that much of its sky, fully correlated
+        stat_var = stat_var + np.where(applied, np.where(np.isfinite(e_all), e_all, 0.0), 0.0)[:, None] ** 2 * model_sky**2
     # residuals of the sky fibers with their statistical variance
     # residuals of the fitted sky fibers: their expected variance is 1/w - var(model) (the fit
     # follows each point by its leverage w * var(model)); the effective dof of a fiber is
