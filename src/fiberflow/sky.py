@@ -61,7 +61,7 @@ class SkyOptions(StepOptions):
     local_smooth: bool = True       #: scale the penalty by the local normal-matrix diagonal (not the median)
     throughput_correction: bool = False  #: per-fiber sky throughput corrections from the sky lines (see throughput_corrections)
     model_error: bool = True        #: add the measured model error to the sky variance
-    highpass_bins: int = 51         #: median-filter width of the high-pass used for a_f
+    highpass_bins: int = 51         #: window [bins] of the continuum under the sky lines used for a_f
     excess_window: int = 5          #: bins over which the sky fibers' excess variance is averaged
     model_weights: bool = True      #: weight the fit by a variance model of the sky, not the data's ivar
     max_chi2dof: float = 1.5        #: median sky-fiber chi2/dof above this: SKYFLAG HIGHCHI2, BADPETALSKY

@@ -433,7 +433,8 @@ def trace_shift(image, ivar, psf, continuum_only=False, opts=None, log=None):
     log(f"dx: {mdx.size} block measurements, {fx.nkeep} kept, median {np.median(mdx['DX']):+.3f} px")
     mdy = np.zeros(0, dtype=[("FIBER", "i4"), ("WAVE", "f8"), ("DY", "f8"), ("DY_ERR", "f8")])
     method = "none"
-    fy = lambda f, u: np.zeros(np.shape(u))  # noqa: E731
+    zero = lambda f, u: np.zeros(np.shape(u))  # noqa: E731
+    fy = zero
     if not continuum_only and opts.sky_lines:
         mdy = measure_dy_sky(image, ivar, psf, dxfun, opts)
         mdy = mdy[mdy["DY_ERR"] < opts.max_err]
@@ -445,12 +446,14 @@ def trace_shift(image, ivar, psf, continuum_only=False, opts=None, log=None):
             # dx was measured row by row with the unshifted wavelengths: a row then compares the
             # traces at wavelengths dy apart, off by (dx/dwave) x dwave (~0.01 px per A at the
             # traces' steepest); measured again on the y-shifted PSF it is dx at fixed wavelength
-            zero = lambda f, u: np.zeros(np.shape(u))  # noqa: E731
-            mdx = measure_dx(image, ivar, shifted_psf(psf, zero, fy), opts)
-            mdx = mdx[mdx["DX_ERR"] < opts.max_err]
-            if mdx.size >= 3:
+            mdx2 = measure_dx(image, ivar, shifted_psf(psf, zero, fy), opts)
+            mdx2 = mdx2[mdx2["DX_ERR"] < opts.max_err]
+            if mdx2.size >= 3:
+                mdx = mdx2
                 fx = fit_shift_surface(mdx["FIBER"], psfmodel.reduced_wave(mdx["WAVE"], tmin, tmax), mdx["DX"],
                                        mdx["DX_ERR"], opts.degxx, opts.degxy, nfib, opts.nsig_clip)
+                log(f"dx at the shifted wavelengths: {mdx.size} block measurements, {fx.nkeep} kept, "
+                    f"median {np.median(mdx['DX']):+.3f} px")
         else:
             log("dy: too few sky-line measurements; wavelength offsets not measured")
     out = shifted_psf(psf, fx, fy)
