@@ -98,7 +98,8 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.time()
     res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fiberflow"), "demo", "--out", str(out),
-                          "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--flats", "1"],
+                          "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--flats", "1",
+                          "--tiles", "1"],
                          env=env, capture_output=True, text=True, timeout=2400)
     wall = time.time() - t0
     text = res.stdout + res.stderr
@@ -120,13 +121,13 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     # every frame was extracted by 2 MPI ranks that srun started inside its Slurm job
     prod = out / "redux" / "demo"
     frames = sorted(prod.glob("exposures/*/*/frame-*.fits"))
-    assert len(frames) == 12, frames  # 1 flat (--flats 1) + 3 science exposures x b0, r0, z0
+    assert len(frames) == 9, frames  # 1 flat (--flats 1) + 2 science exposures of one tile (--tiles 1) x b0, r0, z0
     for f in frames:
         assert fitsio.read_header(str(f), ext="FLUX")["NRANKS"] == 2, f
     logs = sorted((prod / "logs" / "extract").glob("*/*.log"))
     assert logs and all("2 rank(s) x 1 thread(s)" in p.read_text() for p in logs)
     # the science products exist and the QA pages were built
-    assert len(sorted(prod.glob("exposures/*/*/cframe-*.fits"))) == 9
+    assert len(sorted(prod.glob("exposures/*/*/cframe-*.fits"))) == 6
     assert list(prod.glob("healpix/*/*/*/*/coadd-*.fits"))
     assert os.path.exists(paths.findfile("qa_production_html", prod=str(prod)))
     assert "coadds of 2 exposure(s) vs truth" in text, text[-3000:]

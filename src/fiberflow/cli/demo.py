@@ -42,6 +42,9 @@ def add_arguments(p, name):
     p.add_argument("--flats", type=int, default=None,
                    help="flat exposures of the demo night (default 3, as DESI takes a night; 1 is quicker but "
                         "its fiberflat is noise-limited)")
+    p.add_argument("--tiles", type=int, default=None,
+                   help="science tiles of the demo night (default 2: the first observed twice, so coadds have two "
+                        "exposures, the second once; 1 makes a smaller night)")
 
 
 def _log(msg):
@@ -112,7 +115,8 @@ def run(args):
         _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
 
     if psf_path is not None:
-        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None), getattr(args, "flats", None))
+        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None), getattr(args, "flats", None),
+                                     getattr(args, "tiles", None))
 
     qa_link = os.path.relpath(paths.findfile("qa_production_html", prod=roots["prod"]), qa_dir)
     page = _write_page(qa_dir, inst, done, figs, qa_link)
@@ -127,10 +131,11 @@ DEMO_NIGHT = 20250101
 #: flats of the demo night (DESI takes three a night; one is noise-limited at ~0.5% rms) and
 #: their exposure time (180 s: the b camera's brightest pixels stay at ~80% of saturation)
 DEMO_NFLAT = 3
+DEMO_NTILE = 2
 DEMO_FLAT_EXPTIME = 180.0
 
 
-def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None):
+def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None, ntile=None):
     """Simulate the demo night (once) and run the Snakemake workflow on it."""
     import subprocess
 
@@ -146,7 +151,10 @@ def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None):
     nflat = DEMO_NFLAT if nflat is None else int(nflat)
     if nflat < 1:
         raise ConfigError(f"demo: --flats must be >= 1, not {nflat}")
-    plan = parse_plan(default_plan(DEMO_NIGHT, nflat=nflat, flat_exptime=DEMO_FLAT_EXPTIME))
+    ntile = DEMO_NTILE if ntile is None else int(ntile)
+    if ntile < 1:
+        raise ConfigError(f"demo: --tiles must be >= 1, not {ntile}")
+    plan = parse_plan(default_plan(DEMO_NIGHT, ntile=ntile, nflat=nflat, flat_exptime=DEMO_FLAT_EXPTIME))
     have = raw_exposures(roots["raw"], DEMO_NIGHT)
     if set(plan.expids()) <= set(have):
         _log(f"raw night {DEMO_NIGHT} already simulated ({len(have)} exposures)")
