@@ -42,6 +42,7 @@ TABLES = {n: ffexp.night_table(ROOTS["raw"], PROD, n) for n in NIGHTS}
 DEFAULT_PSF_DIR = default_psf_dir(config)
 DEFAULT_FIBERFLAT_DIR = default_psf_dir(config, key="default_fiberflat")
 DEFAULT_FLUXCALIB_DIR = default_psf_dir(config, key="default_fluxcalib")
+PIXFLAT_DIR = default_psf_dir(config, key="pixflat")
 # the software of every rule (snakemake --software-deployment-method conda)
 CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 
@@ -190,6 +191,8 @@ def preproc_inputs(wildcards):
     files = {"raw": find("raw", night=night, expid=int(wildcards.expid))}
     if zeros_of(night, wildcards.camera):
         files["biasnight"] = find("biasnight", night=night, camera=wildcards.camera)
+    if PIXFLAT_DIR:
+        files["pixflat"] = os.path.join(PIXFLAT_DIR, f"pixflat-{wildcards.camera}.fits")
     fm = find("fibermap", night=night, expid=int(wildcards.expid))
     if row(night, wildcards.expid)["OBSTYPE"] == "SCIENCE":
         files["fibermap"] = fm
@@ -197,13 +200,15 @@ def preproc_inputs(wildcards):
 
 
 def preproc_options(wildcards):
-    """Options of one preproc job: its nightly bias, fibermap and bad amplifiers. One params
+    """Options of one preproc job: its nightly bias, pixel flat, fibermap and bad amplifiers. One params
     function per job (Snakemake inspects every function of every job while planning), and a
     function of the wildcards only, not of the input, so that Snakemake's params trigger sees
     an operator's BADAMPS edit and reruns the job."""
     files = preproc_inputs(wildcards)
     opts = [
-        f"--{key} {files[key]}" for key in ("biasnight", "fibermap") if key in files
+        f"--{key} {files[key]}"
+        for key in ("biasnight", "pixflat", "fibermap")
+        if key in files
     ]
     amps = badamps(wildcards.night, wildcards.expid, wildcards.camera)
     if amps:

@@ -77,6 +77,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "truth": ("truth", "{night}/{expid:08d}/truth-{camera}-{expid:08d}.fits"),
     "truth_stdstars": ("truth", "{night}/{expid:08d}/truth-stdstars-{expid:08d}.fits"),
     "truth_calib": ("truth", "{night}/truth-calib-{camera}-{night}.fits"),
+    "truth_pixflat": ("truth", "pixflat/pixflat-{camera}.fits"),
 }
 
 #: regular expressions of every identifier (used for parsing and Snakemake wildcard constraints)

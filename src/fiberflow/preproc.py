@@ -22,6 +22,7 @@ first pass's pixels replaced by the median of their neighbourhood.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 from scipy import ndimage
@@ -305,8 +306,40 @@ def image_variance_floor(image):
     return variance_floor(image.readnoise, int(hdr.get("BIASNZ", 0)), dark)
 
 
+def apply_pixflat(image, ivar, readnoise, mask, pixflat, path=None):
+    """Divide a preprocessed image by a pixel flat.
+
+    Parameters
+    ----------
+    image, ivar, readnoise : (ny, nx) electrons, 1/electrons^2, electrons
+    mask : (ny, nx) int16 ccdmask bits, updated in place
+    pixflat : (ny, nx) relative pixel response
+    path : str, optional
+        Pixel-flat file name for error messages.
+
+    Returns
+    -------
+    image, ivar, readnoise : (ny, nx)
+        In units of a pixel of response 1: ``image / p``, ``ivar p^2``, ``readnoise / p``.
+        Pixels whose response is 0 or not finite are masked PIXFLATZERO, below 0.1 PIXFLATLOW,
+        both with ivar 0 and left undivided.
+    """
+    pf = np.asarray(pixflat, float)
+    if pf.shape != np.shape(image):
+        raise DataError(path, f"pixel flat shape {pf.shape} differs from the camera's {np.shape(image)}")
+    zero = ~np.isfinite(pf) | (pf <= 0)
+    low = ~zero & (pf < 0.1)
+    if zero.all():
+        raise DataError(path, "pixel flat has no positive finite pixel")
+    mask[zero] |= ccdmask.mask("PIXFLATZERO")
+    mask[low] |= ccdmask.mask("PIXFLATLOW")
+    ok = ~(zero | low)
+    p = np.where(ok, pf, 1.0)
+    return image / p, np.where(ok, ivar * p**2, 0.0), readnoise / p
+
+
 def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None, bias_nzero=0, badamps=(), nsig_cosmics=6.0,
-                   per_row=True, ostep_threshold=2.0, path=None, use_numba=True):
+                   per_row=True, ostep_threshold=2.0, path=None, use_numba=True, pixflat=None, pixflat_path=None):
     """Preprocess one camera.
 
     Parameters
@@ -328,6 +361,11 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
     nsig_cosmics : float
     path : str, optional
         Raw file name for error messages.
+    pixflat : (ny, nx), optional
+        Relative pixel response: the image is divided by it after the variance model and the
+        cosmic-ray rejection (done on the detected electrons), see :func:`apply_pixflat`.
+    pixflat_path : str, optional
+        Its file name, for error messages and the PIXFLAT keyword.
 
     Returns
     -------
@@ -380,6 +418,9 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
     crs = reject_cosmics(image, var, valid, nsig_cosmics, use_numba=use_numba) if nsig_cosmics > 0 else np.zeros_like(valid)
     mask[crs] |= ccdmask.mask("COSMIC")
     ivar = np.where((mask & ccdmask.mask("BAD|HOT|DEAD|SATURATED|COSMIC|BADAMP")) == 0, 1.0 / var, 0.0)
+    if pixflat is not None:
+        image, ivar, readnoise = apply_pixflat(image, ivar, readnoise, mask, pixflat, pixflat_path)
+        hdr["PIXFLAT"] = (os.path.basename(pixflat_path) if pixflat_path else "yes", "pixel flat divided out")
     hdr["NCOSMIC"] = (int(ndimage.label(crs)[1]), "cosmic-ray clusters masked")
     hdr["CRFRAC"] = (float(crs.mean()), "fraction of pixels masked as cosmic rays")
     hdr["SATFRAC"] = (float(((mask & ccdmask.mask("SATURATED")) != 0).mean()), "fraction of saturated pixels")

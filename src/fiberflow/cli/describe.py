@@ -6,6 +6,7 @@ import sys
 
 PRODUCTS = {
     "preproc": ("fiberflow.io.image", "PreprocImage"),
+    "pixflat": ("fiberflow.io.image", "PixFlat"),
     "frame": ("fiberflow.io.frame", "Frame"),
     "fiberflat": ("fiberflow.io.calib", "FiberFlat"),
     "sky": ("fiberflow.io.calib", "SkyModel"),

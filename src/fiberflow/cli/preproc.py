@@ -16,6 +16,7 @@ def add_arguments(p, name):
         p.add_argument("--biasnight", default=None, help="master bias of the night (default: none, overscan only)")
         p.add_argument("--fibermap", default=None, help="fibermap-{expid}.fits to attach (rows of the petal)")
         p.add_argument("--badamps", default="", help="amplifiers to mask, e.g. B or B,C")
+        p.add_argument("--pixflat", default=None, help="pixel flat pixflat-{camera}.fits to divide by (default: none)")
         p.add_argument("--no-cosmics", action="store_true", help="skip cosmic-ray rejection")
     else:
         p.add_argument("-i", "--infiles", nargs="+", required=True, help="raw ZERO exposures of the night")
@@ -24,7 +25,7 @@ def add_arguments(p, name):
 def run(args):
     from ..errors import DataError
     from ..io.fibermap import petal_rows, read_fibermap
-    from ..io.image import BiasNight, PreprocImage
+    from ..io.image import BiasNight, PixFlat, PreprocImage
     from ..io.raw import read_raw_camera
     from ..provenance import provenance_header
     from .. import preproc
@@ -60,10 +61,14 @@ def run(args):
         nzero = int(b.header.get("NZERO", 0))
         inputs.append(args.biasnight)
     badamps = [a.strip().upper() for a in args.badamps.split(",") if a.strip()]
+    pixflat = None
+    if args.pixflat:
+        pixflat = PixFlat.read(args.pixflat).image
+        inputs.append(args.pixflat)
     image, ivar, rdnoise, mask, qa = preproc.preproc_camera(
         rc, gains=gains, dark_rate=spec.dark, bias=bias, bias_mask=bmask, bias_nzero=nzero, badamps=badamps,
         nsig_cosmics=0.0 if args.no_cosmics else opts["cosmics_nsig"], per_row=opts["overscan_per_row"],
-        ostep_threshold=opts["ostep_threshold"], path=args.infile)
+        ostep_threshold=opts["ostep_threshold"], path=args.infile, pixflat=pixflat, pixflat_path=args.pixflat)
     fibermap = None
     if args.fibermap:
         fm, _ = read_fibermap(args.fibermap)

@@ -22,6 +22,9 @@ def add_arguments(p, name):
     p.add_argument("--psf-shape", type=float, default=0.0,
                    help="rms of seeded offsets of the true PSFs' higher-order Gauss-Hermite terms from the nominal "
                         "(default 0: the nominal shape; PSF-fit validation)")
+    p.add_argument("--pixflat", type=float, default=0.0,
+                   help="rms of the pixels' fixed relative response (default 0: uniform); the true pixel flats "
+                        "go to {truth}/pixflat/ for calibration.pixflat")
     p.add_argument("--print-plan", action="store_true", help="print the expanded plan and exit")
 
 
@@ -69,9 +72,11 @@ def run(args):
             raise ConfigError(f"simulate: exposure(s) {missing} not in the plan of night {plan.night} ({plan.expids()})")
     if not args.psf_shape >= 0:
         raise ConfigError(f"simulate: --psf-shape must be >= 0, not {args.psf_shape}")
+    if not 0 <= args.pixflat < 0.2:
+        raise ConfigError(f"simulate: --pixflat must be in [0, 0.2), not {args.pixflat}")
     t0 = time.time()
     written = simulate_night(plan, inst, seed, roots["raw"], roots["truth"], cameras=args.cameras, expids=args.expid,
-                             projection=args.projection, psf_shape=args.psf_shape)
+                             projection=args.projection, psf_shape=args.psf_shape, pixflat=args.pixflat)
     nraw = sum(p.endswith(".fits.fz") for p in written)
     print(f"simulated night {plan.night} ({inst.name}, seed {seed}): {nraw} raw exposure(s), "
           f"{len(written) - nraw} other file(s) in {time.time() - t0:.1f} s")

@@ -94,6 +94,29 @@ class BiasNight(Product):
 
 
 @dataclass
+class PixFlat(Product):
+    """Pixel flat of one camera (``pixflat-{camera}.fits`` in ``calibration.pixflat``): the
+    relative response of every pixel, median 1, by which preproc divides the image.
+
+    Attributes
+    ----------
+    image : float32 (ny, nx)
+        Relative pixel response (0 or non-finite: no response; below 0.1: too low to trust).
+    header : dict
+        CAMERA and how it was made.
+    """
+
+    image: np.ndarray
+    header: dict = field(default_factory=dict)
+
+    NAME = "pixflat"
+    VERSION = "1"
+    DATAMODEL = {
+        "image": HDU("IMAGE", dtype="f4", ndim=2, descr="relative pixel response, median 1 (ny, nx)"),
+    }
+
+
+@dataclass
 class ModelImage(Product):
     """Model of the extracted light of one camera (``model-{camera}-{expid}.fits``, optional QA output).
 

@@ -127,6 +127,25 @@ def defects(camera, ny, nx):
     return {"y": hy, "x": hx, "rate": rate}, columns, badpix
 
 
+def pixel_response(camera, ny, nx, rms):
+    """Fixed relative response of every pixel of a camera (the true pixel flat), median ~1.
+
+    Pixel-to-pixel QE scatter of ``rms`` (Gaussian), a gentle large-scale pattern of the
+    same amplitude, and a few pixels (1e-5 of them) that barely respond (2%), as dust spots do.
+
+    Returns
+    -------
+    (ny, nx) float64
+    """
+    rng = np.random.default_rng([camera_seed(camera), 3])
+    y, x = np.mgrid[0:ny, 0:nx]
+    large = rms * np.cos(2 * np.pi * x / nx + rng.uniform(0, 2 * np.pi)) * np.cos(np.pi * y / ny)
+    pf = (1.0 + large) * (1.0 + rms * rng.standard_normal((ny, nx)))
+    nlow = max(2, int(1e-5 * ny * nx))
+    pf[rng.integers(0, ny, nlow), rng.integers(0, nx, nlow)] = 0.02
+    return pf
+
+
 def cosmic_rays(rng, shape, darktime, arm):
     """Cosmic-ray charge on the CCD.
 

@@ -19,6 +19,7 @@ import numpy as np
 from .. import paths
 from ..instrument import load_instrument
 from ..io.fibermap import write_fibermap
+from ..io.image import PixFlat
 from ..io.psf import read_psf
 from ..io.raw import RawCamera, write_raw
 from ..shared import real_psf_path
@@ -70,12 +71,18 @@ class Simulator:
         (in units of the GH-0-0 amplitude) plus a linear trend across fibers and wavelength,
         and TAILAMP gains ``psf_shape / 10``, so a PSF fit must measure them (their truth is in the
         night's true PSF file).
+    pixflat : float
+        0 (default): every pixel responds alike. Above 0: each camera's pixels have a fixed
+        relative response of this rms (:func:`detector.pixel_response`), written as the true
+        pixel flat ``pixflat/pixflat-{camera}.fits`` under the truth root (a ``calibration.pixflat``
+        folder for preproc).
     """
 
     instrument: object
     seed: int = 1
     projection: str = "fine"
     psf_shape: float = 0.0
+    pixflat: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.instrument, str):
@@ -84,6 +91,8 @@ class Simulator:
             raise ValueError(f"projection must be 'fine' or 'grid', not {self.projection!r}")
         if not self.psf_shape >= 0:
             raise ValueError(f"psf_shape must be >= 0, not {self.psf_shape!r}")
+        if not 0 <= self.pixflat < 0.2:
+            raise ValueError(f"pixflat must be in [0, 0.2), not {self.pixflat!r}")
         path = real_psf_path()
         if path is None:
             raise DataError("../shared/data/psf/psf-r0-00067784.fits", "the real DESI PSF the optics are built on is absent")
@@ -297,7 +306,8 @@ class Simulator:
             )
         darktime = exp.exptime + detector.READOUT_S
         hot, columns, badpix = detector.defects(camera, ny, nx)
-        electrons = rng.poisson(np.clip(expected, 0, None)).astype(float)
+        response = self.pixel_flat(camera)
+        electrons = rng.poisson(np.clip(expected if response is None else expected * response, 0, None)).astype(float)
         dark = np.full((ny, nx), spec.dark * darktime / 3600.0)
         dark[hot["y"], hot["x"]] += hot["rate"] * darktime / 3600.0
         electrons += rng.poisson(dark)
@@ -429,6 +439,13 @@ class Simulator:
             written.append(spath)
         return written
 
+    def pixel_flat(self, camera):
+        """The camera's true pixel response (ny, nx), or None when ``pixflat`` is 0."""
+        if not self.pixflat:
+            return None
+        return detector.pixel_response(camera, int(self.instrument.ccd["ny"]), int(self.instrument.ccd["nx"]),
+                                       self.pixflat)
+
     def write_night_truth(self, plan: Plan, truth_root, cameras=None):
         """truth-calib-{camera}-{night}.fits: the night's true PSF + per-exposure trace offsets."""
         import fitsio
@@ -451,15 +468,21 @@ class Simulator:
                 with fitsio.FITS(tmp, "rw") as fx:
                     write_table(fx, tab, "SHIFTS", {"COMMENT": "exposure trace offsets vs this PSF [pixel]"})
             written.append(path)
+            if self.pixflat:
+                path = paths.findfile("truth_pixflat", truth=truth_root, camera=cam)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                PixFlat(self.pixel_flat(cam).astype(np.float32),
+                        {"CAMERA": cam, "PFRMS": (float(self.pixflat), "simulated pixel response rms")}).write(path)
+                written.append(path)
         return written
 
 
 def simulate_night(plan: Plan, instrument, seed, raw_root, truth_root, cameras=None, expids=None, use_numba=True,
-                   projection="fine", psf_shape=0.0):
+                   projection="fine", psf_shape=0.0, pixflat=0.0):
     """Simulate a whole night (or the listed exposures). Returns the written paths.
 
-    ``projection``, ``psf_shape``: see :class:`Simulator`."""
-    sim = Simulator(instrument, seed, projection, psf_shape)
+    ``projection``, ``psf_shape``, ``pixflat``: see :class:`Simulator`."""
+    sim = Simulator(instrument, seed, projection, psf_shape, pixflat)
     written = sim.write_night_truth(plan, truth_root, cameras)
     for expid in (plan.expids() if expids is None else expids):
         written += sim.simulate_exposure(plan, expid, raw_root, truth_root, cameras, use_numba=use_numba)
