@@ -194,6 +194,18 @@ def star_setup():
     return truth, cams, gr
 
 
+def test_optical_depth_bisection_matches_masks():
+    """The metal lines found by bisection on an ascending grid equal those of the general
+    (any order) path; the cached model colour equals a fresh one."""
+    wave = np.arange(3600.0, 9800.0, 0.1)
+    for t, g, f in ((5200.0, 4.5, 0.3), (6900.0, 3.2, -1.8)):
+        up = stellar.optical_depth(wave, t, g, f)
+        down = stellar.optical_depth(wave[::-1], t, g, f)[::-1]
+        np.testing.assert_allclose(up, down, rtol=1e-12, atol=1e-15)
+    fresh = stdstars._model_color.__wrapped__(6100.0, 4.0, -0.5)
+    assert stdstars.model_color(6100.0, 4.0, -0.5) == fresh == stdstars.model_color(6100.0000001, 4.0, -0.5)
+
+
 def test_stdstar_fit_recovers_parameters(star_setup):
     truth, cams, gr = star_setup
     res = stdstars.fit_star(cams, gr + 0.01, 0.02)

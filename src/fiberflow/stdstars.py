@@ -18,6 +18,7 @@ filter equals the fibermap's FLUX_R.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,10 +151,16 @@ def poly_chi2(cam, model, deg):
 
 
 def model_color(teff, logg, feh):
-    """Synthetic g-r (AB mag) of the model."""
+    """Synthetic g-r (AB mag) of the model (cached per process: every standard of a job
+    scans the same grid)."""
+    return _model_color(round(float(teff), 3), round(float(logg), 4), round(float(feh), 4))
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_color(teff, logg, feh):
     fl = stellar.stellar_spectrum(MODEL_WAVE, teff, logg, feh)
     nm = ab_nanomaggies(MODEL_WAVE, fl[None, :])[0]
-    return -2.5 * np.log10(nm[0] / nm[1])
+    return float(-2.5 * np.log10(nm[0] / nm[1]))
 
 
 def fit_star(cams, gr, gr_err, opts=None, log=None):
@@ -175,18 +182,10 @@ def fit_star(cams, gr, gr_err, opts=None, log=None):
     opts = opts or StdStarOptions()
     sig_c = np.hypot(opts.color_sigma, gr_err if np.isfinite(gr_err) else 0.0)
     ndof = sum(int(np.sum(c.ivar > 0)) - (opts.poly_deg + 1) for c in cams)
-    color_cache = {}
-
-    def color(t, g, f):
-        key = (round(t, 3), round(g, 4), round(f, 4))
-        if key not in color_cache:
-            color_cache[key] = model_color(t, g, f)
-        return color_cache[key]
-
     def chi2(t, g, f, rv, prior=True):
         total = sum(poly_chi2(c, convolved_model(c, t, g, f, rv), opts.poly_deg)[0] for c in cams)
         if prior and np.isfinite(gr):
-            total += ((gr - color(t, g, f)) / sig_c) ** 2
+            total += ((gr - model_color(t, g, f)) / sig_c) ** 2
         return total
 
     # 1. radial velocity with a mid-grid model (the lines' positions hardly depend on the model)
@@ -226,7 +225,7 @@ def fit_star(cams, gr, gr_err, opts=None, log=None):
         log(f"Teff {x[0]:.0f} K, logg {x[1]:.2f}, [Fe/H] {x[2]:+.2f}, RV {x[3]:+.1f} km/s, "
             f"chi2/dof {c_best / max(ndof, 1):.2f}")
     return {"TEFF": x[0], "LOGG": x[1], "FEH": x[2], "RV": x[3], "CHI2DOF": c_best / max(ndof, 1),
-            "CHI2_GRID": float(c_grid.min()), "MODEL_GR": float(color(*x[:3])), "NDOF": ndof}
+            "CHI2_GRID": float(c_grid.min()), "MODEL_GR": float(model_color(*x[:3])), "NDOF": ndof}
 
 
 def normalised_model(teff, logg, feh, rv, flux_r):

@@ -82,11 +82,16 @@ def optical_depth(wave, teff, logg, feh):
         d = wave - lam0
         tau = tau + amp / (1.0 + (d / gamma) ** 2)
     mscale = 10.0 ** (0.8 * feh) * (6000.0 / teff) ** 4 * (1.0 + 0.05 * (4.0 - logg))
+    ascending = wave.ndim == 1 and wave.size > 1 and bool(np.all(wave[1:] >= wave[:-1]))
     for lam0, ew0, sig in METALS:
-        d = wave - lam0
-        sel = np.abs(d) < 8 * sig + 1.0
-        if np.any(sel):
-            tau[sel] += ew0 * mscale / (np.sqrt(2 * np.pi) * sig) * np.exp(-0.5 * (d[sel] / sig) ** 2)
+        half = 8 * sig + 1.0
+        if ascending:  # the line's few bins by bisection, not a pass over the whole grid
+            sel = slice(np.searchsorted(wave, lam0 - half, "right"), np.searchsorted(wave, lam0 + half, "left"))
+        else:
+            sel = np.abs(wave - lam0) < half
+        d = wave[sel] - lam0
+        if d.size:
+            tau[sel] += ew0 * mscale / (np.sqrt(2 * np.pi) * sig) * np.exp(-0.5 * (d / sig) ** 2)
     return tau
 
 
