@@ -442,8 +442,8 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
             # the frame's ivar follows the data's own noise (the pixel variance comes from the
             # neighbouring pixels the extraction also uses), which biases a weighted fit low;
             # weight by a variance model evaluated on the sky model instead
-            w = np.where(w > 0, 1.0 / model_based_variance(np.where(w0 > 0, 1.0 / np.where(w0 > 0, w0, 1.0), 0.0),
-                                                            model, w0 > 0), 0.0)
+            mv = model_based_variance(np.where(w0 > 0, 1.0 / np.where(w0 > 0, w0, 1.0), 0.0), model, w0 > 0)
+            w = np.where((w > 0) & (mv > 0), 1.0 / np.where(mv > 0, mv, 1.0), 0.0)
             w0 = np.where(w0 > 0, w, 0.0)
             reweighted = True
             continue
