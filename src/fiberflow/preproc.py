@@ -376,6 +376,8 @@ def preproc_camera(rawcam, gains=None, dark_rate=0.0, bias=None, bias_mask=None,
     """
     img_adu, stats = subtract_overscan(rawcam, per_row, ostep_threshold, path)
     ny, nx = img_adu.shape
+    if pixflat is not None and np.shape(pixflat) != (ny, nx):
+        raise DataError(pixflat_path, f"pixel flat shape {np.shape(pixflat)} differs from the camera's {(ny, nx)}")
     if bias is not None:
         if bias.shape != img_adu.shape:
             raise DataError(path, f"master bias shape {bias.shape} differs from the camera's {img_adu.shape}")

@@ -221,7 +221,10 @@ def masked_running_mean(x, keep, nbins):
     num = uniform_filter1d(np.where(keep, x, 0.0), nbins, axis=1, mode="nearest")
     den = uniform_filter1d(keep.astype(float), nbins, axis=1, mode="nearest")
     ok = den > 0.5 / nbins
-    return np.where(ok, num / np.where(ok, den, 1.0), median_filter(x, size=(1, nbins), mode="nearest"))
+    out = num / np.where(ok, den, 1.0)
+    if not ok.all():
+        out = np.where(ok, out, median_filter(x, size=(1, nbins), mode="nearest"))
+    return out
 
 
 def throughput_corrections(flux, ivar, model, nbins=51, nsig=5.0, maxiter=5, nouter=3):

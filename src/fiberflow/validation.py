@@ -219,7 +219,7 @@ def calibration_ratio(fc, truth, edge=30):
 
 
 def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
-    """Standard-star fits and flux calibration of one spectrograph of an exposure against truth.
+    """Standard-star fits and calibrated point sources of one spectrograph of an exposure against truth.
 
     Parameters
     ----------
@@ -234,20 +234,19 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
     -------
     dict with
         ``stars``: list of dict (FIBER, SNR, DTEFF, DLOGG, DFEH: fitted minus true) of the
-        standards fitted with S/N >= min_snr; ``calib_rms``/``calib_mean``: per camera, scatter
-        and mean of the median over fibers of calibration / true calibration off the telluric
-        bands; ``point_ratio``: (n,) calibrated over true flux of the non-standard point sources
-        (MORPHTYPE PSF) through the DECam r filter over the r camera's range.
+        standards fitted with S/N >= min_snr; ``point_ratio``: (n,) calibrated over true flux of
+        the non-standard point sources (MORPHTYPE PSF) through the DECam r filter over the r
+        camera's range. (The calibration vectors themselves: :func:`calibration_ratio`.)
     """
     from . import paths
-    from .io.calib import read_fluxcalib, read_stdstars
+    from .io.calib import read_stdstars
     from .io.frame import read_frame
     from .photometry import filters
     from .sim.truth import TruthFrame, TruthStdStars
     from .stdstars import STD_BITS
 
     sp = int(spectrograph)
-    out = {"stars": [], "calib_rms": {}, "calib_mean": {}, "point_ratio": np.zeros(0)}
+    out = {"stars": [], "point_ratio": np.zeros(0)}
     std = read_stdstars(paths.findfile("stdstars", prod=prod, night=night, expid=expid, spectrograph=sp))
     ttab = TruthStdStars.read(paths.findfile("truth_stdstars", truth=truth_root, night=night, expid=expid)).table
     rcam = f"r{sp}"
@@ -262,14 +261,6 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
         m = std.metadata[k]
         out["stars"].append({"FIBER": int(fiber), "SNR": float(snr[local]), "DTEFF": float(m["TEFF"] - t["TEFF"]),
                              "DLOGG": float(m["LOGG"] - t["LOGG"]), "DFEH": float(m["FEH"] - t["FEH"])})
-    for arm in "brz":
-        cam = f"{arm}{sp}"
-        path = paths.findfile("fluxcalib", prod=prod, night=night, expid=expid, camera=cam)
-        tpath = paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=cam)
-        if not (os.path.exists(path) and os.path.exists(tpath)):
-            continue
-        ratio = calibration_ratio(read_fluxcalib(path), TruthFrame.read(tpath))
-        out["calib_rms"][cam], out["calib_mean"][cam] = float(np.std(ratio)), float(np.mean(ratio))
     # point sources: the r filter seen through the r camera, calibrated against true flux
     tr = TruthFrame.read(paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=rcam))
     fm = cf_r.fibermap

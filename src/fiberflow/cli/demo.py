@@ -301,15 +301,16 @@ def _calib_summary(roots):
         if not cal_paths:
             continue
         # the calibration vector of every science exposure, as an RMS about 1 (its mean offset included)
-        crms, cmean = [], []
+        crms, cmean, first = [], [], None
         for path in cal_paths:
             expid = int(os.path.basename(path).split("-")[-1].split(".")[0])
             t = TruthFrame.read(paths.findfile("truth", truth=roots["truth"], night=DEMO_NIGHT, expid=expid, camera=cam))
             cr = calibration_ratio(read_fluxcalib(path), t)
             crms.append(float(np.sqrt(np.mean((cr - 1) ** 2))))
             cmean.append(float(np.mean(cr)))
-        expid = int(os.path.basename(cal_paths[0]).split("-")[-1].split(".")[0])
-        t = TruthFrame.read(paths.findfile("truth", truth=roots["truth"], night=DEMO_NIGHT, expid=expid, camera=cam))
+            first = first or (expid, t)
+        # fiberflat and sky against the first exposure's truth
+        expid, t = first
         r = ff.fiberflat / t.fiberflat
         r = r / np.median(r, axis=0)[None]
         ffrms = float(np.sqrt(np.mean((r - 1)[ff.ivar > 0] ** 2)))
