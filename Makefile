@@ -18,7 +18,7 @@ help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
 	@echo "make test   # set up .venv and run the test suite"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test,mpi]'

@@ -14,12 +14,9 @@ import numpy as np
 def main():
     from fiberflow import psfmodel as pm
     from fiberflow.io.psf import read_psf
-    from fiberflow.shared import real_psf_path
+    from fiberflow.reference import real_psf_path
 
     path = real_psf_path()
-    if path is None:
-        print("real DESI PSF not found (../shared/data/psf); nothing to benchmark")
-        return 1
     nfiber = int(sys.argv[1]) if len(sys.argv) > 1 else 25
     nwave = int(sys.argv[2]) if len(sys.argv) > 2 else 2326
     psf = read_psf(path)

@@ -10,14 +10,12 @@ import sys
 import fitsio
 import numpy as np
 import pytest
-from conftest import needs_shared_data
 
 from fiberflow import paths
 from fiberflow.sim.night import Simulator
 from fiberflow.sim.plan import default_plan, parse_plan
 
 #: the simulator's optics are built on the real DESI r0 PSF
-pytestmark = needs_shared_data
 
 NIGHT = 20250101
 BIN = os.path.dirname(sys.executable)

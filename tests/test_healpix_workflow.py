@@ -12,7 +12,6 @@ import re
 import numpy as np
 import pytest
 from _workflow import LOCAL_PROFILE, science, snakemake, tiny_config
-from conftest import needs_shared_data
 
 from fiberflow import paths, regroup
 from fiberflow.bitmasks import specmask
@@ -31,10 +30,6 @@ def _plan(night, first, tiles):
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory):
-    from fiberflow.shared import shared_data_dir
-
-    if shared_data_dir() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     from fiberflow.sim.night import simulate_night
     from fiberflow.sim.plan import parse_plan
 
@@ -49,7 +44,6 @@ def production(tmp_path_factory):
 
 
 
-@needs_shared_data
 def test_every_fiber_in_its_pixel_with_all_exposures(production):
     from fiberflow.io.fibermap import read_fibermap
     from fiberflow.io.spectra import read_spectra
@@ -86,7 +80,6 @@ def test_every_fiber_in_its_pixel_with_all_exposures(production):
             assert n == (2 if tile[int(tid)] == 77 else 1)
 
 
-@needs_shared_data
 def test_coadds_against_truth(production):
     """Pulls of the two-exposure coadds against the truth coadded with the same weights, and
     their S/N against the single exposures' (sqrt 2 expected)."""
@@ -102,7 +95,6 @@ def test_coadds_against_truth(production):
     assert abs(single.std() - 1) < 0.1, single.std()
 
 
-@needs_shared_data
 def test_desispec_reads_production_healpix_files(production):
     desispec_io = pytest.importorskip("desispec.io", reason="desispec (DESI's reader) is not installed")
     f = sorted(production["prod"].glob("healpix/main/dark/*/*/spectra-main-dark-*.fits"))[0]
@@ -113,7 +105,6 @@ def test_desispec_reads_production_healpix_files(production):
     assert {"COADD_NUMEXP", "COADD_EXPTIME", "MEAN_FIBER_X"} <= set(co.fibermap.colnames)
 
 
-@needs_shared_data
 def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     from fiberflow.io.fibermap import read_fibermap
     from fiberflow.sim.night import simulate_night

@@ -22,7 +22,6 @@ import time
 import fitsio
 import pytest
 from _workflow import LOCAL_PROFILE, PROJECT, snakemake, tiny_config
-from conftest import needs_shared_data
 
 from fiberflow import paths
 
@@ -38,7 +37,6 @@ PLANS = [
 BAD_EXPID, BAD_CAMERA = 2103, "r0"  # night A's first science exposure
 GOOD_EXPID = 2104
 
-pytestmark = needs_shared_data
 
 
 def _ff(*argv):

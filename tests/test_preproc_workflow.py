@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import needs_shared_data
 from fiberflow import exptable, paths, preproc
 from fiberflow.bitmasks import ccdmask
 from fiberflow.errors import ConfigError
@@ -83,10 +82,6 @@ def test_overscan_step_selects_per_row_levels(rng):
 # ---------------------------------------------------------------------------- on a simulated night
 @pytest.fixture(scope="module")
 def tiny_night(tmp_path_factory):
-    from fiberflow.shared import shared_data_dir
-
-    if shared_data_dir() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     from fiberflow.sim.night import Simulator, simulate_night
     from fiberflow.sim.plan import parse_plan
 
@@ -105,7 +100,6 @@ def _ff(*args):
     return subprocess.run([sys.executable, "-m", "fiberflow.cli.main", *args], capture_output=True, text=True)
 
 
-@needs_shared_data
 def test_preproc_against_truth(tiny_night, tmp_path):
     from fiberflow.io.image import BiasNight, PreprocImage
     from fiberflow.sim.truth import TruthFrame
@@ -158,7 +152,6 @@ def test_preproc_against_truth(tiny_night, tmp_path):
     assert 0.97 < np.std(pull[bright]) < 1.15
 
 
-@needs_shared_data
 def test_pixel_flat_divided_out(tiny_night, tmp_path):
     """A camera whose pixels respond with 2% rms (and a few dust spots at 2%): preprocessed with
     the true pixel flat the image is the light again, with unit pulls on bright flat-field
@@ -212,7 +205,6 @@ def test_pixel_flat_divided_out(tiny_night, tmp_path):
     assert f"--pixflat {folder / 'pixflat-r0.fits'}" in res.stdout + res.stderr
 
 
-@needs_shared_data
 def test_preproc_bad_input(tiny_night, tmp_path):
     root = tiny_night["root"]
     src = paths.findfile("raw", raw=str(root / "raw"), night=NIGHT, expid=904)
@@ -228,7 +220,6 @@ def test_preproc_bad_input(tiny_night, tmp_path):
     assert res.returncode == 1 and "no camera r7" in res.stderr
 
 
-@needs_shared_data
 def test_exposure_table_edits_and_overrides(tiny_night, tmp_path):
     root = tiny_night["root"]
     prod = str(tmp_path / "prod")
@@ -254,7 +245,6 @@ def test_exposure_table_edits_and_overrides(tiny_night, tmp_path):
         exptable.night_table(str(root / "raw"), prod, NIGHT)
 
 
-@needs_shared_data
 def test_snakemake_preproc_night_and_exposure_table_edit(tiny_night):
     """A real Snakemake run; then an operator marks a camera bad and the DAG follows."""
     root = tiny_night["root"]

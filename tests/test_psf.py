@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import needs_shared_data
 from fiberflow import arclines, bitmasks, preproc, psffit, psfmodel
 
 NIGHT = 20250301
@@ -47,9 +46,6 @@ def test_robust_lstsq_clips_outliers(rng):
 
 
 def test_line_lists():
-    pytest.importorskip("fiberflow.shared")
-    if arclines.default_line_list() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     r = arclines.lines_for_camera("r", 5600, 7700)
     assert 15 < r.size < 40 and np.all(np.diff(r) >= 6.0)
     assert 6404.018 in r and 5461.0 not in r  # R tag, inside range
@@ -129,16 +125,11 @@ def _errors(fit, true_psf, spec, fibers):
 
 @pytest.fixture(scope="module")
 def demo_sim():
-    from fiberflow.shared import shared_data_dir
-
-    if shared_data_dir() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     from fiberflow.sim.night import Simulator
 
     return Simulator("demo", 5)
 
 
-@needs_shared_data
 @pytest.mark.parametrize("cam", ["b0", "r0", "z0"])
 def test_psf_fit_recovers_truth(demo_sim, cam):
     """From a start off by (0.8, -1.7) px, a stretch and 6% wider spots: the issue's accuracy."""
@@ -157,7 +148,6 @@ def test_psf_fit_recovers_truth(demo_sim, cam):
     assert 0.7 < np.std(pull) < 1.5
 
 
-@needs_shared_data
 def test_psf_fit_measures_higher_order_gauss_hermite_terms(demo_sim):
     """An arc whose true PSF differs from the start in its shear / coma-like / triangular GH terms
     and has a tail (simulator psf_shape): the fit recovers each term to a few 1e-4 of the core
@@ -196,7 +186,6 @@ def test_psf_fit_measures_higher_order_gauss_hermite_terms(demo_sim):
         psffit.shape_term_keys(start, ["TAILCORE"])
 
 
-@needs_shared_data
 def test_psf_fit_robust_to_dead_fiber_dead_amp_and_saturation(demo_sim):
     cam = "r0"
     # a nearly dead fiber (0.2% throughput), amplifier D (top right) dead and masked, bad
@@ -234,7 +223,6 @@ def test_psf_fit_robust_to_dead_fiber_dead_amp_and_saturation(demo_sim):
     assert (fit.spots["USED"] & sat).sum() < sat.sum()
 
 
-@needs_shared_data
 def test_psf_and_psfnight_cli(demo_sim, tmp_path):
     """CLI on preprocessed arcs: errors leave no file; psfnight combines and falls back."""
     from fiberflow.io.image import PreprocImage

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from conftest import needs_shared_data
 
 from fiberflow.errors import ConfigError
 from fiberflow.qa import metrics as M
@@ -264,7 +263,6 @@ def test_petal_qa_bits_follow_the_alarms_and_the_petal_snr():
     assert T.score_night(20250101, two, thr)["EXPOSURES"][0]["QAFIBERSTATUS"]["0"] == 0
 
 
-@needs_shared_data
 def test_zero_and_dark_qa_against_the_master_bias(tmp_path):
     """ZERO / DARK exposures of a simulated night: a clean ZERO and a DARK are NORMAL against the
     night's master bias, the DARK's measured dark current matches the instrument's, and a ZERO

@@ -16,7 +16,6 @@ import time
 import pytest
 from _browser import browser_or_skip, check_page
 from _workflow import LOCAL_PROFILE, PROJECT, science, snakemake, tiny_config
-from conftest import needs_shared_data
 
 from fiberflow import paths
 
@@ -47,10 +46,6 @@ def _plan(night, first, science, flat_faults=None, dark=False):
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory):
-    from fiberflow.shared import shared_data_dir
-
-    if shared_data_dir() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     from fiberflow.sim.night import simulate_night
     from fiberflow.sim.plan import parse_plan
 
@@ -78,7 +73,6 @@ def _night(prod, night):
 
 
 
-@needs_shared_data
 def test_clean_night_has_no_alarm(production):
     rec = _night(production["prod"], NIGHT_A)
     assert rec["NALARM"] == 0 and rec["FIRST_BAD"] is None, rec["FIRST_BAD"]
@@ -94,7 +88,6 @@ def test_clean_night_has_no_alarm(production):
     assert all(q == 0 for e in rec["EXPOSURES"] for q in e["QAFIBERSTATUS"].values())
 
 
-@needs_shared_data
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production, fault):
     night, k, step, metric, cams = FAULTS[fault]
@@ -121,7 +114,6 @@ def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production
     assert re.search(rf">{expid}</a>.*?{step} \(", html, re.DOTALL)
 
 
-@needs_shared_data
 def test_bad_flat_is_the_first_bad_step_of_its_night(production):
     rec = _night(production["prod"], NIGHT_C)
     plan = production["plans"][2]
@@ -134,7 +126,6 @@ def test_bad_flat_is_the_first_bad_step_of_its_night(production):
     assert "First bad step: FIBERFLAT" in html
 
 
-@needs_shared_data
 def test_production_table_loads_in_one_line(production):
     import pandas as pd
 
@@ -154,7 +145,6 @@ def test_production_table_loads_in_one_line(production):
     assert (fm["FIBERSTATUS"] & fibermask.mask("BADPETALSTDSTAR")).all()
 
 
-@needs_shared_data
 def test_pages_in_a_real_browser(production, tmp_path):
     prod = production["prod"]
     driver = browser_or_skip(tmp_path / "chrome")
@@ -189,7 +179,6 @@ def test_pages_in_a_real_browser(production, tmp_path):
     assert os.path.getsize(prod / "qa" / "screenshot-production.png") > 1000
 
 
-@needs_shared_data
 def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     root, cfg = production["root"], production["cfg"]
     thr = root / "qa.yaml"

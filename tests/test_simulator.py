@@ -16,9 +16,7 @@ from fiberflow.sim import detector
 from fiberflow.sim.plan import parse_plan
 from fiberflow.sim.truth import TruthFrame, TruthStdStars
 
-from conftest import needs_shared_data
 
-pytestmark = needs_shared_data
 
 NIGHT = 20250301
 PLAN = {
@@ -306,7 +304,7 @@ simulate_night(plan, "tiny", 1, {str(tmp_path / 'raw')!r}, {str(tmp_path / 'trut
 allowed = ("fiberflow.sim", "fiberflow.io", "fiberflow._kernels.psfspot", "fiberflow._kernels.accumulate")
 allowed_exact = {{"fiberflow", "fiberflow._kernels", "fiberflow.psfmodel", "fiberflow.stellar", "fiberflow.paths",
                  "fiberflow.instrument", "fiberflow.errors", "fiberflow.bitmasks", "fiberflow.provenance",
-                 "fiberflow.shared", "fiberflow.config",
+                 "fiberflow.reference", "fiberflow.config",
                  "fiberflow.photometry"}}  # filter-curve synthetic photometry: physics shared like stellar
 bad = sorted(m for m in sys.modules if (m == "desispec" or m.startswith("desispec.") or m.startswith("fiberflow"))
              and m not in allowed_exact and not m.startswith(allowed))

@@ -20,12 +20,10 @@ import time
 import fitsio
 import pytest
 from _workflow import PROJECT
-from conftest import needs_shared_data
 
 from fiberflow import paths
 
 SCRIPT = os.path.join(PROJECT, "scripts", "local-slurm")
-pytestmark = needs_shared_data
 
 
 def _daemon_pids(state):

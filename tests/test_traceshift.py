@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from conftest import needs_shared_data
 from fiberflow import preproc, psfmodel, traceshift
 
 NIGHT = 20250301
@@ -70,10 +69,6 @@ def _frame(sim, cam, obstype, expid):
 
 @pytest.fixture(scope="module")
 def demo_sim():
-    from fiberflow.shared import shared_data_dir
-
-    if shared_data_dir() is None:
-        pytest.skip("../shared/data (real DESI instrument data) is absent on this machine")
     from fiberflow.sim.night import Simulator
 
     return Simulator("demo", 5)
@@ -86,7 +81,6 @@ def _offsets(out, true, spec):
     return np.sqrt(np.mean(dx**2)), np.sqrt(np.mean(dy**2)), np.abs(dx).max(), np.abs(dy).max()
 
 
-@needs_shared_data
 @pytest.mark.parametrize("cam", ["b0", "r0", "z0"])
 def test_traceshift_science_recovers_injected_shifts(demo_sim, cam):
     """The nightly PSF off by 0.9 px in x and ~1 Angstrom in wavelength; the exposure's truth is recovered."""
@@ -105,7 +99,6 @@ def test_traceshift_science_recovers_injected_shifts(demo_sim, cam):
     assert mx < 0.03 and my < 0.03, (rx, ry, mx, my)
 
 
-@needs_shared_data
 def test_traceshift_flat_moves_x_only(demo_sim):
     from fiberflow.sim.night import Simulator
 

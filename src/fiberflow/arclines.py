@@ -1,7 +1,7 @@
 """Arc-lamp line lists the wavelength calibration starts from.
 
 DESI's ``goodlines_vacuum.ascii`` (bright, isolated lines, vacuum wavelengths in Angstrom, each
-tagged with the cameras it serves) is read from the shared instrument data, or from a file
+tagged with the cameras it serves) is read from the reference data shipped with fiberflow, or from a file
 named in the configuration (``psf.line_list``).
 """
 
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
 from .io.refdata import ARC_LAMPS, read_line_list, read_nist
-from .shared import shared_file
+from .reference import reference_file
 
 
 def default_line_list():
-    """Path of DESI's good-lines list in the shared data, or None when absent."""
-    return shared_file("arc_lines", "goodlines_vacuum.ascii")
+    """Path of DESI's good-lines list in the shipped reference data."""
+    return reference_file("arc_lines", "goodlines_vacuum.ascii")
 
 
 def lines_for_camera(arm, wmin, wmax, path=None, min_separation=6.0):
@@ -32,16 +31,13 @@ def lines_for_camera(arm, wmin, wmax, path=None, min_separation=6.0):
         ``b``, ``r`` or ``z``.
     wmin, wmax : float
     path : str, optional
-        Line list (default: DESI's good lines in the shared data).
+        Line list (default: DESI's good lines, shipped with fiberflow).
 
     Returns
     -------
     (nline,) float64, sorted
     """
     path = path or default_line_list()
-    if path is None:
-        raise DataError("../shared/data/arc_lines/goodlines_vacuum.ascii",
-                        "no arc line list: the shared data are absent and psf.line_list is not set")
     tab = read_line_list(str(path))
     tag = arm.upper()
     sel = np.array([tag in c.upper().split(",") for c in tab["CAMERAS"]])
@@ -58,8 +54,9 @@ def lines_for_camera(arm, wmin, wmax, path=None, min_separation=6.0):
 
 
 def nist_path(lamp):
-    """Path of a lamp's NIST list in the shared data, or None."""
-    return shared_file("arc_lines", f"{lamp}_vacuum.ascii")
+    """Path of a lamp's NIST list in the shipped reference data, or None for a lamp fiberflow
+    does not ship."""
+    return reference_file("arc_lines", f"{lamp}_vacuum.ascii", required=False)
 
 
 def refinement_lines(wmin, wmax, lamps=ARC_LAMPS, min_intensity=50.0, min_separation=6.0, contrast=0.1):

@@ -108,7 +108,9 @@ class Production:
             return path
         if os.path.exists(os.path.join(self.workdir, path)):
             return os.path.join(self.workdir, path)
-        return os.path.join(os.path.dirname(__file__), "..", "..", path)
+        from .reference import workflow_dir
+
+        return os.path.join(workflow_dir(), path)
 
     # --- the jobs -----------------------------------------------------------------------
     def _build(self):

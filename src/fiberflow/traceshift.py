@@ -32,7 +32,7 @@ from .config import StepOptions
 from .errors import DataError
 from .io.refdata import read_uves_sky
 from .psffit import robust_lstsq
-from .shared import shared_file
+from .reference import reference_file
 
 
 @dataclass
@@ -194,16 +194,14 @@ def sky_line_reference(kind="uves"):
 
     ``uves``: the UVES high-resolution night-sky atlas (real, R ~ 40000, lines + continuum);
     ``desi``: DESI's measured line spectrum ``spec-sky.dat`` (coarser line ratios: blends
-    shift the centroids by a few hundredths of a pixel). Both from the shared data.
+    shift the centroids by a few hundredths of a pixel). Both shipped with fiberflow.
 
     Returns
     -------
     wave, flux : (n,)
     """
-    name = {"uves": "sky-uves.fits", "desi": "spec-sky.dat"}[kind]
-    path = shared_file("spectra", name)
-    if path is None:
-        raise DataError(f"../shared/data/spectra/{name}", "no sky-line reference: the shared data are absent")
+    name = {"uves": "sky-uves.fits", "desi": "spec-sky.dat.gz"}[kind]
+    path = reference_file("spectra", name)
     if kind == "uves":
         return read_uves_sky(path)
     try:

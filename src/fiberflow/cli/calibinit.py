@@ -19,16 +19,12 @@ def add_arguments(p, name):
 
 def write_default_psfs(inst, outdir, overwrite=False, log=print):
     """Nominal PSF of every camera of ``inst`` into ``outdir``; returns the paths."""
-    from ..errors import DataError
     from ..io.psf import read_psf
     from ..provenance import provenance_header
-    from ..shared import real_psf_path
+    from ..reference import real_psf_path
     from ..sim.optics import nominal_psf
 
     src = real_psf_path()
-    if src is None:
-        raise DataError("../shared/data/psf/psf-r0-00067784.fits",
-                        "the real DESI PSF the nominal PSFs derive from is absent")
     rpsf = read_psf(src)
     os.makedirs(outdir, exist_ok=True)
     written = []

@@ -1,9 +1,8 @@
-"""``fiberflow demo``: run the demo production under ``./demo`` with what exists so far.
+"""``fiberflow demo``: simulate the demo night and reduce it end to end under ``./demo``.
 
-It never pretends: every stage is reported as run or as not yet implemented. As steps land
-(simulator, workflow, science steps, QA), this command runs them; until then it exercises the
-foundation on real data: configuration, instrument preset, file-name table, the real DESI r0
-PSF read and re-written through fiberflow's data model, and a page of PSF diagnostics.
+It reports only what it did: every stage is printed as ``ran`` (with its seconds and where its
+products are), ``reused`` (its products were already there) or ``NOT RUN`` / ``FAILED`` with the
+reason, and the command exits 1 unless every stage ran and the production is complete.
 """
 
 from __future__ import annotations
@@ -14,31 +13,13 @@ import os
 import sys
 import time
 
-#: (stage, issue, implemented?) in production order
-STAGES = [
-    ("config + instrument preset + path table", 2, True),
-    ("PSF model on the real DESI r0 PSF (read, evaluate, write)", 2, True),
-    ("nominal b/r/z PSFs of the demo instrument (simulator optics)", 3, True),
-    ("simulate a raw night with truth (fiberflow simulate)", 3, True),
-    ("Snakemake workflow: exposure tables, biasnight, preproc, psf, psfnight (local profile)", 4, True),
-    ("calibration association, Slurm profiles, status, dag", 4, True),
-    ("biasnight and preproc", 5, True),
-    ("psf fit from arcs and psfnight", 5, True),
-    ("traceshift (dx from trace profiles, dy from sky lines)", 5, True),
-    ("extraction: spectroperfectionism frames (serial)", 6, True),
-    ("extraction: MPI/threads over bundles, boxcar quick-look mode", 6, True),
-    ("fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe", 7, True),
-    ("HEALPix spectra and coadds", 8, True),
-    ("QA metrics, scores and pages", 9, True),
-]
-
 
 def add_arguments(p, name):
     p.add_argument("--out", default="demo", help="demo folder (default ./demo)")
     p.add_argument("--config", default=None, help="configuration file (default: built-in demo settings)")
     p.add_argument("--profile", default=None,
-                   help="Snakemake profile folder (default: the project's profiles/local; e.g. profiles/testslurm "
-                        "after `scripts/local-slurm start` to reduce the demo night through Slurm)")
+                   help="Snakemake profile folder (default: the installed workflow's profiles/local; e.g. "
+                        "profiles/testslurm after `scripts/local-slurm start` to reduce the demo night through Slurm)")
     p.add_argument("--flats", type=int, default=None,
                    help="flat exposures of the demo night (default 3, as DESI takes a night; 1 is quicker but "
                         "its fiberflat is noise-limited)")
@@ -51,19 +32,50 @@ def _log(msg):
     print(f"[fiberflow demo] {msg}", flush=True)
 
 
+class Ledger:
+    """What the demo did, stage by stage: status, seconds, products, reason."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, stage, status, seconds=None, where="", reason=""):
+        self.rows.append({"stage": stage, "status": status, "seconds": seconds, "where": where, "reason": reason})
+        sec = "" if seconds is None else f" in {seconds:.1f} s"
+        tail = f" -> {where}" if where else ""
+        why = f": {reason}" if reason else ""
+        _log(f"{status.upper() if status not in ('ran', 'reused') else status}: {stage}{sec}{tail}{why}")
+
+    @property
+    def complete(self):
+        return all(r["status"] in ("ran", "reused") for r in self.rows)
+
+    def table(self):
+        width = max(len(r["stage"]) for r in self.rows)
+        lines = []
+        for r in self.rows:
+            st = r["status"] if r["status"] in ("ran", "reused") else r["status"].upper()
+            sec = "" if r["seconds"] is None else f"{r['seconds']:7.1f} s"
+            lines.append(f"  {st:8s} {sec:>9s}  {r['stage']:{width}s}  {r['where'] or r['reason']}")
+        return lines
+
+
 def run(args):
     import numpy as np
 
     from .. import paths, psfmodel
     from ..config import load_config, resolve_roots
+    from ..errors import FiberflowError
     from ..instrument import load_instrument
     from ..io.psf import read_psf
-    from ..shared import real_psf_path
+    from ..reference import real_psf_path, workflow_dir
 
     t0 = time.time()
+    ledger = Ledger()
     out = os.path.abspath(args.out)
+    rel = os.path.relpath
     overrides = {"instrument": "demo", "raw": os.path.join(out, "raw"), "redux": os.path.join(out, "redux"),
                  "specprod": "demo", "truth": os.path.join(out, "truth")}
+    t = time.time()
     cfg = load_config(args.config, overrides=overrides)
     roots = resolve_roots(cfg)
     inst = load_instrument(cfg["instrument"])
@@ -91,15 +103,13 @@ def run(args):
         fh.write("# file names of one example exposure/pixel of this production (fiberflow.paths)\n")
         for ft, p in names:
             fh.write(f"{ft:22s} {os.path.relpath(p, out)}\n")
-    _log(f"wrote the file-name table for an example exposure: {os.path.relpath(plan)}")
+    ledger.add(f"configuration validated, file-name table ({len(names)} file types)", "ran", time.time() - t, rel(plan))
 
-    done = ["configuration validated", f"file-name table ({len(names)} file types)"]
+    done = []
     figs = []
-    psf_path = real_psf_path()
-    if psf_path is None:
-        _log("shared data (../shared/data) not found: PSF diagnostics skipped")
-    else:
-        psf = read_psf(psf_path)
+    try:
+        t = time.time()
+        psf = read_psf(real_psf_path())
         calib_dir = os.path.join(out, "calib", "psf")
         from .calibinit import write_default_psfs
 
@@ -107,23 +117,39 @@ def run(args):
             npsf = read_psf(p)
             wmin, wmax = psfmodel.wavelength_range(npsf, [0])
             _log(f"nominal {npsf.header['CAMERA']} PSF for the {inst.name} instrument ({npsf.nfiber} fibers, "
-                 f"{wmin[0]:.0f}-{wmax[0]:.0f} A on the CCD): {os.path.relpath(p)}")
-        done.append(f"nominal b/r/z PSFs of the {inst.name} instrument derived from the real DESI r0 PSF")
-        fig = _psf_figure(psf, psfmodel, np, qa_dir)
-        figs.append(fig)
-        done.append("real DESI r0 PSF read and its spots evaluated (numba kernel)")
-        _log(f"PSF diagnostics figure: {os.path.relpath(fig)}")
+                 f"{wmin[0]:.0f}-{wmax[0]:.0f} A on the CCD): {rel(p)}")
+        ledger.add(f"nominal b/r/z PSFs of the {inst.name} instrument from the real DESI r0 PSF", "ran",
+                   time.time() - t, rel(calib_dir))
+        t = time.time()
+        figs.append(_psf_figure(psf, psfmodel, np, qa_dir))
+        ledger.add("real DESI r0 PSF evaluated (spots and traces figure)", "ran", time.time() - t, rel(figs[-1]))
+    except FiberflowError as exc:
+        ledger.add("nominal PSFs from the real DESI r0 PSF", "not run", reason=str(exc))
 
-    if psf_path is not None:
-        done += _simulate_and_reduce(out, roots, inst, getattr(args, "profile", None), getattr(args, "flats", None),
-                                     getattr(args, "tiles", None))
+    if ledger.complete:
+        try:
+            wdir = workflow_dir()
+        except FiberflowError as exc:
+            wdir = None
+            ledger.add("Snakemake workflow", "not run", reason=str(exc))
+        if wdir is not None:
+            done += _simulate_and_reduce(out, roots, inst, wdir, ledger, getattr(args, "profile", None),
+                                         getattr(args, "flats", None), getattr(args, "tiles", None))
 
+    t = time.time()
     qa_link = os.path.relpath(paths.findfile("qa_production_html", prod=roots["prod"]), qa_dir)
-    page = _write_page(qa_dir, inst, done, figs, qa_link)
-    _log(f"QA page: {os.path.relpath(page)}")
-    for stage, issue, implemented in STAGES:
-        _log(f"  {'done   ' if implemented else 'NOT YET'} {stage} (issue {issue})")
-    _log(f"finished in {time.time() - t0:.1f} s; look at {os.path.relpath(page)}")
+    page = _write_page(qa_dir, inst, ledger, done, figs, qa_link if ledger.complete else None)
+    ledger.add("demo page", "ran", time.time() - t, rel(page))
+    _log("summary (status, seconds, stage, where its products are):")
+    for line in ledger.table():
+        _log(line)
+    if not ledger.complete:
+        _log(f"the demo did NOT produce its production (finished in {time.time() - t0:.1f} s); see the stages above")
+        return 1
+    _log(f"finished in {time.time() - t0:.1f} s. Look first at {rel(page)} (links to the production's QA pages "
+         f"{rel(paths.findfile('qa_production_html', prod=roots['prod']))}); raw data in {rel(roots['raw'])}, "
+         f"truth in {rel(roots['truth'])}, products in {rel(roots['prod'])}, job logs in "
+         f"{rel(os.path.join(roots['prod'], 'logs'))}")
     return 0
 
 
@@ -135,8 +161,11 @@ DEMO_NTILE = 2
 DEMO_FLAT_EXPTIME = 180.0
 
 
-def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None, ntile=None):
-    """Simulate the demo night (once) and run the Snakemake workflow on it."""
+def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=None, ntile=None):
+    """Simulate the demo night (once), run the Snakemake workflow on it, compare with truth.
+
+    Returns the lines of figures against truth; every stage goes into ``ledger``.
+    """
     import subprocess
 
     import yaml
@@ -146,7 +175,7 @@ def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None, ntile=None)
     from ..sim.night import simulate_night
     from ..sim.plan import default_plan, parse_plan
 
-    done = []
+    rel = os.path.relpath
     # three flats, as DESI takes a night: their average is the fiberflatnight
     nflat = DEMO_NFLAT if nflat is None else int(nflat)
     if nflat < 1:
@@ -156,51 +185,55 @@ def _simulate_and_reduce(out, roots, inst, profile=None, nflat=None, ntile=None)
         raise ConfigError(f"demo: --tiles must be >= 1, not {ntile}")
     plan = parse_plan(default_plan(DEMO_NIGHT, ntile=ntile, nflat=nflat, flat_exptime=DEMO_FLAT_EXPTIME))
     have = raw_exposures(roots["raw"], DEMO_NIGHT)
+    stage = f"simulate raw night {DEMO_NIGHT} ({len(plan.expids())} exposures) with truth"
     if set(plan.expids()) <= set(have):
-        _log(f"raw night {DEMO_NIGHT} already simulated ({len(have)} exposures)")
+        ledger.add(stage, "reused", where=rel(os.path.join(roots["raw"], str(DEMO_NIGHT))))
     else:
         t = time.time()
         simulate_night(plan, inst, 1, roots["raw"], roots["truth"])
-        _log(f"simulated night {DEMO_NIGHT}: {len(plan.expids())} exposures in {time.time() - t:.1f} s "
-             f"-> {os.path.relpath(roots['raw'])}")
-    done.append(f"simulated night {DEMO_NIGHT} ({len(plan.expids())} exposures, truth in {os.path.relpath(roots['truth'])})")
-    project = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-    snakefile = os.path.join(project, "Snakefile")
-    if not os.path.exists(snakefile):
-        _log("no Snakefile beside the package (installed without the project tree): workflow skipped")
-        return done
+        missing = set(plan.expids()) - set(raw_exposures(roots["raw"], DEMO_NIGHT))
+        if missing:
+            ledger.add(stage, "failed", time.time() - t, reason=f"exposures {sorted(missing)} were not written")
+            return []
+        ledger.add(stage, "ran", time.time() - t, rel(os.path.join(roots["raw"], str(DEMO_NIGHT))))
+    snakefile = os.path.join(wdir, "Snakefile")
     cfgfile = os.path.join(out, "config.yaml")
     with open(cfgfile, "w") as fh:
         yaml.safe_dump({"instrument": inst.name, "raw": roots["raw"], "redux": roots["redux"], "specprod": roots["specprod"],
                         "truth": roots["truth"], "nights": [DEMO_NIGHT],
                         "calibration": {"default_psf": os.path.join(out, "calib", "psf")}}, fh, sort_keys=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
-           "--profile", os.path.abspath(profile) if profile else os.path.join(project, "profiles", "local"),
+           "--profile", os.path.abspath(profile) if profile else os.path.join(wdir, "profiles", "local"),
            "--cores", str(os.cpu_count() or 1), "--quiet"]
     _log("running the workflow: " + " ".join(cmd[1:]))
     t = time.time()
     res = subprocess.run(cmd)
+    stage = ("Snakemake workflow: exposure table, biasnight, preproc, psf, psfnight, traceshift, extraction, "
+             "fiberflat(night), sky, stdstars, fluxcalib, cframe, HEALPix spectra and coadds, QA")
     if res.returncode != 0:
-        raise SystemExit(f"fiberflow demo: the workflow failed (exit {res.returncode}); see the logs under "
-                         f"{os.path.relpath(os.path.join(roots['prod'], 'logs'))}")
-    _log(f"workflow finished in {time.time() - t:.1f} s: exposure table, biasnight, preproc of every camera, "
-         "PSF fits of the arcs, nightly PSFs, trace shifts, extraction, fiberflats, sky, standard stars, "
-         "flux calibration, cframes, HEALPix spectra and coadds, QA")
-    done.append("Snakemake workflow ran: exposure table, nightly master bias, preproc of every camera, "
-                "PSF fit of every arc camera, psfnight, traceshift and extraction of every flat/science camera, "
-                "fiberflat + fiberflatnight, sky + sframe, stdstars, fluxcalib and cframe of every science camera, "
-                "tilepix maps, HEALPix spectra and coadds of every pixel, QA metrics, scores and pages")
+        ledger.add(stage, "failed", time.time() - t,
+                   reason=f"snakemake exited {res.returncode}; logs under {rel(os.path.join(roots['prod'], 'logs'))}")
+        return []
+    ledger.add(stage, "ran", time.time() - t, rel(roots["prod"]))
+    t = time.time()
+    status, ok = _status_summary(cfgfile, out)
+    ledger.add("fiberflow status: every planned job done", "ran" if ok else "failed", time.time() - t, reason="" if ok else status[0])
+    if not ok:
+        return status
+    t = time.time()
+    done = []
     done += _psf_summary(roots)
     done += _frame_summary(roots)
     done += _calib_summary(roots)
     done += _healpix_summary(roots)
     done += _qa_summary(roots)
-    done += _status_summary(cfgfile, out)
-    return done
+    ledger.add("products compared with the simulator's truth (PSF, frames, calibration, sky, standards, coadds, QA)",
+               "ran", time.time() - t, "the lines above; also on the demo page")
+    return done + status
 
 
 def _status_summary(cfgfile, workdir):
-    """`fiberflow status` of the demo production: every job should be done."""
+    """`fiberflow status` of the demo production: (lines, every job done?)."""
     from ..config import load_config
     from ..status import Production, job_states, summary
 
@@ -211,7 +244,7 @@ def _status_summary(cfgfile, workdir):
     line = (f"fiberflow status: {ndone} of {len(jobs)} jobs done over {len(table)} steps "
             f"(checked in {time.time() - t:.2f} s)")
     _log(line)
-    return [line]
+    return [line], ndone == len(jobs) and len(jobs) > 0
 
 
 def qa_cost(prod):
@@ -474,24 +507,29 @@ def _psf_figure(psf, psfmodel, np, qa_dir):
     return path
 
 
-def _write_page(qa_dir, inst, done, figs, qa_link):
-    rows = "\n".join(
-        f"<tr><td>{html.escape(s)}</td><td>{i}</td><td class={'ok' if ok else 'todo'}>"
-        f"{'done' if ok else 'not yet implemented'}</td></tr>"
-        for s, i, ok in STAGES
-    )
+def _write_page(qa_dir, inst, ledger, done, figs, qa_link):
+    rows = []
+    for r in ledger.rows:
+        cls = "ok" if r["status"] in ("ran", "reused") else "bad"
+        sec = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        rows.append(f"<tr><td>{html.escape(r['stage'])}</td><td class={cls}>{html.escape(r['status'])}</td>"
+                    f"<td>{sec}</td><td>{html.escape(r['where'] or r['reason'])}</td></tr>")
+    rows = "\n".join(rows)
     imgs = "\n".join(f'<p><img src="{os.path.basename(f)}" alt="{os.path.basename(f)}"></p>' for f in figs)
     items = "\n".join(f"<li>{html.escape(d)}</li>" for d in done)
+    link = (f'<p><a href="{html.escape(qa_link)}">Production QA pages</a> (scores, first bad step, plots, logs).</p>'
+            if qa_link else "<p><b>The production was not completed: see the stages below.</b></p>")
     text = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>fiberflow demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
-.ok{{background:#cfc}} .todo{{background:#eee;color:#666}}</style></head>
+.ok{{background:#cfc}} .bad{{background:#fcc}}</style></head>
 <body><h1>fiberflow demo production</h1>
 <p>Instrument preset <b>{html.escape(inst.name)}</b>: {html.escape(inst.description)}.</p>
-<p><a href="{html.escape(qa_link)}">Production QA pages</a> (scores, first bad step, plots, logs).</p>
-<h2>What this run did</h2><ul>{items}</ul>
-<h2>Pipeline stages</h2><table><tr><th>stage</th><th>issue</th><th>status</th></tr>{rows}</table>
-<h2>PSF</h2>{imgs or '<p>shared data absent: no PSF figure</p>'}
+{link}
+<h2>Stages of this run</h2><table><tr><th>stage</th><th>status</th><th>seconds</th><th>products / reason</th></tr>
+{rows}</table>
+<h2>Against the simulator's truth</h2><ul>{items}</ul>
+<h2>PSF</h2>{imgs or '<p>no PSF figure was made</p>'}
 </body></html>
 """
     path = os.path.join(qa_dir, "index.html")

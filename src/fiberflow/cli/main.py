@@ -43,7 +43,8 @@ COMMANDS = {
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "status": ("fiberflow.cli.ops", "done / running / ready / waiting / failed jobs per step of a production"),
     "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG as SVG (snakemake + graphviz)"),
-    "demo": ("fiberflow.cli.demo", "run the demo production under ./demo (what exists so far)"),
+    "workflow": ("fiberflow.cli.workflowcmd", "print where the installed workflow is (Snakefile, profiles)"),
+    "demo": ("fiberflow.cli.demo", "simulate the demo night and reduce it end to end under ./demo"),
 }
 
 

@@ -12,8 +12,6 @@ import time
 
 from ..errors import ConfigError
 
-#: the project's Snakefile (a source checkout: src/fiberflow/cli -> project root)
-PROJECT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
 def add_arguments(p, name):
@@ -29,7 +27,8 @@ def add_arguments(p, name):
     else:
         p.add_argument("--night", type=int, default=None, help="night of the job DAG (default: the first one)")
         p.add_argument("-o", "--outdir", default=".", help="folder of the SVG files (default: the current one)")
-        p.add_argument("--snakefile", default=os.path.join(PROJECT, "Snakefile"))
+        p.add_argument("--snakefile", default=None,
+                       help="the workflow's Snakefile (default: the one installed with fiberflow)")
         p.add_argument("--directory", "-d", default=".", help="Snakemake's working directory")
 
 
@@ -88,6 +87,10 @@ def _dag(args):
 
     if not shutil.which("dot"):
         raise ConfigError("graphviz's `dot` is not installed (make test installs it; or apt-get install graphviz)")
+    if args.snakefile is None:
+        from ..reference import workflow_dir
+
+        args.snakefile = os.path.join(workflow_dir(), "Snakefile")
     if not os.path.exists(args.snakefile):
         raise ConfigError(f"{args.snakefile}: no Snakefile (pass --snakefile)")
     cfg = load_config(args.config)

@@ -12,7 +12,7 @@ a few ADU), hot pixels and hot columns. Per exposure: each amplifier's bias leve
 cosmic rays are tracks whose length follows the incidence angle and the CCD thickness and
 whose rate scales with the dark time. Values are rounded and clipped to 0..65535 (saturation).
 
-About the real cosmic-ray cutouts in ``../shared/data/cosmics``: they are 20x20-pixel
+About DESI's real cosmic-ray cutouts (desisim-testdata ``cosmics-{bias,dark}-{b,r,z}.fits``): they are 20x20-pixel
 preprocessed bias/dark stamps whose brightest pixel is 21 electrons and whose masks are
 empty, i.e. they hold no cosmic-ray hit to paste; the simulator therefore models tracks
 physically (rates and deposits below) and its tests use the cutouts' noise level as a check

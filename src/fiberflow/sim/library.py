@@ -1,4 +1,4 @@
-"""Readers of the real instrument data the simulator is built on (``../shared/data``).
+"""Readers of the real instrument data the simulator is built on (shipped in ``fiberflow/data/reference``).
 
 Every function returns plain numpy arrays and caches its result; a missing file raises
 :class:`~fiberflow.errors.DataError` naming it. Wavelengths are vacuum Angstrom.
@@ -7,28 +7,20 @@ Every function returns plain numpy arrays and caches its result; a missing file 
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
 from ..io.refdata import ARC_LAMPS, read_line_list, read_nist, read_uves_sky
 from ..errors import DataError
 from ..io import fitsutil
-from ..shared import shared_data_dir
+from ..reference import reference_file
 
 #: lamps DESI's arc exposures use (HgAr, Cd, Ne, Kr)
 
 
 def data_path(*parts):
-    """Absolute path of a shared data file; DataError when the folder or file is absent."""
-    root = shared_data_dir()
-    if root is None:
-        raise DataError("../shared/data", "the shared instrument data folder is absent "
-                        "(set FIBERFLOW_SHARED_DATA to its location)")
-    path = os.path.join(root, *parts)
-    if not os.path.exists(path):
-        raise DataError(path, "shared data file missing")
-    return path
+    """Absolute path of a reference data file; DataError when it is missing."""
+    return reference_file(*parts)
 
 
 @functools.lru_cache(maxsize=None)

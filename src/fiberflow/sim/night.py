@@ -22,8 +22,7 @@ from ..io.fibermap import write_fibermap
 from ..io.image import PixFlat
 from ..io.psf import read_psf
 from ..io.raw import RawCamera, write_raw
-from ..shared import real_psf_path
-from ..errors import DataError
+from ..reference import real_psf_path
 from . import detector, library, lightpath, optics, project, targets
 from .plan import ExposureSpec, Plan
 from .truth import TruthFrame, TruthStdStars
@@ -93,10 +92,7 @@ class Simulator:
             raise ValueError(f"psf_shape must be >= 0, not {self.psf_shape!r}")
         if not 0 <= self.pixflat < 0.2:
             raise ValueError(f"pixflat must be in [0, 0.2), not {self.pixflat!r}")
-        path = real_psf_path()
-        if path is None:
-            raise DataError("../shared/data/psf/psf-r0-00067784.fits", "the real DESI PSF the optics are built on is absent")
-        self._r_psf = read_psf(path)
+        self._r_psf = read_psf(real_psf_path())
         self._nominal = {}
         self._grids = {}
 
