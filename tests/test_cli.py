@@ -52,13 +52,14 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     text = capsys.readouterr().out
     import re as _re
 
-    assert "NOT YET" not in text and "done    calibration association, Slurm profiles, status, dag" in text
-    assert "done    simulate a raw night" in text
+    # every stage ran (none NOT RUN / FAILED), with its seconds and where its products are
+    stages = _re.findall(r"\[fiberflow demo\]   (ran|reused|NOT RUN|FAILED) +([\d.]+ s)? +(.+)", text)
+    assert len(stages) >= 8 and all(st == "ran" for st, _, _ in stages), stages
+    assert any("simulate raw night 20250101 (10 exposures)" in s for _, _, s in stages), stages
+    assert any(s.startswith("Snakemake workflow") and "redux/demo" in s for _, _, s in stages), stages
+    assert "Look first at" in text and "did NOT produce" not in text
     st = _re.findall(r"fiberflow status: (\d+) of (\d+) jobs done over (\d+) steps", text)
     assert st and st[0][0] == st[0][1] and int(st[0][1]) > 50 and int(st[0][2]) == 20, st
-    assert "done    QA metrics, scores and pages" in text
-    assert "done    HEALPix spectra and coadds" in text
-    assert "done    fiberflat, fiberflatnight, sky, stdstars, fluxcalib, cframe" in text
     import re as _re
 
     cal = _re.findall(r"(\w\d) exposure \d+ vs truth: fiberflat rms ([\d.]+)%.*calibration vector rms ([\d.]+)%", text)
@@ -90,12 +91,10 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     gain = _re.findall(r"median S/N gain over one exposure ([\d.]+)", text)
     assert len(gain) == 1 and abs(float(gain[0]) / 2 ** 0.5 - 1) < 0.1, gain
     assert len(list((out / "redux" / "demo" / "healpix" / "main" / "dark").glob("*/*/coadd-main-dark-*.fits"))) >= 3
-    assert "done    traceshift" in text
     # QA of the clean demo night: scored, no alarm, pages written
     qa = _re.findall(r"QA of night 20250101: status (\w+), (\d+) of (\d+) scored metrics in alarm", text)
     assert qa and qa[0][0] in ("NORMAL", "WARNING") and qa[0][1] == "0" and int(qa[0][2]) > 100, qa
     assert (out / "redux" / "demo" / "qa" / "index.html").exists()
-    assert "done    psf fit from arcs and psfnight" in text
     import re
 
     found = re.findall(r"arc PSF (\w+) exposure \d+ vs truth: trace x rms ([\d.]+) px, wavelength rms ([\d.]+) A", text)
@@ -113,6 +112,38 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
 
     for arm in "brz":
         assert read_psf(out / "calib" / "psf" / f"psf-{arm}0.fits").nfiber == 50
+
+
+def test_demo_never_reports_work_it_did_not_do(tmp_path, capsys, monkeypatch):
+    """A stage that cannot run is reported NOT RUN with its reason, nothing after it claims to
+    have run, and the demo exits 1."""
+    import fiberflow.reference as reference
+    from fiberflow.errors import DataError
+
+    def no_psf():
+        raise DataError("/nowhere/psf-r0-00067784.fits", "reference data file missing from the fiberflow installation")
+
+    monkeypatch.setattr(reference, "real_psf_path", no_psf)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "NOT RUN: nominal PSFs from the real DESI r0 PSF: /nowhere/psf-r0-00067784.fits: reference data file " \
+           "missing" in text, text
+    assert "simulate" not in text and "Snakemake workflow" not in text and "did NOT produce its production" in text
+    assert not list((out / "raw").glob("*")) and "not completed" in (out / "qa" / "index.html").read_text()
+
+    # the workflow missing (an install without it): the PSF stages run, the rest is NOT RUN
+    monkeypatch.undo()
+
+    def no_workflow():
+        raise DataError("/site/fiberflow/data/workflow/Snakefile", "the workflow is not installed with fiberflow")
+
+    monkeypatch.setattr(reference, "workflow_dir", no_workflow)
+    assert main(["demo", "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "ran: nominal b/r/z PSFs of the demo instrument" in text
+    assert "NOT RUN: Snakemake workflow: /site/fiberflow/data/workflow/Snakefile: the workflow is not installed" in text
+    assert "simulate raw night" not in text and not list((out / "raw").glob("*"))
 
 
 @pytest.mark.parametrize("argv", [["--version"]])

@@ -138,6 +138,41 @@ def test_model_variance_removes_the_bias_of_data_derived_weights(r0_problem):
     np.testing.assert_array_equal(_pulls(off, truth), biased)
 
 
+@pytest.mark.parametrize("kind", ["flat", "stars"])
+def test_high_snr_has_no_patch_edges(real_psf, kind):
+    """Flat-lamp brightness (S/N >= 300 per bin) and bright standard stars (S/N >= 100) beside
+    faint fibers, light exactly on the extraction grid, default options (50-bin patches, model
+    variance): every bin position of a patch extracts like the patch interior. Before the pixels
+    seen by unsolved wavelengths were left out, CHI2PIX was 50x the interior at bin 0 of every
+    patch of the flat and the pulls there +2.8."""
+    nf = 50  # two bundles: sub-bundle and bundle edges too
+    rng = np.random.default_rng(5)
+    psf = real_psf.select_fibers(0, nf)
+    psf.meta["FIBERMIN"] = 0
+    wave = 6000.0 + 0.8 * np.arange(1000)
+    level = 1.2e5 if kind == "flat" else 4e4
+    truth = level * (1 + 0.3 * np.sin(wave / 40.0))[None, :] * rng.uniform(0.8, 1.2, (nf, 1))
+    bright = np.ones(nf, bool)
+    if kind == "stars":  # absorption-line stars on even fibers, faint targets (1%) between them
+        lines = sum(0.4 * np.exp(-0.5 * ((wave - c) / 1.5) ** 2) for c in rng.uniform(6000, 6800, 40))
+        bright = np.arange(nf) % 2 == 0
+        truth = np.where(bright[:, None], truth * (1 - np.clip(lines, 0, 0.8))[None, :], 0.01 * truth)
+    img, ivar = _project(psf, truth, wave, rng, np.arange(nf))
+    out = extract.extract_frame(img, ivar, psf, wave, 25, extract.ExtractOptions(), var_floor=np.full(img.shape, 9.0))
+    snr = np.median(out["flux"][bright] * np.sqrt(out["ivar"][bright]))
+    assert snr >= (300 if kind == "flat" else 100), snr
+    pulls = _pulls(out, truth)
+    assert abs(pulls.mean()) < 0.015 and np.std(pulls) == pytest.approx(1.0, abs=0.02)
+    pos = np.arange(wave.size) % extract.ExtractOptions().wavesize
+    inner = (pos >= 10) & (pos < 40)
+    chi_in = np.median(out["chi2pix"][:, inner])
+    assert chi_in == pytest.approx(1.0, abs=0.1)
+    for p in (0, 1, 2, 47, 48, 49):  # 1000 bins each: 3.5 sigma bounds
+        m = pos == p
+        assert np.median(out["chi2pix"][:, m]) == pytest.approx(chi_in, rel=0.1), p
+        assert abs(pulls[:, m].mean()) < 0.12 and np.std(pulls[:, m]) == pytest.approx(1.0, abs=0.08), p
+
+
 def test_simulated_frame_against_truth(tmp_path, real_psf_file):
     """Issue 6's done-when on a whole simulated frame: raw data simulated with the real-PSF
     optics and the light on the extraction grid (truth exact per bin), master bias, preproc,

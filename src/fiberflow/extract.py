@@ -43,7 +43,7 @@ class ExtractOptions(StepOptions):
     """Options of :func:`extract_frame` (config section ``extract``)."""
 
     wavesize: int = 50         #: output bins per patch
-    nwavepad: int = 8          #: extra bins solved on each side of a patch
+    nwavepad: int = 10         #: extra bins solved on each side of a patch (the outer ones only partly constrained: pixels that see unsolved wavelengths are left out)
     nsubbundles: int = 5       #: sub-bundles per bundle
     nfiberpad: int = 1         #: neighbouring fibers solved on each side of a sub-bundle
     regularize: float = 0.0    #: ridge prior added to every unknown (relative to the median diagonal)
@@ -254,6 +254,11 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     weight = np.asarray(ivar[ylo:yhi, xlo:xhi], np.float64)
     weight = np.where(np.isfinite(data) & np.isfinite(weight), weight, 0.0)
     data = np.where(weight > 0, data, 0.0)
+    # pixels that also see wavelengths outside the solved range cannot be modelled by this
+    # patch: fitting them biases the pad bins and, through the deconvolution, the patch's
+    # first and last bins (and a model-variance weight there misses that light: CHI2PIX of
+    # hundreds at patch edges on flats)
+    weight = weight * _complete_pixels(psf, absf, wave, dw, sx0, sy0, (sy, sx), (ylo, yhi, xlo, xhi))
     st = stamps.reshape(nf * nw, sy, sx)
     lx = (sx0 - xlo).ravel()
     ly = (sy0 - ylo).ravel()
@@ -310,6 +315,40 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         out["model"] = model_image(st, lx, ly, fc, data.shape, opts.use_numba)
         out["model_box"] = (ylo, xlo)
     return out
+
+
+def _complete_pixels(psf, absf, wave, dw, sx0, sy0, stamp_shape, box):
+    """1 on the pixels of a patch's box that no unsolved wavelength sends light to, else 0.
+
+    The spots of the wavelengths just outside the solved range (one bin beyond each end) reach
+    into the box; every row from that spot's nearest edge outwards gets light the patch does not
+    model, in the columns of that fiber's spots.
+
+    Returns
+    -------
+    (ny', nx') float64
+    """
+    ylo, yhi, xlo, xhi = box
+    sy, sx = stamp_shape
+    ok = np.ones((yhi - ylo, xhi - xlo))
+    up = np.median(sy0[:, -1] - sy0[:, 0]) >= 0  # y grows with wavelength
+    outside = np.array([wave[0] - dw[0], wave[-1] + dw[-1]])
+    yc = psfmodel.trace_y(psf, outside, absf)
+    xc = psfmodel.trace_x(psf, outside, absf)
+    oy0 = np.floor(yc + 0.5).astype(np.int64) - psf.hsizey
+    ox0 = np.floor(xc + 0.5).astype(np.int64) - psf.hsizex
+    for k in range(len(absf)):
+        for end in (0, 1):
+            c0 = max(int(min(ox0[k, end], sx0[k].min())) - xlo, 0)
+            c1 = min(int(max(ox0[k, end], sx0[k].max())) + sx - xlo, xhi - xlo)
+            low_side = (end == 0) == up  # the outside spot lies below the solved ones
+            if low_side:
+                r1 = min(int(oy0[k, end]) + sy - ylo, yhi - ylo)
+                ok[:max(r1, 0), c0:c1] = 0.0
+            else:
+                r0 = max(int(oy0[k, end]) - ylo, 0)
+                ok[r0:, c0:c1] = 0.0
+    return ok
 
 
 def cholesky_solve_inverse_numpy(a, b):

@@ -208,8 +208,7 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     _log("running the workflow: " + " ".join(cmd[1:]))
     t = time.time()
     res = subprocess.run(cmd)
-    stage = ("Snakemake workflow: exposure table, biasnight, preproc, psf, psfnight, traceshift, extraction, "
-             "fiberflat(night), sky, stdstars, fluxcalib, cframe, HEALPix spectra and coadds, QA")
+    stage = "Snakemake workflow of the night (exposure table .. cframes, HEALPix coadds, QA)"
     if res.returncode != 0:
         ledger.add(stage, "failed", time.time() - t,
                    reason=f"snakemake exited {res.returncode}; logs under {rel(os.path.join(roots['prod'], 'logs'))}")
@@ -227,8 +226,8 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     done += _calib_summary(roots)
     done += _healpix_summary(roots)
     done += _qa_summary(roots)
-    ledger.add("products compared with the simulator's truth (PSF, frames, calibration, sky, standards, coadds, QA)",
-               "ran", time.time() - t, "the lines above; also on the demo page")
+    ledger.add("products compared with the simulator's truth", "ran", time.time() - t,
+               "the lines above (PSF, frames, calibration, sky, standards, coadds, QA); also on the demo page")
     return done + status
 
 
