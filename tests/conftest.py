@@ -29,7 +29,7 @@ def real_psf(real_psf_file):
 #: the long modules first, so that `pytest -n 2 --dist loadfile` (make test) starts them at once
 #: and the short ones fill the gaps; the Slurm test mostly waits for the executor's polling
 LONG_MODULES = ("test_slurm.py", "test_qa_workflow.py", "test_cli.py", "test_operations.py",
-                "test_healpix_workflow.py", "test_preproc_workflow.py")
+                "test_healpix_workflow.py", "test_preproc_workflow.py", "test_fresh_install.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
