@@ -590,7 +590,8 @@ def coadd_file(infile, outfile, opts=None, header=None):
     """
     from .errors import DataError
     from .io import fitsutil
-    from .io.spectra import SpectraStreamWriter, read_spectra_meta, read_spectra_rows, spectra_layout
+    from .io.spectra import (SpectraStreamWriter, read_spectra_meta, read_spectra_rows, spectra_layout,
+                             verify_spectra_band)
 
     opts = opts or CoaddOptions()
     hdr0, fm, exp_fm, _, bands = read_spectra_meta(infile)
@@ -622,6 +623,8 @@ def coadd_file(infile, outfile, opts=None, header=None):
     chunks = target_chunks(rows, max(1, int(opts.coadd_max_rows)))
     with fitsutil.open_fits(infile) as fin, SpectraStreamWriter(outfile, hdr, tf, out_wave, out_ndiag,
                                                                  layout[bands[0]][2], exp_fibermap=ex) as writer:
+        for b in bands:  # the chunks read rows only: the checksums are verified whole first (streamed)
+            verify_spectra_band(fin, infile, b)
         for t0, t1 in chunks:
             need = np.unique(np.concatenate(rows[t0:t1]))
             local = [np.searchsorted(need, jj) for jj in rows[t0:t1]]

@@ -31,12 +31,80 @@ def camera_step(args):
     return cfg, inst, cam
 
 
-def check_psf(psf, psf_path, inst, image_shape=None, image_path=None):
-    """A PSF must have the instrument's fibers and the image's CCD size; DataError otherwise."""
+def check_psf(psf, psf_path, inst, image_shape=None, image_path=None, camera=None, expid=None, night=None):
+    """A PSF must have the instrument's fibers, the image's CCD size and (when given) be of the
+    step's camera, exposure and night; DataError otherwise."""
     from ..errors import DataError
 
+    check_identity(psf.header, psf_path, "PSF", camera=camera, expid=expid, night=night)
     if psf.nfiber != inst.nfiber:
         raise DataError(psf_path, f"PSF has {psf.nfiber} fibers; instrument {inst.name} has {inst.nfiber}")
     if image_shape is not None and tuple(image_shape) != (psf.npix_y, psf.npix_x):
         raise DataError(psf_path, f"PSF is for a {psf.npix_y}x{psf.npix_x} CCD; {image_path} is "
                                   f"{image_shape[0]}x{image_shape[1]}")
+
+
+def _header_value(header, key):
+    val = header.get(key) if header is not None else None
+    if isinstance(val, tuple):
+        val = val[0]
+    return None if val is None or (isinstance(val, str) and not val.strip()) else val
+
+
+def check_identity(header, path, what, camera=None, night=None, expid=None):
+    """A product's header must name the camera (and night / exposure) the step works on.
+
+    Keywords the header lacks are not checked; a value that disagrees raises DataError, e.g.
+    ``psf-r0-00000123.fits: PSF is for camera r0, not b0``.
+    """
+    from ..errors import DataError
+
+    for key, want in (("CAMERA", camera), ("NIGHT", night), ("EXPID", expid)):
+        if want is None:
+            continue
+        have = _header_value(header, key)
+        if have is None:
+            continue
+        if key == "CAMERA":
+            bad = str(have).strip().lower() != str(want).strip().lower()
+        else:
+            try:
+                bad = int(have) != int(want)
+            except (TypeError, ValueError):
+                bad = True
+        if bad:
+            raise DataError(path, f"{what} is for {'exposure' if key == 'EXPID' else key.lower()} {have}, not {want}")
+
+
+def check_fibermap(fm, fm_header, path, petal, nfiber, exposure_header=None):
+    """The fibermap rows of one petal must belong to the exposure and cover its fibers once.
+
+    Parameters
+    ----------
+    fm : structured (n,)
+        The petal's rows (:func:`fiberflow.io.fibermap.petal_rows`).
+    fm_header : dict
+        The FIBERMAP HDU header (EXPID, TILEID checked against ``exposure_header`` when both have them).
+    petal, nfiber : int
+        Petal number and fibers per petal of the instrument.
+    """
+    import numpy as np
+
+    from ..errors import DataError
+
+    if exposure_header is not None:
+        for key in ("EXPID", "TILEID"):
+            a, b = _header_value(fm_header, key), _header_value(exposure_header, key)
+            if a is not None and b is not None and int(a) != int(b):
+                raise DataError(path, f"fibermap is for {key} {a}; the exposure is {key} {b}")
+    fiber = np.asarray(fm["FIBER"], np.int64)
+    if fiber.size != nfiber:
+        raise DataError(path, f"fibermap has {fiber.size} rows for petal {petal}; the petal has {nfiber} fibers")
+    srt = np.sort(fiber)
+    dup = np.unique(srt[1:][np.diff(srt) == 0])
+    if dup.size:
+        raise DataError(path, f"fibermap lists FIBER {', '.join(str(int(d)) for d in dup[:5])} more than once")
+    lo, hi = petal * nfiber, (petal + 1) * nfiber
+    out = fiber[(fiber < lo) | (fiber >= hi)]
+    if out.size:
+        raise DataError(path, f"fibermap rows of petal {petal} have FIBER {int(out[0])}, outside {lo}-{hi - 1}")

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .common import camera_step, check_psf, prod_root
+from .common import camera_step, check_identity, check_psf, prod_root
 
 
 def add_arguments(p, name):
@@ -53,8 +53,9 @@ def _run(args, comm):
 
     cfg, inst, cam = camera_step(args)
     img = PreprocImage.read(args.infile)
+    check_identity(img.header, args.infile, "preprocessed image", camera=cam)
     psf = read_psf(args.psf)
-    check_psf(psf, args.psf, inst, img.image.shape, args.infile)
+    check_psf(psf, args.psf, inst, img.image.shape, args.infile, camera=cam, expid=img.header.get("EXPID"))
     if not np.any(img.ivar > 0):
         raise DataError(args.infile, "every pixel is masked (ivar 0): nothing to extract")
     if not np.all(np.isfinite(img.image[img.ivar > 0])):

@@ -9,6 +9,7 @@ import sys
 
 from .. import __version__
 from ..errors import FiberflowError
+from . import guard
 
 #: command -> (module, one-line help). Steps add themselves here as they land.
 COMMANDS = {
@@ -51,6 +52,8 @@ COMMANDS = {
 def build_parser():
     parser = argparse.ArgumentParser(prog="fiberflow", description="DESI-like multi-fiber spectroscopic reductions")
     parser.add_argument("--version", action="version", version=f"fiberflow {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also: FIBERFLOW_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, (modname, help_) in COMMANDS.items():
         mod = importlib.import_module(modname)
@@ -67,10 +70,35 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    import os
+
+    debug = args.debug or os.environ.get("FIBERFLOW_DEBUG", "") not in ("", "0")
     try:
-        return int(args._module.run(args) or 0)
+        if args.command in guard.NOT_STEPS:
+            return int(args._module.run(args) or 0)
+        guard.check_outputs(args)
+        from ..io.fitsutil import all_or_none
+
+        with all_or_none():
+            return int(args._module.run(args) or 0)
     except FiberflowError as exc:
+        if debug:
+            raise
         print(f"fiberflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # permissions, disk full, fitsio I/O status: one line, nothing half written
+        if debug:
+            raise
+        print(f"fiberflow {args.command}: error: {guard.os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line; --debug shows where
+        if debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"fiberflow {args.command}: error: unexpected {type(exc).__name__}: {msg} (a bug: rerun with "
+              "`fiberflow --debug ...` or FIBERFLOW_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
         return 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_fibermap, check_identity, prod_root
 
 
 def add_arguments(p, name):
@@ -57,23 +57,27 @@ def run(args):
     inputs = [args.infile]
     if args.biasnight:
         b = BiasNight.read(args.biasnight)
+        check_identity(b.header, args.biasnight, "master bias", camera=cam)
         bias, bmask = b.image, b.mask
         nzero = int(b.header.get("NZERO", 0))
         inputs.append(args.biasnight)
     badamps = [a.strip().upper() for a in args.badamps.split(",") if a.strip()]
     pixflat = None
     if args.pixflat:
-        pixflat = PixFlat.read(args.pixflat).image
+        pf = PixFlat.read(args.pixflat)
+        check_identity(pf.header, args.pixflat, "pixel flat", camera=cam)
+        pixflat = pf.image
         inputs.append(args.pixflat)
+    fibermap = None
+    if args.fibermap:  # checked before the work: it must be this exposure's, one row per fiber
+        fm, fmhdr = read_fibermap(args.fibermap)
+        fibermap = petal_rows(fm, int(cam[1:]))
+        check_fibermap(fibermap, fmhdr, args.fibermap, int(cam[1:]), inst.nfiber, rc.header)
+        inputs.append(args.fibermap)
     image, ivar, rdnoise, mask, qa = preproc.preproc_camera(
         rc, gains=gains, dark_rate=spec.dark, bias=bias, bias_mask=bmask, bias_nzero=nzero, badamps=badamps,
         nsig_cosmics=0.0 if args.no_cosmics else opts["cosmics_nsig"], per_row=opts["overscan_per_row"],
         ostep_threshold=opts["ostep_threshold"], path=args.infile, pixflat=pixflat, pixflat_path=args.pixflat)
-    fibermap = None
-    if args.fibermap:
-        fm, _ = read_fibermap(args.fibermap)
-        fibermap = petal_rows(fm, int(cam[1:]))
-        inputs.append(args.fibermap)
     # camera + exposure keywords; structural ones are dropped by the writer, provenance is re-stamped
     hdr = {k: v for k, v in rc.header.items()
            if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "INHERIT", "FFDM", "DEPNAM", "DEPVER"))}

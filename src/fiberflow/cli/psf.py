@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .common import camera_step, check_psf, prod_root
+from .common import camera_step, check_identity, check_psf, prod_root
 
 
 def add_arguments(p, name):
@@ -42,11 +42,12 @@ def _traceshift(args, cfg, inst, cam):
     from ..provenance import provenance_header
 
     img = PreprocImage.read(args.infile)
+    check_identity(img.header, args.infile, "preprocessed image", camera=cam)
     obstype = str(img.header.get("OBSTYPE", "")).strip().upper()
     if obstype not in ("FLAT", "SCIENCE"):
         raise DataError(args.infile, f"OBSTYPE is {obstype or 'missing'!r}; trace shifts are measured on FLAT or SCIENCE")
     psf = read_psf(args.psf)
-    check_psf(psf, args.psf, inst, img.image.shape, args.infile)
+    check_psf(psf, args.psf, inst, img.image.shape, args.infile, camera=cam)
     opts = traceshift.TraceShiftOptions.from_config(cfg["traceshift"])
     try:
         out, _ = traceshift.trace_shift(img.image, img.ivar, psf, continuum_only=(obstype == "FLAT"), opts=opts,
@@ -88,7 +89,7 @@ def _psf(args, cfg, inst, cam):
         raise DataError(args.infile, f"CAMERA is {img.header.get('CAMERA')!r}, expected {cam}")
     psffit.check_arc(img.image, img.ivar, args.infile)
     start = read_psf(args.start)
-    check_psf(start, args.start, inst, img.image.shape, args.infile)
+    check_psf(start, args.start, inst, img.image.shape, args.infile, camera=cam)
     wmin, wmax = psfmodel.wavelength_range(start)
     lines = arclines.lines_for_camera(cam[0], float(np.max(wmin)), float(np.min(wmax)), path=opts["line_list"])
     refine = arclines.refinement_lines(float(np.max(wmin)), float(np.min(wmax))) if opts["refine"] else None
@@ -124,7 +125,7 @@ def _psfnight(args, cfg, inst, cam):
     psfs, used = [], []
     for path in args.infiles:
         p = read_psf(path)
-        check_psf(p, path, inst)
+        check_psf(p, path, inst, camera=cam, night=args.night)
         if (p.status() == 0).any():
             psfs.append(p)
             used.append(path)
@@ -143,7 +144,7 @@ def _psfnight(args, cfg, inst, cam):
         if not args.fallback:
             raise DataError(None, f"night {args.night} camera {cam}: no usable arc PSF and no --fallback PSF")
         out = read_psf(args.fallback)
-        check_psf(out, args.fallback, inst)
+        check_psf(out, args.fallback, inst, camera=cam)
         hdr = provenance_header("psfnight", {"fallback": True}, [args.fallback], cfg, prod)
         hdr["FALLBACK"] = (True, "no usable arc this night: PSF copied from IN_PSF")
         hdr["IN_PSF"] = (os.path.basename(args.fallback), "fallback PSF")

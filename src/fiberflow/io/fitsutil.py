@@ -39,6 +39,35 @@ def _is_structural(key):
     return False
 
 
+#: renames deferred by an open :func:`all_or_none` block: list of (temporary, final) paths
+_PENDING = None
+
+
+@contextlib.contextmanager
+def all_or_none():
+    """Within this block, every :func:`atomic_path` write is kept at its temporary path and
+    renamed into place only when the whole block succeeds; on any exception every temporary
+    file is removed, so a step with several outputs (sky + sframe, frame + model image, QA
+    JSON + pages) leaves all of them or none. Blocks do not nest (an inner one joins the outer).
+    """
+    global _PENDING
+    if _PENDING is not None:
+        yield
+        return
+    _PENDING = []
+    try:
+        yield
+        pending, _PENDING = _PENDING, None
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    except BaseException:
+        pending, _PENDING = _PENDING or [], None
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -68,7 +97,10 @@ def atomic_path(path):
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if _PENDING is not None:
+            _PENDING.append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -124,6 +156,9 @@ def header_records(header):
             val = float(val)
         elif isinstance(val, np.bool_):
             val = bool(val)
+        if isinstance(val, float) and not np.isfinite(val):
+            # a computed value that is not a number is a failed step, not a header card
+            raise DataError(None, f"header keyword {ukey} would be {val}: the step produced no sound value")
         if isinstance(val, str) and len(val) > 68:
             val = val[:68]
         rec = {"name": ukey, "value": val}
@@ -246,6 +281,16 @@ def require_hdu(fx, extname, path):
         raise DataError(path, f"file is truncated ({size} bytes, not a whole number of FITS blocks): "
                               f"HDU {extname} missing (file has {have})")
     raise DataError(path, f"missing HDU {extname} (file has {have})")
+
+
+def verify_hdus(fx, path, names):
+    """Verify the checksums of the HDUs ``names`` of an open file (streamed by cfitsio: the
+    data are read block by block, not held in memory). For readers of partial rows, which
+    cannot check what they did not read."""
+    have = hdu_names(fx)
+    for name in names:
+        if name in have:
+            _verify(fx[name], path, name)
 
 
 def _verify(hdu, path, extname):

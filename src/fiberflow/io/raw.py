@@ -216,9 +216,16 @@ def read_raw_camera(path, camera):
         if key not in merged:
             raise DataError(path, f"camera {camera.upper()}: missing keyword {key}")
     if data.dtype != np.uint16:
+        if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+            nbad = int(np.count_nonzero(~np.isfinite(data)))
+            raise DataError(path, f"camera {camera.upper()}: {nbad} pixels are NaN or infinite (a raw image holds "
+                                  "integer ADU)")
         if data.min() < 0 or data.max() > 65535:
             raise DataError(path, f"camera {camera.upper()}: pixel values outside uint16")
         data = data.astype(np.uint16)
+    if data.size and data.min() == data.max():
+        raise DataError(path, f"camera {camera.upper()}: every pixel is {int(data.min())} (no readout: a CCD image "
+                              "has bias noise at least)")
     rc = RawCamera(camera.lower(), data, merged)
     rc.amps(path)  # validate amplifier keywords now, with the file name in the message
     return rc

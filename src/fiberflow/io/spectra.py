@@ -202,10 +202,18 @@ def row_runs(rows):
     return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
 
 
+def verify_spectra_band(fx, path, band):
+    """Verify the checksums of one band's HDUs (FLUX, IVAR, MASK, RESOLUTION) of an open spectra file."""
+    B = band.upper()
+    fitsutil.verify_hdus(fx, path, [f"{B}_{n}" for n in ("FLUX", "IVAR", "MASK", "RESOLUTION")])
+
+
 def read_spectra_rows(path, band, rows, fx=None):
     """Some rows of one band of a spectra file, read as contiguous runs (memory bounded by the rows).
 
-    Partial reads cannot verify the HDU checksums (:func:`read_spectra_band` does).
+    The rows alone cannot be checked against the HDU checksums: without ``fx`` the HDUs read
+    are verified whole (streamed); a caller that passes ``fx`` verifies them once itself
+    (:func:`verify_spectra_band`).
 
     Parameters
     ----------
@@ -222,8 +230,11 @@ def read_spectra_rows(path, band, rows, fx=None):
     path = str(path)
     B = band.upper()
     runs = row_runs(rows)
+    own = fx is None
     with (contextlib.nullcontext(fx) if fx is not None else fitsutil.open_fits(path)) as fx:
         names = fitsutil.hdu_names(fx)
+        if own:
+            verify_spectra_band(fx, path, band)
         out = []
         for name, dt in (("FLUX", "f4"), ("IVAR", "f4"), ("MASK", "i4"), ("RESOLUTION", "f4")):
             hdu = f"{B}_{name}"

@@ -1,0 +1,296 @@
+"""Bad input never becomes a wrong product: each case gives a step command a corrupted or
+mismatched input (or an output it must not write) exactly as the workflow calls it, and
+asserts exit code 1, one line on stderr naming the file and the problem, no traceback, and no
+output or temporary file left behind.
+
+A new step gets its cases by adding rows to CASES: (id, function(world, tmp) -> (argv, outputs),
+expected words of the message).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import fitsio
+import numpy as np
+import pytest
+
+from fiberflow import paths
+from fiberflow.cli.main import main
+
+NIGHT, ZEROS, SCI, SCI2 = 20250105, (400, 401), 402, 403
+CAMS = ["b0", "r0"]
+
+
+def _run(argv):
+    return main(argv)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny night (two zeros, two science exposures of different tiles; b0 and r0), master
+    biases, preprocessed science cameras, nominal PSFs, and a HEALPix spectra file."""
+    root = tmp_path_factory.mktemp("badin")
+    raw, truth = str(root / "raw"), str(root / "truth")
+    plan = root / "plan.yaml"
+    plan.write_text(f"night: {NIGHT}\nfirst_expid: {ZEROS[0]}\nexposures:\n  - {{obstype: ZERO, count: 2}}\n"
+                    "  - {obstype: SCIENCE, tileid: 61, exptime: 600}\n  - {obstype: SCIENCE, tileid: 62, exptime: 600}\n")
+    assert _run(["simulate", "--plan", str(plan), "--instrument", "tiny", "--raw", raw, "--truth", truth,
+                 "--cameras", *CAMS]) == 0
+    cfg = root / "config.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {raw}\nredux: {root / 'redux'}\nspecprod: bad\n"
+                   f"calibration: {{default_psf: {root / 'calib'}}}\n")
+    assert _run(["calibinit", "--config", str(cfg)]) == 0
+    w = {"root": root, "cfg": str(cfg), "raw": {e: paths.findfile("raw", raw=raw, night=NIGHT, expid=e)
+                                               for e in (*ZEROS, SCI, SCI2)},
+         "fibermap": {e: paths.findfile("fibermap", raw=raw, night=NIGHT, expid=e) for e in (SCI, SCI2)}}
+    for cam in CAMS:
+        bias = str(root / f"biasnight-{cam}.fits")
+        assert _run(["biasnight", "--config", str(cfg), "--camera", cam, "-o", bias, "-i",
+                     *[w["raw"][e] for e in ZEROS]]) == 0
+        w[f"bias-{cam}"] = bias
+        pre = str(root / f"preproc-{cam}-{SCI:08d}.fits")
+        assert _run(["preproc", "--config", str(cfg), "--camera", cam, "-i", w["raw"][SCI], "--biasnight", bias,
+                     "--fibermap", w["fibermap"][SCI], "-o", pre]) == 0
+        w[f"pre-{cam}"] = pre
+        w[f"psf-{cam}"] = str(root / "calib" / f"psf-{cam}.fits")
+    # the r0 PSF as traceshift writes it for exposure SCI, and one of another exposure
+    from fiberflow.io.psf import read_psf
+
+    for expid in (SCI, SCI2):
+        p = read_psf(w["psf-r0"])
+        p.header["EXPID"] = expid
+        p.header["NIGHT"] = NIGHT
+        out = str(root / f"psf-r0-{expid:08d}.fits")
+        p.write(out)
+        w[f"psf-r0-{expid}"] = out
+    # a HEALPix spectra file
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _factories import healpix_spectra
+
+    sp, _ = healpix_spectra(ntarget=4, nexp=2)
+    w["spectra"] = str(sp.write(root / "spectra-main-dark-5261.fits"))
+    return w
+
+
+# --------------------------------------------------------------------------- corruptions
+def _copy(src, dst):
+    shutil.copy(src, dst)
+    return str(dst)
+
+
+def _flip_bytes(path, hdu, nbytes=8):
+    """Flip bytes in the middle of an HDU's data unit (the header stays readable)."""
+    with fitsio.FITS(path) as fx:
+        offsets = fx[hdu].get_offsets()
+        off, end = offsets["data_start"], offsets["data_end"]
+    assert end - off > 2880
+    with open(path, "r+b") as fh:
+        fh.seek(off + 2880 // 2)
+        data = bytearray(fh.read(nbytes))
+        fh.seek(off + 2880 // 2)
+        fh.write(bytes(b ^ 0xFF for b in data))
+    return path
+
+
+def _raw_with(world, tmp, camera, fn):
+    """A copy of the science raw file whose ``camera`` HDU is replaced by fn(data) (written
+    uncompressed, float or int as fn returns)."""
+    src = world["raw"][SCI]
+    dst = str(tmp / os.path.basename(src))
+    with fitsio.FITS(src) as fin, fitsio.FITS(dst, "rw", clobber=True) as fout:
+        for hdu in fin:
+            name = hdu.get_extname()
+            hdr = hdu.read_header()
+            recs = [r for r in hdr.records() if r["name"] not in ("CHECKSUM", "DATASUM") and not
+                    r["name"].startswith(("ZIMAGE", "ZBITPIX", "ZNAXIS", "ZTILE", "ZCMPTYPE", "ZNAME", "ZVAL",
+                                          "ZQUANTIZ", "ZSIMPLE", "ZEXTEND", "ZTENSION", "ZPCOUNT", "ZGCOUNT"))]
+            if hdu.get_exttype() == "IMAGE_HDU" and hdu.has_data():
+                data = hdu.read()
+                if name == camera.upper():
+                    data = fn(data)
+                fout.write(data, extname=name or None, header=[r for r in recs if r["name"] not in
+                                                               ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2",
+                                                                "EXTEND", "XTENSION", "PCOUNT", "GCOUNT",
+                                                                "EXTNAME", "BZERO", "BSCALE")])
+            elif not name:
+                fout.write(None, header=[r for r in recs if r["name"] not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND")])
+    return dst
+
+
+def _fibermap_with(world, tmp, fn, expid=SCI):
+    from fiberflow.io.fibermap import read_fibermap, write_fibermap
+
+    fm, hdr = read_fibermap(world["fibermap"][expid])
+    fm, hdr = fn(fm.copy(), dict(hdr))
+    out = str(tmp / f"fibermap-{expid:08d}.fits")
+    write_fibermap(out, fm, hdr)
+    return out
+
+
+def _preproc(world, tmp, *, raw=None, bias=None, fibermap=None, out=None, cam="r0"):
+    out = out or str(tmp / "out" / f"preproc-{cam}-{SCI:08d}.fits")
+    argv = ["preproc", "--config", world["cfg"], "--camera", cam, "-i", raw or world["raw"][SCI],
+            "--biasnight", bias or world[f"bias-{cam}"], "--fibermap", fibermap or world["fibermap"][SCI], "-o", out]
+    return argv, [out]
+
+
+def _extract(world, tmp, *, pre=None, psf=None, out=None):
+    out = out or str(tmp / "out" / f"frame-r0-{SCI:08d}.fits")
+    argv = ["extract", "--config", world["cfg"], "--camera", "r0", "-i", pre or world["pre-r0"],
+            "--psf", psf or world[f"psf-r0-{SCI}"], "-o", out]
+    return argv, [out]
+
+
+def _truncate(path, tmp, frac=0.5):
+    dst = _copy(path, tmp / os.path.basename(path))
+    size = os.path.getsize(dst)
+    with open(dst, "r+b") as fh:
+        fh.truncate(int(size * frac) // 2880 * 2880 + 1000)  # mid-block, as a copy cut short
+    return dst
+
+
+def _dup_fiber(fm, hdr):
+    fm["FIBER"][3] = fm["FIBER"][4]
+    return fm, hdr
+
+
+def _drop_row(fm, hdr):
+    return fm[:-1], hdr
+
+
+def _other_exposure(world, tmp):
+    from fiberflow.io.fibermap import read_fibermap
+
+    fm, hdr = read_fibermap(world["fibermap"][SCI2])
+    return _fibermap_with(world, tmp, lambda f, h: (fm.copy(), dict(hdr)), expid=SCI2)
+
+
+def _nan_pixels(data):
+    out = data.astype("f4")
+    out[100:110, 50:60] = np.nan
+    return out
+
+
+CASES = [
+    # preproc
+    ("preproc: truncated raw file",
+     lambda w, t: _preproc(w, t, raw=_truncate(w["raw"][SCI], t)), ["truncated"]),
+    ("preproc: NaN raw pixels",
+     lambda w, t: _preproc(w, t, raw=_raw_with(w, t, "r0", _nan_pixels)), ["R0", "NaN or infinite"]),
+    ("preproc: all-zero raw camera",
+     lambda w, t: _preproc(w, t, raw=_raw_with(w, t, "r0", lambda d: np.zeros_like(d))), ["R0", "every pixel is 0"]),
+    ("preproc: master bias of another camera",
+     lambda w, t: _preproc(w, t, bias=w["bias-b0"]), ["biasnight-b0", "camera b0, not r0"]),
+    ("preproc: fibermap of another exposure",
+     lambda w, t: _preproc(w, t, fibermap=_other_exposure(w, t)), ["fibermap is for EXPID 403", "402"]),
+    ("preproc: duplicated FIBER",
+     lambda w, t: _preproc(w, t, fibermap=_fibermap_with(w, t, _dup_fiber)), ["more than once"]),
+    ("preproc: fibermap one row short",
+     lambda w, t: _preproc(w, t, fibermap=_fibermap_with(w, t, _drop_row)), ["24 rows", "25 fibers"]),
+    ("preproc: output is a folder",
+     lambda w, t: _preproc(w, t, out=str(t)), ["names a folder"]),
+    ("preproc: output is the raw input",
+     lambda w, t: (_preproc(w, t, raw=_copy(w["raw"][SCI], t / "in.fits.fz"), out=str(t / "in.fits.fz"))[0], []),
+     ["is also an input (--infile)"]),
+    ("preproc: output is the master bias",
+     lambda w, t: (_preproc(w, t, bias=_copy(w["bias-r0"], t / "b.fits"), out=str(t / "b.fits"))[0], []),
+     ["is also an input (--biasnight)"]),
+    ("preproc: output folder is a file",
+     lambda w, t: _preproc(w, t, out=str(t / "afile" / "p.fits")), ["is not writable"]),
+    # extract
+    ("extract: PSF of another camera",
+     lambda w, t: _extract(w, t, psf=w["psf-b0"]), ["psf-b0", "camera b0, not r0"]),
+    ("extract: PSF of another exposure",
+     lambda w, t: _extract(w, t, psf=w[f"psf-r0-{SCI2}"]), ["exposure 403, not 402"]),
+    ("extract: preproc image of another camera",
+     lambda w, t: ["extract", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-b0"], "--psf",
+                   w[f"psf-r0-{SCI}"], "-o", str(t / "f.fits")], ["preprocessed image is for camera b0, not r0"]),
+    ("extract: truncated preproc image",
+     lambda w, t: _extract(w, t, pre=_truncate(w["pre-r0"], t, 0.3)), ["truncated"]),
+    ("extract: output is the PSF",
+     lambda w, t: (_extract(w, t, psf=_copy(w[f"psf-r0-{SCI}"], t / "psf.fits"), out=str(t / "psf.fits"))[0], []),
+     ["is also an input (--psf)"]),
+    # coadd: corruption inside a data unit is caught although the coadd reads rows in chunks
+    ("coadd: flipped bytes in R_FLUX",
+     lambda w, t: (["coadd", "-i", _flip_bytes(_copy(w["spectra"], t / "spectra-main-dark-5261.fits"), "R_FLUX"),
+                    "-o", str(t / "coadd.fits")], [str(t / "coadd.fits")]), ["R_FLUX", "checksum mismatch"]),
+]
+
+
+def _argv_outputs(built, tmp):
+    if isinstance(built, tuple):
+        return built
+    return built, [built[built.index("-o") + 1]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_cleanly(world, tmp_path, capsys, case, monkeypatch):
+    monkeypatch.delenv("FIBERFLOW_DEBUG", raising=False)
+    name, build, words = case
+    (tmp_path / "afile").write_text("not a folder")
+    argv, outputs = _argv_outputs(build(world, tmp_path), tmp_path)
+    inputs = {a: open(a, "rb").read() for a in argv if os.path.isfile(a)}
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, (name, err)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"fiberflow {argv[0]}: error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    for path, data in inputs.items():  # no input touched
+        assert open(path, "rb").read() == data, path
+    for out in outputs:
+        if os.path.isdir(out):
+            continue
+        assert not os.path.exists(out), out
+        folder = os.path.dirname(out)
+        if os.path.isdir(folder):
+            assert not [f for f in os.listdir(folder) if f.endswith(".tmp")], os.listdir(folder)
+
+
+def test_several_outputs_are_all_or_none(tmp_path):
+    """A step that fails while writing its second output leaves neither (sky + sframe, ...)."""
+    from fiberflow.io.fitsutil import all_or_none, atomic_path
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    with pytest.raises(RuntimeError):
+        with all_or_none():
+            with atomic_path(a) as tmp:
+                open(tmp, "w").write("first")
+            assert not a.exists()  # kept at its temporary path until the step ends
+            with atomic_path(b) as tmp:
+                open(tmp, "w").write("second")
+                raise RuntimeError("disk full while writing b")
+    assert not a.exists() and not b.exists() and not list(tmp_path.iterdir())
+    with all_or_none():
+        for p in (a, b):
+            with atomic_path(p) as tmp:
+                open(tmp, "w").write("ok")
+    assert a.read_text() == b.read_text() == "ok"
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(world, tmp_path):
+    """A file-size limit (`ulimit -f`, as a full disk) stops the write: exit 1, one line naming
+    the problem, no output and no temporary file."""
+    out = tmp_path / "out" / f"preproc-r0-{SCI:08d}.fits"
+    argv, _ = _preproc(world, tmp_path, out=str(out))
+    env = {k: v for k, v in os.environ.items() if k != "FIBERFLOW_DEBUG"}
+    code = "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); " \
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000)); " \
+           "from fiberflow.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr and lines[0].startswith("fiberflow preproc: error:"), \
+        res.stderr
+    assert not out.exists() and not [f for f in os.listdir(out.parent) if f.endswith(".tmp")]
+
+
+def test_debug_shows_the_traceback(world, tmp_path):
+    argv, _ = _preproc(world, tmp_path, bias=world["bias-b0"])
+    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "--debug", *argv], capture_output=True, text=True)
+    assert res.returncode != 0 and "Traceback" in res.stderr and "camera b0, not r0" in res.stderr
