@@ -71,6 +71,27 @@ def world(tmp_path_factory):
 
     sp, _ = healpix_spectra(ntarget=4, nexp=2)
     w["spectra"] = str(sp.write(root / "spectra-main-dark-5261.fits"))
+    # calibration-chain products of one r0 science exposure (25 fibers, as the tiny instrument)
+    import _factories as fac
+
+    fr = fac.frame(nspec=25, nwave=40)
+    w["frame"] = str(fr.write(root / "frame-r0-00000101.fits"))
+    fr.header["SKYFLAG"] = "OK"
+    w["sframe"] = str(fr.write(root / "sframe-r0-00000101.fits"))
+    dup = fac.frame(nspec=25, nwave=40)
+    dup.fibermap["FIBER"][7] = dup.fibermap["FIBER"][8]
+    w["frame-dupfiber"] = str(dup.write(root / "dup" / "frame-r0-00000101.fits"))
+    w["fiberflat"] = str(fac.fiberflat(nspec=25, nwave=40).write(root / "fiberflatnight-r0.fits"))
+    fc = fac.fluxcalib(nspec=25, nwave=40)
+    w["fluxcalib"] = str(fc.write(root / "fluxcalib-r0-00000101.fits"))
+    fc.calib[:] = 0.0
+    w["fluxcalib-zero"] = str(fc.write(root / "zero" / "fluxcalib-r0-00000101.fits"))
+    fc = fac.fluxcalib(nspec=25, nwave=40)
+    fc.header["EXPID"] = 999
+    w["fluxcalib-999"] = str(fc.write(root / "other" / "fluxcalib-r0-00000999.fits"))
+    st = fac.stdstars()
+    st.flux[1, 10:20] = np.nan
+    w["stdstars-nan"] = str(st.write(root / "stdstars-0-00000101.fits"))
     return w
 
 
@@ -143,6 +164,21 @@ def _extract(world, tmp, *, pre=None, psf=None, out=None):
     return argv, [out]
 
 
+def _sky(world, tmp, *, frame=None, out=None, sframe=None):
+    out = out or str(tmp / "out" / "sky-r0-00000101.fits")
+    sframe = sframe or str(tmp / "out" / "sframe-r0-00000101.fits")
+    argv = ["sky", "--config", world["cfg"], "--camera", "r0", "-i", frame or world["frame"], "--fiberflat",
+            world["fiberflat"], "-o", out, "--sframe", sframe]
+    return argv, [out, sframe]
+
+
+def _cframe(world, tmp, *, cal=None, out=None, sframe=None):
+    out = out or str(tmp / "out" / "cframe-r0-00000101.fits")
+    argv = ["cframe", "--config", world["cfg"], "--camera", "r0", "-i", sframe or world["sframe"], "--fluxcalib",
+            cal or world["fluxcalib"], "-o", out]
+    return argv, [out]
+
+
 def _truncate(path, tmp, frac=0.5):
     dst = _copy(path, tmp / os.path.basename(path))
     size = os.path.getsize(dst)
@@ -212,6 +248,23 @@ CASES = [
     ("extract: output is the PSF",
      lambda w, t: (_extract(w, t, psf=_copy(w[f"psf-r0-{SCI}"], t / "psf.fits"), out=str(t / "psf.fits"))[0], []),
      ["is also an input (--psf)"]),
+    # sky, fluxcalib, cframe
+    ("sky: duplicated FIBER in the frame's fibermap",
+     lambda w, t: _sky(w, t, frame=w["frame-dupfiber"]), ["frame-r0-00000101.fits", "more than once"]),
+    ("sky: sframe in a folder that is a file (checked before the work)",
+     lambda w, t: _sky(w, t, sframe=str(t / "afile" / "sframe.fits")), ["--sframe", "is not writable"]),
+    ("sky: sky and sframe the same path",
+     lambda w, t: _sky(w, t, out=str(t / "s.fits"), sframe=str(t / "s.fits")), ["same file"]),
+    ("fluxcalib: NaN standard-star fluxes",
+     lambda w, t: (["fluxcalib", "--config", w["cfg"], "--camera", "r0", "-i", w["sframe"], "--stdstars",
+                    w["stdstars-nan"], "-o", str(t / "fc.fits")], [str(t / "fc.fits")]), ["NaN or infinite"]),
+    ("cframe: all-zero calibration flagged OK",
+     lambda w, t: _cframe(w, t, cal=w["fluxcalib-zero"]), ["FLUXFLAG is OK", "no positive value"]),
+    ("cframe: calibration of another exposure",
+     lambda w, t: _cframe(w, t, cal=w["fluxcalib-999"]), ["exposure 999, not 101"]),
+    ("cframe: output is the sframe",
+     lambda w, t: (_cframe(w, t, sframe=_copy(w["sframe"], t / "sf.fits"), out=str(t / "sf.fits"))[0], []),
+     ["is also an input (--infile)"]),
     # coadd: corruption inside a data unit is caught although the coadd reads rows in chunks
     ("coadd: flipped bytes in R_FLUX",
      lambda w, t: (["coadd", "-i", _flip_bytes(_copy(w["spectra"], t / "spectra-main-dark-5261.fits"), "R_FLUX"),

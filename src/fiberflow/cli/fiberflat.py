@@ -48,6 +48,17 @@ def read_camera_frame(path, cam, inst, obstypes=None):
     good = frame.ivar > 0
     if not np.all(np.isfinite(frame.flux[good])):
         raise DataError(path, "FLUX has NaN or infinite values where IVAR > 0")
+    if frame.fibermap is not None:
+        from .common import check_fibermap
+
+        import re
+
+        fm = frame.fibermap
+        m = re.fullmatch(r"[brz](\d)", str(fcam))
+        petal = int(m.group(1)) if m else (int(np.min(fm["FIBER"])) // inst.nfiber if len(fm) else 0)
+        if len(fm) != frame.nspec:
+            raise DataError(path, f"FIBERMAP has {len(fm)} rows for {frame.nspec} spectra")
+        check_fibermap(fm, {}, path, petal, inst.nfiber)
     return frame
 
 

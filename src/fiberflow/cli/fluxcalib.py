@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_identity, prod_root
 from .fiberflat import read_camera_frame
 
 
@@ -238,6 +238,9 @@ def _fluxcalib(args):
     cfg, inst, cam = camera_step(args)
     fr = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))
     stars = read_stdstars(args.stdstars)
+    check_identity(stars.header, args.stdstars, "standard-star file", expid=fr.header.get("EXPID"))
+    if not np.all(np.isfinite(stars.flux)) or not np.all(np.isfinite(stars.wave)):
+        raise DataError(args.stdstars, "standard-star model fluxes have NaN or infinite values")
     opts = fluxcalib.FluxCalibOptions.from_config(cfg["fluxcalib"])
     rows = diags_to_rows(np.asarray(fr.resolution, float))
     fibers = np.asarray(fr.fibermap["FIBER"]) if fr.fibermap is not None else np.arange(fr.nspec)
@@ -325,8 +328,15 @@ def _cframe(args):
     cfg, inst, cam = camera_step(args)
     fr = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))
     cal = read_fluxcalib(args.fluxcalib)
+    check_identity(cal.header, args.fluxcalib, "flux calibration", camera=cam, expid=fr.header.get("EXPID"))
     if cal.calib.shape != fr.flux.shape or not np.allclose(cal.wave, fr.wave):
         raise DataError(args.fluxcalib, f"calibration is {cal.calib.shape}, the sframe {args.infile} is {fr.flux.shape}")
+    usable = (cal.ivar > 0) & np.isfinite(cal.calib)
+    if not np.all(np.isfinite(cal.calib[cal.ivar > 0])):
+        raise DataError(args.fluxcalib, "calibration has NaN or infinite values on bins with ivar > 0")
+    flag = str(cal.header.get("FLUXFLAG", "OK")).strip().upper()
+    if flag != "NOCALIB" and not np.any(usable & (cal.calib > 0)):
+        raise DataError(args.fluxcalib, f"FLUXFLAG is {flag} but the calibration has no positive value with ivar > 0")
     flux, ivar, mask = fluxcalib.apply_calibration(fr.flux.astype(float), fr.ivar.astype(float), fr.mask,
                                                    cal.calib.astype(float), cal.ivar.astype(float), cal.mask)
     fm = None if fr.fibermap is None else fr.fibermap.copy()
