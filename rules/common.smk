@@ -721,3 +721,29 @@ def simulate_targets():
         for night, plan in simulated_plans().items()
         for expid in plan.expids()
     ]
+
+
+# ---- one production, one writer (fiberflow.prodlock) ----
+# before any job runs, the nights (and production-wide products) this invocation writes are
+# locked under the production root; a second invocation on any of them stops with the owner
+
+import fiberflow.prodlock as ffprodlock
+
+PRODLOCKS = []
+
+
+def take_production_locks():
+    outputs = (f for job in workflow.dag.needrun_jobs() for f in job.output)
+    PRODLOCKS.extend(ffprodlock.acquire(PROD, ffprodlock.lock_keys(outputs, PROD)))
+
+
+onstart:
+    take_production_locks()
+
+
+onsuccess:
+    ffprodlock.release(PRODLOCKS)
+
+
+onerror:
+    ffprodlock.release(PRODLOCKS)

@@ -46,6 +46,9 @@ def validate_config(config, source="<config>"):
         config = {}
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
+    # `snakemake --config nights=[20250101,20250102]` gives strings: nights are YYYYMMDD integers
+    if isinstance(config.get("nights"), list):
+        config["nights"] = [int(n) if isinstance(n, str) and n.strip().isdigit() else n for n in config["nights"]]
     sch = schema()
     _fill_defaults(config, sch)
     validator = jsonschema.Draft202012Validator(sch)
