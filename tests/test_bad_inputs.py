@@ -19,7 +19,7 @@ import pytest
 from fiberflow import paths
 from fiberflow.cli.main import main
 
-NIGHT, ZEROS, SCI, SCI2 = 20250105, (400, 401), 402, 403
+NIGHT, ZEROS, SCI, SCI2, ARC = 20250105, (400, 401), 402, 403, 404
 CAMS = ["b0", "r0"]
 
 
@@ -35,7 +35,8 @@ def world(tmp_path_factory):
     raw, truth = str(root / "raw"), str(root / "truth")
     plan = root / "plan.yaml"
     plan.write_text(f"night: {NIGHT}\nfirst_expid: {ZEROS[0]}\nexposures:\n  - {{obstype: ZERO, count: 2}}\n"
-                    "  - {obstype: SCIENCE, tileid: 61, exptime: 600}\n  - {obstype: SCIENCE, tileid: 62, exptime: 600}\n")
+                    "  - {obstype: SCIENCE, tileid: 61, exptime: 600}\n  - {obstype: SCIENCE, tileid: 62, exptime: 600}\n"
+                    "  - {obstype: ARC, exptime: 5}\n")
     assert _run(["simulate", "--plan", str(plan), "--instrument", "tiny", "--raw", raw, "--truth", truth,
                  "--cameras", *CAMS]) == 0
     cfg = root / "config.yaml"
@@ -43,7 +44,7 @@ def world(tmp_path_factory):
                    f"calibration: {{default_psf: {root / 'calib'}}}\n")
     assert _run(["calibinit", "--config", str(cfg)]) == 0
     w = {"root": root, "cfg": str(cfg), "raw": {e: paths.findfile("raw", raw=raw, night=NIGHT, expid=e)
-                                               for e in (*ZEROS, SCI, SCI2)},
+                                               for e in (*ZEROS, SCI, SCI2, ARC)},
          "fibermap": {e: paths.findfile("fibermap", raw=raw, night=NIGHT, expid=e) for e in (SCI, SCI2)}}
     for cam in CAMS:
         bias = str(root / f"biasnight-{cam}.fits")
@@ -54,6 +55,10 @@ def world(tmp_path_factory):
         assert _run(["preproc", "--config", str(cfg), "--camera", cam, "-i", w["raw"][SCI], "--biasnight", bias,
                      "--fibermap", w["fibermap"][SCI], "-o", pre]) == 0
         w[f"pre-{cam}"] = pre
+        arc = str(root / f"preproc-{cam}-{ARC:08d}.fits")
+        assert _run(["preproc", "--config", str(cfg), "--camera", cam, "-i", w["raw"][ARC], "--biasnight", bias,
+                     "-o", arc]) == 0
+        w[f"arc-{cam}"] = arc
         w[f"psf-{cam}"] = str(root / "calib" / f"psf-{cam}.fits")
     # the r0 PSF as traceshift writes it for exposure SCI, and one of another exposure
     from fiberflow.io.psf import read_psf
@@ -92,10 +97,55 @@ def world(tmp_path_factory):
     st = fac.stdstars()
     st.flux[1, 10:20] = np.nan
     w["stdstars-nan"] = str(st.write(root / "stdstars-0-00000101.fits"))
+    # more variants of the same products
+    for name, change in (("frame-b0", lambda f: f.header.update(CAMERA="b0")),
+                         ("frame-flat", lambda f: f.header.update(OBSTYPE="FLAT", FLAVOR="flat")),
+                         ("frame-102", lambda f: f.header.update(EXPID=102)),
+                         ("frame-nan", lambda f: f.flux.__setitem__((3, slice(5, 9)), np.nan))):
+        f = fac.frame(nspec=25, nwave=40)
+        change(f)
+        w[name] = str(f.write(root / name / "frame.fits"))
+    f = fac.frame(nspec=24, nwave=40)
+    w["frame-24"] = str(f.write(root / "frame-24" / "frame.fits"))
+    ff = fac.fiberflat(nspec=25, nwave=40)
+    ff.header["CAMERA"] = "b0"
+    w["fiberflat-b0"] = str(ff.write(root / "ffb0" / "fiberflat-b0.fits"))
+    w["fiberflat-short"] = str(fac.fiberflat(nspec=25, nwave=30).write(root / "ffshort" / "fiberflat-r0.fits"))
+    fc = fac.fluxcalib(nspec=25, nwave=40)
+    fc.header["CAMERA"] = "b0"
+    w["fluxcalib-b0"] = str(fc.write(root / "fcb0" / "fluxcalib-b0-00000101.fits"))
+    w["fluxcalib-short"] = str(fac.fluxcalib(nspec=25, nwave=30).write(root / "fcshort" / "fluxcalib-r0.fits"))
+    # arc PSFs of the night (the nominal PSF with the arc's identity), one of another night / camera
+    for tag, cam, night in (("fitpsf-r0", "r0", NIGHT), ("fitpsf-r0-other-night", "r0", NIGHT - 1),
+                            ("fitpsf-b0", "b0", NIGHT)):
+        p = read_psf(w[f"psf-{cam}"])
+        p.header.update(NIGHT=night, EXPID=ARC)
+        w[tag] = str(p.write(root / tag / f"fit-psf-{cam}-{ARC:08d}.fits") or root / tag / f"fit-psf-{cam}-{ARC:08d}.fits")
+    p = read_psf(w["psf-r0"]).select_fibers(0, 10)
+    w["psf-10fibers"] = str(p.write(root / "psf10.fits") or root / "psf10.fits")
+    (root / "text.fits").write_text("SIMPLE  = this is not FITS at all\n" * 10)
+    w["text"] = str(root / "text.fits")
+    (root / "empty.fits").write_bytes(b"")
+    w["empty"] = str(root / "empty.fits")
+    from fiberflow.io.image import PreprocImage
+
+    img = PreprocImage.read(w["pre-r0"])
+    img.image[200:210, 100:110] = np.nan
+    w["pre-nan"] = str(img.write(root / "prenan" / f"preproc-r0-{SCI:08d}.fits") or
+                       root / "prenan" / f"preproc-r0-{SCI:08d}.fits")
+    img = PreprocImage.read(w["pre-r0"])
+    img.ivar[:] = 0
+    w["pre-masked"] = str(img.write(root / "premask" / f"preproc-r0-{SCI:08d}.fits") or
+                          root / "premask" / f"preproc-r0-{SCI:08d}.fits")
     return w
 
 
 # --------------------------------------------------------------------------- corruptions
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _copy(src, dst):
     shutil.copy(src, dst)
     return str(dst)
@@ -177,6 +227,14 @@ def _cframe(world, tmp, *, cal=None, out=None, sframe=None):
     argv = ["cframe", "--config", world["cfg"], "--camera", "r0", "-i", sframe or world["sframe"], "--fluxcalib",
             cal or world["fluxcalib"], "-o", out]
     return argv, [out]
+
+
+def _cut(path, frac=0.6):
+    """Truncate ``path`` in place, mid-block."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(int(size * frac) // 2880 * 2880 + 1000)
+    return path
 
 
 def _truncate(path, tmp, frac=0.5):
@@ -265,6 +323,117 @@ CASES = [
     ("cframe: output is the sframe",
      lambda w, t: (_cframe(w, t, sframe=_copy(w["sframe"], t / "sf.fits"), out=str(t / "sf.fits"))[0], []),
      ["is also an input (--infile)"]),
+    # biasnight
+    ("biasnight: a science exposure among the zeros",
+     lambda w, t: ["biasnight", "--config", w["cfg"], "--camera", "r0", "-o", str(t / "b.fits"), "-i",
+                   w["raw"][ZEROS[0]], w["raw"][SCI]], ["OBSTYPE 'SCIENCE' is not ZERO"]),
+    ("biasnight: truncated zero",
+     lambda w, t: ["biasnight", "--config", w["cfg"], "--camera", "r0", "-o", str(t / "b.fits"), "-i",
+                   w["raw"][ZEROS[0]], _truncate(w["raw"][ZEROS[1]], t)], ["truncated"]),
+    # preproc, more
+    ("preproc: text file as raw",
+     lambda w, t: _preproc(w, t, raw=w["text"]), ["text.fits"]),
+    ("preproc: empty raw file",
+     lambda w, t: _preproc(w, t, raw=w["empty"]), ["empty.fits"]),
+    ("preproc: camera absent from the raw file",
+     lambda w, t: ["preproc", "--config", w["cfg"], "--camera", "z0", "-i", w["raw"][SCI], "-o", str(t / "p.fits")],
+     ["Z0"]),
+    # psf
+    ("psf: start PSF of another camera",
+     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--start", w["psf-b0"],
+                   "-o", str(t / "fit.fits")], ["psf-b0.fits", "camera b0, not r0"]),
+    ("psf: a science image as the arc",
+     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-r0"], "--start", w["psf-r0"],
+                   "-o", str(t / "fit.fits")], ["OBSTYPE is 'SCIENCE'"]),
+    ("psf: arc image of another camera",
+     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-b0"], "--start", w["psf-r0"],
+                   "-o", str(t / "fit.fits")], ["b0"]),
+    ("psf: output is the start PSF",
+     lambda w, t: (["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--start",
+                    _copy(w["psf-r0"], t / "start.fits"), "-o", str(t / "start.fits")], []),
+     ["is also an input (--start)"]),
+    # psfnight
+    ("psfnight: arc PSF of another camera",
+     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i", w["fitpsf-b0"],
+                   "-o", str(t / "pn.fits")], ["camera b0, not r0"]),
+    ("psfnight: arc PSF of another night",
+     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
+                   w["fitpsf-r0-other-night"], "-o", str(t / "pn.fits")], [f"night {NIGHT - 1}, not {NIGHT}"]),
+    ("psfnight: truncated arc PSF",
+     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
+                   _truncate(w["fitpsf-r0"], t), "-o", str(t / "pn.fits")], ["truncated"]),
+    ("psfnight: fallback PSF of another camera",
+     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "--fallback",
+                   w["psf-b0"], "-o", str(t / "pn.fits")], ["camera b0, not r0"]),
+    # traceshift
+    ("traceshift: nightly PSF of another camera",
+     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-r0"], "--psf", w["psf-b0"],
+                   "-o", str(t / "ts.fits")], ["camera b0, not r0"]),
+    ("traceshift: an arc image",
+     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--psf", w["psf-r0"],
+                   "-o", str(t / "ts.fits")], ["OBSTYPE is 'ARC'"]),
+    ("traceshift: image of another camera",
+     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-b0"], "--psf", w["psf-r0"],
+                   "-o", str(t / "ts.fits")], ["camera b0, not r0"]),
+    # extract, more
+    ("extract: text file as PSF",
+     lambda w, t: _extract(w, t, psf=w["text"]), ["text.fits"]),
+    ("extract: PSF with too few fibers",
+     lambda w, t: _extract(w, t, psf=w["psf-10fibers"]), ["10 fibers", "25"]),
+    ("extract: NaN on unmasked pixels",
+     lambda w, t: _extract(w, t, pre=w["pre-nan"]), ["NaN"]),
+    ("extract: every pixel masked",
+     lambda w, t: _extract(w, t, pre=w["pre-masked"]), ["every pixel is masked"]),
+    # fiberflat, fiberflatnight
+    ("fiberflat: a science frame as the flat",
+     lambda w, t: ["fiberflat", "--config", w["cfg"], "--camera", "r0", "-i", w["frame"], "-o", str(t / "ff.fits")],
+     ["OBSTYPE is 'SCIENCE'"]),
+    ("fiberflat: flat frame of another camera",
+     lambda w, t: ["fiberflat", "--config", w["cfg"], "--camera", "b0", "-i", w["frame-flat"], "-o", str(t / "ff.fits")],
+     ["CAMERA is 'r0', expected b0"]),
+    ("fiberflatnight: fiberflat of another camera",
+     lambda w, t: ["fiberflatnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
+                   w["fiberflat-b0"], "-o", str(t / "ffn.fits")], ["b0"]),
+    # sky, more
+    ("sky: fiberflat of another camera",
+     lambda w, t: ["sky", "--config", w["cfg"], "--camera", "r0", "-i", w["frame"], "--fiberflat", w["fiberflat-b0"],
+                   "-o", str(t / "sky.fits"), "--sframe", str(t / "sf.fits")], ["b0"]),
+    ("sky: fiberflat on another wavelength grid",
+     lambda w, t: ["sky", "--config", w["cfg"], "--camera", "r0", "-i", w["frame"], "--fiberflat", w["fiberflat-short"],
+                   "-o", str(t / "sky.fits"), "--sframe", str(t / "sf.fits")], ["fiberflat"]),
+    ("sky: NaN flux where ivar > 0",
+     lambda w, t: _sky(w, t, frame=w["frame-nan"]), ["NaN"]),
+    ("sky: frame with 24 fibers",
+     lambda w, t: _sky(w, t, frame=w["frame-24"]), ["24 fibers"]),
+    ("sky: frame of another camera",
+     lambda w, t: _sky(w, t, frame=w["frame-b0"]), ["CAMERA is 'b0', expected r0"]),
+    # stdstars, fluxcalib, cframe, fluxcalib-average, more
+    ("stdstars: sframes of two exposures",
+     lambda w, t: ["stdstars", "--config", w["cfg"], "--spectrograph", "0", "--sframes", w["sframe"], w["frame-102"],
+                   "-o", str(t / "st.fits")], ["different exposures"]),
+    ("fluxcalib: sframe of another camera",
+     lambda w, t: ["fluxcalib", "--config", w["cfg"], "--camera", "r0", "-i", w["frame-b0"], "--stdstars",
+                   w["stdstars-nan"], "-o", str(t / "fc.fits")], ["CAMERA is 'b0', expected r0"]),
+    ("cframe: calibration of another camera",
+     lambda w, t: _cframe(w, t, cal=w["fluxcalib-b0"]), ["b0"]),
+    ("cframe: calibration on another wavelength grid",
+     lambda w, t: _cframe(w, t, cal=w["fluxcalib-short"]), ["calibration is (25, 30)"]),
+    ("cframe: a preproc image as the sframe",
+     lambda w, t: _cframe(w, t, sframe=w["pre-r0"]), ["preproc-r0"]),
+    ("fluxcalib-average: calibration of another camera",
+     lambda w, t: ["fluxcalib-average", "--config", w["cfg"], "--camera", "r0", "-i", w["fluxcalib-b0"],
+                   "-o", str(t / "avg.fits")], ["camera b0, not r0"]),
+    # HEALPix
+    ("tilepix: a preproc image as the fibermap",
+     lambda w, t: ["tilepix", "--config", w["cfg"], "--fibermap", w["pre-r0"], "-o", str(t / "tp.json")],
+     ["FIBERMAP"]),
+    ("spectra: truncated cframe",
+     lambda w, t: ["spectra", "--config", w["cfg"], "--pix", "5261", _cut(_copy(w["sframe"], _mkdir(t / "exposures" / "20251205" / "00000101") / "cframe-r0-00000101.fits")),
+                   "-o", str(t / "sp.fits")], ["truncated"]),
+    ("coadd: truncated spectra file",
+     lambda w, t: ["coadd", "-i", _truncate(w["spectra"], t, 0.6), "-o", str(t / "c.fits")], ["truncated"]),
+    ("coadd: text file as spectra",
+     lambda w, t: ["coadd", "-i", w["text"], "-o", str(t / "c.fits")], ["text.fits"]),
     # coadd: corruption inside a data unit is caught although the coadd reads rows in chunks
     ("coadd: flipped bytes in R_FLUX",
      lambda w, t: (["coadd", "-i", _flip_bytes(_copy(w["spectra"], t / "spectra-main-dark-5261.fits"), "R_FLUX"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_identity, prod_root
 
 
 def add_arguments(p, name):
@@ -133,6 +133,7 @@ def _fiberflatnight(args, cfg, inst, cam):
     flats, used = [], []
     for path in args.infiles:
         ff = read_fiberflat(path)
+        check_identity(ff.header, path, "fiberflat", camera=cam, night=args.night)
         if ff.fiberflat.shape[0] != inst.nfiber:
             raise DataError(path, f"fiberflat has {ff.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
         if flats and (ff.wave.shape != flats[0].wave.shape or not np.allclose(ff.wave, flats[0].wave)):
@@ -160,6 +161,7 @@ def _fiberflatnight(args, cfg, inst, cam):
             raise DataError(None, f"night {args.night} camera {cam}: no usable flat and no --fallback fiberflat "
                                   "(set calibration.default_fiberflat)")
         out = read_fiberflat(args.fallback)
+        check_identity(out.header, args.fallback, "fallback fiberflat", camera=cam)
         if out.fiberflat.shape[0] != inst.nfiber:
             raise DataError(args.fallback, f"fiberflat has {out.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
         hdr = provenance_header("fiberflatnight", {"fallback": True}, [args.fallback], cfg, prod)

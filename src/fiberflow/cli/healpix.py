@@ -102,8 +102,7 @@ def _cframe_meta(path, camera, inst, grid):
         names = fitsutil.hdu_names(fx)
         for hdu in ("FLUX", "WAVELENGTH", "RESOLUTION", "FIBERMAP"):
             if hdu not in names:
-                raise DataError(path, f"HDU {hdu} is missing" + (": its fibers cannot be placed on the sky"
-                                                                  if hdu == "FIBERMAP" else ""))
+                fitsutil.require_hdu(fx, hdu, path)  # names a truncated file as truncated
         hdr = fitsutil.header_dict(fx["FLUX"].read_header())
         fm = conform(fitsutil.read_table(fx, "FIBERMAP", path)[0], path)
         wave = fitsutil.read_image(fx, "WAVELENGTH", path, dtype="f8", ndim=1)[0]

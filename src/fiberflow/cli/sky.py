@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import camera_step, prod_root
+from .common import camera_step, check_identity, prod_root
 from .fiberflat import bad_fiberstatus, read_camera_frame
 
 
@@ -52,6 +52,7 @@ def run(args):
     cfg, inst, cam = camera_step(args)
     frame = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))
     ff = read_fiberflat(args.fiberflat)
+    check_identity(ff.header, args.fiberflat, "fiberflat", camera=cam)
     if ff.fiberflat.shape != frame.flux.shape or not np.allclose(ff.wave, frame.wave):
         raise DataError(args.fiberflat, f"fiberflat is {ff.fiberflat.shape[0]}x{ff.fiberflat.shape[1]} on "
                                         f"{ff.wave[0]:.1f}-{ff.wave[-1]:.1f} A; the frame {args.infile} is "
