@@ -141,6 +141,14 @@ def world(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- corruptions
+def _with_key(path, key, value, ext=0):
+    """Set a header keyword of a copy (its checksums stay valid: they cover the data only
+    when the header checksum is absent, as fiberflow writes them)."""
+    with fitsio.FITS(path, "rw") as fx:
+        fx[ext].write_key(key, value)
+    return path
+
+
 def _mkdir(path):
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -419,7 +427,14 @@ CASES = [
     ("cframe: calibration on another wavelength grid",
      lambda w, t: _cframe(w, t, cal=w["fluxcalib-short"]), ["calibration is (25, 30)"]),
     ("cframe: a preproc image as the sframe",
-     lambda w, t: _cframe(w, t, sframe=w["pre-r0"]), ["preproc-r0"]),
+     lambda w, t: _cframe(w, t, sframe=w["pre-r0"]), ["preproc-r0", "is a fiberflow preproc product, not a frame"]),
+    ("sky: a frame of a newer datamodel version",
+     lambda w, t: _sky(w, t, frame=_with_key(_copy(w["frame"], t / "frame-r0-00000101.fits"), "FFDMVER", "2")),
+     ["frame datamodel version 2; this fiberflow reads version 1"]),
+    ("psfnight: an arc PSF of an unknown PSF datamodel version",
+     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
+                   _with_key(_copy(w["fitpsf-r0"], t / "fit.fits"), "FFDMVER", "9"), "-o", str(t / "pn.fits")],
+     ["psf datamodel version 9"]),
     ("fluxcalib-average: calibration of another camera",
      lambda w, t: ["fluxcalib-average", "--config", w["cfg"], "--camera", "r0", "-i", w["fluxcalib-b0"],
                    "-o", str(t / "avg.fits")], ["camera b0, not r0"]),

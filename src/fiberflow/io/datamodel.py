@@ -8,8 +8,8 @@ description). :class:`Product` then gives every product exactly one reader
 - writing is atomic and stamps ``FFDMNAME``/``FFDMVER`` (product name and datamodel version)
   plus whatever provenance the caller put in ``header``;
 - reading raises :class:`~fiberflow.errors.DataError` naming the file for a truncated
-  file, a missing required HDU, a wrong number of dimensions, or inconsistent shapes
-  (each product's ``validate``).
+  file, a missing required HDU, a wrong number of dimensions, inconsistent shapes (each
+  product's ``validate``), another product, or a datamodel version it does not know.
 
 ``describe()`` renders the datamodel as a text table for the documentation.
 """
@@ -58,6 +58,28 @@ class HDU:
     units: str = ""
     descr: str = ""
     compress: str | None = None
+
+
+def check_product(header, path, name, version):
+    """A file fiberflow wrote (FFDMNAME in its header) must be product ``name`` at datamodel
+    ``version``; files of other writers (DESI's own, without FFDMNAME) are read as they are.
+
+    Raises
+    ------
+    DataError
+        Another product, or a datamodel version this fiberflow does not read.
+    """
+    have = header.get("FFDMNAME")
+    if have is None:
+        return
+    have = str(have[0] if isinstance(have, tuple) else have).strip()
+    if have != name:
+        raise DataError(path, f"is a fiberflow {have} product, not a {name}")
+    ver = header.get("FFDMVER")
+    ver = None if ver is None else str(ver[0] if isinstance(ver, tuple) else ver).strip()
+    if ver is not None and ver != str(version):
+        raise DataError(path, f"{name} datamodel version {ver}; this fiberflow reads version {version} "
+                              "(reprocess the file, or read it with the fiberflow version that wrote it)")
 
 
 class Product:
@@ -122,8 +144,10 @@ class Product:
         header = None
         with fitsutil.open_fits(path) as fx:
             names = fitsutil.hdu_names(fx)
+            primary = fitsutil.header_dict(fx[0].read_header())
+            cls.check_version(primary, path)  # another product or version: said before anything else
             if not cls.PRIMARY_IMAGE:
-                header = fitsutil.header_dict(fx[0].read_header())
+                header = primary
             for attr, spec in cls.DATAMODEL.items():
                 if spec.extname.upper() not in names:
                     if spec.required:
@@ -144,6 +168,11 @@ class Product:
         obj = cls._from_hdus(values, header or {}, path)
         obj.validate(path)
         return obj
+
+    @classmethod
+    def check_version(cls, header, path):
+        """See :func:`check_product`."""
+        check_product(header, path, cls.NAME, cls.VERSION)
 
     @classmethod
     def _from_hdus(cls, values, header, path):

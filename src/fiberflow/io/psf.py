@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ..provenance import with_base_provenance
 from . import fitsutil
+from .datamodel import check_product
 
 REQUIRED_PARAMS = ("GHSIGX", "GHSIGY")
 TAIL_PARAMS = ("TAILAMP", "TAILCORE", "TAILXSCA", "TAILYSCA", "TAILINDE")
@@ -188,6 +189,7 @@ class GaussHermitePSF:
         path = str(path)
         with fitsutil.open_fits(path) as fx:
             xtrace, xhdr = fitsutil.read_image(fx, "XTRACE", path, dtype="f8", ndim=2)
+            check_product(xhdr, path, cls.NAME, cls.VERSION)
             ytrace, yhdr = fitsutil.read_image(fx, "YTRACE", path, dtype="f8", ndim=2)
             table, phdr = fitsutil.read_table(fx, "PSF", path, required=("PARAM", "COEFF"))
             names = fitsutil.hdu_names(fx)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..provenance import with_base_provenance
 from . import fitsutil
-from .datamodel import HDU, Product, check_shape
+from .datamodel import HDU, Product, check_product, check_shape
 from .frame import FLUX_UNITS
 
 
@@ -128,6 +128,7 @@ def read_spectra_meta(path):
     with fitsutil.open_fits(path) as fx:
         names = fitsutil.hdu_names(fx)
         header = fitsutil.header_dict(fx[0].read_header())
+        check_product(header, path, Spectra.NAME, Spectra.VERSION)
         fibermap, _ = fitsutil.read_table(fx, "FIBERMAP", path)
         exp_fm = fitsutil.read_table(fx, "EXP_FIBERMAP", path)[0] if "EXP_FIBERMAP" in names else None
         scores = fitsutil.read_table(fx, "SCORES", path)[0] if "SCORES" in names else None
