@@ -222,11 +222,28 @@ def _extract(world, tmp, *, pre=None, psf=None, out=None):
     return argv, [out]
 
 
-def _sky(world, tmp, *, frame=None, out=None, sframe=None):
+def _psf(world, tmp, *, arc=None, start=None, out=None):
+    out = out or str(tmp / "fit.fits")
+    return ["psf", "--config", world["cfg"], "--camera", "r0", "-i", arc or world["arc-r0"], "--start",
+            start or world["psf-r0"], "-o", out], [out]
+
+
+def _psfnight(world, tmp, *inputs):
+    out = str(tmp / "pn.fits")
+    return ["psfnight", "--config", world["cfg"], "--camera", "r0", "--night", str(NIGHT), *inputs, "-o", out], [out]
+
+
+def _traceshift(world, tmp, *, pre=None, psf=None):
+    out = str(tmp / "ts.fits")
+    return ["traceshift", "--config", world["cfg"], "--camera", "r0", "-i", pre or world["pre-r0"], "--psf",
+            psf or world["psf-r0"], "-o", out], [out]
+
+
+def _sky(world, tmp, *, frame=None, fiberflat=None, out=None, sframe=None):
     out = out or str(tmp / "out" / "sky-r0-00000101.fits")
     sframe = sframe or str(tmp / "out" / "sframe-r0-00000101.fits")
     argv = ["sky", "--config", world["cfg"], "--camera", "r0", "-i", frame or world["frame"], "--fiberflat",
-            world["fiberflat"], "-o", out, "--sframe", sframe]
+            fiberflat or world["fiberflat"], "-o", out, "--sframe", sframe]
     return argv, [out, sframe]
 
 
@@ -348,41 +365,30 @@ CASES = [
      ["Z0"]),
     # psf
     ("psf: start PSF of another camera",
-     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--start", w["psf-b0"],
-                   "-o", str(t / "fit.fits")], ["psf-b0.fits", "camera b0, not r0"]),
+     lambda w, t: _psf(w, t, start=w["psf-b0"]), ["psf-b0.fits", "camera b0, not r0"]),
     ("psf: a science image as the arc",
-     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-r0"], "--start", w["psf-r0"],
-                   "-o", str(t / "fit.fits")], ["OBSTYPE is 'SCIENCE'"]),
+     lambda w, t: _psf(w, t, arc=w["pre-r0"]), ["OBSTYPE is 'SCIENCE'"]),
     ("psf: arc image of another camera",
-     lambda w, t: ["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-b0"], "--start", w["psf-r0"],
-                   "-o", str(t / "fit.fits")], ["b0"]),
+     lambda w, t: _psf(w, t, arc=w["arc-b0"]), ["b0"]),
     ("psf: output is the start PSF",
-     lambda w, t: (["psf", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--start",
-                    _copy(w["psf-r0"], t / "start.fits"), "-o", str(t / "start.fits")], []),
+     lambda w, t: (_psf(w, t, start=_copy(w["psf-r0"], t / "start.fits"), out=str(t / "start.fits"))[0], []),
      ["is also an input (--start)"]),
     # psfnight
     ("psfnight: arc PSF of another camera",
-     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i", w["fitpsf-b0"],
-                   "-o", str(t / "pn.fits")], ["camera b0, not r0"]),
+     lambda w, t: _psfnight(w, t, "-i", w["fitpsf-b0"]), ["camera b0, not r0"]),
     ("psfnight: arc PSF of another night",
-     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
-                   w["fitpsf-r0-other-night"], "-o", str(t / "pn.fits")], [f"night {NIGHT - 1}, not {NIGHT}"]),
+     lambda w, t: _psfnight(w, t, "-i", w["fitpsf-r0-other-night"]), [f"night {NIGHT - 1}, not {NIGHT}"]),
     ("psfnight: truncated arc PSF",
-     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "-i",
-                   _truncate(w["fitpsf-r0"], t), "-o", str(t / "pn.fits")], ["truncated"]),
+     lambda w, t: _psfnight(w, t, "-i", _truncate(w["fitpsf-r0"], t)), ["truncated"]),
     ("psfnight: fallback PSF of another camera",
-     lambda w, t: ["psfnight", "--config", w["cfg"], "--camera", "r0", "--night", str(NIGHT), "--fallback",
-                   w["psf-b0"], "-o", str(t / "pn.fits")], ["camera b0, not r0"]),
+     lambda w, t: _psfnight(w, t, "--fallback", w["psf-b0"]), ["camera b0, not r0"]),
     # traceshift
     ("traceshift: nightly PSF of another camera",
-     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-r0"], "--psf", w["psf-b0"],
-                   "-o", str(t / "ts.fits")], ["camera b0, not r0"]),
+     lambda w, t: _traceshift(w, t, psf=w["psf-b0"]), ["camera b0, not r0"]),
     ("traceshift: an arc image",
-     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["arc-r0"], "--psf", w["psf-r0"],
-                   "-o", str(t / "ts.fits")], ["OBSTYPE is 'ARC'"]),
+     lambda w, t: _traceshift(w, t, pre=w["arc-r0"]), ["OBSTYPE is 'ARC'"]),
     ("traceshift: image of another camera",
-     lambda w, t: ["traceshift", "--config", w["cfg"], "--camera", "r0", "-i", w["pre-b0"], "--psf", w["psf-r0"],
-                   "-o", str(t / "ts.fits")], ["camera b0, not r0"]),
+     lambda w, t: _traceshift(w, t, pre=w["pre-b0"]), ["camera b0, not r0"]),
     # extract, more
     ("extract: text file as PSF",
      lambda w, t: _extract(w, t, psf=w["text"]), ["text.fits"]),
@@ -404,11 +410,9 @@ CASES = [
                    w["fiberflat-b0"], "-o", str(t / "ffn.fits")], ["b0"]),
     # sky, more
     ("sky: fiberflat of another camera",
-     lambda w, t: ["sky", "--config", w["cfg"], "--camera", "r0", "-i", w["frame"], "--fiberflat", w["fiberflat-b0"],
-                   "-o", str(t / "sky.fits"), "--sframe", str(t / "sf.fits")], ["b0"]),
+     lambda w, t: _sky(w, t, fiberflat=w["fiberflat-b0"]), ["b0"]),
     ("sky: fiberflat on another wavelength grid",
-     lambda w, t: ["sky", "--config", w["cfg"], "--camera", "r0", "-i", w["frame"], "--fiberflat", w["fiberflat-short"],
-                   "-o", str(t / "sky.fits"), "--sframe", str(t / "sf.fits")], ["fiberflat"]),
+     lambda w, t: _sky(w, t, fiberflat=w["fiberflat-short"]), ["fiberflat"]),
     ("sky: NaN flux where ivar > 0",
      lambda w, t: _sky(w, t, frame=w["frame-nan"]), ["NaN"]),
     ("sky: frame with 24 fibers",
