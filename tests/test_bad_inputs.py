@@ -239,6 +239,19 @@ def _traceshift(world, tmp, *, pre=None, psf=None):
             psf or world["psf-r0"], "-o", out], [out]
 
 
+def _text(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _qa_night(world, tmp, *inputs, thresholds=None):
+    out = str(tmp / "qa-night.json")
+    thr = thresholds or os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "qa.yaml")
+    argv = ["qa-night", "--night", str(NIGHT), "--prod", str(tmp), "--thresholds", thr, *inputs, "-o", out,
+            "--html", str(tmp / "n.html"), "--trends", str(tmp / "t.png"), "--hist", str(tmp / "h.png")]
+    return argv, [out, str(tmp / "n.html"), str(tmp / "t.png"), str(tmp / "h.png")]
+
+
 def _sky(world, tmp, *, frame=None, fiberflat=None, out=None, sframe=None):
     out = out or str(tmp / "out" / "sky-r0-00000101.fits")
     sframe = sframe or str(tmp / "out" / "sframe-r0-00000101.fits")
@@ -453,6 +466,15 @@ CASES = [
      lambda w, t: ["coadd", "-i", _truncate(w["spectra"], t, 0.6), "-o", str(t / "c.fits")], ["truncated"]),
     ("coadd: text file as spectra",
      lambda w, t: ["coadd", "-i", w["text"], "-o", str(t / "c.fits")], ["text.fits"]),
+    # QA
+    ("qa-night: a frame QA JSON cut short",
+     lambda w, t: _qa_night(w, t, "-i", _text(t / "qa-r0-00000402.json", '{"CAMERA": "r0", "PREPROC": {')),
+     ["qa-r0-00000402.json", "not valid JSON"]),
+    ("qa-night: thresholds that are not YAML",
+     lambda w, t: _qa_night(w, t, thresholds=_text(t / "qa.yaml", "metrics: [unclosed")), ["qa.yaml", "not valid YAML"]),
+    ("qa-exposure: the night QA is missing",
+     lambda w, t: ["qa-exposure", "--night", str(NIGHT), "--expid", str(SCI), "--prod", str(t), "--nightqa",
+                   str(t / "nope.json"), "-o", str(t / "e.html"), "--png", str(t / "e.png")], ["nope.json", "not found"]),
     # coadd: corruption inside a data unit is caught although the coadd reads rows in chunks
     ("coadd: flipped bytes in R_FLUX",
      lambda w, t: (["coadd", "-i", _flip_bytes(_copy(w["spectra"], t / "spectra-main-dark-5261.fits"), "R_FLUX"),

@@ -79,7 +79,7 @@ def load_config(path=None, overrides=None):
             try:
                 config = yaml.safe_load(fh) or {}
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+                raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if overrides:
         from .instrument import _deep_update
 

@@ -151,7 +151,7 @@ def load_thresholds(path):
     except FileNotFoundError:
         raise ConfigError(f"{path}: QA thresholds file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     return validate_thresholds(cfg, source=str(path))
 
 
