@@ -12,7 +12,7 @@ from importlib import resources
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .provenance import config_hash
 
 
@@ -79,7 +79,7 @@ def load_config(path=None, overrides=None):
             try:
                 config = yaml.safe_load(fh) or {}
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from exc
+                raise ConfigError(f"{source}: not valid YAML ({one_line(exc)})") from exc
     if overrides:
         from .instrument import _deep_update
 

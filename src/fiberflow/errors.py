@@ -25,3 +25,8 @@ class DataError(FiberflowError):
 
 class ConfigError(FiberflowError):
     """Invalid configuration; the message names the key and the file."""
+
+
+def one_line(exc):
+    """An exception's message folded onto one line (parsers such as YAML's span several)."""
+    return " ".join(str(exc).split())

@@ -24,7 +24,7 @@ import re
 import yaml
 
 from . import paths
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, one_line
 
 COLUMNS = ["EXPID", "NIGHT", "OBSTYPE", "EXPTIME", "TILEID", "PROGRAM", "SURVEY", "MJD-OBS", "AIRMASS", "CAMWORD",
            "LASTSTEP", "BADCAMWORD", "BADAMPS", "COMMENTS"]
@@ -160,7 +160,7 @@ def read_override(path):
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must map expid -> {{laststep, badcamword, badamps, comments}}")
     out = {}

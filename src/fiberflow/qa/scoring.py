@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from .metrics import STEPS, robust_sigma
 
 STATUSES = ("NA", "NORMAL", "WARNING", "ALARM")
@@ -151,7 +151,7 @@ def load_thresholds(path):
     except FileNotFoundError:
         raise ConfigError(f"{path}: QA thresholds file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
     return validate_thresholds(cfg, source=str(path))
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 
 OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
 DEFAULT_EXPTIME = {"ZERO": 0.0, "DARK": 300.0, "ARC": 5.0, "FLAT": 120.0, "SCIENCE": 900.0}
@@ -172,5 +172,5 @@ def load_plan(path):
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read plan ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from exc
     return parse_plan(data, where=str(path))
