@@ -24,7 +24,10 @@ def prod(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("locks")
     for night, first in ((NIGHT_A, 500), (NIGHT_B, 600)):
-        plan = parse_plan({"night": night, "first_expid": first, "exposures": [{"obstype": "ZERO"}]})
+        exps = [{"obstype": "ZERO", "count": 2}]
+        if night == NIGHT_A:  # work for a real first invocation: biasnight and preproc jobs
+            exps.append({"obstype": "SCIENCE", "tileid": 71, "exptime": 300.0})
+        plan = parse_plan({"night": night, "first_expid": first, "exposures": exps})
         simulate_night(plan, "tiny", 1, str(root / "raw"), str(root / "truth"), cameras=["r0"])
     cfg = root / "config.yaml"
     cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: lk\n")
@@ -35,11 +38,43 @@ def _table(prod, night):
     return paths.findfile("exposure_table", prod=prod["prod"], night=night)
 
 
-def _run(prod, night, workdir):
+def _cmd(prod, night, workdir, *targets):
     os.makedirs(workdir, exist_ok=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", prod["cfg"],
-           "--directory", str(workdir), "--cores", "1", _table(prod, night), "--config", f"nights=[{night}]"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return [sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"), "--configfile", prod["cfg"],
+            "--directory", str(workdir), "--cores", "1", *(targets or (_table(prod, night),)), "--config",
+            f"nights=[{night}]"]
+
+
+def _run(prod, night, workdir):
+    return subprocess.run(_cmd(prod, night, workdir), capture_output=True, text=True, check=False)
+
+
+def test_two_real_invocations_on_one_night(prod, tmp_path):
+    """A runs night A's preproc; while it runs (frozen with SIGSTOP right after it took its
+    locks, so the test does not race it), B from another folder asks for the same night and is
+    refused, naming A; A then finishes and releases its lock."""
+    import signal
+    import time
+
+    preproc = paths.findfile("preproc", prod=prod["prod"], night=NIGHT_A, expid=502, camera="r0")
+    lock = os.path.join(prod["prod"], prodlock.LOCK_DIR, f"night-{NIGHT_A}.lock")
+    a = subprocess.Popen(_cmd(prod, NIGHT_A, tmp_path / "a", preproc), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        t0 = time.time()
+        while not os.path.exists(lock) and a.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.02)
+        assert os.path.exists(lock), "the first invocation took no lock"
+        a.send_signal(signal.SIGSTOP)
+        b = subprocess.run(_cmd(prod, NIGHT_A, tmp_path / "b", preproc), capture_output=True, text=True)
+        assert b.returncode != 0
+        assert f"night {NIGHT_A} is being written by snakemake pid {a.pid}" in b.stdout + b.stderr, b.stderr[-2000:]
+        assert str(tmp_path / "a") in b.stdout + b.stderr
+    finally:
+        a.send_signal(signal.SIGCONT)
+        out, _ = a.communicate(timeout=600)
+    assert a.returncode == 0, out[-3000:]
+    assert os.path.exists(preproc) and not os.path.exists(lock)
 
 
 def _hold(prod, night, pid):
