@@ -557,3 +557,23 @@ def test_debug_shows_the_traceback(world, tmp_path):
     argv, _ = _preproc(world, tmp_path, bias=world["bias-b0"])
     res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "--debug", *argv], capture_output=True, text=True)
     assert res.returncode != 0 and "Traceback" in res.stderr and "camera b0, not r0" in res.stderr
+
+
+def test_products_with_nan_are_not_written(tmp_path):
+    """A computed product holding NaN/Inf (a step that produced no sound value) is refused at
+    write with one DataError naming the file and HDU; nothing is left on disk."""
+    import _factories as fac
+
+    from fiberflow.errors import DataError
+
+    fr = fac.frame(nspec=5, nwave=40)
+    fr.flux[2, 7] = np.nan
+    out = tmp_path / "frame-r0-00000101.fits"
+    with pytest.raises(DataError, match="frame HDU FLUX would hold 1 NaN or infinite values"):
+        fr.write(out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    fc = fac.fluxcalib(nspec=5, nwave=40)
+    fc.calib[0, 0] = np.inf
+    with pytest.raises(DataError, match="fluxcalib HDU"):
+        fc.write(tmp_path / "fluxcalib-r0-00000101.fits")
+    assert not list(tmp_path.iterdir())

@@ -91,6 +91,9 @@ class Product:
     #: True: the first image is the primary HDU with an EXTNAME (DESI frame/fiberflat/sky style);
     #: False: an empty primary HDU carries the header and every HDU is an extension.
     PRIMARY_IMAGE = True
+    #: False: a float image with NaN or infinite values is refused on write (a step that computed
+    #: no sound value fails instead of writing it; bad bins are ivar 0 and mask bits, as DESI's)
+    ALLOW_NONFINITE = False
 
     # ------------------------------------------------------------------ hooks
     def validate(self, path=None):
@@ -130,6 +133,10 @@ class Product:
                     arr = np.asarray(value)
                     if spec.dtype:
                         arr = arr.astype(spec.dtype, copy=False)
+                    if not self.ALLOW_NONFINITE and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                        nbad = int(np.count_nonzero(~np.isfinite(arr)))
+                        raise DataError(path, f"{self.NAME} HDU {spec.extname} would hold {nbad} NaN or infinite "
+                                              "values: the step produced no sound product (nothing written)")
                     fitsutil.write_image(fx, arr, spec.extname, hdr, compress=spec.compress)
                 else:
                     fitsutil.write_table(fx, value, spec.extname, hdr)

@@ -66,6 +66,7 @@ class TruthFrame(Product):
     header: dict = field(default_factory=dict)
 
     NAME = "truth"
+    ALLOW_NONFINITE = True  # truth is what it is; the reduction products are checked
     VERSION = "1"
     PRIMARY_IMAGE = False
     DATAMODEL = {
@@ -123,6 +124,7 @@ class TruthStdStars(Product):
     header: dict = field(default_factory=dict)
 
     NAME = "truth_stdstars"
+    ALLOW_NONFINITE = True  # truth is what it is; the reduction products are checked
     VERSION = "1"
     PRIMARY_IMAGE = False
     DATAMODEL = {"table": HDU("STDSTARS", kind="table", descr="TARGETID, PETAL_LOC, FIBER, TEFF, LOGG, FEH, RV, MAG_R, FLAGGED")}
