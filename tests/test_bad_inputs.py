@@ -96,6 +96,7 @@ def world(tmp_path_factory):
     w["fluxcalib-999"] = str(fc.write(root / "other" / "fluxcalib-r0-00000999.fits"))
     st = fac.stdstars()
     st.flux[1, 10:20] = np.nan
+    st.ALLOW_NONFINITE = True  # as another writer (or an older fiberflow) could have written it
     w["stdstars-nan"] = str(st.write(root / "stdstars-0-00000101.fits"))
     # more variants of the same products
     for name, change in (("frame-b0", lambda f: f.header.update(CAMERA="b0")),
@@ -104,6 +105,7 @@ def world(tmp_path_factory):
                          ("frame-nan", lambda f: f.flux.__setitem__((3, slice(5, 9)), np.nan))):
         f = fac.frame(nspec=25, nwave=40)
         change(f)
+        f.ALLOW_NONFINITE = True  # the NaN variant: as another writer could have written it
         w[name] = str(f.write(root / name / "frame.fits"))
     f = fac.frame(nspec=24, nwave=40)
     w["frame-24"] = str(f.write(root / "frame-24" / "frame.fits"))
@@ -131,6 +133,7 @@ def world(tmp_path_factory):
 
     img = PreprocImage.read(w["pre-r0"])
     img.image[200:210, 100:110] = np.nan
+    img.ALLOW_NONFINITE = True
     w["pre-nan"] = str(img.write(root / "prenan" / f"preproc-r0-{SCI:08d}.fits") or
                        root / "prenan" / f"preproc-r0-{SCI:08d}.fits")
     img = PreprocImage.read(w["pre-r0"])
@@ -576,4 +579,9 @@ def test_products_with_nan_are_not_written(tmp_path):
     fc.calib[0, 0] = np.inf
     with pytest.raises(DataError, match="fluxcalib HDU"):
         fc.write(tmp_path / "fluxcalib-r0-00000101.fits")
+    assert not list(tmp_path.iterdir())
+    sp, _ = __import__("_factories").healpix_spectra(ntarget=2, nexp=2)
+    sp.ivar["r"][1, 3] = np.nan
+    with pytest.raises(DataError, match="spectra HDU R_IVAR would hold 1 NaN"):
+        sp.write(tmp_path / "spectra-main-dark-5261.fits")
     assert not list(tmp_path.iterdir())

@@ -133,10 +133,8 @@ class Product:
                     arr = np.asarray(value)
                     if spec.dtype:
                         arr = arr.astype(spec.dtype, copy=False)
-                    if not self.ALLOW_NONFINITE and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                        nbad = int(np.count_nonzero(~np.isfinite(arr)))
-                        raise DataError(path, f"{self.NAME} HDU {spec.extname} would hold {nbad} NaN or infinite "
-                                              "values: the step produced no sound product (nothing written)")
+                    if not self.ALLOW_NONFINITE:
+                        fitsutil.refuse_nonfinite(path, f"{self.NAME} HDU {spec.extname}", arr)
                     fitsutil.write_image(fx, arr, spec.extname, hdr, compress=spec.compress)
                 else:
                     fitsutil.write_table(fx, value, spec.extname, hdr)

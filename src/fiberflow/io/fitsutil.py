@@ -219,6 +219,18 @@ def write_image(fx, data, extname, header=None, compress=None):
     _write_datasum(fx[-1])
 
 
+def refuse_nonfinite(path, what, arr):
+    """DataError when a float array about to be written holds NaN or infinite values: a step that
+    computed no sound value fails (bad bins are ivar 0 and mask bits, as in DESI's products)."""
+    if arr is None:
+        return
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        nbad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise DataError(path, f"{what} would hold {nbad} NaN or infinite values: the step produced no sound "
+                              "product (nothing written)")
+
+
 def write_table(fx, table, extname, header=None):
     """Write one binary-table HDU with checksum.
 

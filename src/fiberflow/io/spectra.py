@@ -83,6 +83,9 @@ class Spectra(Product):
 
     def write(self, path):
         self.validate()
+        for b in self.bands:
+            for name, arrs in (("FLUX", self.flux), ("IVAR", self.ivar), ("RESOLUTION", self.resolution)):
+                fitsutil.refuse_nonfinite(path, f"spectra HDU {b.upper()}_{name}", arrs.get(b))
         header = with_base_provenance(self.header)
         header["FFDMNAME"] = (self.NAME, "fiberflow data product")
         header["FFDMVER"] = (str(self.VERSION), "datamodel version")
@@ -323,6 +326,8 @@ class SpectraStreamWriter:
     def write_rows(self, band, start, flux, ivar, mask, resolution):
         """Rows ``start .. start + n`` of one band: flux, ivar (n, nwave), mask, resolution (n, ndiag, nwave)."""
         B = band.upper()
+        for name, arr in (("FLUX", flux), ("IVAR", ivar), ("RESOLUTION", resolution)):
+            fitsutil.refuse_nonfinite(self.path, f"spectra HDU {B}_{name}", arr)
         self.fx[f"{B}_FLUX"].write(np.ascontiguousarray(flux, "f4"), start=[int(start), 0])
         self.fx[f"{B}_IVAR"].write(np.ascontiguousarray(ivar, "f4"), start=[int(start), 0])
         self.fx[f"{B}_MASK"].write(np.ascontiguousarray(mask, "i4"), start=[int(start), 0])
