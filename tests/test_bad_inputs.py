@@ -585,3 +585,23 @@ def test_products_with_nan_are_not_written(tmp_path):
     with pytest.raises(DataError, match="spectra HDU R_IVAR would hold 1 NaN"):
         sp.write(tmp_path / "spectra-main-dark-5261.fits")
     assert not list(tmp_path.iterdir())
+
+
+def test_raw_file_of_another_exposure_is_ignored_with_the_reason(world, tmp_path, capsys):
+    """A raw file copied into another exposure's folder is not reduced as that exposure: the
+    exposure table marks it LASTSTEP ignore with the reason (the rest of the night goes on)."""
+    from fiberflow.exptable import read_table
+
+    raw = tmp_path / "raw"
+    for e in (SCI, SCI2):
+        dst = raw / str(NIGHT) / f"{e:08d}"
+        dst.mkdir(parents=True)
+        shutil.copy(world["raw"][SCI], dst / f"desi-{e:08d}.fits.fz")  # SCI's file in SCI2's folder too
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {raw}\nredux: {tmp_path / 'redux'}\nspecprod: x\n")
+    out = tmp_path / "table.csv"
+    assert main(["exptable", "--config", str(cfg), "--night", str(NIGHT), "-o", str(out)]) == 0
+    rows = {r["EXPID"]: r for r in read_table(out)}
+    assert rows[SCI]["LASTSTEP"] == "all" and rows[SCI]["OBSTYPE"] == "SCIENCE"
+    assert rows[SCI2]["LASTSTEP"] == "ignore"
+    assert f"raw header says NIGHT {NIGHT} EXPID {SCI}" in rows[SCI2]["COMMENTS"]

@@ -182,10 +182,15 @@ def build_table(raw_root, night, existing=None):
     for expid, path in raw_exposures(raw_root, night).items():
         try:
             row = row_from_raw(path)
+            if (row["NIGHT"], row["EXPID"]) != (int(night), int(expid)):
+                # a file of another exposure in this exposure's folder: never reduced as this one
+                raise DataError(path, f"raw header says NIGHT {row['NIGHT']} EXPID {row['EXPID']}, its folder "
+                                      f"{night}/{expid:08d}")
         except DataError as exc:
+            why = exc.problem if exc.problem.startswith("raw header says") else f"unreadable raw header: {exc.problem}"
             row = {"EXPID": expid, "NIGHT": int(night), "OBSTYPE": "UNKNOWN", "EXPTIME": 0.0, "TILEID": -1,
                    "PROGRAM": "", "SURVEY": "", "MJD-OBS": 0.0, "AIRMASS": 1.0, "CAMWORD": "",
-                   "LASTSTEP": "ignore", "BADCAMWORD": "", "BADAMPS": "", "COMMENTS": f"unreadable raw header: {exc.problem}"}
+                   "LASTSTEP": "ignore", "BADCAMWORD": "", "BADAMPS": "", "COMMENTS": why}
         if expid in keep:
             for c in EDITABLE:
                 row[c] = keep[expid][c]
