@@ -27,7 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(PROJECT, "src"))
 
-from fiberflow import exptable, paths  # noqa: E402
+from fiberflow import paths  # noqa: E402
+from fiberflow.workflow import exptable  # noqa: E402
 
 
 def make_production(root, nnights, nexp, seed=1):
@@ -62,7 +63,7 @@ def make_production(root, nnights, nexp, seed=1):
                     pdec = dec + 0.8 * np.sin(ang)
                     vec = hp.ang2vec(pra, pdec, lonlat=True)
                     pixmap[petal] = sorted(int(x) for x in hp.query_disc(64, vec, np.radians(0.7), nest=True))
-                from fiberflow.healpixmap import write_tilepix
+                from fiberflow.workflow.tilepix import write_tilepix
 
                 write_tilepix(paths.findfile("tilepix", prod=prod, night=night, expid=expid, tileid=tile),
                               tile, pixmap, 64)

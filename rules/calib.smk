@@ -9,7 +9,7 @@
 
 rule fiberflat:
     input:
-        out("frame"),
+        unpack(inputs("fiberflat")),
     output:
         out("fiberflat"),
     log:
@@ -31,7 +31,7 @@ rule fiberflat:
 
 rule fiberflatnight:
     input:
-        unpack(fiberflatnight_inputs),
+        unpack(inputs("fiberflatnight")),
     output:
         out("fiberflatnight"),
     log:
@@ -46,7 +46,7 @@ rule fiberflatnight:
     params:
         cfg=section_hash(config, "instrument", "fiberflat"),
         configfile=CONFIGFILE,
-        opts=fiberflatnight_options,
+        opts=options("fiberflatnight"),
     shell:
         "fiberflow fiberflatnight --config {params.configfile} --camera {wildcards.camera} "
         "--night {wildcards.night} {params.opts} -o {output} > {log} 2>&1"
@@ -54,8 +54,7 @@ rule fiberflatnight:
 
 rule sky:
     input:
-        frame=out("frame"),
-        fiberflat=out("fiberflatnight"),
+        unpack(inputs("sky")),
     output:
         sky=out("sky"),
         sframe=out("sframe"),
@@ -78,7 +77,7 @@ rule sky:
 
 rule stdstars:
     input:
-        spectrograph_sframes,
+        unpack(inputs("stdstars")),
     output:
         out("stdstars"),
     log:
@@ -100,7 +99,7 @@ rule stdstars:
 
 rule fluxcalib:
     input:
-        unpack(fluxcalib_inputs),
+        unpack(inputs("fluxcalib")),
     output:
         out("fluxcalib"),
     log:
@@ -123,8 +122,7 @@ rule fluxcalib:
 
 rule cframe:
     input:
-        sframe=out("sframe"),
-        fluxcalib=out("fluxcalib"),
+        unpack(inputs("cframe")),
     output:
         out("cframe"),
     log:

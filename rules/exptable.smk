@@ -1,5 +1,5 @@
 # Exposure tables: written once per night from the raw headers (the DAG itself is built from
-# the raw headers + any operator edits at parse time, see common.smk). `fiberflow exptable`
+# the raw headers + any operator edits at parse time, by fiberflow.workflow.plan). `fiberflow exptable`
 # refreshes an existing table by hand, keeping edits.
 
 

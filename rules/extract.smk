@@ -3,8 +3,7 @@
 
 rule extract:
     input:
-        preproc=out("preproc"),
-        psf=out("psf"),
+        unpack(inputs("extract")),
     output:
         **({"model": out("model")} if config["extract"].get("model") else {}),
         frame=out("frame"),

@@ -1,12 +1,12 @@
 # HEALPix stage: tilepix (per science exposure, early), spectra and coadd (per pixel).
 # Which cframes feed which pixel comes from the exposures' fibermaps (tilepix maps, see
-# fiberflow.healpixmap), known at parse time: no checkpoint, no cframe read to build the DAG.
+# fiberflow.workflow.tilepix), known at parse time: no checkpoint, no cframe read to build the DAG.
 # Only exposures whose LASTSTEP is `all` go to the healpix stage.
 
 
 rule tilepix:
     input:
-        raw_pattern("fibermap"),
+        unpack(inputs("tilepix")),
     output:
         out("tilepix"),
     log:
@@ -20,14 +20,14 @@ rule tilepix:
         runtime=5,
     params:
         configfile=CONFIGFILE,
-        nside=NSIDE,
+        nside=PLAN.nside,
     shell:
         "fiberflow tilepix --config {params.configfile} --nside {params.nside} --fibermap {input} -o {output} > {log} 2>&1"
 
 
 rule spectra:
     input:
-        spectra_inputs,
+        unpack(inputs("spectra")),
     output:
         out("spectra"),
     log:
@@ -42,7 +42,7 @@ rule spectra:
     params:
         cfg=section_hash(config, "instrument"),
         configfile=CONFIGFILE,
-        nside=NSIDE,
+        nside=PLAN.nside,
     shell:
         "fiberflow spectra --config {params.configfile} --nside {params.nside} --pix {wildcards.pix} "
         "--survey {wildcards.survey} --program {wildcards.program} -o {output} {input} > {log} 2>&1"
@@ -50,7 +50,7 @@ rule spectra:
 
 rule coadd:
     input:
-        out("spectra"),
+        unpack(inputs("coadd")),
     output:
         out("coadd"),
     log:

@@ -4,7 +4,7 @@
 
 rule biasnight:
     input:
-        biasnight_inputs,
+        unpack(inputs("biasnight")),
     output:
         out("biasnight"),
     log:
@@ -26,7 +26,7 @@ rule biasnight:
 
 rule preproc:
     input:
-        unpack(preproc_inputs),
+        unpack(inputs("preproc")),
     output:
         out("preproc"),
     log:
@@ -41,7 +41,7 @@ rule preproc:
     params:
         cfg=section_hash(config, "instrument", "preproc"),
         configfile=CONFIGFILE,
-        opts=preproc_options,
+        opts=options("preproc"),
     shell:
         "fiberflow preproc --config {params.configfile} --camera {wildcards.camera} "
         "-i {input.raw} {params.opts} -o {output} > {log} 2>&1"

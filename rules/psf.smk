@@ -6,8 +6,7 @@
 
 rule psf:
     input:
-        preproc=out("preproc"),
-        start=psf_start,
+        unpack(inputs("psf")),
     output:
         out("fitpsf"),
     log:
@@ -29,7 +28,7 @@ rule psf:
 
 rule psfnight:
     input:
-        unpack(psfnight_inputs),
+        unpack(inputs("psfnight")),
     output:
         out("psfnight"),
     log:
@@ -44,7 +43,7 @@ rule psfnight:
     params:
         cfg=section_hash(config, "instrument", "psf"),
         configfile=CONFIGFILE,
-        opts=psfnight_options,
+        opts=options("psfnight"),
     shell:
         "fiberflow psfnight --config {params.configfile} --camera {wildcards.camera} "
         "--night {wildcards.night} {params.opts} -o {output} > {log} 2>&1"
@@ -52,8 +51,7 @@ rule psfnight:
 
 rule traceshift:
     input:
-        preproc=out("preproc"),
-        psf=out("psfnight"),
+        unpack(inputs("traceshift")),
     output:
         out("psf"),
     log:

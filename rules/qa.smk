@@ -7,7 +7,7 @@
 
 rule qa_frame:
     input:
-        unpack(qa_frame_inputs),
+        unpack(inputs("qa_frame")),
     output:
         json=out("qa_frame"),
         png=out("qa_frame_png"),
@@ -22,7 +22,7 @@ rule qa_frame:
         mem_mb=3000,
         runtime=5,
     params:
-        opts=qa_frame_options,
+        opts=options("qa_frame"),
     shell:
         "fiberflow qa-frame --night {wildcards.night} --expid {wildcards.expid} --camera {wildcards.camera} "
         "{params.opts} -o {output.json} --png {output.png} --blink {output.blink} > {log} 2>&1"
@@ -30,9 +30,7 @@ rule qa_frame:
 
 rule qa_night:
     input:
-        frames=lambda wc: qa_frames_of(wc.night),
-        history=qa_history,
-        thresholds=QA_THRESHOLDS,
+        unpack(inputs("qa_night")),
     output:
         json=out("qa_night"),
         html=out("qa_night_html"),
@@ -57,8 +55,7 @@ rule qa_night:
 
 rule qa_exposure:
     input:
-        nightqa=out("qa_night"),
-        frames=lambda wc: qa_frames_of(wc.night, wc.expid),
+        unpack(inputs("qa_exposure")),
     output:
         html=out("qa_exposure_html"),
         png=out("qa_exposure_png"),
@@ -80,12 +77,12 @@ rule qa_exposure:
 
 rule qa_production:
     input:
-        nights=lambda wc: [find("qa_night", night=n) for n in qa_nights()],
+        unpack(inputs("qa_production")),
     output:
-        html=find("qa_production_html"),
-        table=find("qa_production_table"),
-        trends=find("qa_production_trends"),
-        hist=find("qa_production_hist"),
+        html=PLAN.find("qa_production_html"),
+        table=PLAN.find("qa_production_table"),
+        trends=PLAN.find("qa_production_trends"),
+        hist=PLAN.find("qa_production_hist"),
     log:
         logfile("qa_production", "production"),
     benchmark:

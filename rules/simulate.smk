@@ -7,7 +7,7 @@
 
 rule simulate_exposure:
     input:
-        SIM_PLAN_FILES,
+        unpack(inputs("simulate_exposure")),
     output:
         raw=raw_pattern("raw"),
     log:
@@ -30,4 +30,4 @@ rule simulate_exposure:
 # target: the raw data of every configured night
 rule simulate:
     input:
-        simulate_targets(),
+        PLAN.simulate_targets(),

@@ -590,7 +590,7 @@ def test_products_with_nan_are_not_written(tmp_path):
 def test_raw_file_of_another_exposure_is_ignored_with_the_reason(world, tmp_path, capsys):
     """A raw file copied into another exposure's folder is not reduced as that exposure: the
     exposure table marks it LASTSTEP ignore with the reason (the rest of the night goes on)."""
-    from fiberflow.exptable import read_table
+    from fiberflow.workflow.exptable import read_table
 
     raw = tmp_path / "raw"
     for e in (SCI, SCI2):

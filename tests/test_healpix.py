@@ -205,9 +205,9 @@ def test_spectra_and_coadd_cli_errors(tmp_path):
     out = tmp_path / "tilepix-1000.json"
     res = _ff("tilepix", "--fibermap", str(tmp_path / "fibermap-00000101.fits"), "-o", str(out))
     assert res.returncode == 0, res.stderr
-    from fiberflow import healpixmap
+    from fiberflow.workflow import tilepix
 
-    tile, pixmap, nside = healpixmap.read_tilepix(out)
+    tile, pixmap, nside = tilepix.read_tilepix(out)
     assert tile == 1000 and nside == 64 and pixmap == regroup.petal_pixels(fm)
     write_fibermap(tmp_path / "fm2.fits", fm, {"EXPID": 101})
     res = _ff("tilepix", "--fibermap", str(tmp_path / "fm2.fits"), "-o", str(tmp_path / "t2.json"))

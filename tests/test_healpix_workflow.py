@@ -56,7 +56,7 @@ def test_every_fiber_in_its_pixel_with_all_exposures(production):
         for tid, p in zip(fm["TARGETID"], pix):
             expected.setdefault(int(p), set()).add((int(tid), e.expid))
         tp = paths.findfile("tilepix", prod=str(prod), night=NIGHT_A, expid=e.expid, tileid=e.tileid)
-        from fiberflow.healpixmap import read_tilepix
+        from fiberflow.workflow.tilepix import read_tilepix
 
         assert read_tilepix(tp)[1] == {0: sorted({int(p) for p in pix})}
     files = sorted(prod.glob("healpix/main/dark/*/*/spectra-main-dark-*.fits"))

@@ -284,8 +284,8 @@ def test_every_profile_plans_a_cframe_with_its_launcher(ops):
     cone of one cframe; the Slurm profiles launch the extraction as MPI ranks under srun."""
     root, prod = ops["root"], str(ops["prod"])
     target = paths.findfile("cframe", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
-    launch = {"local": "fiberflow extract", "slurm": "fiberflow extract", "nersc": "srun -n 20 fiberflow extract",
-              "testslurm": "srun --mpi=pmi2 -n 2 fiberflow extract"}
+    launch = {"local": "fiberflow extract", "slurm": "fiberflow extract", "nersc": "srun --kill-on-bad-exit=1 -n 20 fiberflow extract",
+              "testslurm": "srun --mpi=pmi2 --kill-on-bad-exit=1 -n 2 fiberflow extract"}
     for name, prefix in launch.items():
         res = snakemake(root, ops["cfg"], "--profile", os.path.join(PROJECT, "profiles", name), "-n", "-p",
                         "--forceall", target)
@@ -307,7 +307,7 @@ def test_exposure_and_tile_targets_and_laststep_skysub(ops):
         res = snakemake(root, ops["cfg"], "-n", target)
         assert res.returncode == 0 and _job_counts(res.stdout + res.stderr) == {rule: 1}, res.stderr[-2000:]
     # an operator stops night B's science exposure after sky subtraction (LASTSTEP skysub)
-    from fiberflow.healpixmap import read_tilepix
+    from fiberflow.workflow.tilepix import read_tilepix
 
     def pixels(night, expid, tile):
         return {p for v in read_tilepix(paths.findfile("tilepix", prod=prod, night=night, expid=expid,

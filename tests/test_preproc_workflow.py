@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fiberflow import exptable, paths, preproc
+from fiberflow import paths, preproc
+from fiberflow.workflow import exptable
 from fiberflow.bitmasks import ccdmask
 from fiberflow.errors import ConfigError
 

@@ -9,9 +9,11 @@ the Snakemake process every job starts.
 Skips (with the reason) when not root or when the Slurm packages cannot be installed.
 """
 
+import glob
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +82,27 @@ def slurm(tmp_path_factory):
         assert not _alive(pid), f"{name} (pid {pid}) still runs after stop"
 
 
+def _diagnosis(out, slurm):
+    """What a failed or stuck Slurm run leaves to read: the queue, the executor's logs of jobs
+    that did not complete, the step logs that report an error, the controller's last lines."""
+    lines = []
+    sq = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T %M %l %j %R"], env=slurm["env"],
+                        capture_output=True, text=True)
+    lines += ["== squeue --states=all", sq.stdout.strip() or sq.stderr.strip()]
+    done = {ln.split()[0] for ln in sq.stdout.splitlines() if " COMPLETED " in ln}
+    for log in sorted(glob.glob(str(out / ".snakemake" / "slurm_logs" / "**" / "*.log"), recursive=True)):
+        if os.path.basename(log)[:-4] not in done:
+            lines += [f"== {log}", open(log, errors="replace").read()[-1500:]]
+    for log in sorted(glob.glob(str(out / "redux" / "*" / "logs" / "**" / "*.log"), recursive=True)):
+        text = open(log, errors="replace").read()
+        if "error" in text.lower() or "traceback" in text.lower():
+            lines += [f"== {log}", text[-1500:]]
+    ctld = os.path.join(slurm["state"], "slurmctld.log")
+    if os.path.exists(ctld):
+        lines += ["== slurmctld.log", "".join(open(ctld, errors="replace").readlines()[-30:])]
+    return "\n".join(lines)[-12000:]
+
+
 def test_sbatch_runs_on_the_local_cluster(slurm):
     res = subprocess.run(["sbatch", "--parsable", "--wait", "-t", "1", "--wrap", "echo fiberflow-ok"],
                          env=slurm["env"], capture_output=True, text=True, timeout=120, cwd=slurm["state"])
@@ -95,13 +118,20 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     env = {**os.environ, "SLURM_CONF": slurm["env"]["SLURM_CONF"],
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     t0 = time.time()
-    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fiberflow"), "demo", "--out", str(out),
-                          "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--flats", "1",
-                          "--tiles", "1"],
-                         env=env, capture_output=True, text=True, timeout=2400)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "fiberflow"), "demo", "--out", str(out),
+           "--profile", os.path.join(PROJECT, "profiles", "testslurm"), "--flats", "1", "--tiles", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=2100)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the demo through Slurm did not finish in 2100 s\n{stdout[-2000:]}\n{stderr[-2000:]}\n"
+                    + _diagnosis(out, slurm))
     wall = time.time() - t0
-    text = res.stdout + res.stderr
-    assert res.returncode == 0, text[-5000:]
+    text = stdout + stderr
+    assert proc.returncode == 0, text[-4000:] + "\n" + _diagnosis(out, slurm)
     assert "NOT RUN" not in text and "FAILED" not in text and "Look first at" in text
     done = re.search(r"fiberflow status: (\d+) of (\d+) jobs done", text)
     assert done and done.group(1) == done.group(2) and int(done.group(1)) > 100, text[-3000:]

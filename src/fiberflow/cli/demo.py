@@ -171,7 +171,7 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     import yaml
 
     from ..errors import ConfigError
-    from ..exptable import raw_exposures
+    from ..workflow.exptable import raw_exposures
     from ..sim.night import simulate_night
     from ..sim.plan import default_plan, parse_plan
 
@@ -234,10 +234,11 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
 def _status_summary(cfgfile, workdir):
     """`fiberflow status` of the demo production: (lines, every job done?)."""
     from ..config import load_config
-    from ..status import Production, job_states, summary
+    from ..workflow.plan import Plan
+    from ..workflow.status import job_states, summary
 
     t = time.time()
-    jobs = job_states(Production(load_config(cfgfile), workdir), workdir)
+    jobs = job_states(Plan(load_config(cfgfile), workdir), workdir)
     table = summary(jobs)
     ndone = sum(r["done"] for r in table.values())
     line = (f"fiberflow status: {ndone} of {len(jobs)} jobs done over {len(table)} steps "

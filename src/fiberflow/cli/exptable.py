@@ -16,7 +16,8 @@ def add_arguments(p, name):
 def run(args):
     import os
 
-    from .. import exptable, paths
+    from .. import paths
+    from ..workflow import exptable
     from ..config import load_config, resolve_roots
 
     cfg = load_config(args.config)

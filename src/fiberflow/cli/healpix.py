@@ -55,13 +55,13 @@ def _nside(args, cfg):
 
 
 def _tilepix(args):
-    from .. import healpixmap
+    from ..workflow import tilepix
     from ..config import load_config
 
     cfg = load_config(args.config)
     nside = _nside(args, cfg)
-    tileid, pixmap = healpixmap.tilepix_from_fibermap(args.fibermap, nside)
-    healpixmap.write_tilepix(args.outfile, tileid, pixmap, nside)
+    tileid, pixmap = tilepix.tilepix_from_fibermap(args.fibermap, nside)
+    tilepix.write_tilepix(args.outfile, tileid, pixmap, nside)
     npix = len({x for v in pixmap.values() for x in v})
     print(f"tilepix: tile {tileid}, {len(pixmap)} petal(s), {npix} pixel(s) at nside {nside} -> {args.outfile}")
     return 0

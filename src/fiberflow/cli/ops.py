@@ -40,12 +40,13 @@ def run(args):
 
 def _status(args):
     from ..config import load_config
-    from ..status import (Production, format_table, job_states, snakemake_running, stale_lock, stale_products,
+    from ..workflow.plan import Plan
+    from ..workflow.status import (format_table, job_states, snakemake_running, stale_lock, stale_products,
                           summary)
 
     t0 = time.perf_counter()
     cfg = load_config(args.config)
-    prod = Production(cfg, args.directory)
+    prod = Plan(cfg, args.directory)
     orphans = stale_products(prod)
     if args.stale:
         for path in orphans:
@@ -96,7 +97,7 @@ def _dag(args):
     cfg = load_config(args.config)
     nights = [int(n) for n in cfg["nights"]]
     if args.night is None and not nights:
-        from ..exptable import nights_with_raw
+        from ..workflow.exptable import nights_with_raw
 
         nights = nights_with_raw(resolve_roots(cfg)["raw"])
     night = args.night if args.night is not None else (nights[0] if nights else None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def tilepix_from_fibermap(path, nside):
@@ -29,8 +29,8 @@ def tilepix_from_fibermap(path, nside):
     DataError
         When the fibermap cannot be read, lacks TILEID in its header or a needed column.
     """
-    from .io.fibermap import read_fibermap
-    from .regroup import petal_pixels
+    from ..io.fibermap import read_fibermap
+    from ..regroup import petal_pixels
 
     fm, hdr = read_fibermap(path)
     tileid = hdr.get("TILEID")
@@ -41,7 +41,7 @@ def tilepix_from_fibermap(path, nside):
 
 def write_tilepix(path, tileid, pixmap, nside):
     """Write a tilepix JSON atomically: ``{"<tileid>": {"<petal>": [pix, ...]}, "NSIDE": nside}``."""
-    from .io.fitsutil import atomic_path
+    from ..io.fitsutil import atomic_path
 
     data = {str(int(tileid)): {str(p): [int(x) for x in pix] for p, pix in sorted(pixmap.items())},
             "NSIDE": int(nside)}

@@ -23,8 +23,8 @@ import re
 
 import yaml
 
-from . import paths
-from .errors import ConfigError, DataError, one_line
+from .. import paths
+from ..errors import ConfigError, DataError, one_line
 
 COLUMNS = ["EXPID", "NIGHT", "OBSTYPE", "EXPTIME", "TILEID", "PROGRAM", "SURVEY", "MJD-OBS", "AIRMASS", "CAMWORD",
            "LASTSTEP", "BADCAMWORD", "BADAMPS", "COMMENTS"]
@@ -87,7 +87,7 @@ def raw_exposures(raw_root, night):
 
 def row_from_raw(path):
     """Exposure-table row from a raw file's headers."""
-    from .io.raw import raw_cameras, read_raw_header
+    from ..io.raw import raw_cameras, read_raw_header
 
     hdr = read_raw_header(path)
     for key in ("EXPID", "NIGHT", "OBSTYPE"):
@@ -141,7 +141,7 @@ def read_table(path):
 
 def write_table(path, rows):
     """Write rows as CSV atomically (sorted by EXPID)."""
-    from .io.fitsutil import atomic_path
+    from ..io.fitsutil import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:

@@ -1,0 +1,549 @@
+"""The plan of a production: every job, its inputs, outputs, log and command-line options.
+
+One :class:`Plan` is built from the configuration and the nights' exposure tables (CSV edits,
+raw exposures not yet in the CSV, the override file). Snakemake's rules (``rules/*.smk``) take
+their input functions, options and target lists from it through the thin adapters of
+``rules/common.smk``; ``fiberflow status`` iterates over the same jobs; later stages add their
+jobs here. ``tests/test_plan.py`` checks that Snakemake's DAG holds exactly these jobs, each
+with exactly these inputs.
+
+The policy of the production lives here and only here:
+
+- which exposures and cameras a step processes (LASTSTEP, CAMWORD, BADCAMWORD);
+- the nightly calibrations and their fallbacks (an earlier production night within
+  ``calibration.fallback_nights``, else the nominal PSF or the default fiberflat);
+- which cframes feed each HEALPix pixel (the tilepix maps);
+- which products each frame's QA reads, and the QA history window.
+
+Examples
+--------
+>>> plan = Plan(load_config("prod.yaml"))               # doctest: +SKIP
+>>> job = plan.job("preproc", night=20250101, expid=12, camera="r0")   # doctest: +SKIP
+>>> job.inputs["raw"], job.options                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .. import paths
+from . import exptable as ffexp
+
+#: step (Snakemake rule) -> file types of its outputs, the main one first
+OUTPUTS = {
+    "simulate_exposure": ("raw",),
+    "exposure_table": ("exposure_table",),
+    "biasnight": ("biasnight",),
+    "preproc": ("preproc",),
+    "tilepix": ("tilepix",),
+    "psf": ("fitpsf",),
+    "psfnight": ("psfnight",),
+    "traceshift": ("psf",),
+    "extract": ("frame",),  # + model with extract.model
+    "fiberflat": ("fiberflat",),
+    "fiberflatnight": ("fiberflatnight",),
+    "sky": ("sframe", "sky"),
+    "stdstars": ("stdstars",),
+    "fluxcalib": ("fluxcalib",),
+    "cframe": ("cframe",),
+    "spectra": ("spectra",),
+    "coadd": ("coadd",),
+    "qa_frame": ("qa_frame", "qa_frame_png", "qa_frame_blink"),
+    "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
+    "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
+    "qa_production": ("qa_production_html", "qa_production_table", "qa_production_trends",
+                      "qa_production_hist"),
+}
+
+#: steps in production order
+STEPS = tuple(s for s in OUTPUTS if s != "simulate_exposure")
+
+#: OBSTYPEs that get frame QA
+QA_OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
+
+#: job log of each step of a frame, as named on the frame QA pages
+QA_STEP_LOGS = {
+    "PREPROC": "preproc",
+    "PSF": "psf",
+    "TRACESHIFT": "traceshift",
+    "EXTRACT": "extract",
+    "FIBERFLAT": "fiberflat",
+    "SKY": "sky",
+    "FLUXCALIB": "fluxcalib",
+    "CFRAME": "cframe",
+}
+
+
+@dataclass
+class Job:
+    """One job of the production.
+
+    Attributes
+    ----------
+    step : str
+        Snakemake rule name.
+    ids : dict
+        Identifiers of its outputs (night, expid, camera, spectrograph, tileid, survey, program, pix).
+    outputs : list of str
+        Absolute output paths, the main one first.
+    log : str
+        Job log ``{prod}/logs/{step}/{ident}.log``.
+    inputs : dict
+        Named inputs as the rule sees them: name -> path or list of paths.
+    options : str
+        Command-line options that depend on the plan (fallbacks, bad amplifiers, logs).
+    night : int or None
+        Night the job belongs to (None: HEALPix and production-wide jobs).
+    """
+
+    step: str
+    ids: dict
+    outputs: list
+    log: str
+    inputs: dict = field(default_factory=dict)
+    options: str = ""
+    night: int | None = None
+    state: str = ""
+    reason: str = ""
+
+    @property
+    def output(self):
+        """The main output."""
+        return self.outputs[0]
+
+    @property
+    def needs(self):
+        """Every input path, flattened, in order."""
+        out = []
+        for v in self.inputs.values():
+            out += list(v) if isinstance(v, (list, tuple)) else [v]
+        return out
+
+
+def _key(ids):
+    """Identifiers as a hashable key (integers as int, whatever form the caller had)."""
+    return tuple(sorted((k, int(v) if k in paths.INT_IDS else str(v)) for k, v in ids.items()))
+
+
+class Plan:
+    """Every job of a production.
+
+    Parameters
+    ----------
+    cfg : dict
+        Validated configuration (:func:`fiberflow.config.validate_config`).
+    workdir : str
+        Snakemake's working directory (a relative ``qa.thresholds`` is looked up there first).
+    configfile : str
+        The configuration file the steps read (``--config`` of their command lines).
+    """
+
+    def __init__(self, cfg, workdir=".", configfile=""):
+        from ..config import default_psf_dir, resolve_roots
+        from ..instrument import load_instrument
+
+        self.cfg = cfg
+        self.workdir = os.path.abspath(workdir)
+        self.configfile = configfile
+        roots = resolve_roots(cfg)
+        self.raw, self.prod = roots["raw"], roots["prod"]
+        self.cameras = load_instrument(cfg["instrument"]).camera_names()
+        self.nights = [int(n) for n in cfg["nights"]] or ffexp.nights_with_raw(self.raw)
+        self.tables = {n: ffexp.night_table(self.raw, self.prod, n) for n in self.nights}
+        self.default_psf_dir = default_psf_dir(cfg)
+        self.default_fiberflat_dir = default_psf_dir(cfg, key="default_fiberflat")
+        self.default_fluxcalib_dir = default_psf_dir(cfg, key="default_fluxcalib")
+        self.pixflat_dir = default_psf_dir(cfg, key="pixflat")
+        self.nside = int(cfg["healpix"]["nside"])
+        self.qa_thresholds = qa_thresholds_path(cfg, self.workdir)
+        self.jobs = []
+        self._index = {}
+        self._found = {}
+        self.pixels = {}
+        self._build()
+
+    # ---- look-ups --------------------------------------------------------------------
+    def find(self, filetype, **ids):
+        """Path of a production or raw file (cached)."""
+        key = (filetype, tuple(sorted(ids.items())))
+        path = self._found.get(key)
+        if path is None:
+            path = self._found[key] = paths.findfile(filetype, raw=self.raw, prod=self.prod, **ids)
+        return path
+
+    def log(self, step, ident):
+        """Log of one job: {prod}/logs/{step}/{ident}.log."""
+        return os.path.join(self.prod, "logs", step, f"{ident}.log")
+
+    def benchmark(self, step, ident):
+        """Benchmark of one job: {prod}/benchmarks/{step}/{ident}.tsv."""
+        return os.path.join(self.prod, "benchmarks", step, f"{ident}.tsv")
+
+    def rows(self, night, obstypes=None):
+        """Exposure-table rows of a night that are not ignored (optionally of some OBSTYPEs)."""
+        return [r for r in self.tables.get(int(night), [])
+                if r["LASTSTEP"] != "ignore" and (obstypes is None or r["OBSTYPE"] in obstypes)]
+
+    def row(self, night, expid):
+        """The exposure-table row of one exposure (ignored ones too)."""
+        for r in self.tables.get(int(night), []):
+            if r["EXPID"] == int(expid):
+                return r
+        raise ValueError(f"exposure {int(expid)} is not in the exposure table of night {int(night)}")
+
+    def cams(self, r):
+        """Cameras an exposure-table row processes."""
+        return ffexp.cameras_of(r, self.cameras)
+
+    def fallback_night(self, night, obstype, camera):
+        """Nearest earlier production night with a usable ``obstype`` exposure of ``camera``,
+        within ``calibration.fallback_nights`` days; None when there is none."""
+        night = int(night)
+        limit = self.cfg["calibration"]["fallback_nights"]
+        best = None
+        for n in sorted(self.nights):
+            if n < night and ffexp.nights_apart(n, night) <= limit and \
+                    any(camera in self.cams(r) for r in self.rows(n, (obstype,))):
+                best = n
+        return best
+
+    def default_psf(self, camera):
+        """Nominal PSF of a camera (calibration.default_psf/psf-{camera}.fits)."""
+        if not self.default_psf_dir:
+            raise ValueError("calibration.default_psf is not set: the psf and psfnight steps need a starting "
+                             "PSF (write the nominal ones with `fiberflow calibinit --config CONFIG`)")
+        return os.path.join(self.default_psf_dir, f"psf-{camera}.fits")
+
+    def job(self, step, **ids):
+        """The job of ``step`` whose outputs have these identifiers (Snakemake wildcards work:
+        extra ones such as ``yyyymm`` are ignored).
+
+        Raises
+        ------
+        ValueError
+            When the production plans no such job (an ignored exposure, a camera not in the
+            exposure's CAMWORD, a pixel no fiber falls in).
+        """
+        filetype = OUTPUTS[step][0]
+        mine = {k: ids[k] for k in paths.template_fields(filetype) if k in ids}
+        job = self._index.get((step, _key(mine)))
+        if job is None:
+            norm = dict(_key(mine))
+            what = ", ".join(f"{k}={norm[k]}" for k in mine)
+            raise ValueError(f"the production plans no {step} job for {what} "
+                             f"({paths.findfile(filetype, raw=self.raw, prod=self.prod, **mine)}): "
+                             "check the exposure table (LASTSTEP, CAMWORD, BADCAMWORD) and the nights")
+        return job
+
+    def steps(self, step):
+        """The jobs of one step, in plan order."""
+        return [j for j in self.jobs if j.step == step]
+
+    # ---- targets ---------------------------------------------------------------------
+    def targets(self, nights=None, production=True):
+        """Main output of every job of the given nights (default all), the HEALPix spectra and
+        coadds of the pixels their exposures feed and, with ``production``, the
+        production-wide QA."""
+        if nights is None:
+            nights, pixels = self.nights, self.pixels
+        else:
+            nights = {int(n) for n in nights}
+            pixels = {k: v for k, v in self.pixels.items() if any(n in nights for n, _e, _p in v)}
+        out = [j.output for j in self.jobs if j.night is not None and j.night in nights
+               and j.step != "simulate_exposure"]
+        out += [self.find(kind, survey=s, program=p, pix=pix) for (s, p, pix) in pixels
+                for kind in ("spectra", "coadd")]
+        if production:
+            out += [j.output for j in self.steps("qa_production")]
+        return out
+
+    def exposure_targets(self, night, expid):
+        """The last product and the frame QA of every camera of one exposure: fitted PSFs of an
+        arc, fiberflats of a flat, cframes (sframes when LASTSTEP is skysub) of a science
+        exposure, the nightly bias a ZERO or DARK is compared with."""
+        r = self.row(night, expid)
+        if r["LASTSTEP"] == "ignore":
+            return []
+        night, expid = int(night), int(expid)
+        if r["OBSTYPE"] in ("ZERO", "DARK"):
+            cams = self.qa_cameras(night, r)
+            return [self.find("biasnight", night=night, camera=c) for c in cams] + \
+                [self.find("qa_frame", night=night, expid=expid, camera=c) for c in cams]
+        last = {"ARC": "fitpsf", "FLAT": "fiberflat",
+                "SCIENCE": "cframe" if ffexp.flux_calibrated(r) else "sframe"}.get(r["OBSTYPE"])
+        if last is None:
+            return []
+        ids = [dict(night=night, expid=expid, camera=c) for c in self.cams(r)]
+        return [self.find(last, **i) for i in ids] + [self.find("qa_frame", **i) for i in ids]
+
+    def tile_targets(self, tileid):
+        """Every exposure of one tile over the production's nights (as
+        :meth:`exposure_targets`) and the spectra and coadds of the pixels they feed."""
+        exps = [(n, r) for n in self.nights for r in self.rows(n, ("SCIENCE",)) if int(r["TILEID"]) == int(tileid)]
+        if not exps:
+            raise ValueError(f"tile {tileid} has no science exposure in this production")
+        out = [t for n, r in exps for t in self.exposure_targets(n, r["EXPID"])]
+        fed = {(n, int(r["EXPID"])) for n, r in exps}
+        for (survey, program, pix), feeds in self.pixels.items():
+            if any((night, expid) in fed for night, expid, _ in feeds):
+                out += [self.find(kind, survey=survey, program=program, pix=pix) for kind in ("spectra", "coadd")]
+        return out
+
+    def simulate_targets(self):
+        """Raw file of every simulated exposure (simulate.rule: true)."""
+        return [j.output for j in self.steps("simulate_exposure")]
+
+    def qa_cameras(self, night, r):
+        """Cameras of an exposure that get frame QA (ZERO / DARK: those with a nightly bias)."""
+        if r["OBSTYPE"] in ("ZERO", "DARK"):
+            zeros = {c for z in self.rows(night, ("ZERO",)) for c in self.cams(z)}
+            return [c for c in self.cams(r) if c in zeros]
+        return self.cams(r)
+
+    # ---- building --------------------------------------------------------------------
+    def _add(self, step, ids, ident, inputs=None, options="", night=None):
+        ids = {k: v for k, v in ids.items() if v is not None}
+        outputs = [self.find(ft, **ids) for ft in OUTPUTS[step]]
+        if step == "extract" and self.cfg["extract"].get("model"):
+            outputs.append(self.find("model", **ids))
+        job = Job(step, ids, outputs, self.log(step, ident), dict(inputs or {}), options, night)
+        key = (step, _key({k: ids[k] for k in paths.template_fields(OUTPUTS[step][0])}))
+        if key in self._index:
+            raise ValueError(f"the plan has two {step} jobs writing {outputs[0]}")
+        self._index[key] = job
+        self.jobs.append(job)
+        return job
+
+    def _build(self):
+        if self.cfg["simulate"]["rule"]:
+            self._simulate()
+        for night in self.nights:
+            self._night(night)
+        self._healpix()
+        self._qa()
+
+    def _simulate(self):
+        from ..sim.plan import default_plan, load_plan, parse_plan
+
+        sim = self.cfg["simulate"]
+        if sim["plan"]:
+            plan = load_plan(sim["plan"])
+            plans = {plan.night: plan}
+        elif not self.cfg["nights"]:
+            raise ValueError("the simulate rules need the nights listed in the config "
+                             "(or a simulate.plan naming its night)")
+        else:
+            plans = {int(n): parse_plan(default_plan(int(n)), where="built-in demo plan") for n in self.cfg["nights"]}
+        inputs = {"plan": [sim["plan"]]} if sim["plan"] else {}
+        for night, plan in plans.items():
+            for expid in plan.expids():
+                self._add("simulate_exposure", dict(night=night, expid=expid), f"{night}/{int(expid):08d}",
+                          inputs, night=night)
+
+    def _night(self, night):
+        if not self.tables.get(night):
+            return
+        self._add("exposure_table", dict(night=night), f"{night}-{str(night)[:6]}", night=night)
+        zeros = {c: [r for r in self.rows(night, ("ZERO",)) if c in self.cams(r)] for c in self.cameras}
+        for cam in self.cameras:
+            if zeros[cam]:
+                self._add("biasnight", dict(night=night, camera=cam), f"{night}-{cam}",
+                          {"zeros": [self.find("raw", night=night, expid=r["EXPID"]) for r in zeros[cam]]},
+                          night=night)
+        for r in self.rows(night, ("ARC", "FLAT", "SCIENCE")):
+            for cam in self.cams(r):
+                self._preproc(night, r, cam, bool(zeros[cam]))
+        for r in self.rows(night, ("ARC",)):
+            for cam in self.cams(r):
+                ids = dict(night=night, expid=r["EXPID"], camera=cam)
+                earlier = self.fallback_night(night, "ARC", cam) if self.cfg["psf"]["start"] == "previous" else None
+                start = self.default_psf(cam) if earlier is None else self.find("psfnight", night=earlier, camera=cam)
+                self._add("psf", ids, f"{night}/{r['EXPID']:08d}-{cam}",
+                          {"preproc": self.find("preproc", **ids), "start": start}, night=night)
+        used = {c for r in self.rows(night) for c in self.cams(r)}
+        for cam in (c for c in self.cameras if c in used):
+            self._nightly("psfnight", night, cam, "ARC", "fitpsf", "psfs", self.default_psf)
+        for r in self.rows(night, ("FLAT", "SCIENCE")):
+            for cam in self.cams(r):
+                ids = dict(night=night, expid=r["EXPID"], camera=cam)
+                ident = f"{night}/{r['EXPID']:08d}-{cam}"
+                self._add("traceshift", ids, ident, {"preproc": self.find("preproc", **ids),
+                                                     "psf": self.find("psfnight", night=night, camera=cam)},
+                          night=night)
+                self._add("extract", ids, ident, {"preproc": self.find("preproc", **ids),
+                                                  "psf": self.find("psf", **ids)}, night=night)
+                if r["OBSTYPE"] == "FLAT":
+                    self._add("fiberflat", ids, ident, {"frame": self.find("frame", **ids)}, night=night)
+        flatcams = {c for r in self.rows(night, ("FLAT", "SCIENCE")) for c in self.cams(r)}
+        for cam in sorted(flatcams):
+            self._nightly("fiberflatnight", night, cam, "FLAT", "fiberflat", "flats", self.default_fiberflat)
+        for r in self.rows(night, ("SCIENCE",)):
+            self._calibchain(night, r)
+
+    def _preproc(self, night, r, cam, has_bias):
+        ids = dict(night=night, expid=r["EXPID"], camera=cam)
+        inputs = {"raw": self.find("raw", night=night, expid=r["EXPID"])}
+        if has_bias:
+            inputs["biasnight"] = self.find("biasnight", night=night, camera=cam)
+        if self.pixflat_dir:
+            inputs["pixflat"] = os.path.join(self.pixflat_dir, f"pixflat-{cam}.fits")
+        if r["OBSTYPE"] == "SCIENCE":
+            inputs["fibermap"] = self.find("fibermap", night=night, expid=r["EXPID"])
+        opts = [f"--{k} {inputs[k]}" for k in ("biasnight", "pixflat", "fibermap") if k in inputs]
+        amps = ",".join(sorted(ffexp.parse_badamps(r["BADAMPS"]).get(cam, set())))
+        if amps:
+            opts.append(f"--badamps {amps}")
+        self._add("preproc", ids, f"{night}/{r['EXPID']:08d}-{cam}", inputs, " ".join(opts), night=night)
+
+    def default_fiberflat(self, camera):
+        """calibration.default_fiberflat/fiberflat-{camera}.fits, or None when not configured."""
+        if not self.default_fiberflat_dir:
+            return None
+        return os.path.join(self.default_fiberflat_dir, f"fiberflat-{camera}.fits")
+
+    def average_fluxcalib(self, camera):
+        """calibration.default_fluxcalib/fluxcalib-avg-{camera}.fits, or None when not configured."""
+        if not self.default_fluxcalib_dir:
+            return None
+        return os.path.join(self.default_fluxcalib_dir, f"fluxcalib-avg-{camera}.fits")
+
+    def _nightly(self, step, night, cam, obstype, per_exposure, name, default):
+        """A nightly calibration (psfnight, fiberflatnight) from the night's per-exposure
+        products, else the nearest earlier night's nightly file, else the default one."""
+        exps = [r for r in self.rows(night, (obstype,)) if cam in self.cams(r)]
+        if exps:
+            files = [self.find(per_exposure, night=night, expid=r["EXPID"], camera=cam) for r in exps]
+            inputs, opts = {name: files}, "-i " + " ".join(files)
+        else:
+            earlier = self.fallback_night(night, obstype, cam)
+            fallback = self.find(step, night=earlier, camera=cam) if earlier is not None else default(cam)
+            inputs = {"fallback": fallback} if fallback else {}
+            opts = f"--fallback {fallback}" if fallback else ""
+        self._add(step, dict(night=night, camera=cam), f"{night}-{cam}", inputs, opts, night=night)
+
+    def _calibchain(self, night, r):
+        expid = r["EXPID"]
+        cams = self.cams(r)
+        for cam in cams:
+            ids = dict(night=night, expid=expid, camera=cam)
+            self._add("sky", ids, f"{night}/{expid:08d}-{cam}",
+                      {"frame": self.find("frame", **ids),
+                       "fiberflat": self.find("fiberflatnight", night=night, camera=cam)}, night=night)
+        if not ffexp.flux_calibrated(r):  # LASTSTEP skysub stops at the sframes
+            return
+        for sp in sorted({int(c[1:]) for c in cams}):
+            self._add("stdstars", dict(night=night, expid=expid, spectrograph=sp), f"{night}/{expid:08d}-{sp}",
+                      {"sframes": [self.find("sframe", night=night, expid=expid, camera=c)
+                                   for c in cams if int(c[1:]) == sp]}, night=night)
+        for cam in cams:
+            ids = dict(night=night, expid=expid, camera=cam)
+            inputs = {"sframe": self.find("sframe", **ids),
+                      "stdstars": self.find("stdstars", night=night, expid=expid, spectrograph=int(cam[1:]))}
+            if self.average_fluxcalib(cam):
+                inputs["average"] = self.average_fluxcalib(cam)
+            self._add("fluxcalib", ids, f"{night}/{expid:08d}-{cam}", inputs, night=night)
+            self._add("cframe", ids, f"{night}/{expid:08d}-{cam}",
+                      {"sframe": self.find("sframe", **ids), "fluxcalib": self.find("fluxcalib", **ids)},
+                      night=night)
+
+    def healpix_exposures(self, nights=None):
+        """Science exposures that feed the HEALPix stage: a tile, LASTSTEP all, some camera."""
+        return [(n, r) for n in (nights or self.nights) for r in self.rows(n, ("SCIENCE",))
+                if r["LASTSTEP"] == "all" and int(r["TILEID"]) >= 0 and self.cams(r)]
+
+    def _healpix(self):
+        from .tilepix import pixel_groups
+
+        exposures = []
+        for night, r in self.healpix_exposures():
+            ids = dict(night=night, expid=r["EXPID"], tileid=r["TILEID"])
+            fibermap = self.find("fibermap", night=night, expid=r["EXPID"])
+            tp = self._add("tilepix", ids, f"{night}/{r['EXPID']:08d}-{r['TILEID']}", {"fibermap": fibermap},
+                           night=night).output
+            exposures.append({"NIGHT": night, "EXPID": r["EXPID"], "SURVEY": r["SURVEY"], "PROGRAM": r["PROGRAM"],
+                              "petals": {int(c[1:]) for c in self.cams(r)}, "fibermap": fibermap, "tilepix": tp})
+        if not exposures:
+            return
+        hp = self.cfg["healpix"]
+        self.pixels = pixel_groups(exposures, self.nside, hp["survey"], hp["program"])
+        for (survey, program, pix), feeds in self.pixels.items():
+            cframes = []
+            for night, expid, petal in feeds:
+                r = self.row(night, expid)
+                cframes += [self.find("cframe", night=night, expid=expid, camera=c)
+                            for c in self.cams(r) if int(c[1:]) == petal]
+            ids = dict(survey=survey, program=program, pix=pix)
+            ident = f"{survey}/{program}/{pix // 100}/{pix}"
+            spectra = self._add("spectra", ids, ident, {"cframes": cframes}).output
+            self._add("coadd", ids, ident, {"spectra": spectra})
+
+    def _qa_frame(self, night, r, cam):
+        expid = r["EXPID"]
+        ids = dict(night=night, expid=expid, camera=cam)
+        ident = f"{night}/{expid:08d}-{cam}"
+        opts = [f"--prod {self.prod}"]
+        obstype = r["OBSTYPE"]
+        if obstype in ("ZERO", "DARK"):
+            inputs = {"raw": self.find("raw", night=night, expid=expid),
+                      "biasnight": self.find("biasnight", night=night, camera=cam)}
+            opts += [f"--{k} {v}" for k, v in inputs.items()]
+            opts += [f"--config {self.configfile}", f"--log BIAS={self.log('biasnight', f'{night}-{cam}')}"]
+            return self._add("qa_frame", ids, ident, inputs, " ".join(opts), night=night)
+        inputs = {"preproc": self.find("preproc", **ids)}
+        if obstype == "ARC":
+            inputs["psf"] = self.find("fitpsf", **ids)
+        else:
+            inputs["psf"] = self.find("psf", **ids)
+            inputs["frame"] = self.find("frame", **ids)
+            if obstype == "FLAT":
+                inputs["fiberflat"] = self.find("fiberflat", **ids)
+            if obstype == "SCIENCE":
+                inputs["sky"] = self.find("sky", **ids)
+                inputs["sframe"] = self.find("sframe", **ids)
+                if ffexp.flux_calibrated(r):
+                    inputs["fluxcalib"] = self.find("fluxcalib", **ids)
+                    inputs["cframe"] = self.find("cframe", **ids)
+                    inputs["stdstars"] = self.find("stdstars", night=night, expid=expid, spectrograph=int(cam[1:]))
+        opts += [f"--{k} {v}" for k, v in inputs.items()]
+        for step, name in QA_STEP_LOGS.items():
+            if not (step == "TRACESHIFT" and obstype == "ARC"):
+                opts.append(f"--log {step}={self.log(name, ident)}")
+        if obstype == "SCIENCE":
+            opts.append(f"--log STDSTARS={self.log('stdstars', f'{night}/{expid:08d}-{int(cam[1:])}')}")
+        return self._add("qa_frame", ids, ident, inputs, " ".join(opts), night=night)
+
+    def _qa(self):
+        from ..qa.scoring import load_thresholds
+
+        history = load_thresholds(self.qa_thresholds)["history"]["nights"]
+        qa_rows = {n: [r for r in self.rows(n, QA_OBSTYPES) if self.qa_cameras(n, r)] for n in self.nights}
+        qa_nights = [n for n in self.nights if qa_rows[n]]
+        for night in qa_nights:
+            frames = {}
+            for r in qa_rows[night]:
+                frames[r["EXPID"]] = [self._qa_frame(night, r, cam).output for cam in self.qa_cameras(night, r)]
+            earlier = [n for n in sorted(qa_nights) if n < night][-history:] if history else []
+            nightqa = self._add("qa_night", dict(night=night), str(night),
+                                {"frames": [f for fs in frames.values() for f in fs],
+                                 "history": [self.find("qa_night", night=n) for n in earlier],
+                                 "thresholds": self.qa_thresholds}, night=night).output
+            for r in qa_rows[night]:
+                self._add("qa_exposure", dict(night=night, expid=r["EXPID"]), f"{night}/{r['EXPID']:08d}",
+                          {"nightqa": nightqa, "frames": frames[r["EXPID"]]}, night=night)
+        if qa_nights:
+            self._add("qa_production", {}, "production",
+                      {"nights": [self.find("qa_night", night=n) for n in qa_nights]})
+
+
+def qa_thresholds_path(cfg, workdir="."):
+    """config ``qa.thresholds``: absolute, else relative to the working directory, else the
+    workflow's own (the shipped ``config/qa.yaml``, :func:`fiberflow.reference.workflow_dir`)."""
+    path = cfg["qa"]["thresholds"]
+    if os.path.isabs(path):
+        return path
+    if os.path.exists(os.path.join(workdir, path)):
+        return os.path.abspath(os.path.join(workdir, path))
+    from ..reference import workflow_dir
+
+    return os.path.join(workflow_dir(), path)
