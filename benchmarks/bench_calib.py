@@ -20,13 +20,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _child import run  # noqa: E402
 
-from fiberflow import stdstars, stellar  # noqa: E402
 from fiberflow.bitmasks import desi_target  # noqa: E402
 from fiberflow.instrument import load_instrument  # noqa: E402
 from fiberflow.io.fibermap import empty_fibermap  # noqa: E402
 from fiberflow.io.frame import Frame  # noqa: E402
-from fiberflow.photometry import ab_nanomaggies  # noqa: E402
-from fiberflow.resolution import rows_to_diags  # noqa: E402
+from fiberflow.models import stellar  # noqa: E402
+from fiberflow.models.photometry import ab_nanomaggies  # noqa: E402
+from fiberflow.models.resolution import rows_to_diags  # noqa: E402
+from fiberflow.steps import stdstars
 
 
 def gaussian_rows(sig, nwave, ndiag=11):

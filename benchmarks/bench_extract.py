@@ -24,7 +24,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from _child import run
 
 NIGHT = 20250101
@@ -97,9 +96,10 @@ def profile(pre, psf, nfib):
     """Where the time goes on the first ``nfib`` fibers, and FLOPs per patch vs the machine."""
     from threadpoolctl import threadpool_limits
 
-    from fiberflow import extract, preproc, psfmodel
     from fiberflow.instrument import load_instrument
     from fiberflow.io.image import PreprocImage
+    from fiberflow.models import psf as psfmodel
+    from fiberflow.steps import extract, preproc
 
     img = PreprocImage.read(pre)
     floor = preproc.image_variance_floor(img)

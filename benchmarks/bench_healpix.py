@@ -24,10 +24,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _child import run  # noqa: E402
 
-from fiberflow import paths, regroup, resolution  # noqa: E402
+from fiberflow import paths
 from fiberflow.instrument import load_instrument  # noqa: E402
 from fiberflow.io.fibermap import empty_fibermap  # noqa: E402
 from fiberflow.io.frame import FLUX_UNITS, Frame  # noqa: E402
+from fiberflow.models import resolution  # noqa: E402
+from fiberflow.steps import regroup
 
 NIGHT = 20250301
 PIX = 26225

@@ -24,8 +24,9 @@ def main():
     args = ap.parse_args()
     import numpy as np
 
-    from fiberflow import paths, psfmodel
+    from fiberflow import paths
     from fiberflow.io.psf import read_psf
+    from fiberflow.models import psf as psfmodel
     from fiberflow.sim.night import Simulator
 
     with tempfile.TemporaryDirectory() as tmp:

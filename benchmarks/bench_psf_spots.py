@@ -12,8 +12,8 @@ import numpy as np
 
 
 def main():
-    from fiberflow import psfmodel as pm
     from fiberflow.io.psf import read_psf
+    from fiberflow.models import psf as pm
     from fiberflow.reference import real_psf_path
 
     path = real_psf_path()

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from fiberflow import resolution
 from fiberflow.io.calib import FiberFlat, FluxCalib, SkyModel, StdStars
 from fiberflow.io.fibermap import empty_fibermap
 from fiberflow.io.frame import FLUX_UNITS, Frame
 from fiberflow.io.image import PreprocImage
 from fiberflow.io.spectra import Spectra
-from fiberflow.regroup import exposure_fibermap
+from fiberflow.models import resolution
+from fiberflow.steps.regroup import exposure_fibermap
 
 
 def fibermap(nspec=5, petal=0, rng=None):

@@ -4,8 +4,10 @@
 import numpy as np
 import pytest
 
-from fiberflow import fluxcalib, sky, stdstars, stellar
-from fiberflow.resolution import apply_rows, diags_to_dense, rows_to_diags
+from fiberflow import linalg
+from fiberflow.models import stellar
+from fiberflow.models.resolution import apply_rows, diags_to_dense, rows_to_diags
+from fiberflow.steps import fluxcalib, sky, stdstars
 
 NDIAG = 11
 
@@ -34,8 +36,8 @@ def test_banded_inverse_band_matches_dense(rng):
     B = rng.normal(size=(n, n)) * (np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 3)
     A = B @ B.T + 0.1 * np.eye(n)
     ab = _band(A, u)
-    cb = sky.banded_inverse_band(ab)
-    np.testing.assert_allclose(cb, sky.banded_inverse_band_numpy(ab), rtol=1e-9, atol=1e-12)
+    cb = linalg.banded_inverse_band(ab)
+    np.testing.assert_allclose(cb, linalg.banded_inverse_band_numpy(ab), rtol=1e-9, atol=1e-12)
     C = np.linalg.inv(A)
     np.testing.assert_allclose(cb[2, : n - 2], np.diagonal(C, 2), rtol=1e-9)
 
@@ -46,14 +48,14 @@ def test_model_variance_and_curvature_penalty_match_dense(rng):
     B = rng.normal(size=(nwave, nwave)) * (np.abs(np.subtract.outer(np.arange(nwave), np.arange(nwave))) <= 4)
     A = B @ B.T + np.eye(nwave)
     u = NDIAG - 1
-    cb = sky.banded_inverse_band(_band(A, u))
+    cb = linalg.banded_inverse_band(_band(A, u))
     C = np.linalg.inv(A)
     rd = rows_to_diags(rows)
     for f in range(nspec):
         R = diags_to_dense(rd[f])
         band = np.abs(np.subtract.outer(np.arange(nwave), np.arange(nwave))) <= u
         want = np.diag(R @ (C * band) @ R.T)
-        np.testing.assert_allclose(sky.model_variance(rows[f:f + 1], cb)[0], want, rtol=1e-9)
+        np.testing.assert_allclose(linalg.model_variance(rows[f:f + 1], cb)[0], want, rtol=1e-9)
     lam = rng.uniform(0, 2, nwave)
     ab = np.zeros((u + 1, nwave))
     fluxcalib.curvature_penalty(ab, lam)
@@ -214,7 +216,7 @@ def test_stdstar_fit_recovers_parameters(star_setup):
     assert abs(res["RV"] - truth["RV"]) < 10.0
     assert res["CHI2DOF"] == pytest.approx(1.0, abs=0.2)
     # normalised to the photometry: synthetic r flux of the stored model equals FLUX_R
-    from fiberflow.photometry import ab_nanomaggies
+    from fiberflow.models.photometry import ab_nanomaggies
 
     m = stdstars.normalised_model(res["TEFF"], res["LOGG"], res["FEH"], res["RV"], 12.5)
     assert ab_nanomaggies(stdstars.MODEL_WAVE, m[None] * 1e-17)[0, 1] == pytest.approx(12.5, rel=1e-6)

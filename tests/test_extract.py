@@ -4,7 +4,9 @@ through the real DESI r0 PSF (as gpu_specter's tests do), resolution rows, unsol
 import numpy as np
 import pytest
 
-from fiberflow import extract, psfmodel, resolution
+from fiberflow.models import psf as psfmodel
+from fiberflow.models import resolution
+from fiberflow.steps import extract
 
 
 def _small_problem(rng, n=6):
@@ -260,7 +262,7 @@ def test_threads_and_rank_split_give_identical_frames(r0_problem):
 
 
 def test_boxcar_recovers_flux_and_has_a_resolution(r0_problem):
-    from fiberflow import boxcar
+    from fiberflow.steps import boxcar
 
     psf, wave, truth, img, ivar = r0_problem
     out = boxcar.boxcar_frame(img, ivar, psf, wave, halfwidth=3.0)

@@ -4,7 +4,9 @@ fibers, the banded normal equations against a dense solve, and the nightly avera
 import numpy as np
 import pytest
 
-from fiberflow import fiberflat, resolution
+from fiberflow import linalg
+from fiberflow.models import resolution
+from fiberflow.steps import fiberflat
 
 
 def _flat_frame(rng, nspec=40, nwave=900, level=2.0e5, dead=(), cosmics=0):
@@ -38,7 +40,7 @@ def test_banded_normal_equations_match_dense(rng):
     dense = [resolution.diags_to_dense(r) for r in rdata]
     np.testing.assert_allclose(fiberflat.apply_rows(rows, x), [R @ x for R in dense], rtol=1e-12, atol=1e-12)
     w, d = rng.random((nspec, nwave)), rng.normal(size=(nspec, nwave))
-    ab, b = fiberflat.banded_normal_equations(rows, w, d)
+    ab, b = linalg.banded_normal_equations(rows, w, d)
     A = sum(R.T @ np.diag(w[f]) @ R for f, R in enumerate(dense))
     np.testing.assert_allclose(b, sum(R.T @ (w[f] * d[f]) for f, R in enumerate(dense)), rtol=1e-12)
     u = ab.shape[0] - 1

@@ -11,10 +11,11 @@ import _factories as fac
 import numpy as np
 import pytest
 
-from fiberflow import coadd, regroup, resolution
 from fiberflow.bitmasks import fibermask, specmask
 from fiberflow.io.frame import FLUX_UNITS
 from fiberflow.io.spectra import read_spectra
+from fiberflow.models import resolution
+from fiberflow.steps import coadd, regroup
 
 GRIDS = fac.HPX_GRIDS
 make_spectra = fac.healpix_spectra

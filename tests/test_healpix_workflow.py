@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from _workflow import LOCAL_PROFILE, science, snakemake, tiny_config
 
-from fiberflow import paths, regroup
+from fiberflow import paths
 from fiberflow.bitmasks import specmask
+from fiberflow.steps import regroup
 
 NIGHT_A, NIGHT_B = 20250612, 20250613
 CAMERAS = ["b0", "r0"]

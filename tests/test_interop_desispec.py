@@ -6,12 +6,12 @@ This is the standing proof that fiberflow speaks the DESI data model.
 import os
 import warnings
 
+import _factories as fac
 import numpy as np
 import pytest
 
-import _factories as fac
-from fiberflow import psfmodel as pm
-from fiberflow import resolution
+from fiberflow.models import psf as pm
+from fiberflow.models import resolution
 
 pytestmark = pytest.mark.interop
 
@@ -150,8 +150,9 @@ def test_desispec_reads_spectra_and_coadd(tmp_path):
 
 
 def test_desispec_reads_fibermap(tmp_path):
-    from fiberflow.io.fibermap import write_fibermap
     from desispec.io.fibermap import read_fibermap
+
+    from fiberflow.io.fibermap import write_fibermap
 
     fm = fac.fibermap(30, petal=2)
     path = str(tmp_path / "fibermap-00000101.fits")
@@ -168,9 +169,9 @@ def test_desispec_coadd_of_our_spectra_agrees_with_ours(tmp_path):
     from desispec.coaddition import coadd as desi_coadd
     from desispec.resolution import Resolution
 
-    from fiberflow import coadd
     from fiberflow.bitmasks import fibermask, specmask
     from fiberflow.io.spectra import read_spectra
+    from fiberflow.steps import coadd
 
     sp, _ = fac.healpix_spectra(ntarget=6, nexp=3)
     sp.fibermap["FIBERSTATUS"][6] = fibermask.mask("BROKENFIBER")

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fiberflow import paths, preproc
-from fiberflow.workflow import exptable
+from fiberflow import paths
 from fiberflow.bitmasks import ccdmask
 from fiberflow.errors import ConfigError
+from fiberflow.steps import preproc
+from fiberflow.workflow import exptable
 
 NIGHT = 20250410
 PLAN = {
@@ -302,7 +303,12 @@ def _check_calibration_chain(root, cfg, prod, sim):
     """fiberflat, sky, stdstars, fluxcalib and cframe of the tiny night against truth, then the
     degraded cases: no sky fiber, too few standards, a step given the wrong exposure."""
     from fiberflow.bitmasks import fibermask, specmask
-    from fiberflow.io.calib import read_fiberflat, read_fluxcalib, read_sky, read_stdstars
+    from fiberflow.io.calib import (
+        read_fiberflat,
+        read_fluxcalib,
+        read_sky,
+        read_stdstars,
+    )
     from fiberflow.io.frame import FLUX_UNITS, Frame, read_frame
     from fiberflow.sim.truth import TruthFrame
 
@@ -321,7 +327,7 @@ def _check_calibration_chain(root, cfg, prod, sim):
         assert cf.units == FLUX_UNITS and cf.header["FLUXFLAG"] == "OK"
         fc = read_fluxcalib(paths.findfile("fluxcalib", prod=str(prod), night=NIGHT, expid=904, camera=cam))
         t4 = TruthFrame.read(paths.findfile("truth", truth=truth, night=NIGHT, expid=904, camera=cam))
-        from fiberflow.stdstars import telluric_mask
+        from fiberflow.steps.stdstars import telluric_mask
 
         sel = ~telluric_mask(fc.wave)
         sel[:30] = sel[-30:] = False

@@ -3,10 +3,10 @@
 import hashlib
 import os
 
+import _factories as fac
 import numpy as np
 import pytest
 
-import _factories as fac
 from fiberflow.io.calib import FiberFlat, FluxCalib, SkyModel, StdStars
 from fiberflow.io.fibermap import read_fibermap, write_fibermap
 from fiberflow.io.frame import Frame, read_frame
@@ -39,7 +39,7 @@ def test_frame_roundtrip(tmp_path):
     assert back.units == "electron/Angstrom" and back.ndiag == 11
     assert back.resolution.dtype == np.float32 and back.wave.dtype == np.float64
     # rows of every resolution matrix still sum to one after the float32 round trip
-    from fiberflow.resolution import row_sums
+    from fiberflow.models.resolution import row_sums
 
     for i in range(back.nspec):
         np.testing.assert_allclose(row_sums(back.resolution[i].astype(float))[5:-5], 1.0, atol=1e-6)

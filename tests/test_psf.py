@@ -7,7 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from fiberflow import arclines, bitmasks, preproc, psffit, psfmodel
+from fiberflow import bitmasks, linalg
+from fiberflow.models import arclines
+from fiberflow.models import psf as psfmodel
+from fiberflow.steps import preproc, psffit
 
 NIGHT = 20250301
 
@@ -40,7 +43,7 @@ def test_robust_lstsq_clips_outliers(rng):
     A = np.stack([np.ones_like(x), x], axis=1)
     d = 0.3 + 0.1 * x + rng.normal(0, 0.01, x.size)
     d[[5, 17]] += 1.0
-    coef, keep = psffit.robust_lstsq(A, d, np.full(x.size, 0.01), 4.0)
+    coef, keep = linalg.robust_lstsq(A, d, np.full(x.size, 0.01), 4.0)
     assert not keep[5] and not keep[17] and keep.sum() >= 36
     np.testing.assert_allclose(coef, [0.3, 0.1], atol=0.01)
 
@@ -280,9 +283,9 @@ def test_psf_start_previous_chains_the_nights(tmp_path):
     import re
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from _workflow import snakemake
     from bench_workflow import make_production
 
-    from _workflow import snakemake
     from fiberflow import paths
 
     cfg = make_production(str(tmp_path), 3, 12)  # 3 nights, each with 3 arcs

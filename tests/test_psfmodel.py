@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fiberflow import psfmodel as pm
+from fiberflow.models import psf as pm
 
 FIBERS = np.array([0, 1, 24, 25, 137, 250, 374, 475, 499])
 WAVES = np.linspace(5700.0, 7700.0, 23)

@@ -1,9 +1,9 @@
 """Raw exposures (compressed camera HDUs) and clear errors on bad input."""
 
+import _factories as fac
 import numpy as np
 import pytest
 
-import _factories as fac
 from fiberflow.errors import DataError
 from fiberflow.io import raw
 from fiberflow.io.fitsutil import check_finite

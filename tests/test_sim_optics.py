@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from fiberflow import psfmodel as pm
 from fiberflow.instrument import load_instrument
 from fiberflow.io.psf import read_psf
+from fiberflow.models import psf as pm
 from fiberflow.sim.optics import nominal_psf, nominal_psfs
 
 RESOLUTION_RANGE = {"b": (2000, 3500), "r": (4000, 5500), "z": (4000, 5500)}

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fiberflow import preproc, psfmodel, traceshift
+from fiberflow.models import psf as psfmodel
+from fiberflow.steps import preproc, traceshift
 
 NIGHT = 20250301
 

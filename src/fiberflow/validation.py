@@ -34,9 +34,10 @@ def coadd_vs_truth(prod, truth_root, bands=("b", "r", "z"), min_single_snr=2.0):
     """
     import glob
 
-    from . import coadd, paths
+    from . import paths
     from .io.spectra import read_spectra
     from .sim.truth import TruthFrame
+    from .steps import coadd
 
     cache = {}
 
@@ -117,7 +118,7 @@ def extraction_vs_truth(frame, truth, edge=None):
     ValueError
         When the truth has sub-bin structure or another grid.
     """
-    from . import resolution
+    from .models import resolution
 
     wave = frame.wave
     dw = float(wave[1] - wave[0])
@@ -211,7 +212,7 @@ def sky_vs_truth(sframe, sky, truth, nline=5, halfwidth=2.0):
 def calibration_ratio(fc, truth, edge=30):
     """Calibration over true calibration (median over fibers) off the telluric bands and the
     ``edge`` bins at each end. fc: FluxCalib, truth: TruthFrame of the same camera; (n,)."""
-    from .stdstars import telluric_mask
+    from .steps.stdstars import telluric_mask
 
     sel = ~telluric_mask(fc.wave)
     sel[:edge] = sel[-edge:] = False
@@ -241,9 +242,9 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
     from . import paths
     from .io.calib import read_stdstars
     from .io.frame import read_frame
-    from .photometry import filters
+    from .models.photometry import filters
     from .sim.truth import TruthFrame, TruthStdStars
-    from .stdstars import STD_BITS
+    from .steps.stdstars import STD_BITS
 
     sp = int(spectrograph)
     out = {"stars": [], "point_ratio": np.zeros(0)}

@@ -1,4 +1,4 @@
-"""numba kernel of the PSF-sharpness cosmic-ray test (reference: fiberflow.preproc.cosmic_candidates_numpy)."""
+"""numba kernel of the PSF-sharpness cosmic-ray test (reference: fiberflow.steps.preproc.cosmic_candidates_numpy)."""
 
 import math
 
@@ -8,7 +8,7 @@ from numba import njit, prange
 
 @njit(cache=True, parallel=True)
 def cosmic_candidates_numba(image, var, valid, nsig, cfac, ratios):
-    """See fiberflow.preproc.cosmic_candidates_numpy (same arguments and result)."""
+    """See fiberflow.steps.preproc.cosmic_candidates_numpy (same arguments and result)."""
     ny, nx = image.shape
     out = np.zeros((ny, nx), dtype=np.bool_)
     dys = (0, 1, 1, 1)

@@ -1,4 +1,4 @@
-"""GIL-free Cholesky solve and inverse for numba code (reference: fiberflow.extract.cholesky_solve_inverse_numpy).
+"""GIL-free Cholesky solve and inverse for numba code (reference: fiberflow.steps.extract.cholesky_solve_inverse_numpy).
 
 scipy's own LAPACK wrappers hold the GIL, so threads calling them run one at a time; these
 kernels call the same LAPACK routines (``dpotrf``, ``dpotrs``, ``dpotri`` from

@@ -1,4 +1,4 @@
-"""numba kernel of the 8-neighbour median (reference: fiberflow.preproc.ring_median_numpy)."""
+"""numba kernel of the 8-neighbour median (reference: fiberflow.steps.preproc.ring_median_numpy)."""
 
 import numpy as np
 from numba import njit, prange

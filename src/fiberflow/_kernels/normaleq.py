@@ -1,4 +1,4 @@
-"""numba kernel of the extraction normal equations (reference: fiberflow.extract.normal_equations_numpy)."""
+"""numba kernel of the extraction normal equations (reference: fiberflow.steps.extract.normal_equations_numpy)."""
 
 import numpy as np
 from numba import njit

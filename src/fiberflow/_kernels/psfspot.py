@@ -94,7 +94,7 @@ def _one_spot(s, xc, yc, sigx, sigy, gh, tail, hsizex, hsizey, stamps, x0, y0):
 
 @njit(cache=True, parallel=True)
 def spot_stamps_numba(xc, yc, sigx, sigy, gh, tail, hsizex, hsizey):
-    """See fiberflow.psfmodel.spot_stamps_numpy (same arguments and results); numba-parallel."""
+    """See fiberflow.models.psf.spot_stamps_numpy (same arguments and results); numba-parallel."""
     n = xc.shape[0]
     stamps = np.empty((n, 2 * hsizey + 1, 2 * hsizex + 1))
     x0 = np.empty(n, dtype=np.int64)

@@ -62,11 +62,12 @@ class Ledger:
 def run(args):
     import numpy as np
 
-    from .. import paths, psfmodel
+    from .. import paths
     from ..config import load_config, resolve_roots
     from ..errors import FiberflowError
     from ..instrument import load_instrument
     from ..io.psf import read_psf
+    from ..models import psf as psfmodel
     from ..reference import real_psf_path, workflow_dir
 
     t0 = time.time()
@@ -171,9 +172,9 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     import yaml
 
     from ..errors import ConfigError
-    from ..workflow.exptable import raw_exposures
     from ..sim.night import simulate_night
     from ..sim.plan import default_plan, parse_plan
+    from ..workflow.exptable import raw_exposures
 
     rel = os.path.relpath
     # three flats, as DESI takes a night: their average is the fiberflatnight
@@ -426,8 +427,9 @@ def _psf_summary(roots):
     import fitsio
     import numpy as np
 
-    from .. import paths, psfmodel
+    from .. import paths
     from ..io.psf import read_psf
+    from ..models import psf as psfmodel
     from ..sim.night import Simulator
 
     lines = []

@@ -17,8 +17,8 @@ def run(args):
     import os
 
     from .. import paths
-    from ..workflow import exptable
     from ..config import load_config, resolve_roots
+    from ..workflow import exptable
 
     cfg = load_config(args.config)
     roots = resolve_roots(cfg)

@@ -43,13 +43,13 @@ def run(args):
 def _run(args, comm):
     import numpy as np
 
-    from .. import boxcar, extract, preproc
     from ..bitmasks import specmask
     from ..errors import DataError
     from ..io.frame import ELECTRON_UNITS, Frame
     from ..io.image import ModelImage, PreprocImage
     from ..io.psf import read_psf
     from ..provenance import provenance_header
+    from ..steps import boxcar, extract, preproc
 
     cfg, inst, cam = camera_step(args)
     img = PreprocImage.read(args.infile)

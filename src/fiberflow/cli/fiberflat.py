@@ -49,9 +49,9 @@ def read_camera_frame(path, cam, inst, obstypes=None):
     if not np.all(np.isfinite(frame.flux[good])):
         raise DataError(path, "FLUX has NaN or infinite values where IVAR > 0")
     if frame.fibermap is not None:
-        from .common import check_fibermap
-
         import re
+
+        from .common import check_fibermap
 
         fm = frame.fibermap
         m = re.fullmatch(r"[brz](\d)", str(fcam))
@@ -78,9 +78,9 @@ def _fiberflat(args, cfg, inst, cam):
 
     import numpy as np
 
-    from .. import fiberflat
     from ..io.calib import FiberFlat
     from ..provenance import provenance_header
+    from ..steps import fiberflat
 
     t0 = time.time()
     frame = read_camera_frame(args.infile, cam, inst, ("FLAT",))
@@ -125,10 +125,10 @@ def _fiberflat(args, cfg, inst, cam):
 def _fiberflatnight(args, cfg, inst, cam):
     import numpy as np
 
-    from .. import fiberflat
     from ..errors import DataError
     from ..io.calib import FiberFlat, read_fiberflat
     from ..provenance import provenance_header
+    from ..steps import fiberflat
 
     flats, used = [], []
     for path in args.infiles:

@@ -125,13 +125,13 @@ def _average(args):
 def _stdstars(args):
     import numpy as np
 
-    from .. import stdstars
     from ..config import load_config
     from ..errors import DataError
     from ..instrument import load_instrument
     from ..io.calib import StdStars
+    from ..models.resolution import diags_to_rows
     from ..provenance import provenance_header
-    from ..resolution import diags_to_rows
+    from ..steps import stdstars
 
     t0 = time.time()
     cfg = load_config(args.config)
@@ -227,12 +227,12 @@ def _color_error(fm, f):
 def _fluxcalib(args):
     import numpy as np
 
-    from .. import fluxcalib, stdstars
     from ..bitmasks import fibermask, specmask
     from ..errors import DataError
     from ..io.calib import FluxCalib, read_fluxcalib, read_stdstars
+    from ..models.resolution import diags_to_rows
     from ..provenance import provenance_header
-    from ..resolution import diags_to_rows
+    from ..steps import fluxcalib, stdstars
 
     t0 = time.time()
     cfg, inst, cam = camera_step(args)
@@ -319,11 +319,11 @@ def _fluxcalib(args):
 def _cframe(args):
     import numpy as np
 
-    from .. import fluxcalib
     from ..errors import DataError
     from ..io.calib import read_fluxcalib
     from ..io.frame import FLUX_UNITS, Frame
     from ..provenance import provenance_header
+    from ..steps import fluxcalib
 
     cfg, inst, cam = camera_step(args)
     fr = read_camera_frame(args.infile, cam, inst, ("SCIENCE",))

@@ -55,8 +55,8 @@ def _nside(args, cfg):
 
 
 def _tilepix(args):
-    from ..workflow import tilepix
     from ..config import load_config
+    from ..workflow import tilepix
 
     cfg = load_config(args.config)
     nside = _nside(args, cfg)
@@ -129,12 +129,13 @@ def _spectra(args):
     data one cframe at a time, written straight into the output images."""
     import numpy as np
 
-    from .. import regroup
     from ..config import load_config
     from ..errors import DataError
     from ..instrument import load_instrument
     from ..io.spectra import SpectraStreamWriter
+    from ..models.scores import scores_table
     from ..provenance import provenance_header
+    from ..steps import regroup
     from .common import prod_root
     from .fiberflat import read_camera_frame
 
@@ -195,7 +196,7 @@ def _spectra(args):
                 start += len(fm)
                 del frame, rows
             scores[b] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        out.close(regroup.scores_table(fibermap["TARGETID"], scores))
+        out.close(scores_table(fibermap["TARGETID"], scores))
     nexp = len({(n, e) for n, e in zip(fibermap["NIGHT"], fibermap["EXPID"])})
     print(f"spectra {survey}-{args.program}-{args.pix}: {len(fibermap)} spectra of "
           f"{len(np.unique(fibermap['TARGETID']))} targets from {nexp} exposure(s), {len(selected)} exposure x "
@@ -206,9 +207,9 @@ def _spectra(args):
 def _coadd(args):
     """Targets in chunks of about ``healpix.coadd_max_rows`` input spectra (memory bounded by the
     chunk, not by the pixel); every band of a chunk is coadded, and merged when asked."""
-    from .. import coadd
     from ..config import load_config
     from ..provenance import provenance_header
+    from ..steps import coadd
     from .common import prod_root
 
     t0 = time.time()

@@ -13,7 +13,6 @@ import time
 from ..errors import ConfigError
 
 
-
 def add_arguments(p, name):
     p.add_argument("--config", required=True, help="production configuration (YAML)")
     if name == "status":
@@ -41,8 +40,14 @@ def run(args):
 def _status(args):
     from ..config import load_config
     from ..workflow.plan import Plan
-    from ..workflow.status import (format_table, job_states, snakemake_running, stale_lock, stale_products,
-                          summary)
+    from ..workflow.status import (
+        format_table,
+        job_states,
+        snakemake_running,
+        stale_lock,
+        stale_products,
+        summary,
+    )
 
     t0 = time.perf_counter()
     cfg = load_config(args.config)

@@ -28,7 +28,7 @@ def run(args):
     from ..io.image import BiasNight, PixFlat, PreprocImage
     from ..io.raw import read_raw_camera
     from ..provenance import provenance_header
-    from .. import preproc
+    from ..steps import preproc
 
     cfg, inst, cam = camera_step(args)
     spec = inst.camera(cam)

@@ -35,11 +35,11 @@ def run(args):
 
 
 def _traceshift(args, cfg, inst, cam):
-    from .. import traceshift
     from ..errors import DataError
     from ..io.image import PreprocImage
     from ..io.psf import read_psf
     from ..provenance import provenance_header
+    from ..steps import traceshift
 
     img = PreprocImage.read(args.infile)
     check_identity(img.header, args.infile, "preprocessed image", camera=cam)
@@ -74,11 +74,13 @@ def _traceshift(args, cfg, inst, cam):
 def _psf(args, cfg, inst, cam):
     import numpy as np
 
-    from .. import arclines, psffit, psfmodel
     from ..errors import DataError
     from ..io.image import PreprocImage
     from ..io.psf import read_psf
+    from ..models import arclines
+    from ..models import psf as psfmodel
     from ..provenance import provenance_header
+    from ..steps import psffit
 
     opts = cfg["psf"]
     img = PreprocImage.read(args.infile)
@@ -117,10 +119,10 @@ def _psf(args, cfg, inst, cam):
 
 
 def _psfnight(args, cfg, inst, cam):
-    from .. import psffit
     from ..errors import DataError
     from ..io.psf import read_psf
     from ..provenance import provenance_header
+    from ..steps import psffit
 
     psfs, used = [], []
     for path in args.infiles:

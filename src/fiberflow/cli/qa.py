@@ -247,7 +247,6 @@ def _bias_frame(args, cam):
     """QA of a ZERO or DARK exposure: its overscan and its residual from the night's master bias."""
     import numpy as np
 
-    from .. import preproc
     from ..config import load_config
     from ..errors import DataError
     from ..instrument import load_instrument
@@ -255,6 +254,7 @@ def _bias_frame(args, cam):
     from ..io.raw import read_raw_camera
     from ..qa import metrics as M
     from ..qa import plots
+    from ..steps import preproc
 
     if not (args.raw and args.biasnight):
         raise DataError(None, "qa-frame of a ZERO / DARK exposure needs both --raw and --biasnight")

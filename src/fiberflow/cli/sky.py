@@ -41,12 +41,12 @@ def sky_fibers(fibermap, mask, nspec):
 def run(args):
     import numpy as np
 
-    from .. import sky as skymod
     from ..bitmasks import fibermask, specmask
     from ..errors import DataError
     from ..io.calib import SkyModel, read_fiberflat
     from ..io.frame import ELECTRON_UNITS, Frame
     from ..provenance import provenance_header
+    from ..steps import sky as skymod
 
     t0 = time.time()
     cfg, inst, cam = camera_step(args)

@@ -26,7 +26,7 @@ _GH = re.compile(r"^GH-(\d+)-(\d+)$")
 
 @dataclass
 class GaussHermitePSF:
-    """Coefficients of a GAUSS-HERMITE PSF (data only; evaluation in :mod:`fiberflow.psfmodel`).
+    """Coefficients of a GAUSS-HERMITE PSF (data only; evaluation in :mod:`fiberflow.models.psf`).
 
     Attributes
     ----------

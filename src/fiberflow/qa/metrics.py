@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bitmasks import BAD_FIBERSTATUS, desi_target
+from ..linalg import clipped_stats, robust_sigma
 
 #: Steps of the data flow, in processing order. The first step with an alarm is where a
 #: problem first shows ("first bad step").
@@ -37,15 +38,6 @@ def _f(x, ndigits=6):
     return float(f"{x:.{ndigits}g}")
 
 
-def robust_sigma(x):
-    """1.4826 x median absolute deviation (nan for no data)."""
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return np.nan
-    return 1.4826 * float(np.median(np.abs(x - np.median(x))))
-
-
 # --------------------------------------------------------------------------- ZERO / DARK
 
 def bias_metrics(image, stats, gains, master, master_mask, nzero, in_master, exptime=0.0, nsig_hot=6.0):
@@ -54,7 +46,7 @@ def bias_metrics(image, stats, gains, master, master_mask, nzero, in_master, exp
     Parameters
     ----------
     image : (ny, nx)
-        Overscan-subtracted exposure [ADU] (:func:`fiberflow.preproc.subtract_overscan`).
+        Overscan-subtracted exposure [ADU] (:func:`fiberflow.steps.preproc.subtract_overscan`).
     stats : dict amp -> dict
         Its per-amplifier overscan statistics (``level`` and ``rdnoise_adu`` [ADU], ``ostep``).
     gains : dict amp -> float
@@ -65,7 +57,7 @@ def bias_metrics(image, stats, gains, master, master_mask, nzero, in_master, exp
         ZEROs averaged into the master.
     in_master : bool
         Whether this exposure is one of them (its residual then has variance read
-        noise^2 x the included factor of :func:`fiberflow.preproc.master_noise_factors`, about
+        noise^2 x the included factor of :func:`fiberflow.steps.preproc.master_noise_factors`, about
         1 - 1/nzero; otherwise the excluded factor, about 1 + 1/nzero, + the dark signal).
     exptime : float
         [s]; DARK_RATE_AMP is quoted for exptime > 0.
@@ -83,7 +75,7 @@ def bias_metrics(image, stats, gains, master, master_mask, nzero, in_master, exp
         per hour [electron / hour / pixel], exposures with exptime > 0), HOT_FRAC (fraction of
         unmasked pixels beyond ``nsig_hot``), MASTER_HOT_FRAC (pixels the master masks), NZERO.
     """
-    from ..preproc import clipped_stats, master_noise_factors
+    from ..steps.preproc import master_noise_factors
 
     image = np.asarray(image, float)
     resid_adu = image - np.asarray(master, float)

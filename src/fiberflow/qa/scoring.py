@@ -28,7 +28,8 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, one_line
-from .metrics import STEPS, robust_sigma
+from ..linalg import robust_sigma
+from .metrics import STEPS
 
 STATUSES = ("NA", "NORMAL", "WARNING", "ALARM")
 RANK = {s: i for i, s in enumerate(STATUSES)}

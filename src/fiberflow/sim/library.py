@@ -10,9 +10,9 @@ import functools
 
 import numpy as np
 
-from ..io.refdata import ARC_LAMPS, read_line_list, read_nist, read_uves_sky
 from ..errors import DataError
 from ..io import fitsutil
+from ..io.refdata import ARC_LAMPS, read_line_list, read_nist, read_uves_sky
 from ..reference import reference_file
 
 #: lamps DESI's arc exposures use (HgAr, Cd, Ne, Kr)
@@ -159,4 +159,4 @@ def qso_eigenspectra():
 
 
 # synthetic photometry lives in the pipeline library (the standard-star fit uses it too)
-from ..photometry import ab_nanomaggies, filters  # noqa: E402,F401
+from ..models.photometry import ab_nanomaggies, filters  # noqa: E402,F401

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import psfmodel
+from ..models import psf as psfmodel
 
 #: the real r0 PSF's extraction grid (DESI r camera), used to place other arms on the same rows
 R_GRID = (5760.0, 7620.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import psfmodel
+from ..models import psf as psfmodel
 
 #: model grid step (Angstrom) of the input spectra
 MODEL_STEP = 0.1

@@ -6,7 +6,7 @@ the same objects in the same fibers (their coadds have several inputs).
 Per petal: about 9% sky fibers and 3% standard stars (at least 3 of each, spread evenly over
 the bundles), the rest LRGs (real DESI lite templates), ELGs (continuum + [OII], H-beta,
 [OIII], H-alpha, [NII], [SII] emission lines) and quasars (SDSS eigenspectra with the
-coefficients of real SDSS quasars). Standard stars come from :mod:`fiberflow.stellar`.
+coefficients of real SDSS quasars). Standard stars come from :mod:`fiberflow.models.stellar`.
 Photometry (FLUX_G/R/Z, nanomaggies) is synthetic through the DECam filter curves.
 
 Fibers sit in the petal's 36-degree sector of a 1.6-degree-radius field (14.05 arcsec/mm plate
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import stellar
 from ..bitmasks import desi_target
 from ..io.fibermap import empty_fibermap
+from ..models import stellar
 from . import library
 
 PLATE_SCALE = 14.05  # arcsec per mm

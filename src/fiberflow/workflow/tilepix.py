@@ -30,7 +30,7 @@ def tilepix_from_fibermap(path, nside):
         When the fibermap cannot be read, lacks TILEID in its header or a needed column.
     """
     from ..io.fibermap import read_fibermap
-    from ..regroup import petal_pixels
+    from ..steps.regroup import petal_pixels
 
     fm, hdr = read_fibermap(path)
     tileid = hdr.get("TILEID")

@@ -2,10 +2,10 @@
 
 Model of a standard star's flat-fielded, sky-subtracted spectrum (electron/Angstrom):
 ``d_s = a_s R_s (C * m_s)`` with ``m_s`` the star's model (1e-17 erg/s/cm2/A, bin-averaged on
-the frame grid, from :mod:`fiberflow.stdstars`), ``C`` (nwave,) the deconvolved calibration
+the frame grid, from :mod:`fiberflow.steps.stdstars`), ``C`` (nwave,) the deconvolved calibration
 vector common to the petal (electron/A per 1e-17 erg/s/cm2/A) and ``a_s`` a per-star scale
 (fiber positioning, photometry errors) with median 1. ``C`` solves the banded normal equations
-of the effective matrices ``R_s diag(m_s)`` (:func:`fiberflow.fiberflat.banded_normal_equations`)
+of the effective matrices ``R_s diag(m_s)`` (:func:`fiberflow.linalg.banded_normal_equations`)
 with a curvature (second-difference) penalty that is strong outside telluric bands (the
 instrument's throughput is smooth: the penalty averages the stars' noise over tens of bins)
 and weak inside them (C follows the sharp atmospheric absorption); the per-star scales are refitted, stars whose scale is
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import solveh_banded
 
-from .bitmasks import specmask, usable_bins
-from .config import StepOptions
-from .fiberflat import banded_normal_equations
-from .resolution import apply_rows
-from .sky import banded_inverse_band, model_variance
+from ..bitmasks import specmask, usable_bins
+from ..config import StepOptions
+from ..linalg import banded_inverse_band, banded_normal_equations, model_variance
+from ..models.resolution import apply_rows
 
 
 @dataclass

@@ -27,8 +27,9 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from .bitmasks import ccdmask
-from .errors import DataError
+from ..bitmasks import ccdmask
+from ..errors import DataError
+from ..linalg import clipped_stats
 
 #: narrowest PSF core (pixels) a real spot can have; anything sharper is a cosmic ray
 SIGMA_PSF_MIN = 0.75
@@ -37,20 +38,6 @@ AMPS = ("A", "B", "C", "D")
 
 
 # ---------------------------------------------------------------------------- statistics
-def clipped_stats(values, nsig=4.0, niter=5):
-    """Sigma-clipped mean and standard deviation of an array (any shape)."""
-    v = np.asarray(values, float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return np.nan, np.nan
-    keep = np.ones(v.size, bool)
-    for _ in range(niter):
-        m, s = v[keep].mean(), v[keep].std()
-        new = np.abs(v - m) <= nsig * max(s, 1e-6)
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return float(v[keep].mean()), float(v[keep].std())
 
 
 def overscan_correct(data, overscan, per_row=True, ostep_threshold=2.0):
@@ -138,7 +125,7 @@ def cosmic_candidates(image, var, valid, nsig=6.0, cfac=COSMIC_CFAC, use_numba=T
     args = (np.ascontiguousarray(image, float), np.ascontiguousarray(var, float), np.ascontiguousarray(valid, bool),
             float(nsig), float(cfac), _ratios())
     if use_numba:
-        from ._kernels.cosmics import cosmic_candidates_numba
+        from .._kernels.cosmics import cosmic_candidates_numba
 
         return cosmic_candidates_numba(*args)
     return cosmic_candidates_numpy(*args)
@@ -158,7 +145,7 @@ def ring_median(image, use_numba=True):
     """
     if not use_numba:
         return ring_median_numpy(image)
-    from ._kernels.median8 import ring_median_numba
+    from .._kernels.median8 import ring_median_numba
 
     return ring_median_numba(np.pad(np.asarray(image, np.float64), 1, mode="edge"))
 
@@ -199,7 +186,7 @@ def subtract_overscan(rawcam, per_row=True, ostep_threshold=2.0, path=None):
     image : (ny, nx) float64, ADU
     stats : dict amp -> dict(level, rdnoise_adu, ostep, ccd=(slice_y, slice_x))
     """
-    from .io.raw import ccd_shape
+    from ..io.raw import ccd_shape
 
     amps = rawcam.amps(path)
     ny, nx = ccd_shape(amps)

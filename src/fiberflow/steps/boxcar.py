@@ -17,9 +17,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from . import psfmodel
-from .extract import ALLBADPIX, SOMEBADPIX
-from .resolution import rows_to_diags
+from ..bitmasks import specmask
+from ..models import psf as psfmodel
+from ..models.resolution import rows_to_diags
+
+SOMEBADPIX = specmask.mask("SOMEBADPIX")
+ALLBADPIX = specmask.mask("ALLBADPIX")
 
 
 def aperture_weights(xc, halfwidth, ncol):
@@ -158,7 +161,7 @@ def boxcar_frame(image, ivar, psf, wave, halfwidth=3.0, nsample=40):
 
     Returns
     -------
-    dict as :func:`fiberflow.extract.extract_frame`: (nfiber, nwave) ``flux``
+    dict as :func:`fiberflow.steps.extract.extract_frame`: (nfiber, nwave) ``flux``
     [electron/Angstrom], ``ivar``, ``mask``, ``chi2pix`` (zeros: a boxcar has no model),
     ``masked`` and ``resolution`` (nfiber, ndiag, nwave).
     """

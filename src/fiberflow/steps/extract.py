@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from . import psfmodel
-from .bitmasks import specmask
-from .config import StepOptions
-from .resolution import rows_to_diags
+from ..bitmasks import specmask
+from ..config import StepOptions
+from ..models import psf as psfmodel
+from ..models.resolution import rows_to_diags
 
 SOMEBADPIX = specmask.mask("SOMEBADPIX")
 ALLBADPIX = specmask.mask("ALLBADPIX")
@@ -79,7 +79,7 @@ def normal_equations(stamps, x0, y0, data, weight, use_numba=True):
             np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(data, np.float64),
             np.ascontiguousarray(weight, np.float64))
     if use_numba:
-        from ._kernels.normaleq import normal_equations_numba
+        from .._kernels.normaleq import normal_equations_numba
 
         return normal_equations_numba(*args)
     return normal_equations_numpy(*args)
@@ -104,7 +104,7 @@ def leverage(stamps, x0, y0, weight, cov, use_numba=True):
     """Pixel leverages: the fraction of each pixel's noise the fit absorbs (ny, nx)."""
     if not use_numba:
         return leverage_numpy(stamps, x0, y0, weight, cov)
-    from ._kernels.normaleq import leverage_numba
+    from .._kernels.normaleq import leverage_numba
 
     return leverage_numba(np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
                           np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(weight, np.float64),
@@ -114,7 +114,7 @@ def leverage(stamps, x0, y0, weight, cov, use_numba=True):
 def model_image(stamps, x0, y0, flux, shape, use_numba=True):
     """Model of the patch pixels: sum of flux * stamps, (ny, nx)."""
     if use_numba:
-        from ._kernels.normaleq import model_image_numba
+        from .._kernels.normaleq import model_image_numba
 
         return model_image_numba(np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
                                  np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(flux, np.float64),
@@ -143,7 +143,7 @@ def stamp_sums(stamps, x0, y0, planes, use_numba=True):
     y0 = np.ascontiguousarray(y0, np.int64)
     planes = np.ascontiguousarray(planes, np.float64)
     if use_numba:
-        from ._kernels.normaleq import stamp_sums_numba
+        from .._kernels.normaleq import stamp_sums_numba
 
         return stamp_sums_numba(stamps, x0, y0, planes)
     n, sy, sx = stamps.shape
@@ -209,7 +209,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     image, ivar : (ny, nx)
     var_floor : (ny, nx), optional
         Signal-independent pixel variance (read noise, master-bias noise, dark shot noise; see
-        :func:`fiberflow.preproc.variance_floor`). With it and ``opts.model_variance``, a first
+        :func:`fiberflow.steps.preproc.variance_floor`). With it and ``opts.model_variance``, a first
         solve's model image replaces the data-derived signal term: pixels are weighted by
         ``1 / (var_floor + max(model, 0))`` (masked pixels stay at weight 0).
     psf : GaussHermitePSF
@@ -381,7 +381,7 @@ def cholesky_solve_inverse(a, b, use_numba=True):
     a = np.ascontiguousarray(a, np.float64)
     b = np.ascontiguousarray(b, np.float64)
     if use_numba:
-        from ._kernels.lapack import cholesky_solve_inverse_numba
+        from .._kernels.lapack import cholesky_solve_inverse_numba
 
         return cholesky_solve_inverse_numba(a, b)
     return cholesky_solve_inverse_numpy(a, b)

@@ -7,11 +7,10 @@ named in the configuration (``psf.line_list``).
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from .io.refdata import ARC_LAMPS, read_line_list, read_nist
-from .reference import reference_file
+from ..io.refdata import ARC_LAMPS, read_line_list, read_nist
+from ..reference import reference_file
 
 
 def default_line_list():

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import make_lsq_spline
-from scipy.linalg import solveh_banded
 
-from .bitmasks import specmask, usable_bins
-from .config import StepOptions
-from .resolution import apply_rows, diags_to_rows
+from ..bitmasks import specmask, usable_bins
+from ..config import StepOptions
+from ..linalg import solve_mean_spectrum
+from ..models.resolution import apply_rows, diags_to_rows
 
 LOWFLAT = specmask.mask("LOWFLAT")
 BADFIBERFLAT = specmask.mask("BADFIBERFLAT")
@@ -49,71 +49,6 @@ class FiberflatOptions(StepOptions):
     lowflat: float = 0.5        #: LOWFLAT below this
     deadfiber: float = 0.1      #: fibers with median throughput below this are BADFIBERFLAT
     max_chi2dof: float = 4.0    #: fibers with a worse residual chi2/dof are BADFIBERFLAT
-
-
-def banded_normal_equations(rows, weight, data):
-    """``A = sum_f R_f^T diag(w_f) R_f`` in scipy's upper banded form, and ``b = sum_f R_f^T w_f d_f``.
-
-    Parameters
-    ----------
-    rows : (nspec, nwave, ndiag) rows of the effective matrices (offsets -h..+h)
-    weight, data : (nspec, nwave)
-
-    Returns
-    -------
-    ab : (2h + 1, nwave)
-        ``ab[2h + i - j, j] = A[i, j]`` for ``i <= j`` (scipy.linalg.solveh_banded, lower=False).
-    b : (nwave,)
-    """
-    nspec, nwave, ndiag = rows.shape
-    h = ndiag // 2
-    u = 2 * h
-    ab = np.zeros((u + 1, nwave))
-    b = np.zeros(nwave)
-    wr = rows * weight[..., None]  # (nspec, nwave, ndiag)
-    k = np.arange(nwave)
-    for d1 in range(ndiag):
-        i = k + d1 - h
-        ok1 = (i >= 0) & (i < nwave)
-        np.add.at(b, i[ok1], np.sum(wr[:, ok1, d1] * data[:, ok1], axis=0))
-        for d2 in range(d1, ndiag):
-            j = k + d2 - h
-            ok = ok1 & (j >= 0) & (j < nwave)
-            val = np.sum(wr[:, ok, d1] * rows[:, ok, d2], axis=0)
-            # A[i, j] with i <= j (d1 <= d2); each (i, j) pair gets one value per bin k
-            np.add.at(ab, (u + i[ok] - j[ok], j[ok]), val)
-    return ab, b
-
-
-def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10, return_matrix=False,
-                        local_smooth=False):
-    """Deconvolved common spectrum M (nwave,) minimising
-    ``sum w (data - T (R M))^2 + smooth * sum s_k (M_k+1 - M_k)^2`` with s the median diagonal
-    of the normal matrix, or with ``local_smooth`` the geometric mean of the diagonal at k and
-    k+1 (floored at 1e-6 of the median). The difference penalty damps the high-frequency modes
-    every fiber's R smooths away (left free they carry amplified noise that differs from fiber
-    to fiber through their different R); ``smooth`` ~ 1e-2 leaves features of a few bins intact.
-    A penalty scaled by the median diagonal is relatively much stronger where the weights are
-    low, e.g. on bright sky lines weighted by a variance model (it flattens their deconvolved
-    peaks by ~10%); the local scaling keeps it equally weak everywhere.
-    With ``return_matrix`` the banded normal matrix (scipy upper form) is returned too."""
-    eff = rows * throughput[..., None]
-    ab, b = banded_normal_equations(eff, weight, data)
-    u = ab.shape[0] - 1
-    scale = np.median(ab[u][ab[u] > 0]) if np.any(ab[u] > 0) else 1.0
-    diag = ab[u].copy()
-    ab[u] += ridge * scale
-    if smooth > 0:
-        if local_smooth:
-            d = np.maximum(diag, 1e-6 * scale)
-            lam = smooth * np.sqrt(d[:-1] * d[1:])
-        else:
-            lam = smooth * scale
-        ab[u, :-1] += lam
-        ab[u, 1:] += lam
-        ab[u - 1, 1:] -= lam
-    M = solveh_banded(ab, b, lower=False, check_finite=False)
-    return (M, ab) if return_matrix else M
 
 
 def smooth_throughput(wave, ratio, weight, knot_step):

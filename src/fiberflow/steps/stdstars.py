@@ -1,4 +1,4 @@
-"""Standard-star fits: the shipped F-star model (:mod:`fiberflow.stellar`) fitted to each
+"""Standard-star fits: the shipped F-star model (:mod:`fiberflow.models.stellar`) fitted to each
 standard's flat-fielded, sky-subtracted b, r and z spectra, then normalised to its photometry.
 
 The fit is done in continuum-normalised space: in every camera the data are modelled as
@@ -10,7 +10,7 @@ jointly (one chi2 over b, r and z); a colour prior ``((g-r)_phot - (g-r)_model) 
 the continuum slope the polynomials remove back to the photometry.
 
 Steps per star: radial-velocity scan with a mid-grid model, chi2 over the whole shipped grid
-(:func:`fiberflow.stellar.grid_parameters`) at that velocity, then a continuous refinement of
+(:func:`fiberflow.models.stellar.grid_parameters`) at that velocity, then a continuous refinement of
 (Teff, logg, [Fe/H], RV) from the best grid point (Nelder-Mead on the analytic model, bounded
 to the grid's range). The best model is scaled so that its synthetic r flux through the DECam
 filter equals the fibermap's FLUX_R.
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from . import stellar
-from .bitmasks import BAD_FIBERSTATUS, desi_target
-from .config import StepOptions
-from .photometry import ab_nanomaggies
-from .resolution import apply_rows
+from ..bitmasks import BAD_FIBERSTATUS, desi_target
+from ..config import StepOptions
+from ..models import stellar
+from ..models.photometry import ab_nanomaggies
+from ..models.resolution import apply_rows
 
 C_KMS = 299792.458
 #: DESI_TARGET bits of standard stars

@@ -237,7 +237,7 @@ def spots(psf, wave, fibers=None, use_numba=True, hsize=None, parallel=True):
 
 
 def _numba_stamps(parallel=True):
-    from ._kernels.psfspot import spot_stamps_numba, spot_stamps_serial
+    from .._kernels.psfspot import spot_stamps_numba, spot_stamps_serial
 
     return spot_stamps_numba if parallel else spot_stamps_serial
 

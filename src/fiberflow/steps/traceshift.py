@@ -27,12 +27,12 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import ndimage
 
-from . import psfmodel
-from .config import StepOptions
-from .errors import DataError
-from .io.refdata import read_uves_sky
-from .psffit import robust_lstsq
-from .reference import reference_file
+from ..config import StepOptions
+from ..errors import DataError
+from ..io.refdata import read_uves_sky
+from ..linalg import robust_lstsq
+from ..models import psf as psfmodel
+from ..reference import reference_file
 
 
 @dataclass

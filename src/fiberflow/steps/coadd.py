@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitmasks import coadd_bad_fiberstatus, specmask
-from .config import StepOptions
-from .regroup import band_scores, scores_table
+from ..bitmasks import coadd_bad_fiberstatus, specmask
+from ..config import StepOptions
+from ..models.scores import band_scores, scores_table
 
 
 @dataclass
@@ -511,7 +511,7 @@ def coadd_spectra(spectra, opts=None):
         header keeps HPX* and gains the rejection settings and NCOSMIC{B}. With
         ``opts.merge_bands`` the bands are replaced by one merged ``brz`` band.
     """
-    from .io.spectra import Spectra
+    from ..io.spectra import Spectra
 
     opts = opts or CoaddOptions()
     fm = spectra.fibermap
@@ -588,10 +588,15 @@ def coadd_file(infile, outfile, opts=None, header=None):
     DataError
         When the input is a coadd already, lacks TARGETID/FIBERSTATUS, or is unreadable.
     """
-    from .errors import DataError
-    from .io import fitsutil
-    from .io.spectra import (SpectraStreamWriter, read_spectra_meta, read_spectra_rows, spectra_layout,
-                             verify_spectra_band)
+    from ..errors import DataError
+    from ..io import fitsutil
+    from ..io.spectra import (
+        SpectraStreamWriter,
+        read_spectra_meta,
+        read_spectra_rows,
+        spectra_layout,
+        verify_spectra_band,
+    )
 
     opts = opts or CoaddOptions()
     hdr0, fm, exp_fm, _, bands = read_spectra_meta(infile)

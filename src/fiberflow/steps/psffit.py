@@ -34,9 +34,11 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import ndimage
 
-from . import bitmasks, psfmodel
-from .config import StepOptions
-from .errors import DataError
+from .. import bitmasks
+from ..config import StepOptions
+from ..errors import DataError
+from ..linalg import robust_lstsq
+from ..models import psf as psfmodel
 
 BADARC = bitmasks.fibermask.mask("BADARC")
 BADTRACE = bitmasks.fibermask.mask("BADTRACE")
@@ -285,37 +287,6 @@ def _bundle_basis(u, t, deg, fdeg):
     return np.concatenate([L * (t[:, None] ** a) for a in range(fdeg + 1)], axis=1)
 
 
-def robust_lstsq(A, d, err, nsig, niter=5):
-    """Weighted least squares with iterative clipping.
-
-    Parameters
-    ----------
-    A : (n, m)
-    d, err : (n,)
-
-    Returns
-    -------
-    coef : (m,)
-    keep : (n,) bool
-        Points kept after clipping.
-    """
-    keep = np.isfinite(d) & np.isfinite(err) & (err > 0)
-    coef = np.zeros(A.shape[1])
-    for _ in range(niter):
-        if keep.sum() < A.shape[1]:
-            break
-        w = 1.0 / err[keep]
-        coef = np.linalg.lstsq(A[keep] * w[:, None], d[keep] * w, rcond=None)[0]
-        pull = (d - A @ coef) / err
-        # scale the clipping by the robust spread of the pulls (errors may be underestimated)
-        spread = max(1.0, 1.4826 * np.median(np.abs(pull[keep])))
-        new = np.isfinite(pull) & (np.abs(pull) < nsig * spread) & (err > 0)
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return coef, keep
-
-
 def _coverage(u_used, u_all):
     """Fraction of the lines' wavelength span covered by the used lines."""
     if u_used.size < 2:
@@ -457,7 +428,7 @@ def fit_width_scales(u, s, serr, good, bundlesize, opts):
 
 # ---------------------------------------------------------------------------- GH shape terms
 def shape_term_keys(psf, terms):
-    """Where each fitted shape term sits in :func:`fiberflow.psfmodel.spot_inputs`.
+    """Where each fitted shape term sits in :func:`fiberflow.models.psf.spot_inputs`.
 
     Parameters
     ----------
@@ -498,7 +469,7 @@ def shape_term_derivatives(inputs, keys, spots, hx, hy, wx0, wy0, wnx, wny, h=1e
     Parameters
     ----------
     inputs : dict
-        :func:`fiberflow.psfmodel.spot_inputs` of the spots (flattened).
+        :func:`fiberflow.models.psf.spot_inputs` of the spots (flattened).
     keys : list
         :func:`shape_term_keys`.
     spots : dict
@@ -692,12 +663,12 @@ def fit_psf(image, ivar, readnoise, start, arm, lines, bundlesize, opts=None, lo
         Starting PSF (nominal or previous night's), same fibers and CCD.
     arm : str
     lines : (nline,)
-        Vacuum wavelengths of the anchor lines (see :func:`fiberflow.arclines.lines_for_camera`).
+        Vacuum wavelengths of the anchor lines (see :func:`fiberflow.models.arclines.lines_for_camera`).
     bundlesize : int
     opts : PSFFitOptions, optional
     log : callable(str), optional
     refine_lines : (nref,), optional
-        More lines tried from the second pass on (see :func:`fiberflow.arclines.refinement_lines`);
+        More lines tried from the second pass on (see :func:`fiberflow.models.arclines.refinement_lines`);
         those the data do not show clearly in most fibers are dropped.
 
     Returns

@@ -4,7 +4,7 @@ Model of a flat-fielded frame (flux divided by the fiberflat): in sky fibers
 ``flux_f = a_f (R_f S)`` with ``S`` (nwave,) the deconvolved sky spectrum common to the
 petal and ``a_f`` an optional per-fiber throughput correction (1 without it). ``S`` solves the
 banded normal equations ``sum_f (a_f R_f)^T W_f (a_f R_f) S = sum_f (a_f R_f)^T W_f flux_f``
-(:func:`fiberflow.fiberflat.solve_mean_spectrum`, with a tiny first-difference penalty so that
+(:func:`fiberflow.linalg.solve_mean_spectrum`, with a tiny first-difference penalty so that
 bins no fiber constrains stay finite); pixels deviating by more than ``nsig`` are clipped and
 the fit repeats until nothing changes. Every fiber's sky is then ``a_f R_f S``.
 
@@ -40,13 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cholesky_banded
 from scipy.ndimage import binary_dilation, label, median_filter, uniform_filter1d
 
-from .bitmasks import specmask, usable_bins
-from .config import StepOptions
-from .fiberflat import solve_mean_spectrum
-from .resolution import apply_rows, diags_to_rows
+from ..bitmasks import specmask, usable_bins
+from ..config import StepOptions
+from ..linalg import banded_inverse_band, model_variance, solve_mean_spectrum
+from ..models.resolution import apply_rows, diags_to_rows
 
 BADSKY = specmask.mask("BADSKY")
 
@@ -69,95 +68,6 @@ class SkyOptions(StepOptions):
     adjust_lsf: bool = False        #: per-fiber line-width changes of the sky model on bright lines
     adjust_deg: int = 1             #: Legendre degree in wavelength of each fiber's adjustments
     adjust_fiber_deg: int = 2       #: polynomial degree across fibers (sky fibers -> every fiber)
-
-
-def banded_inverse_band(ab):
-    """Band of ``C = A^-1`` for a symmetric positive-definite banded ``A``.
-
-    Parameters
-    ----------
-    ab : (u + 1, n)
-        ``A`` in scipy's upper banded form (``ab[u + i - j, j] = A[i, j]``, ``i <= j``).
-
-    Returns
-    -------
-    cb : (u + 1, n)
-        ``cb[d, i] = C[i, i + d]`` for ``d = 0..u`` (0 beyond the matrix).
-
-    Notes
-    -----
-    With ``A = U^T U`` (U upper banded, bandwidth u), ``C = U^-1 U^-T`` satisfies
-    ``C[i, j] = (delta_ij / U_ii - sum_{k=i+1}^{i+u} U_ik C[k, j]) / U_ii`` for ``j >= i``,
-    which only needs ``C`` inside the band (Takahashi et al. 1973). O(n u^2).
-    """
-    u = ab.shape[0] - 1
-    n = ab.shape[1]
-    U = cholesky_banded(ab, lower=False, check_finite=False)  # same upper banded layout
-    # dense-band helpers: Ur[i, m] = U[i, i + m], m = 0..u
-    Ur = np.zeros((n, u + 1))
-    for m in range(u + 1):
-        Ur[: n - m, m] = U[u - m, m:]
-    cb = np.zeros((u + 1, n))  # cb[d, i] = C[i, i + d]
-
-    def C(k, j):  # C[k, j] for |k - j| <= u (symmetric)
-        return cb[j - k, k] if j >= k else cb[k - j, j]
-
-    for i in range(n - 1, -1, -1):
-        kmax = min(n - 1, i + u)
-        uii = Ur[i, 0]
-        for j in range(kmax, i - 1, -1):
-            s = 0.0
-            for k in range(i + 1, kmax + 1):
-                if abs(k - j) <= u:
-                    s += Ur[i, k - i] * C(k, j)
-            cb[j - i, i] = ((1.0 / uii if j == i else 0.0) - s) / uii
-    return cb
-
-
-def banded_inverse_band_numpy(ab):
-    """Reference of :func:`banded_inverse_band`: the dense inverse (small problems only)."""
-    u = ab.shape[0] - 1
-    n = ab.shape[1]
-    A = np.zeros((n, n))
-    for d in range(u + 1):
-        i = np.arange(n - d)
-        A[i, i + d] = ab[u - d, i + d]
-        A[i + d, i] = ab[u - d, i + d]
-    Cd = np.linalg.inv(A)
-    cb = np.zeros((u + 1, n))
-    for d in range(u + 1):
-        i = np.arange(n - d)
-        cb[d, : n - d] = Cd[i, i + d]
-    return cb
-
-
-def model_variance(rows, cb):
-    """``diag(R_f C R_f^T)`` for every fiber.
-
-    Parameters
-    ----------
-    rows : (nspec, nwave, ndiag) resolution rows (offsets -h..+h)
-    cb : (2h + 1, nwave) band of C from :func:`banded_inverse_band`
-
-    Returns
-    -------
-    (nspec, nwave)
-    """
-    nspec, nwave, ndiag = rows.shape
-    h = ndiag // 2
-    out = np.zeros((nspec, nwave))
-    i = np.arange(nwave)
-    for a in range(ndiag):
-        ka = i + a - h
-        for b in range(ndiag):
-            kb = i + b - h
-            lo = np.minimum(ka, kb)
-            d = np.abs(ka - kb)
-            ok = (lo >= 0) & (np.maximum(ka, kb) < nwave)
-            c = np.zeros(nwave)
-            c[ok] = cb[d[ok], lo[ok]]
-            out += rows[:, :, a] * rows[:, :, b] * c[None, :]
-    return out
 
 
 def model_based_variance(var, model, good):
