@@ -11,8 +11,9 @@ and pages.
 
 from __future__ import annotations
 
-import json
 import os
+
+from ..io.datamodel import read_json, write_json
 
 
 def add_arguments(p, name):
@@ -62,26 +63,6 @@ def add_arguments(p, name):
 def run(args):
     return {"qa-frame": _frame, "qa-night": _night, "qa-exposure": _exposure,
             "qa-production": _production}[args.command](args)
-
-
-def write_json(path, obj):
-    from ..io.fitsutil import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-
-
-def read_json(path, what="QA JSON"):
-    from ..errors import DataError
-
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise DataError(path, f"{what} not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"{what} is not valid JSON ({exc})") from None
 
 
 def _relprod(path, prod):
@@ -222,7 +203,7 @@ def _frame(args):
     if args.blink:
         names, (width, height) = _blink(args.blink, meta["OBSTYPE"], img, frame, ff, sky, sframe)
         rec["BLINK"] = {"FILE": _relprod(args.blink, args.prod), "PANELS": names, "WIDTH": width, "HEIGHT": height}
-    write_json(args.outfile, rec)
+    write_json(args.outfile, "qa_frame", rec)
     steps = ", ".join(out)
     print(f"qa-frame {cam} {args.expid}: metrics of {steps} -> {args.outfile}")
     return 0
@@ -290,7 +271,7 @@ def _bias_frame(args, cam):
         size = plots.blink_strip(args.blink, [resid.T, (b.image * gimg).T], width=600, height=400)
         rec["BLINK"] = {"FILE": _relprod(args.blink, args.prod), "PANELS": ["exposure - master", "master bias"],
                         "WIDTH": size[0], "HEIGHT": size[1]}
-    write_json(args.outfile, rec)
+    write_json(args.outfile, "qa_frame", rec)
     print(f"qa-frame {cam} {args.expid}: {obstype} against the master bias of {nzero} zero(s) -> {args.outfile}")
     return 0
 
@@ -349,20 +330,20 @@ def _night(args):
     thr = load_thresholds(args.thresholds)
     frames = []
     for f in args.infiles:
-        fr = read_json(f, "frame QA JSON")
+        fr = read_json(f, "qa_frame", "frame QA JSON")
         if int(fr.get("NIGHT", -1)) != args.night:
             from ..errors import DataError
 
             raise DataError(f, f"frame QA of night {fr.get('NIGHT')} given to the QA of night {args.night}")
         frames.append(fr)
-    earlier = [read_json(f, "night QA JSON") for f in args.history]
+    earlier = [read_json(f, "qa_night", "night QA JSON") for f in args.history]
     earlier = [r for r in earlier if int(r["NIGHT"]) < args.night]
     history = tables.history_from_nights(earlier, thr["history"]["nights"])
     rec = tables.score_night(args.night, frames, thr, history)
     rec["THRESHOLDS"] = os.path.abspath(args.thresholds)
     rec["HISTORY_NIGHTS"] = sorted(int(r["NIGHT"]) for r in earlier)
     _night_plots(rec, args.trends, args.hist, f"night {args.night}", plots)
-    write_json(args.outfile, rec)
+    write_json(args.outfile, "qa_night", rec)
     exp_pages = {e["EXPID"]: paths.findfile("qa_exposure_html", prod=args.prod, night=args.night, expid=e["EXPID"])
                  for e in rec["EXPOSURES"]}
     night_page(args.html, rec, args.prod, exp_pages, [args.trends, args.hist],
@@ -417,11 +398,11 @@ def _exposure(args):
     from ..qa import plots
     from ..qa.html import exposure_page
 
-    rec = read_json(args.nightqa, "night QA JSON")
+    rec = read_json(args.nightqa, "qa_night", "night QA JSON")
     exp = next((e for e in rec["EXPOSURES"] if int(e["EXPID"]) == args.expid), None)
     if exp is None:
         raise DataError(args.nightqa, f"exposure {args.expid} is not in the night QA of {rec.get('NIGHT')}")
-    frames = [read_json(f, "frame QA JSON") for f in args.infiles]
+    frames = [read_json(f, "qa_frame", "frame QA JSON") for f in args.infiles]
     title = f"{exp['OBSTYPE']} {args.expid} (night {args.night})"
     sci = [fr for fr in frames if "X" in fr.get("FIBERS", {}) and "LINERESID" in fr["FIBERS"]]
     if exp["OBSTYPE"] == "SCIENCE" and sci:
@@ -461,7 +442,7 @@ def _production(args):
     from ..qa import plots, tables
     from ..qa.html import production_page
 
-    records = sorted((read_json(f, "night QA JSON") for f in args.infiles), key=lambda r: r["NIGHT"])
+    records = sorted((read_json(f, "qa_night", "night QA JSON") for f in args.infiles), key=lambda r: r["NIGHT"])
     rows = tables.production_rows(records)
     tables.write_csv(args.table, rows)
     s, eff = _series(records)

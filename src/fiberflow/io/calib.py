@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datamodel import HDU, Product, check_shape
+from .datamodel import Product, check_shape, hdu
 
 
 def _check_2d_products(obj, path, names):
@@ -35,24 +35,19 @@ class FiberFlat(Product):
     header : dict
     """
 
-    wave: np.ndarray
-    fiberflat: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    meanspec: np.ndarray
-    fibermap: np.ndarray | None = None
+    wave: np.ndarray = hdu("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom",
+        descr="vacuum wavelength (nwave,)", pos=4)
+    fiberflat: np.ndarray = hdu("FIBERFLAT", dtype="f4", ndim=2, descr="relative throughput (nspec, nwave)",
+        pos=0)
+    ivar: np.ndarray = hdu("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)", pos=1)
+    mask: np.ndarray = hdu("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)", pos=2)
+    meanspec: np.ndarray = hdu("MEANSPEC", dtype="f4", ndim=1, units="electron/Angstrom",
+        descr="mean lamp spectrum (nwave,)", pos=3)
+    fibermap: np.ndarray | None = hdu("FIBERMAP", kind="table", required=False, descr="fibermap rows", pos=5)
     header: dict = field(default_factory=dict)
 
     NAME = "fiberflat"
     VERSION = "1"
-    DATAMODEL = {
-        "fiberflat": HDU("FIBERFLAT", dtype="f4", ndim=2, descr="relative throughput (nspec, nwave)"),
-        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
-        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "meanspec": HDU("MEANSPEC", dtype="f4", ndim=1, units="electron/Angstrom", descr="mean lamp spectrum (nwave,)"),
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
-        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows"),
-    }
 
     def validate(self, path=None):
         _, nwave = _check_2d_products(self, path, ("fiberflat", "ivar", "mask"))
@@ -75,24 +70,20 @@ class SkyModel(Product):
     header : dict
     """
 
-    wave: np.ndarray
-    flux: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    stat_ivar: np.ndarray | None = None
-    throughput_corr: np.ndarray | None = None
+    wave: np.ndarray = hdu("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom",
+        descr="vacuum wavelength (nwave,)", pos=3)
+    flux: np.ndarray = hdu("SKY", dtype="f4", ndim=2, units="electron/Angstrom",
+        descr="sky per fiber (nspec, nwave)", pos=0)
+    ivar: np.ndarray = hdu("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)", pos=1)
+    mask: np.ndarray = hdu("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)", pos=2)
+    stat_ivar: np.ndarray | None = hdu("STATIVAR", dtype="f4", ndim=2, required=False,
+        descr="statistical ivar (nspec, nwave)", pos=4)
+    throughput_corr: np.ndarray | None = hdu("THRPUTCORR", dtype="f4", ndim=1, required=False,
+        descr="throughput correction (nspec,)", pos=5)
     header: dict = field(default_factory=dict)
 
     NAME = "sky"
     VERSION = "1"
-    DATAMODEL = {
-        "flux": HDU("SKY", dtype="f4", ndim=2, units="electron/Angstrom", descr="sky per fiber (nspec, nwave)"),
-        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
-        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
-        "stat_ivar": HDU("STATIVAR", dtype="f4", ndim=2, required=False, descr="statistical ivar (nspec, nwave)"),
-        "throughput_corr": HDU("THRPUTCORR", dtype="f4", ndim=1, required=False, descr="throughput correction (nspec,)"),
-    }
 
     def validate(self, path=None):
         nspec, _ = _check_2d_products(self, path, ("flux", "ivar", "mask", "stat_ivar"))
@@ -114,24 +105,20 @@ class FluxCalib(Product):
     header : dict
     """
 
-    wave: np.ndarray
-    calib: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    fibercorr: np.ndarray | None = None
-    stdstar_fibermap: np.ndarray | None = None
+    wave: np.ndarray = hdu("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom",
+        descr="vacuum wavelength (nwave,)", pos=3)
+    calib: np.ndarray = hdu("FLUXCALIB", dtype="f4", ndim=2, units="10**+17 cm2 count s / erg",
+        descr="calibration (nspec, nwave)", pos=0)
+    ivar: np.ndarray = hdu("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)", pos=1)
+    mask: np.ndarray = hdu("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)", pos=2)
+    fibercorr: np.ndarray | None = hdu("FIBERCORR", kind="table", required=False, descr="per-fiber corrections",
+        pos=4)
+    stdstar_fibermap: np.ndarray | None = hdu("STDSTAR_FIBERMAP", kind="table", required=False,
+        descr="standards used", pos=5)
     header: dict = field(default_factory=dict)
 
     NAME = "fluxcalib"
     VERSION = "1"
-    DATAMODEL = {
-        "calib": HDU("FLUXCALIB", dtype="f4", ndim=2, units="10**+17 cm2 count s / erg", descr="calibration (nspec, nwave)"),
-        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
-        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
-        "fibercorr": HDU("FIBERCORR", kind="table", required=False, descr="per-fiber corrections"),
-        "stdstar_fibermap": HDU("STDSTAR_FIBERMAP", kind="table", required=False, descr="standards used"),
-    }
 
     def validate(self, path=None):
         _check_2d_products(self, path, ("calib", "ivar", "mask"))
@@ -158,24 +145,20 @@ class StdStars(Product):
     header : dict
     """
 
-    wave: np.ndarray
-    flux: np.ndarray
-    fibers: np.ndarray
-    metadata: np.ndarray
-    fibermap: np.ndarray | None = None
-    input_frames: np.ndarray | None = None
+    wave: np.ndarray = hdu("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom",
+        descr="model wavelength (nwave,)", pos=1)
+    flux: np.ndarray = hdu("FLUX", dtype="f4", ndim=2, units="10**-17 erg/(s cm2 Angstrom)",
+        descr="model spectra (nstd, nwave)", pos=0)
+    fibers: np.ndarray = hdu("FIBERS", dtype="i4", ndim=1, descr="FIBER of each standard (nstd,)", pos=2)
+    metadata: np.ndarray = hdu("METADATA", kind="table", descr="fit results per standard", pos=3)
+    fibermap: np.ndarray | None = hdu("FIBERMAP", kind="table", required=False,
+        descr="fibermap rows of the standards", pos=4)
+    input_frames: np.ndarray | None = hdu("INPUT_FRAMES", kind="table", required=False, descr="frames used",
+        pos=5)
     header: dict = field(default_factory=dict)
 
     NAME = "stdstars"
     VERSION = "1"
-    DATAMODEL = {
-        "flux": HDU("FLUX", dtype="f4", ndim=2, units="10**-17 erg/(s cm2 Angstrom)", descr="model spectra (nstd, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="model wavelength (nwave,)"),
-        "fibers": HDU("FIBERS", dtype="i4", ndim=1, descr="FIBER of each standard (nstd,)"),
-        "metadata": HDU("METADATA", kind="table", descr="fit results per standard"),
-        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the standards"),
-        "input_frames": HDU("INPUT_FRAMES", kind="table", required=False, descr="frames used"),
-    }
 
     def validate(self, path=None):
         nstd, nwave = np.shape(self.flux)

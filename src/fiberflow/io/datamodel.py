@@ -1,8 +1,10 @@
 """Self-documenting, versioned data products (in the spirit of PypeIt's DataContainer).
 
-A product class is a dataclass whose class attribute ``DATAMODEL`` lists, in file order,
-its HDUs: attribute name -> :class:`HDU` (EXTNAME, kind, dtype, ndim, required, units,
-description). :class:`Product` then gives every product exactly one reader
+A product class is a dataclass whose fields carry their HDUs: an attribute stored in the file is
+declared once, as ``flux: np.ndarray = hdu("FLUX", dtype="f4", ndim=2, descr=..., pos=0)``
+(:func:`hdu`: EXTNAME, kind, dtype, ndim, required, units, description, position in the file).
+:meth:`Product.datamodel` collects them in file order. :class:`Product` then gives every
+product exactly one reader
 (:meth:`Product.read`) and one writer (:meth:`Product.write`), both checked:
 
 - writing is atomic and stamps ``FFDMNAME``/``FFDMVER`` (product name and datamodel version)
@@ -48,6 +50,8 @@ class HDU:
         What it holds (with numpy shape).
     compress : str, optional
         fitsio compression for integer images.
+    pos : int, optional
+        Position in the file (HDUs without one follow in field order).
     """
 
     extname: str
@@ -58,6 +62,14 @@ class HDU:
     units: str = ""
     descr: str = ""
     compress: str | None = None
+    pos: int | None = None
+
+
+def hdu(extname, *, pos=None, **spec):
+    """A dataclass field stored as one HDU (see :class:`HDU` for ``spec``); the field of an
+    optional HDU (``required=False``) defaults to None."""
+    default = None if spec.get("required", True) is False else dataclasses.MISSING
+    return dataclasses.field(default=default, metadata={"hdu": HDU(extname, pos=pos, **spec)})
 
 
 def check_product(header, path, name, version):
@@ -82,18 +94,65 @@ def check_product(header, path, name, version):
                               "(reprocess the file, or read it with the fiberflow version that wrote it)")
 
 
+#: datamodel versions of the JSON products (name -> version)
+JSON_VERSIONS = {"qa_frame": "1", "qa_night": "1", "tilepix": "1"}
+
+
+def write_json(path, name, obj):
+    """Write a JSON product atomically, stamped ``FFDMNAME``/``FFDMVER`` like the FITS products."""
+    import json
+
+    data = {"FFDMNAME": name, "FFDMVER": JSON_VERSIONS[name], **obj}
+    with fitsutil.atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=False)
+        fh.write("\n")
+    return path
+
+
+def read_json(path, name, what=None):
+    """A JSON product as a dict (without its stamp); DataError naming the file when it is missing,
+    not JSON, another product or a datamodel version this fiberflow does not read. Files
+    without a stamp (other writers) are read as they are."""
+    import json
+
+    what = what or f"{name} JSON"
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"{what} is not a JSON object")
+    check_product(data, path, name, JSON_VERSIONS[name])
+    data.pop("FFDMNAME", None)
+    data.pop("FFDMVER", None)
+    return data
+
+
 class Product:
     """Base class of fiberflow data products. Subclasses are dataclasses with a ``header`` field."""
 
     NAME = "product"
     VERSION = "1"
-    DATAMODEL: dict[str, HDU] = {}
     #: True: the first image is the primary HDU with an EXTNAME (DESI frame/fiberflat/sky style);
     #: False: an empty primary HDU carries the header and every HDU is an extension.
     PRIMARY_IMAGE = True
     #: False: a float image with NaN or infinite values is refused on write (a step that computed
     #: no sound value fails instead of writing it; bad bins are ivar 0 and mask bits, as DESI's)
     ALLOW_NONFINITE = False
+
+    @classmethod
+    def datamodel(cls):
+        """Attribute name -> :class:`HDU`, in file order (from the fields' declarations)."""
+        cached = cls.__dict__.get("_datamodel")
+        if cached is None:
+            specs = [(f.name, f.metadata["hdu"]) for f in dataclasses.fields(cls) if "hdu" in f.metadata]
+            order = sorted(range(len(specs)), key=lambda i: (specs[i][1].pos is None, specs[i][1].pos or 0, i))
+            cached = {specs[i][0]: specs[i][1] for i in order}
+            cls._datamodel = cached
+        return cached
 
     # ------------------------------------------------------------------ hooks
     def validate(self, path=None):
@@ -114,7 +173,7 @@ class Product:
         with fitsutil.atomic_fits(path) as fx:
             if not self.PRIMARY_IMAGE:
                 fitsutil.write_empty_primary(fx, header)
-            for attr, spec in self.DATAMODEL.items():
+            for attr, spec in self.datamodel().items():
                 value = getattr(self, attr)
                 if value is None:
                     if spec.required:
@@ -153,7 +212,7 @@ class Product:
             cls.check_version(primary, path)  # another product or version: said before anything else
             if not cls.PRIMARY_IMAGE:
                 header = primary
-            for attr, spec in cls.DATAMODEL.items():
+            for attr, spec in cls.datamodel().items():
                 if spec.extname.upper() not in names:
                     if spec.required:
                         fitsutil.require_hdu(fx, spec.extname, path)
@@ -193,7 +252,7 @@ class Product:
         """The datamodel as a plain-text table."""
         lines = [f"{cls.NAME} (datamodel version {cls.VERSION})", ""]
         lines.append(f"{'EXTNAME':14s} {'kind':6s} {'dtype':6s} {'req':4s} {'units':28s} description")
-        for attr, spec in cls.DATAMODEL.items():
+        for attr, spec in cls.datamodel().items():
             lines.append(
                 f"{spec.extname:14s} {spec.kind:6s} {spec.dtype or '-':6s} {'yes' if spec.required else 'no':4s} "
                 f"{spec.units or '-':28s} {spec.descr}"

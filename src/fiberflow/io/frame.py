@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datamodel import HDU, Product, check_shape
+from .datamodel import Product, check_shape, hdu
 
 ELECTRON_UNITS = "electron/Angstrom"
 FLUX_UNITS = "10**-17 erg/(s cm2 Angstrom)"
@@ -34,29 +34,23 @@ class Frame(Product):
         BUNIT of FLUX: electron/Angstrom (frame, sframe) or 1e-17 erg/s/cm2/A (cframe).
     """
 
-    wave: np.ndarray
-    flux: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    resolution: np.ndarray
-    fibermap: np.ndarray | None = None
-    chi2pix: np.ndarray | None = None
-    scores: np.ndarray | None = None
+    wave: np.ndarray = hdu("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom",
+        descr="vacuum wavelength (nwave,)", pos=3)
+    flux: np.ndarray = hdu("FLUX", dtype="f4", ndim=2, descr="flux (nspec, nwave)", pos=0)
+    ivar: np.ndarray = hdu("IVAR", dtype="f4", ndim=2, descr="inverse variance of FLUX (nspec, nwave)", pos=1)
+    mask: np.ndarray = hdu("MASK", dtype="i4", ndim=2, descr="specmask bits, 0 = good (nspec, nwave)", pos=2)
+    resolution: np.ndarray = hdu("RESOLUTION", dtype="f4", ndim=3,
+        descr="resolution diagonals (nspec, ndiag, nwave)", pos=4)
+    fibermap: np.ndarray | None = hdu("FIBERMAP", kind="table", required=False,
+        descr="fibermap rows of this camera", pos=5)
+    chi2pix: np.ndarray | None = hdu("CHI2PIX", dtype="f4", ndim=2, required=False,
+        descr="extraction chi2 per flux bin", pos=6)
+    scores: np.ndarray | None = hdu("SCORES", kind="table", required=False, descr="per-fiber scores", pos=7)
     header: dict = field(default_factory=dict)
     units: str = ELECTRON_UNITS
 
     NAME = "frame"
     VERSION = "1"
-    DATAMODEL = {
-        "flux": HDU("FLUX", dtype="f4", ndim=2, descr="flux (nspec, nwave)"),
-        "ivar": HDU("IVAR", dtype="f4", ndim=2, descr="inverse variance of FLUX (nspec, nwave)"),
-        "mask": HDU("MASK", dtype="i4", ndim=2, descr="specmask bits, 0 = good (nspec, nwave)"),
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="vacuum wavelength (nwave,)"),
-        "resolution": HDU("RESOLUTION", dtype="f4", ndim=3, descr="resolution diagonals (nspec, ndiag, nwave)"),
-        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of this camera"),
-        "chi2pix": HDU("CHI2PIX", dtype="f4", ndim=2, required=False, descr="extraction chi2 per flux bin"),
-        "scores": HDU("SCORES", kind="table", required=False, descr="per-fiber scores"),
-    }
 
     def hdu_header(self, attr):
         if attr == "flux":

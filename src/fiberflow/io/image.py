@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datamodel import HDU, Product, check_shape
+from .datamodel import Product, check_shape, hdu
 
 
 @dataclass
@@ -29,22 +29,18 @@ class PreprocImage(Product):
         Camera + exposure keywords, per-amplifier OVERSCNx, OBSRDNx, GAINx, OSTEPx ...
     """
 
-    image: np.ndarray
-    ivar: np.ndarray
-    mask: np.ndarray
-    readnoise: np.ndarray
-    fibermap: np.ndarray | None = None
+    image: np.ndarray = hdu("IMAGE", dtype="f4", ndim=2, units="electron", descr="image (ny, nx)", pos=0)
+    ivar: np.ndarray = hdu("IVAR", dtype="f4", ndim=2, units="electron**-2", descr="inverse variance (ny, nx)",
+        pos=1)
+    mask: np.ndarray = hdu("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)", pos=2)
+    readnoise: np.ndarray = hdu("READNOISE", dtype="f4", ndim=2, units="electron",
+        descr="read noise per pixel (ny, nx)", pos=3)
+    fibermap: np.ndarray | None = hdu("FIBERMAP", kind="table", required=False,
+        descr="fibermap rows of the petal", pos=4)
     header: dict = field(default_factory=dict)
 
     NAME = "preproc"
     VERSION = "1"
-    DATAMODEL = {
-        "image": HDU("IMAGE", dtype="f4", ndim=2, units="electron", descr="image (ny, nx)"),
-        "ivar": HDU("IVAR", dtype="f4", ndim=2, units="electron**-2", descr="inverse variance (ny, nx)"),
-        "mask": HDU("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)"),
-        "readnoise": HDU("READNOISE", dtype="f4", ndim=2, units="electron", descr="read noise per pixel (ny, nx)"),
-        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the petal"),
-    }
 
     def validate(self, path=None):
         shape = np.shape(self.image)
@@ -78,16 +74,12 @@ class BiasNight(Product):
         CAMERA, NIGHT, NZERO, input EXPIDs.
     """
 
-    image: np.ndarray
-    mask: np.ndarray
+    image: np.ndarray = hdu("IMAGE", dtype="f4", ndim=2, units="adu", descr="master bias (ny, nx)", pos=0)
+    mask: np.ndarray = hdu("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)", pos=1)
     header: dict = field(default_factory=dict)
 
     NAME = "biasnight"
     VERSION = "1"
-    DATAMODEL = {
-        "image": HDU("IMAGE", dtype="f4", ndim=2, units="adu", descr="master bias (ny, nx)"),
-        "mask": HDU("MASK", dtype="i2", ndim=2, compress="RICE", descr="ccdmask bits (ny, nx)"),
-    }
 
     def validate(self, path=None):
         check_shape(path, "MASK", self.mask, np.shape(self.image))
@@ -106,14 +98,12 @@ class PixFlat(Product):
         CAMERA and how it was made.
     """
 
-    image: np.ndarray
+    image: np.ndarray = hdu("IMAGE", dtype="f4", ndim=2, descr="relative pixel response, median 1 (ny, nx)",
+        pos=0)
     header: dict = field(default_factory=dict)
 
     NAME = "pixflat"
     VERSION = "1"
-    DATAMODEL = {
-        "image": HDU("IMAGE", dtype="f4", ndim=2, descr="relative pixel response, median 1 (ny, nx)"),
-    }
 
 
 @dataclass
@@ -129,11 +119,9 @@ class ModelImage(Product):
         CAMERA, EXPID, NIGHT, IN_PSF, IN_IMG.
     """
 
-    image: np.ndarray
+    image: np.ndarray = hdu("MODEL", dtype="f4", ndim=2, units="electron",
+        descr="extraction model image (ny, nx)", pos=0)
     header: dict = field(default_factory=dict)
 
     NAME = "model"
     VERSION = "1"
-    DATAMODEL = {
-        "image": HDU("MODEL", dtype="f4", ndim=2, units="electron", descr="extraction model image (ny, nx)"),
-    }

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..provenance import with_base_provenance
 from . import fitsutil
-from .datamodel import HDU, Product, check_product, check_shape
+from .datamodel import Product, check_product, check_shape, hdu
 from .frame import FLUX_UNITS
 
 
@@ -39,30 +39,23 @@ class Spectra(Product):
     """
 
     bands: list
-    wave: dict
-    flux: dict
-    ivar: dict
-    mask: dict
-    resolution: dict
-    fibermap: np.ndarray
-    exp_fibermap: np.ndarray | None = None
-    scores: np.ndarray | None = None
+    wave: dict = hdu("{B}_WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="wavelength (nwave,)", pos=3)
+    flux: dict = hdu("{B}_FLUX", dtype="f4", ndim=2, units=FLUX_UNITS, descr="flux (nspec, nwave)", pos=4)
+    ivar: dict = hdu("{B}_IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)", pos=5)
+    mask: dict = hdu("{B}_MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)", pos=6)
+    resolution: dict = hdu("{B}_RESOLUTION", dtype="f4", ndim=3,
+        descr="resolution diagonals (nspec, ndiag, nwave)", pos=7)
+    fibermap: np.ndarray = hdu("FIBERMAP", kind="table",
+        descr="one row per spectrum (target x exposure, or target for coadds)", pos=0)
+    exp_fibermap: np.ndarray | None = hdu("EXP_FIBERMAP", kind="table", required=False,
+        descr="per-exposure rows (coadds)", pos=1)
+    scores: np.ndarray | None = hdu("SCORES", kind="table", required=False, descr="per-spectrum scores", pos=2)
     header: dict = field(default_factory=dict)
     units: str = FLUX_UNITS
 
     NAME = "spectra"
     VERSION = "1"
     PRIMARY_IMAGE = False
-    DATAMODEL = {
-        "fibermap": HDU("FIBERMAP", kind="table", descr="one row per spectrum (target x exposure, or target for coadds)"),
-        "exp_fibermap": HDU("EXP_FIBERMAP", kind="table", required=False, descr="per-exposure rows (coadds)"),
-        "scores": HDU("SCORES", kind="table", required=False, descr="per-spectrum scores"),
-        "<band>_wave": HDU("{B}_WAVELENGTH", dtype="f8", ndim=1, units="Angstrom", descr="wavelength (nwave,)"),
-        "<band>_flux": HDU("{B}_FLUX", dtype="f4", ndim=2, units=FLUX_UNITS, descr="flux (nspec, nwave)"),
-        "<band>_ivar": HDU("{B}_IVAR", dtype="f4", ndim=2, descr="inverse variance (nspec, nwave)"),
-        "<band>_mask": HDU("{B}_MASK", dtype="i4", ndim=2, descr="specmask bits (nspec, nwave)"),
-        "<band>_resolution": HDU("{B}_RESOLUTION", dtype="f4", ndim=3, descr="resolution diagonals (nspec, ndiag, nwave)"),
-    }
 
     @property
     def nspec(self):
@@ -241,25 +234,25 @@ def read_spectra_rows(path, band, rows, fx=None):
             verify_spectra_band(fx, path, band)
         out = []
         for name, dt in (("FLUX", "f4"), ("IVAR", "f4"), ("MASK", "i4"), ("RESOLUTION", "f4")):
-            hdu = f"{B}_{name}"
-            if hdu not in names:
+            ext = f"{B}_{name}"
+            if ext not in names:
                 if name == "RESOLUTION":
                     out.append(None)
                     continue
-                raise DataError(path, f"HDU {hdu} is missing")
-            dims = fx[hdu].get_dims()
+                raise DataError(path, f"HDU {ext} is missing")
+            dims = fx[ext].get_dims()
             if dims[0] < (runs[-1][1] if runs else 0):
-                raise DataError(path, f"HDU {hdu} has {dims[0]} rows; row {runs[-1][1] - 1} was asked for")
+                raise DataError(path, f"HDU {ext} has {dims[0]} rows; row {runs[-1][1] - 1} was asked for")
             if name != "RESOLUTION" and len(dims) != 2 or name == "RESOLUTION" and len(dims) != 3:
-                raise DataError(path, f"HDU {hdu} has shape {tuple(dims)}")
+                raise DataError(path, f"HDU {ext} has shape {tuple(dims)}")
             arr = np.empty((len(rows), *dims[1:]), dt)
             i = 0
             for a, b in runs:
                 sl = (slice(a, b),) + (slice(None),) * (len(dims) - 1)
                 try:
-                    arr[i:i + b - a] = fx[hdu][sl]
+                    arr[i:i + b - a] = fx[ext][sl]
                 except Exception as exc:
-                    raise DataError(path, f"HDU {hdu} rows {a}-{b - 1} cannot be read, file truncated or "
+                    raise DataError(path, f"HDU {ext} rows {a}-{b - 1} cannot be read, file truncated or "
                                           f"corrupt ({fitsutil._short(exc)})") from exc
                 i += b - a
             out.append(arr)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..io.datamodel import HDU, Product, check_shape
+from ..io.datamodel import Product, check_shape, hdu
 
 
 @dataclass
@@ -51,43 +51,37 @@ class TruthFrame(Product):
     header : dict
     """
 
-    crmask: np.ndarray
-    badpix: np.ndarray
-    wave: np.ndarray | None = None
-    electrons: np.ndarray | None = None
-    sky: np.ndarray | None = None
-    fiberflat: np.ndarray | None = None
-    calib: np.ndarray | None = None
-    flux: np.ndarray | None = None
-    fine_center: np.ndarray | None = None
-    fine_dwave: np.ndarray | None = None
-    photons: np.ndarray | None = None
-    fibermap: np.ndarray | None = None
+    crmask: np.ndarray = hdu("CRMASK", dtype="u1", ndim=2, descr="cosmic-ray pixels (ny, nx)", compress="RICE",
+        pos=10)
+    badpix: np.ndarray = hdu("BADPIX", dtype="u1", ndim=2, descr="1 hot pixel, 2 hot column (ny, nx)",
+        compress="RICE", pos=11)
+    wave: np.ndarray | None = hdu("WAVELENGTH", dtype="f8", ndim=1, required=False, units="Angstrom",
+        descr="frame grid (nwave,)", pos=0)
+    electrons: np.ndarray | None = hdu("ELECTRONS", dtype="f4", ndim=2, required=False,
+        units="electron/Angstrom", descr="perfect extraction, object + sky (nfiber, nwave)", pos=1)
+    sky: np.ndarray | None = hdu("SKY", dtype="f4", ndim=2, required=False, units="electron/Angstrom",
+        descr="sky part (nfiber, nwave)", pos=2)
+    fiberflat: np.ndarray | None = hdu("FIBERFLAT", dtype="f4", ndim=2, required=False,
+        descr="true fiber throughput (nfiber, nwave)", pos=3)
+    calib: np.ndarray | None = hdu("CALIB", dtype="f4", ndim=2, required=False,
+        units="electron/Angstrom per 1e-17 erg/(s cm2 Angstrom)", descr="calibration vector (nfiber, nwave)",
+        pos=4)
+    flux: np.ndarray | None = hdu("FLUX", dtype="f4", ndim=2, required=False,
+        units="1e-17 erg/(s cm2 Angstrom)", descr="true object flux at resolution (nfiber, nwave)", pos=5)
+    fine_center: np.ndarray | None = hdu("FINEWAVE", dtype="f8", ndim=1, required=False, units="Angstrom",
+        descr="fine-bin centres (nbin,)", pos=7)
+    fine_dwave: np.ndarray | None = hdu("FINEDWAVE", dtype="f4", ndim=2, required=False, units="Angstrom",
+        descr="electron-weighted bin wavelength minus centre (nfiber, nbin)", pos=8)
+    photons: np.ndarray | None = hdu("PHOTONS", dtype="f4", ndim=2, required=False, units="electron",
+        descr="electrons per fine bin, before noise (nfiber, nbin)", pos=9)
+    fibermap: np.ndarray | None = hdu("FIBERMAP", kind="table", required=False,
+        descr="fibermap rows of the camera", pos=6)
     header: dict = field(default_factory=dict)
 
     NAME = "truth"
     ALLOW_NONFINITE = True  # truth is what it is; the reduction products are checked
     VERSION = "1"
     PRIMARY_IMAGE = False
-    DATAMODEL = {
-        "wave": HDU("WAVELENGTH", dtype="f8", ndim=1, required=False, units="Angstrom", descr="frame grid (nwave,)"),
-        "electrons": HDU("ELECTRONS", dtype="f4", ndim=2, required=False, units="electron/Angstrom",
-                         descr="perfect extraction, object + sky (nfiber, nwave)"),
-        "sky": HDU("SKY", dtype="f4", ndim=2, required=False, units="electron/Angstrom", descr="sky part (nfiber, nwave)"),
-        "fiberflat": HDU("FIBERFLAT", dtype="f4", ndim=2, required=False, descr="true fiber throughput (nfiber, nwave)"),
-        "calib": HDU("CALIB", dtype="f4", ndim=2, required=False,
-                     units="electron/Angstrom per 1e-17 erg/(s cm2 Angstrom)", descr="calibration vector (nfiber, nwave)"),
-        "flux": HDU("FLUX", dtype="f4", ndim=2, required=False, units="1e-17 erg/(s cm2 Angstrom)",
-                    descr="true object flux at resolution (nfiber, nwave)"),
-        "fibermap": HDU("FIBERMAP", kind="table", required=False, descr="fibermap rows of the camera"),
-        "fine_center": HDU("FINEWAVE", dtype="f8", ndim=1, required=False, units="Angstrom", descr="fine-bin centres (nbin,)"),
-        "fine_dwave": HDU("FINEDWAVE", dtype="f4", ndim=2, required=False, units="Angstrom",
-                          descr="electron-weighted bin wavelength minus centre (nfiber, nbin)"),
-        "photons": HDU("PHOTONS", dtype="f4", ndim=2, required=False, units="electron",
-                       descr="electrons per fine bin, before noise (nfiber, nbin)"),
-        "crmask": HDU("CRMASK", dtype="u1", ndim=2, descr="cosmic-ray pixels (ny, nx)", compress="RICE"),
-        "badpix": HDU("BADPIX", dtype="u1", ndim=2, descr="1 hot pixel, 2 hot column (ny, nx)", compress="RICE"),
-    }
 
     def validate(self, path=None):
         check_shape(path, "BADPIX", self.badpix, self.crmask.shape)
@@ -120,11 +114,11 @@ class TruthFrame(Product):
 class TruthStdStars(Product):
     """True parameters of the standard stars of one exposure (table STDSTARS)."""
 
-    table: np.ndarray
+    table: np.ndarray = hdu("STDSTARS", kind="table",
+        descr="TARGETID, PETAL_LOC, FIBER, TEFF, LOGG, FEH, RV, MAG_R, FLAGGED", pos=0)
     header: dict = field(default_factory=dict)
 
     NAME = "truth_stdstars"
     ALLOW_NONFINITE = True  # truth is what it is; the reduction products are checked
     VERSION = "1"
     PRIMARY_IMAGE = False
-    DATAMODEL = {"table": HDU("STDSTARS", kind="table", descr="TARGETID, PETAL_LOC, FIBER, TEFF, LOGG, FEH, RV, MAG_R, FLAGGED")}

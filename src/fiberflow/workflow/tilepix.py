@@ -15,7 +15,6 @@ do not change, so Snakemake leaves their spectra and coadds alone.
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import DataError
@@ -40,29 +39,27 @@ def tilepix_from_fibermap(path, nside):
 
 
 def write_tilepix(path, tileid, pixmap, nside):
-    """Write a tilepix JSON atomically: ``{"<tileid>": {"<petal>": [pix, ...]}, "NSIDE": nside}``."""
-    from ..io.fitsutil import atomic_path
+    """Write a tilepix JSON atomically: ``{"<tileid>": {"<petal>": [pix, ...]}, "NSIDE": nside}``
+    (DESI's layout, plus NSIDE and the datamodel stamp)."""
+    from ..io.datamodel import write_json
 
     data = {str(int(tileid)): {str(p): [int(x) for x in pix] for p, pix in sorted(pixmap.items())},
             "NSIDE": int(nside)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-    return path
+    return write_json(path, "tilepix", data)
 
 
 def read_tilepix(path):
     """(tileid, {petal: [pixels]}, nside or None) of a tilepix JSON; DataError when malformed."""
+    from ..io.datamodel import read_json
+
+    data = read_json(path, "tilepix", "tilepix file")
     try:
-        with open(path) as fh:
-            data = json.load(fh)
         nside = data.pop("NSIDE", None)
         if len(data) != 1:
             raise ValueError(f"expected one tile, found {len(data)}")
         (tile, petals), = data.items()
         return int(tile), {int(p): [int(x) for x in v] for p, v in petals.items()}, nside
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise DataError(path, f"not a tilepix file: {exc}") from None
 
 
