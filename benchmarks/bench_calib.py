@@ -24,7 +24,7 @@ from fiberflow.bitmasks import desi_target  # noqa: E402
 from fiberflow.instrument import load_instrument  # noqa: E402
 from fiberflow.io.fibermap import empty_fibermap  # noqa: E402
 from fiberflow.io.frame import Frame  # noqa: E402
-from fiberflow.models import stellar  # noqa: E402
+from fiberflow.models import resolution, stellar  # noqa: E402
 from fiberflow.models.photometry import ab_nanomaggies  # noqa: E402
 from fiberflow.models.resolution import rows_to_diags  # noqa: E402
 from fiberflow.steps import stdstars
@@ -62,7 +62,7 @@ def make_frames(workdir, rng):
         rdata = rows_to_diags(rows).astype("f4")
         thr = 1 + 0.03 * rng.normal(size=(nspec, 1)) * (1 + 0.1 * np.sin(wave / 500.0))[None]
         lamp = 2e5 * np.exp(-0.5 * ((wave - 6000) / 2500) ** 2)
-        flat = thr * stdstars.apply_rows_each(rows, np.broadcast_to(lamp, (nspec, nwave)))
+        flat = thr * resolution.apply_rows_each(rows, np.broadcast_to(lamp, (nspec, nwave)))
         var = 9 + flat
         hdr = {"CAMERA": cam, "NIGHT": 20250101, "EXPID": 1, "OBSTYPE": "FLAT", "EXPTIME": 120.0}
         p = os.path.join(workdir, f"frame-{cam}-flat.fits")
@@ -74,11 +74,11 @@ def make_frames(workdir, rng):
             skyspec = skyspec + rng.uniform(100, 5000) * np.exp(-0.5 * ((wave - lam) / 0.4) ** 2)
         calib = 20.0 * np.exp(-0.5 * ((wave - 6500) / 3000) ** 2)
         obj = np.zeros((nspec, nwave))
-        fine = stdstars.fine_grid(wave)
+        fine = resolution.fine_grid(wave)
         for k, f in enumerate(std):
             m = stellar.stellar_spectrum(fine, teffs[k], 4.2, -0.6) * scale[k] / 1e-17
-            obj[f] = stdstars.bin_average(wave, fine, m) * calib
-        sci = thr * (stdstars.apply_rows_each(rows, obj) + stdstars.apply_rows_each(rows, np.broadcast_to(skyspec, (nspec, nwave))))
+            obj[f] = resolution.bin_average(wave, fine, m) * calib
+        sci = thr * (resolution.apply_rows_each(rows, obj) + resolution.apply_rows_each(rows, np.broadcast_to(skyspec, (nspec, nwave))))
         var = 9 + sci
         hdr = dict(hdr, OBSTYPE="SCIENCE", EXPID=2, EXPTIME=900.0)
         p = os.path.join(workdir, f"frame-{cam}-sci.fits")

@@ -86,3 +86,20 @@ def test_provenance_cards(tmp_path):
     assert prov["inputs"] == ["preproc/x.fits", "/abs/elsewhere.fits"]
     assert prov["options"] == {"psferr": "0.01", "wavesize": "50"}
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_step_header_restamps_provenance_and_names_inputs(tmp_path):
+    """An input's own provenance never reaches the output (a cframe of an sframe made with more
+    options than the cframe step has would otherwise keep the sframe's extra FFOPT cards)."""
+    from fiberflow.provenance import step_header
+
+    prod = str(tmp_path / "prod")
+    sframe = provenance_header("sky", {f"opt{i}": i for i in range(7)}, ["a", "b", "c"])
+    base = {"NIGHT": 20250101, "EXPID": 12, **sframe}
+    hdr = step_header("cframe", {}, {"": (f"{prod}/exposures/s.fits", ""), "IN_CALIB": ("/x/fluxcalib-r0.fits", "flux")},
+                      {"a": 1}, prod, base=base, camera="r0")
+    assert hdr["FFSTEP"][0] == "cframe" and hdr["NIGHT"] == 20250101 and hdr["CAMERA"] == "r0"
+    assert not [k for k in hdr if k.startswith(("FFOPT", "FFIN002"))], sorted(hdr)
+    assert hdr["FFIN000"][0] == "exposures/s.fits" and hdr["IN_CALIB"] == ("fluxcalib-r0.fits", "flux")
+    kept = step_header("fiberflat", None, ["f"], base=base, keep=("EXPID", "TILEID"))
+    assert kept["EXPID"] == 12 and "NIGHT" not in kept and "TILEID" not in kept

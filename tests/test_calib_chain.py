@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fiberflow import linalg
-from fiberflow.models import stellar
+from fiberflow.models import atmosphere, resolution, stellar
 from fiberflow.models.resolution import apply_rows, diags_to_dense, rows_to_diags
 from fiberflow.steps import fluxcalib, sky, stdstars
 
@@ -162,7 +162,7 @@ def test_sky_throughput_corrections_follow_fiber_throughputs(rng):
 
 
 def apply_rows_each(rows, x):
-    return stdstars.apply_rows_each(rows, x)
+    return resolution.apply_rows_each(rows, x)
 
 
 def test_apply_fiberflat_propagates_errors():
@@ -230,13 +230,13 @@ def test_flux_calibration_recovers_vector(rng):
     nstd = 10
     rows = _fast_rows(rng.uniform(1.1, 1.5, nstd), nstd, nwave)
     C = 50.0 * (1 + 0.3 * np.sin((wave - wave[0]) / 600.0))
-    tell = stdstars.telluric_mask(wave)
+    tell = atmosphere.telluric_mask(wave)
     C = C * np.where(tell, 0.7 + 0.3 * np.cos(wave / 3.0) ** 2, 1.0)
     models = np.stack([stellar.stellar_spectrum(wave, t, 4.2, -0.5) * s for t, s in
                        zip(rng.uniform(5800, 6700, nstd), rng.uniform(5, 20, nstd))])
     scale = 1.0 + rng.normal(0, 0.03, nstd)
     scale[3] = 1.6  # a mis-centred fiber or wrong photometry
-    data = scale[:, None] * stdstars.apply_rows_each(rows, models * C[None])
+    data = scale[:, None] * resolution.apply_rows_each(rows, models * C[None])
     var = 4.0 + data
     flux = data + rng.normal(size=data.shape) * np.sqrt(var)
     res = fluxcalib.fit_calibration(flux, 1.0 / var, np.zeros(flux.shape, np.int32), rows, models, telluric=tell)

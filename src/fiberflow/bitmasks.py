@@ -196,3 +196,11 @@ desi_target = BitMask(
         "MWS_ANY": (61, "Any MWS bit is set"),
     },
 )
+
+
+def bad_fiberstatus(fibermap, nspec):
+    """(nspec,) bool: fibers whose FIBERSTATUS has a bit of :data:`BAD_FIBERSTATUS` (all False
+    without a fibermap or a FIBERSTATUS column)."""
+    if fibermap is None or "FIBERSTATUS" not in (fibermap.dtype.names or ()):
+        return np.zeros(nspec, bool)
+    return (np.asarray(fibermap["FIBERSTATUS"]).astype(np.int64) & BAD_FIBERSTATUS) != 0

@@ -124,6 +124,56 @@ def provenance_header(step, options=None, inputs=(), config=None, prod=None):
     return hdr
 
 
+#: cards of an input's header that describe how that input was made (never carried to an output)
+OWN_CARDS = ("FF", "DEPNAM", "DEPVER")
+
+
+def step_header(step, options=None, inputs=(), config=None, prod=None, *, base=None, keep=None, camera=None):
+    """The header of a step's product, the same way for every step.
+
+    Parameters
+    ----------
+    step : str
+        Step name (FFSTEP).
+    options : dict, optional
+        The step's options (FFOPTnnn cards).
+    inputs : mapping or sequence
+        ``{card: (path, comment)}``: every input gets an FFINnnn card and, when ``card`` is
+        not empty, an ``IN_`` card with its file name (e.g. ``{"IN_FRAME": (path, "extracted
+        frame")}``); a plain sequence of paths gets FFINnnn cards only.
+    config : dict, optional
+        The configuration (FFCFGH).
+    prod : str, optional
+        Production root (input paths are recorded relative to it).
+    base : dict, optional
+        Header of the main input to start from, without its own provenance cards
+        (:data:`OWN_CARDS`); with ``keep`` only those keys of it.
+    keep : sequence of str, optional
+    camera : str, optional
+        CAMERA card.
+
+    Returns
+    -------
+    dict
+    """
+    hdr = {}
+    if base:
+        if keep is not None:
+            hdr = {k: base[k] for k in keep if k in base}
+        else:
+            hdr = {k: v for k, v in base.items() if not str(k).startswith(OWN_CARDS)}
+    named = isinstance(inputs, dict)
+    paths = [path for path, _ in inputs.values()] if named else list(inputs)
+    hdr.update(provenance_header(step, options, paths, config, prod))
+    if camera is not None:
+        hdr["CAMERA"] = camera
+    if named:
+        for card, (path, comment) in inputs.items():
+            if card:
+                hdr[card] = (os.path.basename(str(path)), comment)
+    return hdr
+
+
 def read_provenance(header):
     """Parse the provenance cards of a header dict back into a dict."""
     out = {"version": header.get("FFVER"), "git": header.get("FFGIT"), "step": header.get("FFSTEP"),

@@ -20,7 +20,7 @@ def add_arguments(p, name):
 def write_default_psfs(inst, outdir, overwrite=False, log=print):
     """Nominal PSF of every camera of ``inst`` into ``outdir``; returns the paths."""
     from ..io.psf import read_psf
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..reference import real_psf_path
     from ..sim.optics import nominal_psf
 
@@ -39,8 +39,7 @@ def write_default_psfs(inst, outdir, overwrite=False, log=print):
             cache[arm] = nominal_psf(rpsf, inst, arm)
         psf = cache[arm].copy()
         psf.meta["CAMERA"] = cam
-        psf.header["CAMERA"] = cam
-        psf.header.update(provenance_header("calibinit", {"camera": cam, "instrument": inst.name}, [src]))
+        psf.header.update(step_header("calibinit", {"camera": cam, "instrument": inst.name}, [src], camera=cam))
         psf.write(path)
         written.append(path)
     log(f"calibinit: nominal PSFs of {len(written)} cameras of instrument {inst.name} in {outdir}")

@@ -7,7 +7,6 @@ spread over the ranks and rank 0 writes the frame; otherwise ``--nthreads`` thre
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -48,7 +47,7 @@ def _run(args, comm):
     from ..io.frame import ELECTRON_UNITS, Frame
     from ..io.image import ModelImage, PreprocImage
     from ..io.psf import read_psf
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import boxcar, extract, preproc
 
     cfg, inst, cam = camera_step(args)
@@ -86,11 +85,8 @@ def _run(args, comm):
         fm["FIBERSTATUS"] |= status.astype(fm["FIBERSTATUS"].dtype)
     bad = status != 0
     res["mask"][bad] |= specmask.mask("BADFIBER")
-    hdr = {k: v for k, v in img.header.items() if not k.startswith(("FF", "DEPNAM", "DEPVER"))}
-    hdr.update(provenance_header("extract", ecfg, [args.infile, args.psf], cfg, prod_root(cfg)))
-    hdr["CAMERA"] = cam
-    hdr["IN_PSF"] = (os.path.basename(args.psf), "PSF used")
-    hdr["IN_IMG"] = (os.path.basename(args.infile), "image extracted")
+    hdr = step_header("extract", ecfg, {"IN_IMG": (args.infile, "image extracted"), "IN_PSF": (args.psf, "PSF used")},
+                      cfg, prod_root(cfg), base=img.header, camera=cam)
     hdr["EXTRACT"] = (method, "extraction method")
     hdr["SPECMIN"] = psf.fibermin
     hdr["SPECMAX"] = psf.fibermin + psf.nfiber - 1

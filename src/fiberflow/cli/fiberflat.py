@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 from .common import camera_step, check_identity, prod_root
 
 
@@ -62,24 +60,14 @@ def read_camera_frame(path, cam, inst, obstypes=None):
     return frame
 
 
-def bad_fiberstatus(fibermap, nspec):
-    """(nspec,) bool: fibers whose FIBERSTATUS has a bit that makes them unusable."""
-    import numpy as np
-
-    from ..bitmasks import BAD_FIBERSTATUS
-
-    if fibermap is None or "FIBERSTATUS" not in (fibermap.dtype.names or ()):
-        return np.zeros(nspec, bool)
-    return (np.asarray(fibermap["FIBERSTATUS"]).astype(np.int64) & BAD_FIBERSTATUS) != 0
-
-
 def _fiberflat(args, cfg, inst, cam):
     import time
 
     import numpy as np
 
+    from ..bitmasks import bad_fiberstatus
     from ..io.calib import FiberFlat
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import fiberflat
 
     t0 = time.time()
@@ -95,11 +83,9 @@ def _fiberflat(args, cfg, inst, cam):
         raise DataError(args.infile, str(exc)) from exc
     badfib = np.all((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) | \
         (np.mean((res["mask"] & fiberflat.BADFIBERFLAT) != 0, axis=1) > 0.5)
-    hdr = {k: frame.header[k] for k in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE", "TILEID")
-           if k in frame.header}
-    hdr.update(provenance_header("fiberflat", cfg["fiberflat"], [args.infile], cfg, prod_root(cfg)))
-    hdr["CAMERA"] = cam
-    hdr["IN_FRAME"] = (os.path.basename(args.infile), "extracted flat")
+    hdr = step_header("fiberflat", cfg["fiberflat"], {"IN_FRAME": (args.infile, "extracted flat")}, cfg,
+                      prod_root(cfg), base=frame.header, camera=cam,
+                      keep=("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE", "TILEID"))
     hdr["NITER"] = (int(res["niter"]), "fit iterations")
     hdr["NCLIPPED"] = (int(res["nclipped"]), "flux bins clipped")
     good = ~badfib & ~exclude
@@ -127,7 +113,7 @@ def _fiberflatnight(args, cfg, inst, cam):
 
     from ..errors import DataError
     from ..io.calib import FiberFlat, read_fiberflat
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import fiberflat
 
     flats, used = [], []
@@ -152,7 +138,7 @@ def _fiberflatnight(args, cfg, inst, cam):
         mean = np.mean([x.meanspec for x in flats], axis=0)
         fm = flats[0].fibermap
         out = FiberFlat(flats[0].wave, f.astype("f4"), iv.astype("f4"), m, mean.astype("f4"), fm, {})
-        hdr = provenance_header("fiberflatnight", {"night_nsig": nsig}, used, cfg, prod)
+        hdr = step_header("fiberflatnight", {"night_nsig": nsig}, used, cfg, prod)
         hdr["FALLBACK"] = (False, "True when no flat of the night was usable")
         hdr["NFLATS"] = (len(flats), "flats averaged")
         what = f"{len(flats)} flat(s)"
@@ -164,9 +150,9 @@ def _fiberflatnight(args, cfg, inst, cam):
         check_identity(out.header, args.fallback, "fallback fiberflat", camera=cam)
         if out.fiberflat.shape[0] != inst.nfiber:
             raise DataError(args.fallback, f"fiberflat has {out.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
-        hdr = provenance_header("fiberflatnight", {"fallback": True}, [args.fallback], cfg, prod)
+        hdr = step_header("fiberflatnight", {"fallback": True}, {"IN_FLAT": (args.fallback, "fallback fiberflat")},
+                          cfg, prod)
         hdr["FALLBACK"] = (True, "no usable flat this night: copied from IN_FLAT")
-        hdr["IN_FLAT"] = (os.path.basename(args.fallback), "fallback fiberflat")
         what = f"fallback {args.fallback}"
     out.header = {k: v for k, v in out.header.items() if k in ("CAMERA",)}
     out.header.update(hdr)

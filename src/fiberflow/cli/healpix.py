@@ -134,7 +134,7 @@ def _spectra(args):
     from ..instrument import load_instrument
     from ..io.spectra import SpectraStreamWriter
     from ..models.scores import scores_table
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import regroup
     from .common import prod_root
     from .fiberflat import read_camera_frame
@@ -180,7 +180,7 @@ def _spectra(args):
     fibermap = np.concatenate([fm for _, _, fm in selected])
     hdr = {"HPXPIXEL": (int(args.pix), "nested HEALPix pixel"), "HPXNSIDE": (nside, "HEALPix nside"),
            "HPXNEST": (True, "nested pixel numbering"), "SURVEY": survey, "PROGRAM": args.program}
-    hdr.update(provenance_header("spectra", {"nside": nside}, args.cframes, cfg, prod_root(cfg)))
+    hdr.update(step_header("spectra", {"nside": nside}, args.cframes, cfg, prod_root(cfg)))
     # pass 2: band by band, one cframe at a time
     scores = {}
     with SpectraStreamWriter(args.outfile, hdr, fibermap, grids, ndiag) as out:
@@ -208,7 +208,7 @@ def _coadd(args):
     """Targets in chunks of about ``healpix.coadd_max_rows`` input spectra (memory bounded by the
     chunk, not by the pixel); every band of a chunk is coadded, and merged when asked."""
     from ..config import load_config
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import coadd
     from .common import prod_root
 
@@ -221,7 +221,7 @@ def _coadd(args):
         opts.merge_bands = True
     if args.max_rows is not None:
         opts.coadd_max_rows = args.max_rows
-    prov = provenance_header("coadd", vars(opts), [args.infile], cfg, prod_root(cfg))
+    prov = step_header("coadd", vars(opts), [args.infile], cfg, prod_root(cfg))
     info = coadd.coadd_file(args.infile, args.outfile, opts, prov)
     ncr = ", ".join(f"{b} {n}" for b, n in info["ncosmic"].items())
     print(f"coadd: {info['ntarget']} targets from {info['nspec']} spectra in {info['nchunk']} chunk(s); "

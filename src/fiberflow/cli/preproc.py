@@ -27,7 +27,7 @@ def run(args):
     from ..io.fibermap import petal_rows, read_fibermap
     from ..io.image import BiasNight, PixFlat, PreprocImage
     from ..io.raw import read_raw_camera
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import preproc
 
     cfg, inst, cam = camera_step(args)
@@ -45,7 +45,7 @@ def run(args):
             images.append(img)
             expids.append(int(rc.header["EXPID"]))
         bias, mask = preproc.master_bias(images)
-        hdr = provenance_header("biasnight", {"camera": cam}, args.infiles, cfg, prod)
+        hdr = step_header("biasnight", {"camera": cam}, args.infiles, cfg, prod)
         hdr.update({"CAMERA": cam, "NIGHT": int(rc.header["NIGHT"]), "NZERO": len(images),
                     "EXPIDS": ",".join(str(e) for e in expids)})
         BiasNight(bias, mask, hdr).write(args.outfile)
@@ -79,12 +79,10 @@ def run(args):
         nsig_cosmics=0.0 if args.no_cosmics else opts["cosmics_nsig"], per_row=opts["overscan_per_row"],
         ostep_threshold=opts["ostep_threshold"], path=args.infile, pixflat=pixflat, pixflat_path=args.pixflat)
     # camera + exposure keywords; structural ones are dropped by the writer, provenance is re-stamped
-    hdr = {k: v for k, v in rc.header.items()
-           if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "INHERIT", "FFDM", "DEPNAM", "DEPVER"))}
+    raw = {k: v for k, v in rc.header.items() if not k.startswith(("PRESEC", "DATASEC", "BIASSEC", "CCDSEC", "INHERIT"))}
+    hdr = step_header("preproc", {"camera": cam, "badamps": args.badamps, "cosmics": not args.no_cosmics}, inputs,
+                      cfg, prod, base=raw, camera=cam)
     hdr.update(qa)
-    hdr.update(provenance_header("preproc", {"camera": cam, "badamps": args.badamps, "cosmics": not args.no_cosmics},
-                                 inputs, cfg, prod))
-    hdr["CAMERA"] = cam
     PreprocImage(image, ivar, mask, rdnoise, fibermap, hdr).write(args.outfile)
     rdn = ", ".join("%.2f" % qa["OBSRDN" + a][0] for a in preproc.AMPS if "OBSRDN" + a in qa)
     print(f"preproc {cam} {os.path.basename(args.infile)}: {qa['NCOSMIC'][0]} cosmic-ray clusters, "

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 from .common import camera_step, check_identity, check_psf, prod_root
 
 
@@ -38,7 +36,7 @@ def _traceshift(args, cfg, inst, cam):
     from ..errors import DataError
     from ..io.image import PreprocImage
     from ..io.psf import read_psf
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import traceshift
 
     img = PreprocImage.read(args.infile)
@@ -54,13 +52,10 @@ def _traceshift(args, cfg, inst, cam):
                                         log=lambda m: print(f"traceshift {cam}: {m}"))
     except ValueError as exc:
         raise DataError(args.infile, str(exc)) from exc
-    hdr = provenance_header("traceshift", cfg["traceshift"], [args.infile, args.psf], cfg, prod_root(cfg))
-    for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE"):
-        if key in img.header:
-            hdr[key] = img.header[key]
-    hdr["CAMERA"] = cam
-    hdr["IN_PSF"] = (os.path.basename(args.psf), "nightly PSF")
-    hdr["IN_IMAGE"] = (os.path.basename(args.infile), "image the shifts were measured on")
+    hdr = step_header("traceshift", cfg["traceshift"], {"IN_IMAGE": (args.infile, "image the shifts were measured on"),
+                                                        "IN_PSF": (args.psf, "nightly PSF")},
+                      cfg, prod_root(cfg), base=img.header, keep=("NIGHT", "EXPID", "EXPTIME", "MJD-OBS", "OBSTYPE"),
+                      camera=cam)
     out.header = {k: v for k, v in out.header.items() if k not in ("TRUTH", "NOMINAL", "FALLBACK", "ARCEXP")
                   and not k.startswith("FF")}
     out.header.update(hdr)
@@ -79,7 +74,7 @@ def _psf(args, cfg, inst, cam):
     from ..io.psf import read_psf
     from ..models import arclines
     from ..models import psf as psfmodel
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import psffit
 
     opts = cfg["psf"]
@@ -101,13 +96,8 @@ def _psf(args, cfg, inst, cam):
                              log=lambda m: print(f"psf {cam}: {m}"), refine_lines=refine)
     except ValueError as exc:
         raise DataError(args.infile, str(exc)) from exc
-    hdr = provenance_header("psf", opts, [args.infile, args.start], cfg, prod_root(cfg))
-    for key in ("NIGHT", "EXPID", "EXPTIME", "MJD-OBS"):
-        if key in img.header:
-            hdr[key] = img.header[key]
-    hdr["CAMERA"] = cam
-    hdr["IN_PSF"] = (os.path.basename(args.start), "starting PSF")
-    hdr["IN_IMAGE"] = (os.path.basename(args.infile), "arc image")
+    hdr = step_header("psf", opts, {"IN_IMAGE": (args.infile, "arc image"), "IN_PSF": (args.start, "starting PSF")},
+                      cfg, prod_root(cfg), base=img.header, keep=("NIGHT", "EXPID", "EXPTIME", "MJD-OBS"), camera=cam)
     psf.header = {k: v for k, v in psf.header.items() if k not in ("TRUTH", "NOMINAL")}
     psf.header.update(hdr)
     psf.meta["CAMERA"] = cam
@@ -121,7 +111,7 @@ def _psf(args, cfg, inst, cam):
 def _psfnight(args, cfg, inst, cam):
     from ..errors import DataError
     from ..io.psf import read_psf
-    from ..provenance import provenance_header
+    from ..provenance import step_header
     from ..steps import psffit
 
     psfs, used = [], []
@@ -139,7 +129,7 @@ def _psfnight(args, cfg, inst, cam):
             out = psffit.combine_psfs(psfs, inst.bundlesize, cfg["psf"]["night_nsig"])
         except ValueError as exc:
             raise DataError(used[0], str(exc)) from exc
-        hdr = provenance_header("psfnight", {"night_nsig": cfg["psf"]["night_nsig"]}, used, cfg, prod)
+        hdr = step_header("psfnight", {"night_nsig": cfg["psf"]["night_nsig"]}, used, cfg, prod)
         hdr["FALLBACK"] = (False, "True when no arc of the night was usable")
         what = f"{len(psfs)} arc PSF(s)"
     else:
@@ -147,9 +137,8 @@ def _psfnight(args, cfg, inst, cam):
             raise DataError(None, f"night {args.night} camera {cam}: no usable arc PSF and no --fallback PSF")
         out = read_psf(args.fallback)
         check_psf(out, args.fallback, inst, camera=cam)
-        hdr = provenance_header("psfnight", {"fallback": True}, [args.fallback], cfg, prod)
+        hdr = step_header("psfnight", {"fallback": True}, {"IN_PSF": (args.fallback, "fallback PSF")}, cfg, prod)
         hdr["FALLBACK"] = (True, "no usable arc this night: PSF copied from IN_PSF")
-        hdr["IN_PSF"] = (os.path.basename(args.fallback), "fallback PSF")
         what = f"fallback {args.fallback}"
     out.header = {k: v for k, v in out.header.items()
                   if k not in ("TRUTH", "NOMINAL", "EXPID", "EXPTIME", "MJD-OBS", "IN_IMAGE") and not k.startswith("FF")}

@@ -114,3 +114,61 @@ def apply_rows(rows, x):
     xp = np.concatenate([np.zeros(h), x, np.zeros(h)])
     idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]  # into xp: i + d + h
     return np.einsum("fkd,kd->fk", rows, xp[idx])
+
+
+#: sub-bin samples per flux bin of a model seen by a camera (:func:`fine_grid`)
+SUPERSAMPLE = 8
+
+
+def fine_grid(wave):
+    """Sub-bin sample points of a uniform grid: SUPERSAMPLE per bin, bin-centred."""
+    step = wave[1] - wave[0]
+    off = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    return (wave[:, None] + off[None, :] * step).ravel()
+
+
+def bin_average(wave, fine_wave, fine_flux):
+    """Mean of a super-sampled model over each flux bin of ``wave``.
+
+    Parameters
+    ----------
+    wave : (nwave,) bin centres (uniform step)
+    fine_wave : (nwave * SUPERSAMPLE,) from :func:`fine_grid`
+    fine_flux : (..., nwave * SUPERSAMPLE)
+
+    Returns
+    -------
+    (..., nwave)
+    """
+    shape = fine_flux.shape[:-1] + (wave.size, SUPERSAMPLE)
+    return fine_flux.reshape(shape).mean(axis=-1)
+
+
+def apply_rows_each(rows, x):
+    """``R_f x_f`` for every fiber: rows (n, nwave, ndiag), x (n, nwave) -> (n, nwave)."""
+    n, nwave, ndiag = rows.shape
+    h = ndiag // 2
+    xp = np.concatenate([np.zeros((n, h)), x, np.zeros((n, h))], axis=1)
+    idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]
+    return np.einsum("fkd,fkd->fk", rows, xp[:, idx])
+
+
+def model_on_frame(wave, model_wave, model_flux, rows):
+    """A stored model (1e-17 units on ``model_wave``) seen by a camera: bin-averaged on the
+    frame grid ``wave`` then through each fiber's resolution.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    model_wave : (nm,)
+    model_flux : (nstd, nm)
+    rows : (nstd, nwave, ndiag)
+
+    Returns
+    -------
+    binned : (nstd, nwave) deconvolved (bin-averaged) models
+    convolved : (nstd, nwave)
+    """
+    fine = fine_grid(wave)
+    binned = np.stack([bin_average(wave, fine, np.interp(fine, model_wave, m)) for m in model_flux])
+    return binned, apply_rows_each(rows, binned)

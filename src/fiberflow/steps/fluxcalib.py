@@ -175,3 +175,102 @@ def apply_calibration(flux, ivar, mask, calib, calib_ivar, calib_mask):
     m = np.asarray(mask, np.int32) | np.asarray(calib_mask, np.int32)
     m[~ok] |= specmask.mask("NODATA")
     return out, oiv, m
+
+
+def fluxcalib_step(wave, flux, ivar, mask, rows, fibers, exptime, stars, average=None, opts=None):
+    """The flux calibration of one camera of an exposure, with its fallback and flags.
+
+    With at least ``opts.min_stdstars`` usable standards the calibration comes from this
+    exposure's standards (FLUXFLAG OK; a scatter of the per-star scales above
+    ``opts.max_star_rms`` gives the petal BADPETALFLUXCAL). With fewer, the average calibration
+    (per second) x EXPTIME with a 5% systematic error (FLUXFLAG AVERAGE), else no calibration
+    (FLUXFLAG NOCALIB, BADFIBER everywhere); both give the petal BADPETALSTDSTAR.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar, mask : (nspec, nwave) sky-subtracted frame
+    rows : (nspec, nwave, ndiag) resolution rows
+    fibers : (nspec,) FIBER of each row
+    exptime : float
+    stars : tuple
+        ``(model_wave (nm,), model_flux (nstar, nm), fibers (nstar,))`` of the fitted standards.
+    average : tuple, optional
+        ``(wave (nwave,), calib (n, nwave))`` of the average calibration per second.
+    opts : FluxCalibOptions
+
+    Returns
+    -------
+    dict
+        ``calib``, ``ivar``, ``mask`` (nspec, nwave), ``fibercorr`` (per-star table or None),
+        ``cards`` (header cards), ``badpetal`` (FIBERSTATUS bits the cframe sets, 0 if none),
+        ``summary`` (str), ``warnings`` (list of str).
+
+    Raises
+    ------
+    ValueError
+        The fit failed, or the average calibration does not fit the frame.
+    """
+    from ..bitmasks import fibermask
+    from ..models.atmosphere import telluric_mask
+    from ..models.resolution import model_on_frame
+
+    opts = opts or FluxCalibOptions()
+    model_wave, model_flux, star_fibers = stars
+    index = {int(fb): k for k, fb in enumerate(fibers)}
+    sel = np.array([index[int(fb)] for fb in star_fibers if int(fb) in index], int)
+    cards, warnings = {}, []
+    res = None
+    ok = sel.size >= opts.min_stdstars
+    if ok:
+        binned, _ = model_on_frame(wave, model_wave, np.asarray(model_flux, float), rows[sel])
+        try:
+            res = fit_calibration(flux[sel].astype(float), ivar[sel].astype(float), mask[sel], rows[sel], binned,
+                                  opts, telluric=telluric_mask(wave))
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise ValueError(f"flux calibration fit failed: {exc}") from exc
+        ok = int(res["used"].sum()) >= opts.min_stdstars
+    badpetal = 0
+    if ok:
+        used = res["used"]
+        cal, var = fiber_calibration(rows, res["calib"], res["cov_band"])
+        civ = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+        cmask = np.where(cal > 0, 0, specmask.mask("BADFIBER")).astype(np.int32)
+        cards["FLUXFLAG"] = ("OK", "calibration from this exposure's standards")
+        cards["NSTDUSED"] = (int(used.sum()), "standards used")
+        cards["NSTDREJ"] = (int(np.sum(~used)), "standards rejected")
+        cards["STDCHI2"] = (float(np.median(res["chi2dof"][used])), "median chi2/dof of the standards")
+        cards["STDSCRMS"] = (float(np.std(res["scale"][used])), "rms of the per-star scales")
+        corr = np.zeros(sel.size, dtype=[("FIBER", "i4"), ("SCALE", "f4"), ("USED", "bool"), ("CHI2DOF", "f4")])
+        corr["FIBER"], corr["SCALE"], corr["USED"], corr["CHI2DOF"] = fibers[sel], res["scale"], used, res["chi2dof"]
+        summary = f"{int(used.sum())} standards"
+        if cards["STDSCRMS"][0] > opts.max_star_rms:
+            badpetal = fibermask.mask("BADPETALFLUXCAL")
+            warnings.append(f"rms of the standards' scales {cards['STDSCRMS'][0]:.3f} > fluxcalib.max_star_rms "
+                            f"{opts.max_star_rms:g}: the cframe gets BADPETALFLUXCAL")
+        return {"calib": cal, "ivar": civ, "mask": cmask, "fibercorr": corr, "cards": cards, "badpetal": badpetal,
+                "summary": summary, "warnings": warnings}
+    nused = 0 if res is None else int(res["used"].sum())
+    msg = f"{nused or sel.size} usable standard(s) < min_stdstars {opts.min_stdstars}"
+    warnings.append(msg)
+    if average is not None:
+        avg_wave, avg_calib = average
+        if avg_calib.shape[1] != wave.size or not np.allclose(avg_wave, wave):
+            raise ValueError("the average calibration's wavelength grid differs from the frame's")
+        if not exptime or exptime <= 0:
+            raise ValueError("EXPTIME missing or not positive: cannot scale the average calibration")
+        cal = np.broadcast_to(np.median(np.asarray(avg_calib, float), axis=0) * exptime, flux.shape).copy()
+        # the average carries a systematic error of a few %: say so in the ivar (5%)
+        civ = np.where(cal > 0, 1.0 / np.where(cal > 0, (0.05 * cal) ** 2, 1.0), 0.0)
+        cmask = np.zeros(flux.shape, np.int32)
+        cards["FLUXFLAG"] = ("AVERAGE", "too few standards: average calibration x EXPTIME")
+        summary = f"average calibration ({msg})"
+    else:
+        cal = np.ones(flux.shape)
+        civ = np.zeros(flux.shape)
+        cmask = np.full(flux.shape, specmask.mask("BADFIBER"), np.int32)
+        cards["FLUXFLAG"] = ("NOCALIB", "too few standards and no average calibration")
+        summary = f"NO calibration ({msg}; set calibration.default_fluxcalib)"
+    cards["NSTDUSED"] = (0, "standards used")
+    return {"calib": cal, "ivar": civ, "mask": cmask, "fibercorr": None, "cards": cards,
+            "badpetal": fibermask.mask("BADPETALSTDSTAR"), "summary": summary, "warnings": warnings}

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import binary_dilation, label, median_filter, uniform_filter1d
 
-from ..bitmasks import specmask, usable_bins
+from ..bitmasks import bad_fiberstatus, fibermask, specmask, usable_bins
 from ..config import StepOptions
 from ..linalg import banded_inverse_band, model_variance, solve_mean_spectrum
 from ..models.resolution import apply_rows, diags_to_rows
@@ -488,3 +488,108 @@ def subtract_sky(flux, ivar, mask, sky, skyvar, skymask=None):
     if skymask is not None:
         m |= np.asarray(skymask, np.int32)
     return out, oiv, m
+
+
+def sky_fibers(fibermap, mask):
+    """Indices of the usable sky fibers: OBJTYPE SKY, good FIBERSTATUS, valid on most bins.
+
+    Parameters
+    ----------
+    fibermap : structured (nspec,) or None
+    mask : (nspec, nwave) specmask of the flat-fielded frame
+    """
+    if fibermap is None or "OBJTYPE" not in (fibermap.dtype.names or ()):
+        return np.zeros(0, int)
+    objtype = np.char.strip(np.asarray(fibermap["OBJTYPE"]).astype(str))
+    ok = (objtype == "SKY") & ~bad_fiberstatus(fibermap, mask.shape[0])
+    ok &= np.mean(~usable_bins(mask, np.ones(mask.shape)), axis=1) < 0.5
+    return np.flatnonzero(ok)
+
+
+def _ivar(var):
+    return np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+
+
+def sky_step(wave, flux, ivar, mask, resolution, fibermap, fiberflat, opts=None):
+    """The sky step of one camera: fiberflat, sky model from the sky fibers, sky subtraction, and
+    the petal's sky status.
+
+    A camera without usable sky fibers is not an error: its sky is zero with BADSKY everywhere,
+    the sframe keeps the unsubtracted flux masked BADSKY, FIBERSTATUS gets BADPETALSKY and
+    SKYFLAG is NOSKYFIB. A median sky-fiber chi2/dof above ``opts.max_chi2dof`` sets SKYFLAG
+    HIGHCHI2 (the cframe then gets BADPETALSKY).
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar, mask : (nspec, nwave) extracted frame [electron/Angstrom]
+    resolution : (nspec, ndiag, nwave)
+    fibermap : structured (nspec,) or None
+    fiberflat : tuple of (nspec, nwave) arrays
+        Fiberflat, its ivar and its mask.
+    opts : SkyOptions
+
+    Returns
+    -------
+    dict
+        ``sky``, ``sky_ivar``, ``sky_mask``, ``stat_ivar`` (nspec, nwave), ``throughput``
+        (nspec,), ``sframe`` (flux, ivar, mask), ``fibermap`` (a copy, BADPETALSKY when there
+        is no sky), ``nskyfib``, ``cards`` (header cards of the sky model and the sframe),
+        ``warnings`` (list of str).
+
+    Raises
+    ------
+    ValueError
+        The sky fit failed.
+    """
+    opts = opts or SkyOptions()
+    ff, ffivar, ffmask = fiberflat
+    flux, ivar, mask = apply_fiberflat(np.asarray(flux, float), np.asarray(ivar, float), mask,
+                                       np.asarray(ff, float), np.asarray(ffivar, float), ffmask)
+    skyf = sky_fibers(fibermap, mask)
+    fm = None if fibermap is None else fibermap.copy()
+    cards = {"NSKYFIB": (int(skyf.size), "sky fibers used")}
+    warnings = []
+    out = {"nskyfib": int(skyf.size), "cards": cards, "warnings": warnings, "fibermap": fm}
+    if skyf.size == 0:
+        msg = "no usable sky fiber (OBJTYPE SKY with good FIBERSTATUS): sky not subtracted, BADSKY set"
+        warnings.append(msg)
+        zero = np.zeros_like(flux)
+        smask = np.full(flux.shape, BADSKY, np.int32)
+        cards["SKYFLAG"] = ("NOSKYFIB", msg[:60])
+        cards["SKYCHI2"] = (0.0, "median residual chi2/dof of the sky fibers")
+        if fm is not None and "FIBERSTATUS" in (fm.dtype.names or ()):
+            fm["FIBERSTATUS"] |= fibermask.mask("BADPETALSKY")
+        out.update(sky=zero, sky_ivar=zero.copy(), sky_mask=smask, stat_ivar=zero.copy(),
+                   throughput=np.ones(flux.shape[0]), sframe=(flux, ivar, mask | smask))
+        return out
+    try:
+        res = fit_sky(wave, flux, ivar, mask, resolution, skyf, opts)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise ValueError(f"sky fit failed: {exc}") from exc
+    sky, var = res["sky"], res["var"]
+    # no sky fiber measured a bin (a bad CCD row masked in every fiber): the model is
+    # unconstrained there and flagged
+    smask = np.where((var > 0) & res["covered"][None, :], 0, BADSKY).astype(np.int32)
+    chi2 = float(np.median(res["chi2dof"]))
+    cards["SKYCHI2"] = (chi2, "median residual chi2/dof of the sky fibers")
+    if chi2 > opts.max_chi2dof:
+        cards["SKYFLAG"] = ("HIGHCHI2", f"sky-fiber chi2/dof above sky.max_chi2dof {opts.max_chi2dof:g}")
+        warnings.append(f"median sky-fiber chi2/dof {chi2:.2f} > sky.max_chi2dof {opts.max_chi2dof:g}: "
+                        "SKYFLAG HIGHCHI2, the cframe gets BADPETALSKY")
+    else:
+        cards["SKYFLAG"] = ("OK", "sky model status")
+    thr = res["throughput"]
+    cards["SKYNITER"] = (int(res["niter"]), "sky fit iterations")
+    cards["SKYNCLIP"] = (int(res["clipped"].sum()), "sky-fiber bins clipped")
+    cards["SKYMERR"] = (float(np.max(res["model_frac"])), "largest fractional model error added")
+    cards["THRUCORR"] = (int(np.sum(thr != 1.0)), "fibers with a throughput correction applied")
+    if res["adjustments"] is not None:
+        terms = "+".join(t for t, on in (("wave", opts.adjust_wavelength), ("lsf", opts.adjust_lsf)) if on)
+        cards["SKYADJ"] = (terms, "per-fiber adjustments of the sky model on lines")
+        if opts.adjust_wavelength:
+            cards["SKYDWMAX"] = (float(np.max(np.abs(res["adjustments"][:, 0]))),
+                                 "largest per-fiber wavelength shift of the sky [A]")
+    out.update(sky=sky, sky_ivar=_ivar(var), sky_mask=smask, stat_ivar=_ivar(res["stat_var"]), throughput=thr,
+               sframe=subtract_sky(flux, ivar, mask, sky, var, smask))
+    return out

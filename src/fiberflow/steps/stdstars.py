@@ -24,29 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from ..bitmasks import BAD_FIBERSTATUS, desi_target
+from ..bitmasks import BAD_FIBERSTATUS, desi_target, usable_bins
 from ..config import StepOptions
 from ..models import stellar
 from ..models.photometry import ab_nanomaggies
-from ..models.resolution import apply_rows
+from ..models.atmosphere import telluric_mask
+from ..models.resolution import apply_rows, bin_average, fine_grid
 
 C_KMS = 299792.458
 #: DESI_TARGET bits of standard stars
 STD_BITS = desi_target.mask("STD_FAINT|STD_WD|STD_BRIGHT")
 #: wavelength grid of the stored models [Angstrom]
 MODEL_WAVE = np.arange(3500.0, 10600.0, 0.2)
-SUPERSAMPLE = 8
-#: telluric absorption bands left out of the star fit (the model has no atmosphere) [Angstrom]:
-#: O2 B, H2O, O2 A, H2O, H2O
-TELLURIC_BANDS = ((6855.0, 6965.0), (7150.0, 7400.0), (7580.0, 7710.0), (8100.0, 8400.0), (8900.0, 9900.0))
-
-
-def telluric_mask(wave):
-    """(nwave,) bool: True inside a telluric band."""
-    m = np.zeros(np.shape(wave), bool)
-    for lo, hi in TELLURIC_BANDS:
-        m |= (wave >= lo) & (wave <= hi)
-    return m
 
 
 @dataclass
@@ -79,30 +68,6 @@ def select_standards(fibermap):
     if "FIBERSTATUS" in names:
         std &= (np.asarray(fibermap["FIBERSTATUS"]).astype(np.int64) & BAD_FIBERSTATUS) == 0
     return np.flatnonzero(std)
-
-
-def bin_average(wave, fine_wave, fine_flux):
-    """Mean of a super-sampled model over each flux bin of ``wave``.
-
-    Parameters
-    ----------
-    wave : (nwave,) bin centres (uniform step)
-    fine_wave : (nwave * SUPERSAMPLE,) from :func:`fine_grid`
-    fine_flux : (..., nwave * SUPERSAMPLE)
-
-    Returns
-    -------
-    (..., nwave)
-    """
-    shape = fine_flux.shape[:-1] + (wave.size, SUPERSAMPLE)
-    return fine_flux.reshape(shape).mean(axis=-1)
-
-
-def fine_grid(wave):
-    """Sub-bin sample points of a uniform grid: SUPERSAMPLE per bin, bin-centred."""
-    step = wave[1] - wave[0]
-    off = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
-    return (wave[:, None] + off[None, :] * step).ravel()
 
 
 @dataclass
@@ -244,31 +209,87 @@ def normalised_model(teff, logg, feh, rv, flux_r):
     return fl * (flux_r / nm[1]) / 1e-17
 
 
-def model_on_frame(wave, model_wave, model_flux, rows):
-    """A stored model (1e-17 units on ``model_wave``) seen by a camera: bin-averaged on the
-    frame grid ``wave`` then through each fiber's resolution.
+
+
+def color_error(fibermap, f):
+    """g-r photometric error [mag] of fiber index ``f`` from FLUX_IVAR_G/R (0 when unknown)."""
+    names = fibermap.dtype.names or ()
+    if "FLUX_IVAR_G" not in names or "FLUX_IVAR_R" not in names:
+        return 0.0
+    err2 = 0.0
+    for b in ("G", "R"):
+        fl, iv = float(fibermap[f"FLUX_{b}"][f]), float(fibermap[f"FLUX_IVAR_{b}"][f])
+        if fl > 0 and iv > 0:
+            err2 += (1.0857 / (fl * np.sqrt(iv))) ** 2
+    return float(np.sqrt(err2))
+
+
+#: columns of the fitted standards' table (STDSTARS METADATA)
+META_DTYPE = [("FIBER", "i4"), ("TARGETID", "i8"), ("TEFF", "f4"), ("LOGG", "f4"), ("FEH", "f4"), ("REDSHIFT", "f8"),
+              ("CHI2DOF", "f4"), ("SNR_R", "f4"), ("DATA_G-R", "f4"), ("MODEL_G-R", "f4")]
+
+
+def stdstars_step(cameras, fibermap, opts=None, log=None):
+    """Fit every standard star of one spectrograph of an exposure.
+
+    Standards are the fibermap's STD targets with good FIBERSTATUS (:func:`select_standards`);
+    a star whose median S/N per bin in the r camera (else the first) is below
+    ``opts.min_snr``, or without a positive FLUX_R, is not fitted.
 
     Parameters
     ----------
-    wave : (nwave,)
-    model_wave : (nm,)
-    model_flux : (nstd, nm)
-    rows : (nstd, nwave, ndiag)
+    cameras : list of dict
+        One per camera of the spectrograph, in b, r, z order: ``camera`` (str), ``wave``
+        (nwave,), ``flux``, ``ivar``, ``mask`` (nspec, nwave), ``rows`` (nspec, nwave, ndiag)
+        resolution rows.
+    fibermap : structured (nspec,)
+    opts : StdStarOptions
+    log : callable, optional
 
     Returns
     -------
-    binned : (nstd, nwave) deconvolved (bin-averaged) models
-    convolved : (nstd, nwave)
+    dict
+        ``flux`` (nstar, MODEL_WAVE.size) float32 models normalised to FLUX_R [1e-17 units],
+        ``fibers`` (nstar,) int32, ``meta`` (nstar,) :data:`META_DTYPE`, ``fibermap``
+        (nstar,) rows, ``ncand`` (standards in the fibermap), ``nfit``. A petal without a
+        fitted standard gets one row with FIBER -1 and zero flux (FITS images cannot be empty).
     """
-    fine = fine_grid(wave)
-    binned = np.stack([bin_average(wave, fine, np.interp(fine, model_wave, m)) for m in model_flux])
-    return binned, apply_rows_each(rows, binned)
-
-
-def apply_rows_each(rows, x):
-    """``R_f x_f`` for every fiber: rows (n, nwave, ndiag), x (n, nwave) -> (n, nwave)."""
-    n, nwave, ndiag = rows.shape
-    h = ndiag // 2
-    xp = np.concatenate([np.zeros((n, h)), x, np.zeros((n, h))], axis=1)
-    idx = np.arange(nwave)[:, None] + np.arange(ndiag)[None, :]
-    return np.einsum("fkd,fkd->fk", rows, xp[:, idx])
+    opts = opts or StdStarOptions()
+    log = log or (lambda m: None)
+    std = select_standards(fibermap)
+    ref = next((c for c in cameras if c["camera"][0] == "r"), cameras[0])
+    results, models, fibers = [], [], []
+    for f in std:
+        ok_r = usable_bins(ref["mask"][f], ref["ivar"][f], ref["flux"][f])
+        snr = float(np.median(ref["flux"][f][ok_r] * np.sqrt(ref["ivar"][f][ok_r]))) if ok_r.any() else 0.0
+        fl_g, fl_r = float(fibermap["FLUX_G"][f]), float(fibermap["FLUX_R"][f])
+        if snr < opts.min_snr or fl_r <= 0:
+            log(f"fiber {int(fibermap['FIBER'][f])} not fitted (S/N {snr:.1f}, FLUX_R {fl_r:.3g})")
+            continue
+        cams = []
+        for c in cameras:
+            ok = usable_bins(c["mask"][f], c["ivar"][f], c["flux"][f])
+            cams.append(CameraData(c["wave"], np.where(ok, c["flux"][f], 0.0).astype(float),
+                                   np.where(ok, c["ivar"][f], 0.0).astype(float), c["rows"][f]))
+        gr = -2.5 * np.log10(fl_g / fl_r) if fl_g > 0 else np.nan
+        res = fit_star(cams, gr, color_error(fibermap, f), opts,
+                       log=lambda m, f=f: log(f"fiber {int(fibermap['FIBER'][f])}: {m}"))
+        res.update({"SNR_R": snr, "DATA_GR": gr})
+        results.append(res)
+        models.append(normalised_model(res["TEFF"], res["LOGG"], res["FEH"], res["RV"], fl_r))
+        fibers.append(f)
+    meta = np.zeros(len(results), dtype=META_DTYPE)
+    for k, (f, r) in enumerate(zip(fibers, results)):
+        meta[k] = (int(fibermap["FIBER"][f]), int(fibermap["TARGETID"][f]), r["TEFF"], r["LOGG"], r["FEH"],
+                   r["RV"] / C_KMS, r["CHI2DOF"], r["SNR_R"], r["DATA_GR"], r["MODEL_GR"])
+    out = {"flux": np.array(models, dtype="f4").reshape(len(models), MODEL_WAVE.size),
+           "fibers": np.array([int(fibermap["FIBER"][f]) for f in fibers], dtype=np.int32), "meta": meta,
+           "fibermap": fibermap[np.array(fibers, int)], "ncand": int(std.size), "nfit": len(results)}
+    if not fibers:
+        out["flux"] = np.zeros((1, MODEL_WAVE.size), "f4")
+        out["fibers"] = np.array([-1], np.int32)
+        out["meta"] = np.zeros(1, dtype=META_DTYPE)
+        out["meta"]["FIBER"] = -1
+        out["fibermap"] = fibermap[:1].copy()
+        out["fibermap"]["FIBER"] = -1
+    return out
