@@ -153,3 +153,25 @@ def test_console_script(argv):
         pytest.skip("console script not installed in this environment")
     out = subprocess.run([exe] + argv, capture_output=True, text=True)
     assert out.returncode == 0 and "fiberflow" in out.stdout
+
+
+def test_a_command_imports_only_its_own_module():
+    """`fiberflow findfile ...` runs with the findfile command imported and none of the others;
+    parsing any command's arguments imports that command's module only (and the shared helpers)."""
+    from fiberflow.cli.main import COMMANDS
+
+    shared = ("fiberflow.cli.main", "fiberflow.cli.guard", "fiberflow.cli.common", "fiberflow.cli")
+    code = ("import sys; from fiberflow.cli.main import main; main(['findfile', 'frame', '--night', '20250101', "
+            "'--expid', '3', '--camera', 'r0', '--prod', '/p']); "
+            f"print(sorted(m for m in sys.modules if m.startswith('fiberflow.cli') and m not in {shared!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['fiberflow.cli.findfile']", out.stdout
+    code = ("import sys, json; from fiberflow.cli.main import build_parser, COMMANDS; out = {}\n"
+            "for name in COMMANDS:\n"
+            "    before = set(sys.modules); build_parser(only=name)\n"
+            f"    out[name] = sorted(m for m in set(sys.modules) - before if m.startswith('fiberflow.cli.') and m not in {shared!r})\n"
+            "    [sys.modules.pop(m) for m in out[name]]\n"
+            "print(json.dumps(out))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {name: [mod] for name, (mod, _) in COMMANDS.items()}, got

@@ -108,3 +108,35 @@ def check_fibermap(fm, fm_header, path, petal, nfiber, exposure_header=None):
     out = fiber[(fiber < lo) | (fiber >= hi)]
     if out.size:
         raise DataError(path, f"fibermap rows of petal {petal} have FIBER {int(out[0])}, outside {lo}-{hi - 1}")
+
+
+def read_camera_frame(path, cam, inst, obstypes=None):
+    """Read a frame and check its camera (unless ``cam`` is None), fiber count and (optionally) OBSTYPE; DataError otherwise."""
+    import numpy as np
+
+    from ..errors import DataError
+    from ..io.frame import read_frame
+
+    frame = read_frame(path)
+    fcam = str(frame.header.get("CAMERA", cam)).strip().lower()
+    if cam is not None and fcam != cam:
+        raise DataError(path, f"CAMERA is {fcam!r}, expected {cam}")
+    if frame.nspec != inst.nfiber:
+        raise DataError(path, f"frame has {frame.nspec} fibers; instrument {inst.name} has {inst.nfiber}")
+    if obstypes is not None:
+        obstype = str(frame.header.get("OBSTYPE", "")).strip().upper()
+        if obstype not in obstypes:
+            raise DataError(path, f"OBSTYPE is {obstype or 'missing'!r}; expected {' or '.join(obstypes)}")
+    good = frame.ivar > 0
+    if not np.all(np.isfinite(frame.flux[good])):
+        raise DataError(path, "FLUX has NaN or infinite values where IVAR > 0")
+    if frame.fibermap is not None:
+        import re
+
+        fm = frame.fibermap
+        m = re.fullmatch(r"[brz](\d)", str(fcam))
+        petal = int(m.group(1)) if m else (int(np.min(fm["FIBER"])) // inst.nfiber if len(fm) else 0)
+        if len(fm) != frame.nspec:
+            raise DataError(path, f"FIBERMAP has {len(fm)} rows for {frame.nspec} spectra")
+        check_fibermap(fm, {}, path, petal, inst.nfiber)
+    return frame

@@ -136,8 +136,7 @@ def _spectra(args):
     from ..models.scores import scores_table
     from ..provenance import step_header
     from ..steps import regroup
-    from .common import prod_root
-    from .fiberflat import read_camera_frame
+    from .common import prod_root, read_camera_frame
 
     t0 = time.time()
     cfg = load_config(args.config)

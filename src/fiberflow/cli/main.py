@@ -49,23 +49,32 @@ COMMANDS = {
 }
 
 
-def build_parser():
+def build_parser(only=None):
+    """The command-line parser. With ``only`` (a command name, or "" for none) only that
+    command's module is imported and given its arguments; the others are listed by name."""
     parser = argparse.ArgumentParser(prog="fiberflow", description="DESI-like multi-fiber spectroscopic reductions")
     parser.add_argument("--version", action="version", version=f"fiberflow {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (also: FIBERFLOW_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, (modname, help_) in COMMANDS.items():
-        mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=help_, description=help_)
-        mod.add_arguments(p, name)
-        p.set_defaults(_module=mod)
+        if only is None or name == only:
+            mod = importlib.import_module(modname)
+            mod.add_arguments(p, name)
+            p.set_defaults(_module=mod)
     return parser
+
+
+def _command_of(argv):
+    """The command named on a command line (the first argument that is not an option), or ""."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv=None):
     """Run a command; return the exit code (0 success, 1 data/config error, 2 usage)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -86,7 +86,6 @@ def _meta(header, night, expid, camera):
 
 
 def _frame(args):
-    import numpy as np
 
     from ..errors import DataError
     from ..qa import metrics as M
@@ -170,12 +169,7 @@ def _frame(args):
         cf = read_frame(args.cframe)
         sky_flux = None
         if sky is not None and cal is not None:
-            skyfib = M.good_fibers(cf.fibermap, cf.nspec) & (M.objtype(cf.fibermap, cf.nspec) == "SKY")
-            w0 = M.ZP_WAVE.get(cam[0], float(np.median(cf.wave)))
-            sel = np.abs(cf.wave - w0) <= 100.0
-            rows = skyfib if skyfib.any() else np.ones(cf.nspec, bool)
-            ratio = sky.flux[rows][:, sel] / np.where(cal.calib[rows][:, sel] > 0, cal.calib[rows][:, sel], np.nan)
-            sky_flux = float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None
+            sky_flux = M.calibrated_sky_level(cf.wave, sky.flux, cal.calib, cf.fibermap, cam[0])
         out["CFRAME"], f = M.cframe_metrics(cf.flux, cf.ivar, cf.mask, cf.fibermap, sky_flux)
         fibers.update(f)
         if stars is not None and cal is not None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import camera_step, check_identity, prod_root
-from .fiberflat import read_camera_frame
+from .common import camera_step, check_identity, prod_root, read_camera_frame
 
 
 def add_arguments(p, name):

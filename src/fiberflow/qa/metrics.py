@@ -668,6 +668,27 @@ def fit_snr_mag(snr, mag, fiducial, nsig=3.0):
     return {"FIDSNR": _f(10 ** coef[1]), "SLOPE": _f(coef[0]), "N": int(keep.sum())}
 
 
+def calibrated_sky_level(wave, sky, calib, fibermap, arm):
+    """Median calibrated sky [1e-17 erg/(s cm2 A)] of the sky fibers (all fibers when none) within
+    100 A of the arm's reference wavelength (:data:`ZP_WAVE`); None when nothing is calibrated.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    sky, calib : (nspec, nwave) sky model [electron/A] and calibration vectors
+    fibermap : structured (nspec,) or None
+    arm : str
+    """
+    nspec = sky.shape[0]
+    skyfib = good_fibers(fibermap, nspec) & (objtype(fibermap, nspec) == "SKY")
+    w0 = ZP_WAVE.get(arm, float(np.median(wave)))
+    sel = np.abs(wave - w0) <= 100.0
+    rows = skyfib if skyfib.any() else np.ones(nspec, bool)
+    c = calib[rows][:, sel]
+    ratio = sky[rows][:, sel] / np.where(c > 0, c, np.nan)
+    return float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None
+
+
 def cframe_metrics(cflux, civar, cmask, fibermap, sky_flux=None):
     """S/N-versus-magnitude metrics of a cframe.
 
