@@ -3,7 +3,7 @@
 # Which jobs exist and what each reads is the production plan (fiberflow.workflow.plan);
 # the stages: exposure tables, preproc, psf/psfnight, traceshift,
 # extraction, the calibration chain (fiberflat, sky, stdstars, fluxcalib, cframe),
-# then the healpix stage (tilepix, spectra, coadd) and QA (metrics, scores, pages).
+# then the tile and healpix coadds (tilepix, spectra, coadd) and QA (metrics, scores, pages).
 
 from snakemake.utils import min_version
 
@@ -20,6 +20,7 @@ include: "rules/psf.smk"
 include: "rules/extract.smk"
 include: "rules/calib.smk"
 include: "rules/healpix.smk"
+include: "rules/tiles.smk"
 include: "rules/qa.smk"
 
 
@@ -60,6 +61,11 @@ rule tile:
 rule healpix:
     input:
         step_targets("tilepix", "spectra", "coadd"),
+
+
+rule tiles:
+    input:
+        step_targets("cumulative_coadd", "pernight_coadd"),
 
 
 rule qa:

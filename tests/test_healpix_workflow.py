@@ -106,6 +106,35 @@ def test_desispec_reads_production_healpix_files(production):
     assert {"COADD_NUMEXP", "COADD_EXPTIME", "MEAN_FIBER_X"} <= set(co.fibermap.colnames)
 
 
+def test_tile_coadds_hold_every_fiber_of_the_petal(production):
+    """Cumulative tile coadds (DESI's tiles/cumulative layout): every fiber of the petal from every
+    exposure of the tile, coadded exactly as the HEALPix coadds of the same targets."""
+    from fiberflow.io.spectra import read_spectra
+
+    prod = str(production["prod"])
+    nexp = {77: 2, 78: 1}
+    hpx = {}
+    for f in production["prod"].glob("healpix/main/dark/*/*/coadd-main-dark-*.fits"):
+        co = read_spectra(f)
+        for k, tid in enumerate(co.fibermap["TARGETID"]):
+            hpx[int(tid)] = (co, k)
+    for tile, n in nexp.items():
+        sp = read_spectra(paths.findfile("spectra_cumulative", prod=prod, tileid=tile, night=NIGHT_A, spectrograph=0))
+        co = read_spectra(paths.findfile("coadd_cumulative", prod=prod, tileid=tile, night=NIGHT_A, spectrograph=0))
+        assert sp.nspec == 25 * n and sorted(set(sp.fibermap["FIBER"])) == list(range(25))
+        assert set(sp.fibermap["TILEID"]) == {tile} and len(set(sp.fibermap["EXPID"])) == n
+        assert co.header["TILEID"] == tile and co.header["SPGRP"] == "cumulative" and co.header["SPGRPVAL"] == NIGHT_A
+        assert co.nspec == 25 and (co.fibermap["COADD_NUMEXP"] == n).all()
+        for k, tid in enumerate(co.fibermap["TARGETID"]):
+            other, j = hpx[int(tid)]
+            np.testing.assert_allclose(co.flux["r"][k], other.flux["r"][j], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(co.ivar["b"][k], other.ivar["b"][j], rtol=1e-5)
+    assert not list(production["prod"].glob("tiles/pernight/*"))  # not in coadds.flavours by default
+    desispec_io = pytest.importorskip("desispec.io", reason="desispec (DESI's reader) is not installed")
+    d = desispec_io.read_spectra(paths.findfile("coadd_cumulative", prod=prod, tileid=77, night=NIGHT_A, spectrograph=0))
+    assert d.num_targets() == 25
+
+
 def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     from fiberflow.io.fibermap import read_fibermap
     from fiberflow.sim.night import simulate_night
@@ -125,3 +154,7 @@ def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     assert pix["spectra"] == touched and pix["coadd"] == touched, (pix, touched)
     all_pixels = {int(f.stem.split("-")[-1]) for f in production["prod"].glob("healpix/main/dark/*/*/spectra-*.fits")}
     assert touched < all_pixels  # tile 77's pixels are left alone
+    # the tile gets its cumulative coadd through night B; nothing of tile 77 or of night A's files
+    tiles = re.findall(r"rule (cumulative_spectra|cumulative_coadd):.*?wildcards: ([^\n]*)", res.stdout, re.DOTALL)
+    assert sorted(k for k, _ in tiles) == ["cumulative_coadd", "cumulative_spectra"], tiles
+    assert all("tileid=78" in w and f"night={NIGHT_B}" in w for _, w in tiles), tiles

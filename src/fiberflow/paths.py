@@ -59,6 +59,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     # healpix
     "spectra": ("prod", "healpix/{survey}/{program}/{pixgroup}/{pix}/spectra-{survey}-{program}-{pix}.fits"),
     "coadd": ("prod", "healpix/{survey}/{program}/{pixgroup}/{pix}/coadd-{survey}-{program}-{pix}.fits"),
+    # tile coadds: every exposure of the tile up to a night (cumulative), or of that night alone
+    "spectra_cumulative": ("prod", "tiles/cumulative/{tileid}/{night}/spectra-{spectrograph}-{tileid}-thru{night}.fits"),
+    "coadd_cumulative": ("prod", "tiles/cumulative/{tileid}/{night}/coadd-{spectrograph}-{tileid}-thru{night}.fits"),
+    "spectra_pernight": ("prod", "tiles/pernight/{tileid}/{night}/spectra-{spectrograph}-{tileid}-{night}.fits"),
+    "coadd_pernight": ("prod", "tiles/pernight/{tileid}/{night}/coadd-{spectrograph}-{tileid}-{night}.fits"),
     # QA
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
     "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),

@@ -20,11 +20,18 @@ def add_arguments(p, name):
         p.add_argument("--fibermap", required=True, help="raw fibermap-{expid}.fits of the exposure")
         p.add_argument("--nside", type=int, default=None, help="nested HEALPix nside (default: healpix.nside)")
     elif name == "spectra":
-        p.add_argument("--pix", type=int, required=True, help="nested HEALPix pixel")
+        p.add_argument("--pix", type=int, default=None, help="nested HEALPix pixel (a HEALPix spectra file)")
+        p.add_argument("--tile", type=int, default=None,
+                       help="tile (a tile spectra file of one petal: with --spectrograph, --night and --group)")
+        p.add_argument("--spectrograph", type=int, default=None, help="petal of a tile spectra file")
+        p.add_argument("--night", type=int, default=None,
+                       help="night of a tile spectra file (cumulative: the last night it includes)")
+        p.add_argument("--group", choices=("cumulative", "pernight"), default=None,
+                       help="tile spectra of every exposure up to --night (cumulative) or of --night alone")
         p.add_argument("--nside", type=int, default=None, help="nested HEALPix nside (default: healpix.nside)")
         p.add_argument("--survey", default=None, help="survey recorded in the header (default: healpix.survey)")
         p.add_argument("--program", default="dark", help="program recorded in the header")
-        p.add_argument("cframes", nargs="+", help="cframe-{camera}-{expid}.fits files that may feed the pixel")
+        p.add_argument("cframes", nargs="+", help="cframe-{camera}-{expid}.fits files that may feed the pixel or tile")
     else:
         p.add_argument("-i", "--infile", required=True, help="spectra-{survey}-{program}-{pix}.fits")
         p.add_argument("--cosmics-nsig", type=float, default=None,
@@ -88,6 +95,38 @@ def _group_inputs(paths_in):
     return dict(sorted(groups.items()))
 
 
+def _tile_request(args):
+    """The tile of a tile spectra request (None for a HEALPix pixel); ConfigError when the options
+    name neither or mix them."""
+    from ..errors import ConfigError
+
+    tile_opts = {"--tile": args.tile, "--spectrograph": args.spectrograph, "--night": args.night, "--group": args.group}
+    if args.pix is not None:
+        if any(v is not None for v in tile_opts.values()):
+            raise ConfigError("spectra: give --pix (a HEALPix pixel) or --tile with --spectrograph, --night and "
+                              "--group (a tile petal), not both")
+        return None
+    missing = [k for k, v in tile_opts.items() if v is None]
+    if missing:
+        raise ConfigError(f"spectra: give --pix (a HEALPix pixel) or a tile petal ({', '.join(missing)} missing)")
+    return int(args.tile)
+
+
+def _check_tile_member(path, header, spec, night, args):
+    """A cframe fed to a tile spectra file must be of that tile and petal and of the requested
+    night(s) (cumulative: up to --night; pernight: that night)."""
+    from ..errors import DataError
+
+    tile = int(header.get("TILEID", -1))
+    if tile != args.tile:
+        raise DataError(path, f"is an exposure of tile {tile}, not of tile {args.tile}")
+    if spec != args.spectrograph:
+        raise DataError(path, f"is of spectrograph {spec}, not {args.spectrograph}")
+    if (night > args.night) if args.group == "cumulative" else (night != args.night):
+        rel = "after" if args.group == "cumulative" else "not"
+        raise DataError(path, f"is of night {night}, {rel} night {args.night} of this {args.group} file")
+
+
 def _cframe_meta(path, camera, inst, grid):
     """(header, fibermap, ndiag) of a cframe, read without its data arrays; DataError when the
     file is not a flux-calibrated science cframe of ``camera`` on the instrument's grid."""
@@ -139,6 +178,7 @@ def _spectra(args):
     from .common import prod_root, read_camera_frame
 
     t0 = time.time()
+    tile = _tile_request(args)
     cfg = load_config(args.config)
     inst = load_instrument(cfg["instrument"])
     nside = _nside(args, cfg)
@@ -159,6 +199,8 @@ def _spectra(args):
                                       f"the file name {night} / {expid}")
             fibermaps[band], header = fm, header or hdr
             ndiag[band] = max(ndiag[band], nd)
+        if tile is not None:
+            _check_tile_member(next(iter(files.values())), header, spec, night, args)
         try:
             found = regroup.select_exposure(fibermaps, header, args.pix, nside)
         except ValueError as exc:
@@ -167,7 +209,7 @@ def _spectra(args):
             selected.append((files, *found))
     if not selected:
         raise DataError(None, f"no fiber of the {len(args.cframes)} input cframe(s) falls in nside-{nside} "
-                              f"pixel {args.pix}")
+                              f"pixel {args.pix}")  # (a tile request selects every fiber: never empty)
     names = selected[0][2].dtype.names
     for files, _, fm in selected[1:]:
         if fm.dtype.names != names:
@@ -177,9 +219,18 @@ def _spectra(args):
         if ndiag[b] == 1:
             ndiag[b] = max(ndiag.values())
     fibermap = np.concatenate([fm for _, _, fm in selected])
-    hdr = {"HPXPIXEL": (int(args.pix), "nested HEALPix pixel"), "HPXNSIDE": (nside, "HEALPix nside"),
-           "HPXNEST": (True, "nested pixel numbering"), "SURVEY": survey, "PROGRAM": args.program}
-    hdr.update(step_header("spectra", {"nside": nside}, args.cframes, cfg, prod_root(cfg)))
+    if tile is None:
+        hdr = {"HPXPIXEL": (int(args.pix), "nested HEALPix pixel"), "HPXNSIDE": (nside, "HEALPix nside"),
+               "HPXNEST": (True, "nested pixel numbering"), "SURVEY": survey, "PROGRAM": args.program}
+        hdr.update(step_header("spectra", {"nside": nside}, args.cframes, cfg, prod_root(cfg)))
+        what = f"{survey}-{args.program}-{args.pix}"
+    else:
+        hdr = {"TILEID": (args.tile, "tile"), "PETAL": (args.spectrograph, "petal (spectrograph)"),
+               "SPGRP": (args.group, "spectra grouping"),
+               "SPGRPVAL": (args.night, "last night included" if args.group == "cumulative" else "night"),
+               "NIGHT": args.night}
+        hdr.update(step_header("spectra", {"group": args.group}, args.cframes, cfg, prod_root(cfg)))
+        what = f"tile {args.tile} petal {args.spectrograph} {args.group} {args.night}"
     # pass 2: band by band, one cframe at a time
     scores = {}
     with SpectraStreamWriter(args.outfile, hdr, fibermap, grids, ndiag) as out:
@@ -197,7 +248,7 @@ def _spectra(args):
             scores[b] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         out.close(scores_table(fibermap["TARGETID"], scores))
     nexp = len({(n, e) for n, e in zip(fibermap["NIGHT"], fibermap["EXPID"])})
-    print(f"spectra {survey}-{args.program}-{args.pix}: {len(fibermap)} spectra of "
+    print(f"spectra {what}: {len(fibermap)} spectra of "
           f"{len(np.unique(fibermap['TARGETID']))} targets from {nexp} exposure(s), {len(selected)} exposure x "
           f"petal group(s) [{time.time() - t0:.1f} s] -> {args.outfile}")
     return 0

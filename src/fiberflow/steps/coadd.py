@@ -403,8 +403,10 @@ def coadd_one_band(fiberstatus, rows, band, flux, ivar, mask, res, opts=None):
 
 
 def coadd_header(header, opts, ncosmic):
-    """Header of a coadd: the input's HPX*/SURVEY/PROGRAM cards, the rejection settings and counts."""
-    out = {k: v for k, v in header.items() if k.startswith("HPX") or k in ("SURVEY", "PROGRAM")}
+    """Header of a coadd: the input's grouping cards (HPX* of a pixel; TILEID, PETAL, SPGRP,
+    SPGRPVAL, NIGHT of a tile petal; SURVEY, PROGRAM), the rejection settings and counts."""
+    keep = ("SURVEY", "PROGRAM", "TILEID", "PETAL", "SPGRP", "SPGRPVAL", "NIGHT")
+    out = {k: v for k, v in header.items() if k.startswith("HPX") or k in keep}
     for b, n in ncosmic.items():
         out[f"NCOSMIC{b.upper()}"] = (int(n), f"bins rejected as cosmic rays in {b}")
     out["COSMNSIG"] = (float(opts.cosmics_nsig), "cosmic-ray rejection threshold (0: off)")

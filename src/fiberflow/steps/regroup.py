@@ -122,7 +122,8 @@ def exposure_fibermap(fibermap, header):
 
 
 def select_exposure(fibermaps, header, pix, nside=NSIDE):
-    """Fibers of one exposure x spectrograph that fall in a pixel.
+    """Fibers of one exposure x spectrograph that fall in a pixel (every fiber when ``pix`` is None:
+    a tile spectra file).
 
     Parameters
     ----------
@@ -131,7 +132,7 @@ def select_exposure(fibermaps, header, pix, nside=NSIDE):
         same fibers (FIBER, TARGETID) in the same order.
     header : dict
         Header of one of the frames (NIGHT, EXPID, MJD-OBS, TILEID, EXPTIME).
-    pix : int
+    pix : int or None
 
     Returns
     -------
@@ -152,7 +153,7 @@ def select_exposure(fibermaps, header, pix, nside=NSIDE):
         fm = fibermaps[b]
         if len(fm) != len(ref) or np.any(fm["TARGETID"] != ref["TARGETID"]) or np.any(fm["FIBER"] != ref["FIBER"]):
             raise ValueError(f"the {b} and {bands[0]} frames of one exposure have different fibers")
-    sel = in_pixel(ref, pix, nside)
+    sel = np.ones(len(ref), bool) if pix is None else in_pixel(ref, pix, nside)
     if not sel.any():
         return None
     fm = exposure_fibermap(ref[sel], header)

@@ -12,7 +12,8 @@ The policy of the production lives here and only here:
 - which exposures and cameras a step processes (LASTSTEP, CAMWORD, BADCAMWORD);
 - the nightly calibrations and their fallbacks (an earlier production night within
   ``calibration.fallback_nights``, else the nominal PSF or the default fiberflat);
-- which cframes feed each HEALPix pixel (the tilepix maps);
+- which cframes feed each HEALPix pixel (the tilepix maps) and each tile coadd (every exposure
+  of the tile up to a night, or of that night alone; ``coadds.flavours``);
 - which products each frame's QA reads, and the QA history window.
 
 Examples
@@ -49,6 +50,10 @@ OUTPUTS = {
     "cframe": ("cframe",),
     "spectra": ("spectra",),
     "coadd": ("coadd",),
+    "cumulative_spectra": ("spectra_cumulative",),
+    "cumulative_coadd": ("coadd_cumulative",),
+    "pernight_spectra": ("spectra_pernight",),
+    "pernight_coadd": ("coadd_pernight",),
     "qa_frame": ("qa_frame", "qa_frame_png", "qa_frame_blink"),
     "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
@@ -279,11 +284,13 @@ class Plan:
 
     def tile_targets(self, tileid):
         """Every exposure of one tile over the production's nights (as
-        :meth:`exposure_targets`) and the spectra and coadds of the pixels they feed."""
+        :meth:`exposure_targets`), the tile's coadds, and the spectra and coadds of the HEALPix
+        pixels its exposures feed."""
         exps = [(n, r) for n in self.nights for r in self.rows(n, ("SCIENCE",)) if int(r["TILEID"]) == int(tileid)]
         if not exps:
             raise ValueError(f"tile {tileid} has no science exposure in this production")
         out = [t for n, r in exps for t in self.exposure_targets(n, r["EXPID"])]
+        out += [j.output for j in self.jobs if j.step.endswith("_coadd") and j.ids.get("tileid") == int(tileid)]
         fed = {(n, int(r["EXPID"])) for n, r in exps}
         for (survey, program, pix), feeds in self.pixels.items():
             if any((night, expid) in fed for night, expid, _ in feeds):
@@ -321,6 +328,7 @@ class Plan:
         for night in self.nights:
             self._night(night)
         self._healpix()
+        self._tiles()
         self._qa()
 
     def _simulate(self):
@@ -463,7 +471,7 @@ class Plan:
                            night=night).output
             exposures.append({"NIGHT": night, "EXPID": r["EXPID"], "SURVEY": r["SURVEY"], "PROGRAM": r["PROGRAM"],
                               "petals": {int(c[1:]) for c in self.cams(r)}, "fibermap": fibermap, "tilepix": tp})
-        if not exposures:
+        if not exposures or "healpix" not in self.cfg["coadds"]["flavours"]:
             return
         hp = self.cfg["healpix"]
         self.pixels = pixel_groups(exposures, self.nside, hp["survey"], hp["program"])
@@ -477,6 +485,30 @@ class Plan:
             ident = f"{survey}/{program}/{pix // 100}/{pix}"
             spectra = self._add("spectra", ids, ident, {"cframes": cframes}).output
             self._add("coadd", ids, ident, {"spectra": spectra})
+
+    def tile_exposures(self):
+        """{tileid: [(night, row), ...]} of the exposures that feed tile coadds (as the HEALPix
+        stage: LASTSTEP all, some camera), in night order."""
+        out = {}
+        for night, r in self.healpix_exposures():
+            out.setdefault(int(r["TILEID"]), []).append((night, r))
+        return out
+
+    def _tiles(self):
+        """Tile coadds of each petal: cumulative (every exposure of the tile up to each of its
+        nights) and per night, as ``coadds.flavours`` asks."""
+        flavours = [f for f in ("cumulative", "pernight") if f in self.cfg["coadds"]["flavours"]]
+        for tileid, exps in self.tile_exposures().items():
+            for night in sorted({n for n, _ in exps}):
+                for flavour in flavours:
+                    used = [(n, r) for n, r in exps if (n <= night if flavour == "cumulative" else n == night)]
+                    for sp in sorted({int(c[1:]) for _, r in used for c in self.cams(r)}):
+                        cframes = [self.find("cframe", night=n, expid=r["EXPID"], camera=c)
+                                   for n, r in used for c in self.cams(r) if int(c[1:]) == sp]
+                        ids = dict(tileid=tileid, night=night, spectrograph=sp)
+                        ident = f"{tileid}/{night}/{sp}"
+                        spectra = self._add(f"{flavour}_spectra", ids, ident, {"cframes": cframes}, night=night)
+                        self._add(f"{flavour}_coadd", ids, ident, {"spectra": spectra.output}, night=night)
 
     def _qa_frame(self, night, r, cam):
         expid = r["EXPID"]
