@@ -130,3 +130,19 @@ def test_desi_size_night_plans_the_same_jobs(tmp_path):
     plan = Plan(load_config(cfg), workdir=str(tmp_path), configfile=cfg)
     assert len(plan.jobs) > 7000
     compare(snake, plan_jobs(plan))
+
+
+def test_a_job_that_cannot_run_as_configured_fails_alone(tiny):
+    """Without calibration.default_psf, night B (no arc, and psf.fallback_nights 0) has no PSF to
+    start from: the plan still builds, that job names the problem when asked for, status says
+    failed with the reason, and night A's jobs are unaffected."""
+    cfg = load_config(tiny["cfg"])
+    cfg["calibration"]["default_psf"] = None
+    cfg["calibration"]["fallback_nights"] = 0
+    plan = Plan(cfg, workdir=str(tiny["root"]))
+    with pytest.raises(ValueError, match="calibration.default_psf is not set"):
+        plan.job("psfnight", night=NIGHT_B, camera="r0")
+    assert plan.job("psfnight", night=NIGHT_A, camera="r0").inputs["psfs"]
+    states = {(j.step, j.night): (j.state, j.reason) for j in job_states(plan, str(tiny["root"]))}
+    assert states[("psfnight", NIGHT_B)][0] == "failed" and "default_psf" in states[("psfnight", NIGHT_B)][1]
+    assert states[("psfnight", NIGHT_A)][0] == "waiting"

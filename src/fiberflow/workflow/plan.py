@@ -100,6 +100,9 @@ class Job:
         Command-line options that depend on the plan (fallbacks, bad amplifiers, logs).
     night : int or None
         Night the job belongs to (None: HEALPix and production-wide jobs).
+    error : str
+        Why the job cannot run as configured (e.g. no starting PSF for a night without arcs);
+        :meth:`Plan.job` raises it when Snakemake asks for the job.
     """
 
     step: str
@@ -109,6 +112,7 @@ class Job:
     inputs: dict = field(default_factory=dict)
     options: str = ""
     night: int | None = None
+    error: str = ""
     state: str = ""
     reason: str = ""
 
@@ -239,6 +243,8 @@ class Plan:
             raise ValueError(f"the production plans no {step} job for {what} "
                              f"({paths.findfile(filetype, raw=self.raw, prod=self.prod, **mine)}): "
                              "check the exposure table (LASTSTEP, CAMWORD, BADCAMWORD) and the nights")
+        if job.error:
+            raise ValueError(job.error)
         return job
 
     def steps(self, step):
@@ -309,12 +315,12 @@ class Plan:
         return self.cams(r)
 
     # ---- building --------------------------------------------------------------------
-    def _add(self, step, ids, ident, inputs=None, options="", night=None):
+    def _add(self, step, ids, ident, inputs=None, options="", night=None, error=""):
         ids = {k: v for k, v in ids.items() if v is not None}
         outputs = [self.find(ft, **ids) for ft in OUTPUTS[step]]
         if step == "extract" and self.cfg["extract"].get("model"):
             outputs.append(self.find("model", **ids))
-        job = Job(step, ids, outputs, self.log(step, ident), dict(inputs or {}), options, night)
+        job = Job(step, ids, outputs, self.log(step, ident), dict(inputs or {}), options, night, error)
         key = (step, _key({k: ids[k] for k in paths.template_fields(OUTPUTS[step][0])}))
         if key in self._index:
             raise ValueError(f"the plan has two {step} jobs writing {outputs[0]}")
@@ -366,9 +372,11 @@ class Plan:
             for cam in self.cams(r):
                 ids = dict(night=night, expid=r["EXPID"], camera=cam)
                 earlier = self.fallback_night(night, "ARC", cam) if self.cfg["psf"]["start"] == "previous" else None
-                start = self.default_psf(cam) if earlier is None else self.find("psfnight", night=earlier, camera=cam)
-                self._add("psf", ids, f"{night}/{r['EXPID']:08d}-{cam}",
-                          {"preproc": self.find("preproc", **ids), "start": start}, night=night)
+                start, error = self._default(self.default_psf, cam)
+                if earlier is not None:
+                    start, error = self.find("psfnight", night=earlier, camera=cam), ""
+                inputs = {"preproc": self.find("preproc", **ids)} | ({"start": start} if start else {})
+                self._add("psf", ids, f"{night}/{r['EXPID']:08d}-{cam}", inputs, night=night, error=error)
         used = {c for r in self.rows(night) for c in self.cams(r)}
         for cam in (c for c in self.cameras if c in used):
             self._nightly("psfnight", night, cam, "ARC", "fitpsf", "psfs", self.default_psf)
@@ -420,15 +428,27 @@ class Plan:
         """A nightly calibration (psfnight, fiberflatnight) from the night's per-exposure
         products, else the nearest earlier night's nightly file, else the default one."""
         exps = [r for r in self.rows(night, (obstype,)) if cam in self.cams(r)]
+        error = ""
         if exps:
             files = [self.find(per_exposure, night=night, expid=r["EXPID"], camera=cam) for r in exps]
             inputs, opts = {name: files}, "-i " + " ".join(files)
         else:
             earlier = self.fallback_night(night, obstype, cam)
-            fallback = self.find(step, night=earlier, camera=cam) if earlier is not None else default(cam)
+            if earlier is not None:
+                fallback = self.find(step, night=earlier, camera=cam)
+            else:
+                fallback, error = self._default(default, cam)
             inputs = {"fallback": fallback} if fallback else {}
             opts = f"--fallback {fallback}" if fallback else ""
-        self._add(step, dict(night=night, camera=cam), f"{night}-{cam}", inputs, opts, night=night)
+        self._add(step, dict(night=night, camera=cam), f"{night}-{cam}", inputs, opts, night=night, error=error)
+
+    @staticmethod
+    def _default(default, cam):
+        """(path, "") of a default calibration, or (None, why) when it is not configured."""
+        try:
+            return default(cam), ""
+        except ValueError as exc:
+            return None, str(exc)
 
     def _calibchain(self, night, r):
         expid = r["EXPID"]

@@ -121,6 +121,8 @@ def job_states(plan, workdir="."):
             job.state = "done"
         elif os.path.normpath(job.output) in incomplete:
             job.state = "running" if running else "interrupted"
+        elif job.error:  # cannot run as configured (e.g. no starting PSF for a night without arcs)
+            job.state, job.reason = "failed", job.error
         elif os.path.exists(job.log) and (reason := _last_error(job.log)):
             job.state, job.reason = "failed", reason
         elif all(done(n) for n in job.needs):
