@@ -9,7 +9,7 @@
 
 rule fiberflat:
     input:
-        unpack(inputs("fiberflat")),
+        frame=out("frame"),
     output:
         out("fiberflat"),
     log:
@@ -54,7 +54,8 @@ rule fiberflatnight:
 
 rule sky:
     input:
-        unpack(inputs("sky")),
+        frame=out("frame"),
+        fiberflat=out("fiberflatnight"),
     output:
         sky=out("sky"),
         sframe=out("sframe"),
@@ -122,7 +123,8 @@ rule fluxcalib:
 
 rule cframe:
     input:
-        unpack(inputs("cframe")),
+        sframe=out("sframe"),
+        fluxcalib=out("fluxcalib"),
     output:
         out("cframe"),
     log:

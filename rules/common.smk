@@ -1,6 +1,9 @@
 # Thin adapters between Snakemake and the production plan (fiberflow.workflow.plan): the
 # configuration check, output patterns, and input/option/target functions that look jobs up
-# in the one Plan. Which jobs exist and what they read is decided there, not here.
+# in the one Plan. Which jobs exist and what they read is decided there, not here; rules whose
+# inputs are the same products of the same identifiers (extract reads the preproc and psf of its
+# camera) declare those patterns directly, which Snakemake resolves much faster than a function
+# (tests/test_plan.py checks every job's inputs against the plan all the same).
 
 import os
 import sys

@@ -3,7 +3,8 @@
 
 rule extract:
     input:
-        unpack(inputs("extract")),
+        preproc=out("preproc"),
+        psf=out("psf"),
     output:
         **({"model": out("model")} if config["extract"].get("model") else {}),
         frame=out("frame"),

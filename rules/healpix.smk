@@ -6,7 +6,7 @@
 
 rule tilepix:
     input:
-        unpack(inputs("tilepix")),
+        fibermap=raw_pattern("fibermap"),
     output:
         out("tilepix"),
     log:
@@ -50,7 +50,7 @@ rule spectra:
 
 rule coadd:
     input:
-        unpack(inputs("coadd")),
+        spectra=out("spectra"),
     output:
         out("coadd"),
     log:

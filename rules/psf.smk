@@ -51,7 +51,8 @@ rule psfnight:
 
 rule traceshift:
     input:
-        unpack(inputs("traceshift")),
+        preproc=out("preproc"),
+        psf=out("psfnight"),
     output:
         out("psf"),
     log:

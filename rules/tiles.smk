@@ -28,7 +28,7 @@ rule cumulative_spectra:
 
 rule cumulative_coadd:
     input:
-        unpack(inputs("cumulative_coadd")),
+        spectra=out("spectra_cumulative"),
     output:
         out("coadd_cumulative"),
     log:
@@ -71,7 +71,7 @@ rule pernight_spectra:
 
 rule pernight_coadd:
     input:
-        unpack(inputs("pernight_coadd")),
+        spectra=out("spectra_pernight"),
     output:
         out("coadd_pernight"),
     log:

@@ -14,7 +14,7 @@ import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 BASE = {"fiberflow", "fiberflow.paths", "fiberflow.errors", "fiberflow.bitmasks", "fiberflow.config",
-        "fiberflow.instrument", "fiberflow.provenance", "fiberflow.reference", "fiberflow.linalg"}
+        "fiberflow.instrument", "fiberflow.provenance", "fiberflow.reference", "fiberflow.linalg", "fiberflow.yamlio"}
 
 
 def _modules():

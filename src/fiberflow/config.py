@@ -12,6 +12,7 @@ from importlib import resources
 
 import yaml
 
+from . import yamlio
 from .errors import ConfigError, one_line
 from .provenance import config_hash
 
@@ -19,7 +20,7 @@ from .provenance import config_hash
 def schema():
     """The configuration JSON schema (a dict)."""
     text = (resources.files("fiberflow") / "data" / "schemas" / "config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yamlio.safe_load(text)
 
 
 def _fill_defaults(obj, sch):
@@ -77,7 +78,7 @@ def load_config(path=None, overrides=None):
             raise ConfigError(f"{source}: config file does not exist")
         with open(source) as fh:
             try:
-                config = yaml.safe_load(fh) or {}
+                config = yamlio.safe_load(fh) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{source}: not valid YAML ({one_line(exc)})") from exc
     if overrides:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
-import yaml
 
+from . import yamlio
 from .errors import ConfigError
 
 ARMS = ("b", "r", "z")
@@ -40,14 +40,14 @@ def _load_raw(name_or_path, _seen=()):
     if os.path.isfile(str(name_or_path)) and str(name_or_path).endswith((".yaml", ".yml")):
         path = str(name_or_path)
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yamlio.safe_load(fh)
     else:
         folder = resources.files("fiberflow") / "data" / "instruments"
         res = folder / f"{name_or_path}.yaml"
         if not res.is_file():
             raise ConfigError(f"unknown instrument preset {name_or_path!r}; known: {', '.join(preset_names())}")
         path = str(res)
-        data = yaml.safe_load(res.read_text())
+        data = yamlio.safe_load(res.read_text())
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an instrument preset must be a mapping")
     parent = data.pop("inherit", None)

@@ -4,12 +4,13 @@ solvers of the fiberflat, sky and flux-calibration fits (normal equations of blu
 the model variance it gives).
 
 Banded matrices use scipy's upper form: ``ab[u + i - j, j] = A[i, j]`` for ``i <= j``.
+(scipy.linalg is imported by the functions that need it: the statistics here are used by QA
+scoring, which the workflow loads when it plans.)
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cholesky_banded, solveh_banded
 
 
 def clipped_stats(values, nsig=4.0, niter=5):
@@ -129,6 +130,8 @@ def solve_mean_spectrum(rows, throughput, weight, data, smooth=0.0, ridge=1e-10,
         ab[u, :-1] += lam
         ab[u, 1:] += lam
         ab[u - 1, 1:] -= lam
+    from scipy.linalg import solveh_banded
+
     M = solveh_banded(ab, b, lower=False, check_finite=False)
     return (M, ab) if return_matrix else M
 
@@ -154,6 +157,8 @@ def banded_inverse_band(ab):
     """
     u = ab.shape[0] - 1
     n = ab.shape[1]
+    from scipy.linalg import cholesky_banded
+
     U = cholesky_banded(ab, lower=False, check_finite=False)  # same upper banded layout
     # dense-band helpers: Ur[i, m] = U[i, i + m], m = 0..u
     Ur = np.zeros((n, u + 1))

@@ -184,9 +184,16 @@ def relpath(filetype, **ids):
     if missing:
         raise ValueError(f"findfile({filetype!r}) needs {', '.join(missing)}")
     for f in fields:
-        if not _ID_RE[f].fullmatch(_format_one(f, vals[f])):
+        if not _valid_id(f, vals[f]):
             raise ValueError(f"findfile({filetype!r}): invalid {f}={vals[f]!r}")
     return tmpl.format(**vals)
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid_id(name, value):
+    """Whether an identifier value is valid for its field (cached: a plan checks the same nights,
+    exposures and cameras thousands of times)."""
+    return _ID_RE[name].fullmatch(_format_one(name, value)) is not None
 
 
 def _format_one(name, value):

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from .. import yamlio
 from ..errors import ConfigError, one_line
 from ..linalg import robust_sigma
 from .metrics import STEPS
@@ -148,7 +149,7 @@ def load_thresholds(path):
 
     try:
         with open(path) as fh:
-            cfg = yaml.safe_load(fh)
+            cfg = yamlio.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: QA thresholds file not found") from None
     except yaml.YAMLError as exc:

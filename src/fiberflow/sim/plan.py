@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .. import yamlio
 from ..errors import ConfigError, one_line
 
 OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
@@ -168,7 +169,7 @@ def load_plan(path):
     """Read and validate a plan YAML file."""
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yamlio.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read plan ({exc.strerror})") from exc
     except yaml.YAMLError as exc:

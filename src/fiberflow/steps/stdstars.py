@@ -27,8 +27,8 @@ from scipy.optimize import minimize
 from ..bitmasks import BAD_FIBERSTATUS, desi_target, usable_bins
 from ..config import StepOptions
 from ..models import stellar
-from ..models.photometry import ab_nanomaggies
 from ..models.atmosphere import telluric_mask
+from ..models.photometry import ab_nanomaggies
 from ..models.resolution import apply_rows, bin_average, fine_grid
 
 C_KMS = 299792.458

@@ -23,7 +23,7 @@ import re
 
 import yaml
 
-from .. import paths
+from .. import paths, yamlio
 from ..errors import ConfigError, DataError, one_line
 
 COLUMNS = ["EXPID", "NIGHT", "OBSTYPE", "EXPTIME", "TILEID", "PROGRAM", "SURVEY", "MJD-OBS", "AIRMASS", "CAMWORD",
@@ -158,7 +158,7 @@ def read_override(path):
         return {}
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+            data = yamlio.safe_load(fh) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from exc
     if not isinstance(data, dict):
