@@ -312,3 +312,20 @@ def test_psf_start_previous_chains_the_nights(tmp_path):
         want = paths.findfile("psfnight", prod=prod, night=prev, camera="b3")
         assert sum(s == want for s in got) == 3, (night, got)
     assert sum(s.endswith(os.path.join("calib", "psf-b3.fits")) for s in got) == 3
+
+
+def test_nominal_psfs_number_the_fibers_of_their_petal(tmp_path):
+    """calibinit's nominal PSF of petal p covers fibers p*nfiber .. (p+1)*nfiber - 1 (DESI's
+    numbering), so frames extracted with the PSFs fitted from it get the right SPECMIN/SPECMAX."""
+    from fiberflow.io.psf import read_psf
+
+    (tmp_path / "twopetal.yaml").write_text("inherit: tiny\nname: twopetal\nnpetal: 2\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"instrument: {tmp_path / 'twopetal.yaml'}\nraw: {tmp_path / 'raw'}\nredux: {tmp_path}\n"
+                   f"specprod: p\ncalibration: {{default_psf: {tmp_path / 'calib'}}}\n")
+    res = _ff("calibinit", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    for cam, first in (("b0", 0), ("r1", 25), ("z1", 25)):
+        psf = read_psf(tmp_path / "calib" / f"psf-{cam}.fits")
+        assert (psf.fibermin, psf.nfiber, psf.meta["FIBERMAX"]) == (first, 25, first + 24), cam
+        assert psf.header["CAMERA"] == cam

@@ -39,6 +39,9 @@ def write_default_psfs(inst, outdir, overwrite=False, log=print):
             cache[arm] = nominal_psf(rpsf, inst, arm)
         psf = cache[arm].copy()
         psf.meta["CAMERA"] = cam
+        # the petal's fibers (DESI numbering): frames extracted with it get SPECMIN/SPECMAX right
+        psf.meta["FIBERMIN"] = int(cam[1:]) * inst.nfiber
+        psf.meta["FIBERMAX"] = psf.meta["FIBERMIN"] + inst.nfiber - 1
         psf.header.update(step_header("calibinit", {"camera": cam, "instrument": inst.name}, [src], camera=cam))
         psf.write(path)
         written.append(path)
