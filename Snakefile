@@ -21,6 +21,7 @@ include: "rules/extract.smk"
 include: "rules/calib.smk"
 include: "rules/healpix.smk"
 include: "rules/tiles.smk"
+include: "rules/redshift.smk"
 include: "rules/qa.smk"
 
 
@@ -66,6 +67,11 @@ rule healpix:
 rule tiles:
     input:
         step_targets("cumulative_coadd", "pernight_coadd"),
+
+
+rule redshifts:
+    input:
+        step_targets("redrock", "cumulative_redrock", "pernight_redrock"),
 
 
 rule qa:

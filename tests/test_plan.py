@@ -71,6 +71,23 @@ def tiny(tmp_path_factory):
     return {"root": root, "cfg": cfg, "prod": prod}
 
 
+def test_every_coadd_flavour_and_redrock_are_planned_as_snakemake_runs_them(tiny):
+    """All coadd flavours and redshifts on: the same comparison, and each coadd has its redrock."""
+    root = tiny["root"]
+    cfg = root / "config-all.yaml"
+    cfg.write_text(open(tiny["cfg"]).read() + "coadds: {flavours: [cumulative, pernight, healpix]}\n"
+                   "redshift: {enabled: true}\n")
+    res = snakemake(root, cfg, "-n", "--forceall")
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan = Plan(load_config(str(cfg)), workdir=str(root), configfile=str(cfg))
+    compare(dry_run_jobs(res.stdout + res.stderr), plan_jobs(plan))
+    for flavour in ("", "cumulative_", "pernight_"):
+        coadds = {j.output for j in plan.steps(f"{flavour}coadd")}
+        fitted = {j.inputs["coadd"] for j in plan.steps(f"{flavour}redrock")}
+        assert coadds and coadds == fitted, flavour
+    assert set(plan.targets()) >= {j.output for j in plan.jobs if j.step.endswith("redrock")}
+
+
 def test_snakemake_runs_exactly_the_planned_jobs(tiny):
     root, cfg = tiny["root"], tiny["cfg"]
     res = snakemake(root, cfg, "-n", "--forceall")

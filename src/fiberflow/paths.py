@@ -64,6 +64,10 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "coadd_cumulative": ("prod", "tiles/cumulative/{tileid}/{night}/coadd-{spectrograph}-{tileid}-thru{night}.fits"),
     "spectra_pernight": ("prod", "tiles/pernight/{tileid}/{night}/spectra-{spectrograph}-{tileid}-{night}.fits"),
     "coadd_pernight": ("prod", "tiles/pernight/{tileid}/{night}/coadd-{spectrograph}-{tileid}-{night}.fits"),
+    # redshifts (DESI's redrock) of every coadd
+    "redrock": ("prod", "healpix/{survey}/{program}/{pixgroup}/{pix}/redrock-{survey}-{program}-{pix}.fits"),
+    "redrock_cumulative": ("prod", "tiles/cumulative/{tileid}/{night}/redrock-{spectrograph}-{tileid}-thru{night}.fits"),
+    "redrock_pernight": ("prod", "tiles/pernight/{tileid}/{night}/redrock-{spectrograph}-{tileid}-{night}.fits"),
     # QA
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
     "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),

@@ -37,6 +37,7 @@ COMMANDS = {
     "tilepix": ("fiberflow.cli.healpix", "which HEALPix pixels each petal of an exposure covers (from its raw fibermap)"),
     "spectra": ("fiberflow.cli.healpix", "regroup the cframe fibers of one HEALPix pixel into a spectra file"),
     "coadd": ("fiberflow.cli.healpix", "coadd a pixel's spectra: one spectrum per target"),
+    "redrock": ("fiberflow.cli.redshift", "redshifts of one coadd (HEALPix pixel or tile petal) with DESI's redrock"),
     "qa-frame": ("fiberflow.cli.qa", "QA metrics and coversheet of one camera of an exposure"),
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),

@@ -54,6 +54,9 @@ OUTPUTS = {
     "cumulative_coadd": ("coadd_cumulative",),
     "pernight_spectra": ("spectra_pernight",),
     "pernight_coadd": ("coadd_pernight",),
+    "redrock": ("redrock",),
+    "cumulative_redrock": ("redrock_cumulative",),
+    "pernight_redrock": ("redrock_pernight",),
     "qa_frame": ("qa_frame", "qa_frame_png", "qa_frame_blink"),
     "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
@@ -264,7 +267,7 @@ class Plan:
         out = [j.output for j in self.jobs if j.night is not None and j.night in nights
                and j.step != "simulate_exposure"]
         out += [self.find(kind, survey=s, program=p, pix=pix) for (s, p, pix) in pixels
-                for kind in ("spectra", "coadd")]
+                for kind in self._pixel_products()]
         if production:
             out += [j.output for j in self.steps("qa_production")]
         return out
@@ -296,12 +299,17 @@ class Plan:
         if not exps:
             raise ValueError(f"tile {tileid} has no science exposure in this production")
         out = [t for n, r in exps for t in self.exposure_targets(n, r["EXPID"])]
-        out += [j.output for j in self.jobs if j.step.endswith("_coadd") and j.ids.get("tileid") == int(tileid)]
+        out += [j.output for j in self.jobs if j.step.endswith(("_coadd", "_redrock"))
+                and j.ids.get("tileid") == int(tileid)]
         fed = {(n, int(r["EXPID"])) for n, r in exps}
         for (survey, program, pix), feeds in self.pixels.items():
             if any((night, expid) in fed for night, expid, _ in feeds):
-                out += [self.find(kind, survey=survey, program=program, pix=pix) for kind in ("spectra", "coadd")]
+                out += [self.find(kind, survey=survey, program=program, pix=pix) for kind in self._pixel_products()]
         return out
+
+    def _pixel_products(self):
+        """File types written for every HEALPix pixel."""
+        return ("spectra", "coadd", "redrock") if self.cfg["redshift"]["enabled"] else ("spectra", "coadd")
 
     def simulate_targets(self):
         """Raw file of every simulated exposure (simulate.rule: true)."""
@@ -504,7 +512,9 @@ class Plan:
             ids = dict(survey=survey, program=program, pix=pix)
             ident = f"{survey}/{program}/{pix // 100}/{pix}"
             spectra = self._add("spectra", ids, ident, {"cframes": cframes}).output
-            self._add("coadd", ids, ident, {"spectra": spectra})
+            coadd = self._add("coadd", ids, ident, {"spectra": spectra}).output
+            if self.cfg["redshift"]["enabled"]:
+                self._add("redrock", ids, ident, {"coadd": coadd})
 
     def tile_exposures(self):
         """{tileid: [(night, row), ...]} of the exposures that feed tile coadds (as the HEALPix
@@ -528,7 +538,9 @@ class Plan:
                         ids = dict(tileid=tileid, night=night, spectrograph=sp)
                         ident = f"{tileid}/{night}/{sp}"
                         spectra = self._add(f"{flavour}_spectra", ids, ident, {"cframes": cframes}, night=night)
-                        self._add(f"{flavour}_coadd", ids, ident, {"spectra": spectra.output}, night=night)
+                        coadd = self._add(f"{flavour}_coadd", ids, ident, {"spectra": spectra.output}, night=night)
+                        if self.cfg["redshift"]["enabled"]:
+                            self._add(f"{flavour}_redrock", ids, ident, {"coadd": coadd.output}, night=night)
 
     def _qa_frame(self, night, r, cam):
         expid = r["EXPID"]

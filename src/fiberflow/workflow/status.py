@@ -144,12 +144,12 @@ def stale_products(plan):
     list of str
         Absolute paths, sorted.
     """
-    planned = {os.path.normpath(j.output) for j in plan.jobs if j.step in ("spectra", "coadd")}
+    planned = {os.path.normpath(j.output) for j in plan.jobs if j.step in ("spectra", "coadd", "redrock")}
     root = os.path.join(plan.prod, "healpix")
     out = []
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if not (name.startswith(("spectra-", "coadd-")) and name.endswith(".fits")):
+            if not (name.startswith(("spectra-", "coadd-", "redrock-")) and name.endswith(".fits")):
                 continue
             path = os.path.normpath(os.path.join(dirpath, name))
             if path not in planned:
