@@ -40,19 +40,12 @@ def _check_coadd(path):
     from ..errors import DataError
     from ..io.spectra import read_spectra_meta
 
-    header, fibermap, _exp, _scores, bands = read_spectra_meta(path)
-    if "EXP_FIBERMAP" not in _hdu_names(path):
+    header, fibermap, exp_fibermap, _scores, bands = read_spectra_meta(path)
+    if exp_fibermap is None:
         raise DataError(path, "has no EXP_FIBERMAP: redrock runs on coadds (coadd-*.fits), not on spectra files")
     if fibermap is None or len(fibermap) == 0 or not bands:
         raise DataError(path, "has no spectrum to fit")
     return header, len(fibermap)
-
-
-def _hdu_names(path):
-    from ..io import fitsutil
-
-    with fitsutil.open_fits(path) as fx:
-        return fitsutil.hdu_names(fx)
 
 
 def run(args):
