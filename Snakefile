@@ -22,6 +22,7 @@ include: "rules/calib.smk"
 include: "rules/healpix.smk"
 include: "rules/tiles.smk"
 include: "rules/redshift.smk"
+include: "rules/catalogs.smk"
 include: "rules/qa.smk"
 
 
@@ -71,7 +72,14 @@ rule tiles:
 
 rule redshifts:
     input:
-        step_targets("redrock", "cumulative_redrock", "pernight_redrock"),
+        step_targets(
+            "redrock", "cumulative_redrock", "pernight_redrock", "ztile", "zpix"
+        ),
+
+
+rule catalogs:
+    input:
+        step_targets("ztile", "zpix", "summary"),
 
 
 rule qa:

@@ -68,6 +68,13 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "redrock": ("prod", "healpix/{survey}/{program}/{pixgroup}/{pix}/redrock-{survey}-{program}-{pix}.fits"),
     "redrock_cumulative": ("prod", "tiles/cumulative/{tileid}/{night}/redrock-{spectrograph}-{tileid}-thru{night}.fits"),
     "redrock_pernight": ("prod", "tiles/pernight/{tileid}/{night}/redrock-{spectrograph}-{tileid}-{night}.fits"),
+    # redshift catalogs (one row per target per coadd, ZCAT_NSPEC / ZCAT_PRIMARY) and summaries
+    "ztile": ("prod", "zcatalog/ztile-{survey}-{program}-cumulative.fits"),
+    "zpix": ("prod", "zcatalog/zpix-{survey}-{program}.fits"),
+    "tiles_summary": ("prod", "tiles-{specprod}.fits"),
+    "tiles_summary_csv": ("prod", "tiles-{specprod}.csv"),
+    "exposures_summary": ("prod", "exposures-{specprod}.fits"),
+    "exposures_summary_csv": ("prod", "exposures-{specprod}.csv"),
     # QA
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
     "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
@@ -87,6 +94,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "truth_stdstars": ("truth", "{night}/{expid:08d}/truth-stdstars-{expid:08d}.fits"),
     "truth_calib": ("truth", "{night}/truth-calib-{camera}-{night}.fits"),
     "truth_pixflat": ("truth", "pixflat/pixflat-{camera}.fits"),
+    "truth_targets": ("truth", "tiles/{tileid}/truth-targets-{tileid}.fits"),
 }
 
 #: regular expressions of every identifier (used for parsing and Snakemake wildcard constraints)
@@ -101,6 +109,7 @@ ID_REGEX: dict[str, str] = {
     "pix": r"\d+",
     "pixgroup": r"\d+",
     "yyyymm": r"\d{6}",
+    "specprod": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 }
 
 #: identifiers converted to int when parsed

@@ -8,12 +8,75 @@ import os
 import numpy as np
 
 
+class TruthFluxes:
+    """The simulator's true flux of a target in one exposure and camera (truth ``FLUX``: the
+    object at the instrument resolution through that exposure's aperture), files read once."""
+
+    def __init__(self, truth_root):
+        self.root = truth_root
+        self.cache = {}
+
+    def __call__(self, night, expid, camera, tid):
+        from . import paths
+        from .sim.truth import TruthFrame
+
+        key = (night, expid, camera)
+        if key not in self.cache:
+            path = paths.findfile("truth", truth=self.root, night=night, expid=expid, camera=camera)
+            self.cache[key] = TruthFrame.read(path) if os.path.exists(path) else None
+        t = self.cache[key]
+        if t is None:
+            return None
+        k = np.flatnonzero(t.fibermap["TARGETID"] == tid)
+        return t.flux[k[0]] if k.size else None
+
+
+def expected_coadd(sp, co, truth_flux, bands=("b", "r", "z")):
+    """The coadd the truth predicts: each exposure's true flux coadded with exactly the weights
+    of the coadd (same ivar, masks and cross-exposure cosmic-ray rejection).
+
+    Parameters
+    ----------
+    sp, co : fiberflow.io.spectra.Spectra
+        A spectra file and its coadd (per-band layout).
+    truth_flux : callable (night, expid, camera, targetid) -> (nwave,) or None
+        e.g. :class:`TruthFluxes`.
+    bands : sequence of str
+
+    Returns
+    -------
+    dict band -> (ntarget, nwave) float, NaN rows for targets without truth;
+    and dict band -> list of (targetid index, input rows) for the S/N figures.
+    """
+    from .steps import coadd
+
+    fm = sp.fibermap
+    out, rows = {}, {}
+    for b in bands:
+        if b not in sp.bands or b not in co.bands:
+            continue
+        exp = np.full(co.flux[b].shape, np.nan)
+        rows[b] = []
+        for i, tid in enumerate(co.fibermap["TARGETID"]):
+            jj = np.flatnonzero(fm["TARGETID"] == tid)
+            tr = [truth_flux(int(fm["NIGHT"][j]), int(fm["EXPID"][j]), f"{b}{int(fm['PETAL_LOC'][j])}", tid) for j in jj]
+            if not jj.size or any(t is None for t in tr):
+                continue
+            fl, iv, mk = sp.flux[b][jj].astype(float), sp.ivar[b][jj].astype(float), sp.mask[b][jj]
+            rej = None
+            if len(jj) > 1 and float(co.header.get("COSMNSIG", 0) or 0) > 0:
+                rej = coadd.cosmic_mask(fl, iv * (mk == 0), float(co.header["COSMNSIG"]),
+                                        float(co.header.get("COSMFRAC", 0.05)), float(co.header.get("COSMGROW", 2.0)))
+            exp[i] = coadd.coadd_band(np.array(tr, float), iv, mk, None, rej)[0]
+            rows[b].append((i, jj))
+        out[b] = exp
+    return out, rows
+
+
 def coadd_vs_truth(prod, truth_root, bands=("b", "r", "z"), min_single_snr=2.0):
     """Pulls of every multi-exposure coadd of a production against the truth, and its S/N gain.
 
-    The expected coadd is the true flux of each exposure (truth ``FLUX``: the object at the
-    instrument resolution through that exposure's aperture) coadded with exactly the weights
-    of the coadd (same masks, same cosmic-ray rejection).
+    The expected coadd is :func:`expected_coadd`.
 
     Parameters
     ----------
@@ -34,53 +97,28 @@ def coadd_vs_truth(prod, truth_root, bands=("b", "r", "z"), min_single_snr=2.0):
     """
     import glob
 
-    from . import paths
     from .io.spectra import read_spectra
-    from .sim.truth import TruthFrame
-    from .steps import coadd
 
-    cache = {}
-
-    def truth_flux(night, expid, camera, tid):
-        key = (night, expid, camera)
-        if key not in cache:
-            path = paths.findfile("truth", truth=truth_root, night=night, expid=expid, camera=camera)
-            cache[key] = TruthFrame.read(path) if os.path.exists(path) else None
-        t = cache[key]
-        if t is None:
-            return None
-        k = np.flatnonzero(t.fibermap["TARGETID"] == tid)
-        return t.flux[k[0]] if k.size else None
-
+    truth_flux = TruthFluxes(truth_root)
     out = {}
     for f in sorted(glob.glob(os.path.join(prod, "healpix", "*", "*", "*", "*", "spectra-*.fits"))):
         cpath = f.replace(os.sep + "spectra-", os.sep + "coadd-")
         if not os.path.exists(cpath):
             continue
         sp, co = read_spectra(f), read_spectra(cpath)
-        fm = sp.fibermap
-        for i, tid in enumerate(co.fibermap["TARGETID"]):
-            jj = np.flatnonzero(fm["TARGETID"] == tid)
-            entry = out.setdefault(len(jj), {"pulls": [], "snr_ratio": [], "ntarget": 0})
-            entry["ntarget"] += 1
-            for b in bands:
-                if b not in sp.bands:
-                    continue
-                tr = [truth_flux(int(fm["NIGHT"][j]), int(fm["EXPID"][j]), f"{b}{int(fm['PETAL_LOC'][j])}", tid)
-                      for j in jj]
-                if any(t is None for t in tr):
-                    continue
-                fl, iv, mk = sp.flux[b][jj].astype(float), sp.ivar[b][jj].astype(float), sp.mask[b][jj]
-                rej = None
-                if len(jj) > 1 and float(co.header.get("COSMNSIG", 0) or 0) > 0:
-                    rej = coadd.cosmic_mask(fl, iv * (mk == 0), float(co.header["COSMNSIG"]),
-                                            float(co.header.get("COSMFRAC", 0.05)), float(co.header.get("COSMGROW", 2.0)))
-                expect = coadd.coadd_band(np.array(tr, float), iv, mk, None, rej)[0]
+        for tid in co.fibermap["TARGETID"]:
+            n = int(np.sum(sp.fibermap["TARGETID"] == tid))
+            out.setdefault(n, {"pulls": [], "snr_ratio": [], "ntarget": 0})["ntarget"] += 1
+        expect, rows = expected_coadd(sp, co, truth_flux, bands)
+        for b, exp in expect.items():
+            for i, jj in rows[b]:
+                entry = out[len(jj)]
                 civ = co.ivar[b][i].astype(float)
                 ok = (civ > 0) & (co.mask[b][i] == 0)
                 if not ok.any():
                     continue
-                entry["pulls"].append(((co.flux[b][i] - expect) * np.sqrt(civ))[ok])
+                entry["pulls"].append(((co.flux[b][i] - exp[i]) * np.sqrt(civ))[ok])
+                fl, iv = sp.flux[b][jj].astype(float), sp.ivar[b][jj].astype(float)
                 single = np.median([np.median((fl[k] * np.sqrt(iv[k]))[ok]) for k in range(len(jj))])
                 if len(jj) > 1 and single > min_single_snr:
                     entry["snr_ratio"].append(float(np.median((co.flux[b][i] * np.sqrt(civ))[ok]) / single))
@@ -279,3 +317,167 @@ def calib_vs_truth(prod, truth_root, night, expid, spectrograph, min_snr=20.0):
             ratios.append(np.sum(w * cf_r.flux[f]) / true)
     out["point_ratio"] = np.asarray(ratios)
     return out
+
+
+# ---------------------------------------------------------------------------- redshifts
+C_KMS = 299792.458
+#: DESI's redshift success: |dz| / (1 + z) below this velocity, with ZWARN == 0
+SUCCESS_KMS = 1000.0
+#: target classes of the success table (the simulator's CLASS)
+Z_CLASSES = ("LRG", "ELG", "QSO", "STD")
+
+
+def load_truth_targets(truth_root):
+    """Every simulated tile's targets (``truth-targets-{tileid}.fits``) in one table."""
+    import glob
+
+    from .sim.truth import TruthTargets
+
+    files = sorted(glob.glob(os.path.join(truth_root, "tiles", "*", "truth-targets-*.fits")))
+    if not files:
+        raise FileNotFoundError(f"no truth-targets-*.fits under {truth_root}/tiles: not a simulated production")
+    return np.concatenate([TruthTargets.read(f).table for f in files])
+
+
+def wilson(k, n, z=1.0):
+    """Binomial rate k / n and its Wilson score interval (z sigma; sound at k = 0 and k = n).
+
+    Returns
+    -------
+    (rate, low, high); NaNs when n == 0.
+    """
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return p, 0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half)
+
+
+def redshift_outcomes(zcat, truth):
+    """Each target of a catalog (its ZCAT_PRIMARY row) against the truth.
+
+    Parameters
+    ----------
+    zcat : structured array
+        Catalog rows (TARGETID, Z, ZWARN, ZCAT_PRIMARY, optionally COADD_EXPTIME).
+    truth : structured array
+        :func:`load_truth_targets` rows.
+
+    Returns
+    -------
+    structured (ntarget,) with TARGETID, CLASS, ZTRUE, Z, ZWARN, DV [km/s], SUCCESS (ZWARN 0
+    and |DV| < 1000 km/s), CATASTROPHIC (ZWARN 0 and |DV| >= 1000 km/s), EXPTIME (COADD_EXPTIME
+    or NaN). Sky fibers and targets without truth are left out.
+    """
+    rows = zcat[zcat["ZCAT_PRIMARY"]] if "ZCAT_PRIMARY" in zcat.dtype.names else zcat
+    order = np.argsort(truth["TARGETID"])
+    k = np.searchsorted(truth["TARGETID"], rows["TARGETID"], sorter=order)
+    k = order[np.clip(k, 0, len(order) - 1)]
+    found = truth["TARGETID"][k] == rows["TARGETID"]
+    rows, t = rows[found], truth[k[found]]
+    keep = np.char.strip(t["CLASS"].astype(str)) != "SKY"
+    rows, t = rows[keep], t[keep]
+    out = np.zeros(len(rows), dtype=[("TARGETID", "i8"), ("CLASS", "U4"), ("ZTRUE", "f8"), ("Z", "f8"),
+                                     ("ZWARN", "i8"), ("DV", "f8"), ("SUCCESS", "?"), ("CATASTROPHIC", "?"),
+                                     ("EXPTIME", "f4")])
+    out["TARGETID"], out["CLASS"], out["ZTRUE"] = rows["TARGETID"], t["CLASS"], t["Z"]
+    out["Z"], out["ZWARN"] = rows["Z"], rows["ZWARN"]
+    out["DV"] = C_KMS * (rows["Z"] - t["Z"]) / (1 + t["Z"])
+    good = rows["ZWARN"] == 0
+    out["SUCCESS"] = good & (np.abs(out["DV"]) < SUCCESS_KMS)
+    out["CATASTROPHIC"] = good & (np.abs(out["DV"]) >= SUCCESS_KMS)
+    out["EXPTIME"] = rows["COADD_EXPTIME"] if "COADD_EXPTIME" in rows.dtype.names else np.nan
+    return out
+
+
+def success_table(outcomes, ideal=None):
+    """Success and catastrophic-failure rates per class, with Wilson 1-sigma intervals.
+
+    Parameters
+    ----------
+    outcomes : :func:`redshift_outcomes` of the production's catalog
+    ideal : :func:`redshift_outcomes` of the ideal reduction of the same targets, optional.
+        A target that fails here but succeeds there is a pipeline-induced failure.
+
+    Returns
+    -------
+    list of dict, one per class present (and "ALL"): CLASS, N, NSUCCESS, SUCCESS (rate, low,
+    high), NCATASTROPHIC, CATASTROPHIC (rate, low, high), EXPTIME (median coadd exposure time),
+    and with ``ideal``: NIDEAL_SUCCESS, NPIPELINE (pipeline-induced failures), PIPELINE (rate,
+    low, high).
+    """
+    table = []
+    classes = [c for c in Z_CLASSES if (outcomes["CLASS"] == c).any()] + ["ALL"]
+    if ideal is not None:
+        ideal_ok = dict(zip(ideal["TARGETID"].tolist(), ideal["SUCCESS"].tolist()))
+    for c in classes:
+        o = outcomes if c == "ALL" else outcomes[outcomes["CLASS"] == c]
+        n, ns, nc = len(o), int(o["SUCCESS"].sum()), int(o["CATASTROPHIC"].sum())
+        row = {"CLASS": c, "N": n, "NSUCCESS": ns, "SUCCESS": wilson(ns, n), "NCATASTROPHIC": nc,
+               "CATASTROPHIC": wilson(nc, n),
+               "EXPTIME": float(np.nanmedian(o["EXPTIME"])) if n and np.isfinite(o["EXPTIME"]).any() else np.nan}
+        if ideal is not None:
+            known = [t for t in o["TARGETID"].tolist() if t in ideal_ok]
+            ok_here = dict(zip(o["TARGETID"].tolist(), o["SUCCESS"].tolist()))
+            npipe = sum(1 for t in known if ideal_ok[t] and not ok_here[t])
+            row.update({"NIDEAL": len(known), "NIDEAL_SUCCESS": sum(1 for t in known if ideal_ok[t]),
+                        "NPIPELINE": npipe, "PIPELINE": wilson(npipe, len(known))})
+        table.append(row)
+    return table
+
+
+def format_success_table(table):
+    """The success table as text lines (rates in percent with their 1-sigma intervals)."""
+    def pct(r):
+        p, lo, hi = r
+        return "    -" if not np.isfinite(p) else f"{100 * p:5.1f} [{100 * lo:.1f}-{100 * hi:.1f}]"
+
+    ideal = "NPIPELINE" in table[0]
+    head = f"{'class':6s} {'N':>5s} {'success % [1-sigma]':>22s} {'catastrophic %':>20s} {'exptime s':>9s}"
+    if ideal:
+        head += f" {'ideal ok':>8s} {'pipeline-induced %':>22s}"
+    lines = [head]
+    for r in table:
+        line = (f"{r['CLASS']:6s} {r['N']:5d} {r['NSUCCESS']:5d} {pct(r['SUCCESS']):>16s} "
+                f"{r['NCATASTROPHIC']:3d} {pct(r['CATASTROPHIC']):>16s} {r['EXPTIME']:9.0f}")
+        if ideal:
+            line += f" {r['NIDEAL_SUCCESS']:8d} {r['NPIPELINE']:3d} {pct(r['PIPELINE']):>18s}"
+        lines.append(line)
+    return lines
+
+
+def ideal_coadd(spectra_path, coadd_path, truth_root, seed=0):
+    """The ideal reduction of a coadd: the truth's expected coadd (:func:`expected_coadd`: the
+    true flux of every exposure through the instrument, coadded with the coadd's own weights)
+    plus Gaussian noise at the coadd's own ivar. Everything else (ivar, mask, resolution,
+    fibermaps) is the coadd's.
+
+    Returns
+    -------
+    fiberflow.io.spectra.Spectra
+    """
+    import dataclasses
+    import zlib
+
+    from .errors import DataError
+    from .io.spectra import read_spectra
+
+    sp, co = read_spectra(spectra_path), read_spectra(coadd_path)
+    expect, _ = expected_coadd(sp, co, TruthFluxes(truth_root), co.bands)
+    if not expect:
+        raise DataError(coadd_path, "has no band with truth (a merged-band coadd cannot be compared)")
+    rng = np.random.default_rng([int(seed), zlib.crc32(os.path.basename(coadd_path).encode())])
+    flux = {}
+    for b in co.bands:
+        f = co.flux[b].astype(float)
+        if b in expect:
+            iv = co.ivar[b].astype(float)
+            sig = np.where(iv > 0, 1.0 / np.sqrt(np.where(iv > 0, iv, 1.0)), 0.0)
+            have = np.isfinite(expect[b])
+            f = np.where(have, np.nan_to_num(expect[b]) + rng.standard_normal(f.shape) * sig, f)
+        flux[b] = f.astype(np.float32)
+    header = dict(co.header)
+    header["IDEAL"] = (True, "truth through the coadd's weights + noise at its ivar")
+    return dataclasses.replace(co, flux=flux, header=header)

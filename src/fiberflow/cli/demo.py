@@ -202,14 +202,15 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     with open(cfgfile, "w") as fh:
         yaml.safe_dump({"instrument": inst.name, "raw": roots["raw"], "redux": roots["redux"], "specprod": roots["specprod"],
                         "truth": roots["truth"], "nights": [DEMO_NIGHT],
-                        "calibration": {"default_psf": os.path.join(out, "calib", "psf")}}, fh, sort_keys=False)
+                        "calibration": {"default_psf": os.path.join(out, "calib", "psf")},
+                        "redshift": {"enabled": True}}, fh, sort_keys=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
            "--profile", os.path.abspath(profile) if profile else os.path.join(wdir, "profiles", "local"),
            "--cores", str(os.cpu_count() or 1), "--quiet"]
     _log("running the workflow: " + " ".join(cmd[1:]))
     t = time.time()
     res = subprocess.run(cmd)
-    stage = "Snakemake workflow of the night (exposure table .. cframes, HEALPix coadds, QA)"
+    stage = "Snakemake workflow of the night (exposure table .. cframes, tile and HEALPix coadds, redrock, catalogs, QA)"
     if res.returncode != 0:
         ledger.add(stage, "failed", time.time() - t,
                    reason=f"snakemake exited {res.returncode}; logs under {rel(os.path.join(roots['prod'], 'logs'))}")
@@ -229,6 +230,11 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     done += _qa_summary(roots)
     ledger.add("products compared with the simulator's truth", "ran", time.time() - t,
                "the lines above (PSF, frames, calibration, sky, standards, coadds, QA); also on the demo page")
+    t = time.time()
+    zlines, zpath = _redshift_summary(roots, cfgfile)
+    done += zlines
+    ledger.add("redshifts (zpix) against truth, and redrock on the ideal reduction of every coadd", "ran",
+               time.time() - t, rel(zpath))
     return done + status
 
 
@@ -312,6 +318,36 @@ def _healpix_summary(roots):
     for msg in lines:
         _log(msg)
     return lines
+
+
+def _redshift_summary(roots, cfgfile):
+    """The HEALPix catalog's success table against truth, with the pipeline-induced failures
+    (redrock on the ideal reduction of every coadd, see ``fiberflow validate-redshifts``)."""
+    import argparse
+
+    from .. import paths
+    from ..io.zcatalog import ZCatalog
+    from ..validation import format_success_table, load_truth_targets, redshift_outcomes, success_table
+    from .validate import ideal_catalog
+
+    cat = paths.findfile("zpix", prod=roots["prod"], survey="main", program="dark")
+    zc = ZCatalog.read(cat)
+    zcat = zc.zcatalog
+    truth = load_truth_targets(roots["truth"])
+    outdir = os.path.join(roots["prod"], "validation")
+    args = argparse.Namespace(group="zpix", survey="main", program="dark", ncpu=os.cpu_count() or 1, config=cfgfile)
+    ideal = redshift_outcomes(ideal_catalog(args, zcat, roots["prod"], roots["truth"], outdir), truth)
+    table = success_table(redshift_outcomes(zcat, truth), ideal)
+    tot = table[-1]
+    lines = [f"redshifts (redrock {zc.header.get('RRVER', '')}) of {tot['N']} targets in "
+             f"{os.path.relpath(cat, roots['prod'])} against truth (success: ZWARN 0 and |dz|/(1+z) < 1000 km/s; "
+             f"ideal: the truth through each coadd's weights + noise at its ivar):"]
+    lines += ["  " + line for line in format_success_table(table)]
+    lines.append(f"pipeline-induced redshift failures (fail on fiberflow's coadd, succeed on the ideal one): "
+                 f"{tot['NPIPELINE']} of {tot['NIDEAL']} targets")
+    for msg in lines:
+        _log(msg)
+    return lines, cat
 
 
 def _calib_summary(roots):

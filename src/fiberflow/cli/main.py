@@ -38,6 +38,11 @@ COMMANDS = {
     "spectra": ("fiberflow.cli.healpix", "regroup the cframe fibers of one HEALPix pixel into a spectra file"),
     "coadd": ("fiberflow.cli.healpix", "coadd a pixel's spectra: one spectrum per target"),
     "redrock": ("fiberflow.cli.redshift", "redshifts of one coadd (HEALPix pixel or tile petal) with DESI's redrock"),
+    "zcatalog": ("fiberflow.cli.zcatalog", "redshift catalog (ztile or zpix) of redrock files, with ZCAT_NSPEC / ZCAT_PRIMARY"),
+    "summary": ("fiberflow.cli.zcatalog", "production summaries tiles-/exposures-{specprod} (FITS + CSV)"),
+    "validate-redshifts": ("fiberflow.cli.validate",
+                           "a simulated production's redshift catalog against the truth (success table, "
+                           "pipeline-induced failures)"),
     "qa-frame": ("fiberflow.cli.qa", "QA metrics and coversheet of one camera of an exposure"),
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),

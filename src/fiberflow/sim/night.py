@@ -25,7 +25,7 @@ from ..io.raw import RawCamera, write_raw
 from ..reference import real_psf_path
 from . import detector, library, lightpath, optics, project, targets
 from .plan import ExposureSpec, Plan
-from .truth import TruthFrame, TruthStdStars
+from .truth import TruthFrame, TruthStdStars, TruthTargets
 
 #: per-fiber throughput RMS (truth of the fiberflat)
 FIBER_SCATTER = 0.03
@@ -427,6 +427,17 @@ class Simulator:
             written.append(tpath)
         write_raw(raw_path, header, raw_cams)
         written.append(raw_path)
+        if fm_all:
+            # every target of the tile (the same for every exposure of the tile: rewritten atomically)
+            rows = np.concatenate([TruthTargets.rows(f, info_by_petal[int(f["PETAL_LOC"][0])], exp.tileid) for f in fm_all])
+            tpath = paths.findfile("truth_targets", truth=truth_root, tileid=exp.tileid)
+            os.makedirs(os.path.dirname(tpath), exist_ok=True)
+            # several exposures of a tile may be simulated at once: each writes its own file, then renames
+            part = f"{tpath}.{os.getpid()}.{exp.expid}.part"
+            TruthTargets(rows, {"TILEID": int(exp.tileid), "SURVEY": exp.survey, "PROGRAM": exp.program,
+                                "SIMSEED": self.seed}).write(part)
+            os.replace(part, tpath)
+            written.append(tpath)
         if std_rows:
             tab = np.array(std_rows, dtype=[("TARGETID", "i8"), ("PETAL_LOC", "i2"), ("FIBER", "i4"), ("TEFF", "f4"),
                                             ("LOGG", "f4"), ("FEH", "f4"), ("RV", "f4"), ("MAG_R", "f4"), ("FLAGGED", "?")])

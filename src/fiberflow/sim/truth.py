@@ -122,3 +122,49 @@ class TruthStdStars(Product):
     ALLOW_NONFINITE = True  # truth is what it is; the reduction products are checked
     VERSION = "1"
     PRIMARY_IMAGE = False
+
+
+#: redrock's SPECTYPE of each simulated class (SKY fibers have no object)
+SPECTYPE = {"LRG": "GALAXY", "ELG": "GALAXY", "QSO": "QSO", "STD": "STAR", "SKY": "SKY"}
+
+TRUTH_TARGET_DTYPE = [("TARGETID", "i8"), ("TILEID", "i4"), ("PETAL_LOC", "i2"), ("FIBER", "i4"),
+                      ("CLASS", "U4"), ("SPECTYPE", "U6"), ("Z", "f8"), ("MAG_G", "f4"), ("MAG_R", "f4"),
+                      ("MAG_Z", "f4"), ("OII_FLUX", "f4"), ("TEMPLATEID", "i4"), ("TEFF", "f4"),
+                      ("LOGG", "f4"), ("FEH", "f4")]
+
+
+@dataclass
+class TruthTargets(Product):
+    """Every target of a simulated tile (table TARGETS, one row per fiber of the simulated petals).
+
+    CLASS is the simulator's class (LRG, ELG, QSO, STD, SKY), SPECTYPE redrock's (GALAXY, QSO,
+    STAR), Z the true redshift (stars: radial velocity / c), MAG_G/R/Z AB magnitudes of the total
+    flux, OII_FLUX the total [OII] flux of ELGs [1e-17 erg/s/cm^2] (NaN otherwise), TEFF / LOGG /
+    FEH the standard stars' parameters (NaN otherwise).
+    """
+
+    table: np.ndarray = hdu("TARGETS", kind="table", descr=", ".join(n for n, _ in TRUTH_TARGET_DTYPE), pos=0)
+    header: dict = field(default_factory=dict)
+
+    NAME = "truth_targets"
+    ALLOW_NONFINITE = True
+    VERSION = "1"
+    PRIMARY_IMAGE = False
+
+    @staticmethod
+    def rows(fibermap, info, tileid):
+        """Table rows of one petal from its fibermap (nfiber,) and the simulator's per-fiber info."""
+        tab = np.zeros(len(fibermap), dtype=TRUTH_TARGET_DTYPE)
+        tab["TARGETID"], tab["FIBER"], tab["PETAL_LOC"] = fibermap["TARGETID"], fibermap["FIBER"], fibermap["PETAL_LOC"]
+        tab["TILEID"] = tileid
+        for band in "GRZ":
+            f = np.asarray(fibermap[f"FLUX_{band}"], float)
+            tab[f"MAG_{band}"] = np.where(f > 0, 22.5 - 2.5 * np.log10(np.maximum(f, 1e-30)), np.nan)
+        for k, m in enumerate(info):
+            tab["CLASS"][k] = m["CLASS"]
+            tab["SPECTYPE"][k] = SPECTYPE[m["CLASS"]]
+            tab["Z"][k] = m.get("Z", 0.0)
+            tab["TEMPLATEID"][k] = m.get("TEMPLATEID", -1)
+            for key in ("OII_FLUX", "TEFF", "LOGG", "FEH"):
+                tab[key][k] = m.get(key, np.nan)
+        return tab

@@ -57,6 +57,9 @@ OUTPUTS = {
     "redrock": ("redrock",),
     "cumulative_redrock": ("redrock_cumulative",),
     "pernight_redrock": ("redrock_pernight",),
+    "ztile": ("ztile",),
+    "zpix": ("zpix",),
+    "summary": ("tiles_summary", "tiles_summary_csv", "exposures_summary", "exposures_summary_csv"),
     "qa_frame": ("qa_frame", "qa_frame_png", "qa_frame_blink"),
     "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
@@ -66,6 +69,9 @@ OUTPUTS = {
 
 #: steps in production order
 STEPS = tuple(s for s in OUTPUTS if s != "simulate_exposure")
+
+#: production-wide steps (no night): built by the target `all`, not by one night's
+PRODUCTION_STEPS = ("qa_production", "ztile", "zpix", "summary")
 
 #: OBSTYPEs that get frame QA
 QA_OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
@@ -269,7 +275,7 @@ class Plan:
         out += [self.find(kind, survey=s, program=p, pix=pix) for (s, p, pix) in pixels
                 for kind in self._pixel_products()]
         if production:
-            out += [j.output for j in self.steps("qa_production")]
+            out += [j.output for j in self.jobs if j.step in PRODUCTION_STEPS]
         return out
 
     def exposure_targets(self, night, expid):
@@ -344,6 +350,7 @@ class Plan:
         self._healpix()
         self._tiles()
         self._qa()
+        self._catalogs()
 
     def _simulate(self):
         from ..sim.plan import default_plan, load_plan, parse_plan
@@ -598,6 +605,39 @@ class Plan:
         if qa_nights:
             self._add("qa_production", {}, "production",
                       {"nights": [self.find("qa_night", night=n) for n in qa_nights]})
+
+    def _catalogs(self):
+        """Redshift catalogs (redshift.enabled): ztile of each survey/program from every tile's
+        latest cumulative redrock files, zpix from its HEALPix redrock files; then the
+        production summaries (tiles, exposures) of every exposure that reached its cframes."""
+        ztiles = []
+        if self.cfg["redshift"]["enabled"]:
+            last = {}
+            for j in self.steps("cumulative_redrock"):
+                t = j.ids["tileid"]
+                last[t] = max(last.get(t, 0), j.ids["night"])
+            groups = {}
+            for tileid, exps in self.tile_exposures().items():
+                key = (exps[0][1]["SURVEY"], exps[0][1]["PROGRAM"])
+                groups.setdefault(key, []).extend(
+                    j.output for j in self.steps("cumulative_redrock")
+                    if j.ids["tileid"] == tileid and j.ids["night"] == last.get(tileid))
+            for (survey, program), files in sorted(groups.items()):
+                if files:
+                    ztiles.append(self._add("ztile", dict(survey=survey, program=program), f"{survey}-{program}",
+                                            {"redrock": files}).output)
+            pix = {}
+            for j in self.steps("redrock"):
+                pix.setdefault((j.ids["survey"], j.ids["program"]), []).append(j.output)
+            for (survey, program), files in sorted(pix.items()):
+                self._add("zpix", dict(survey=survey, program=program), f"{survey}-{program}", {"redrock": files})
+        exps = self.healpix_exposures()
+        nightqa = [j.output for j in self.steps("qa_night")]
+        if exps and nightqa:
+            cframes = [self.find("cframe", night=n, expid=r["EXPID"], camera=c) for n, r in exps for c in self.cams(r)]
+            specprod = os.path.basename(os.path.normpath(self.prod))
+            self._add("summary", dict(specprod=specprod), specprod,
+                      {"qa_night": nightqa, "cframes": cframes, "ztile": ztiles})
 
 
 def qa_thresholds_path(cfg, workdir="."):

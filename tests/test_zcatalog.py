@@ -1,0 +1,156 @@
+"""Redshift catalogs (ztile / zpix), the production summaries and the redshift validation:
+DESI's primary-spectrum rule, catalogs of redrock files (real FITS files in redrock's layout),
+their refusals, and success rates against a truth table."""
+
+import subprocess
+import sys
+
+import fitsio
+import numpy as np
+import pytest
+
+from fiberflow.steps.zcatalog import find_primary
+from fiberflow.validation import redshift_outcomes, success_table, wilson
+
+
+def _ff(*args):
+    return subprocess.run([sys.executable, "-m", "fiberflow.cli.main", *args], capture_output=True, text=True)
+
+
+def test_find_primary_follows_desispec():
+    """desispec.zcatalog.find_primary_spectra: ZWARN 0 trumps a larger TSNR2, then the larger
+    sort value wins; every row knows how many rows its target has."""
+    rows = [  # TARGETID ZWARN TSNR2_LRG PRIMARY
+        (10, 0, 100.0, 0), (10, 0, 200.0, 1),
+        (20, 4, 0.0, 1),
+        (30, 4, 100.0, 0), (30, 0, 10.0, 1),
+        (40, 4, 100.0, 1), (40, 8, 10.0, 0),
+        (50, 8, 100.0, 1), (50, 8, np.nan, 0),
+        (60, 0, np.nan, 0), (60, 0, 5.0, 1), (60, 0, 1.0, 0),
+    ]
+    tid, zwarn, sort, want = (np.array(c) for c in zip(*rows))
+    nspec, primary = find_primary(tid, zwarn, sort.astype(float))
+    assert primary.tolist() == want.astype(bool).tolist()
+    assert nspec.tolist() == [2, 2, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3]
+    # shuffled input: same answer row by row
+    k = np.random.default_rng(1).permutation(len(tid))
+    n2, p2 = find_primary(tid[k], zwarn[k], sort[k].astype(float))
+    assert p2.tolist() == primary[k].tolist() and n2.tolist() == nspec[k].tolist()
+
+
+def test_wilson_interval():
+    p, lo, hi = wilson(0, 10)
+    assert p == 0 and lo == 0 and 0.05 < hi < 0.12
+    p, lo, hi = wilson(10, 10)
+    assert p == 1 and hi == 1 and 0.88 < lo < 0.95
+    p, lo, hi = wilson(500, 1000)
+    assert abs((hi - lo) / 2 - np.sqrt(0.25 / 1000)) < 1e-3
+
+
+def _redrock_file(path, tids, z, zwarn, exptime, survey="main", program="dark", fm_tids=None):
+    """A file in redrock's layout (RRVER; REDSHIFTS, FIBERMAP, EXP_FIBERMAP, TSNR2)."""
+    n = len(tids)
+    red = np.zeros(n, dtype=[("TARGETID", "i8"), ("Z", "f8"), ("ZERR", "f8"), ("ZWARN", "i8"), ("CHI2", "f8"),
+                             ("COEFF", "f8", (10,)), ("SPECTYPE", "U6"), ("SUBTYPE", "U20"), ("DELTACHI2", "f8")])
+    red["TARGETID"], red["Z"], red["ZWARN"] = tids, z, zwarn
+    red["SPECTYPE"] = "GALAXY"
+    fm = np.zeros(n, dtype=[("TARGETID", "i8"), ("TARGET_RA", "f8"), ("DESI_TARGET", "i8"), ("COADD_EXPTIME", "f4")])
+    fm["TARGETID"] = tids if fm_tids is None else fm_tids
+    fm["DESI_TARGET"] = 1
+    fm["COADD_EXPTIME"] = exptime
+    efm = np.zeros(n, dtype=[("TARGETID", "i8"), ("EXPID", "i4")])
+    efm["TARGETID"] = tids
+    tsnr = np.zeros(n, dtype=[("TARGETID", "i8")])
+    tsnr["TARGETID"] = tids
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with fitsio.FITS(str(path), "rw", clobber=True) as fx:
+        fx.write(None, header={"RRVER": "0.21.0", "SURVEY": survey, "PROGRAM": program})
+        fx.write(red, extname="REDSHIFTS")
+        fx.write(fm, extname="FIBERMAP")
+        fx.write(efm, extname="EXP_FIBERMAP")
+        fx.write(tsnr, extname="TSNR2")
+    return str(path)
+
+
+@pytest.fixture
+def tiles(tmp_path):
+    prod = tmp_path / "prod"
+    a = _redrock_file(prod / "tiles/cumulative/100/20250102/redrock-0-100-thru20250102.fits",
+                      [1, 2, 3], [0.5, 1.0, 2.0], [0, 4, 0], 1000.0)
+    b = _redrock_file(prod / "tiles/cumulative/101/20250103/redrock-0-101-thru20250103.fits",
+                      [2, 4], [1.001, 0.3], [0, 0], 600.0)
+    return prod, [a, b]
+
+
+def test_ztile_catalog_of_two_tiles(tiles, tmp_path):
+    from fiberflow.io.zcatalog import ZCatalog
+
+    prod, files = tiles
+    out = prod / "zcatalog/ztile-main-dark-cumulative.fits"
+    res = _ff("zcatalog", "--group", "ztile", "--survey", "main", "--program", "dark", "-o", str(out), *files)
+    assert res.returncode == 0, res.stderr
+    cat = ZCatalog.read(out)
+    z = cat.zcatalog
+    assert z["TARGETID"].tolist() == [1, 2, 3, 2, 4]
+    assert z["TILEID"].tolist() == [100, 100, 100, 101, 101] and set(z["PETAL_LOC"]) == {0}
+    assert z["LASTNIGHT"].tolist() == [20250102] * 3 + [20250103] * 2
+    assert z["ZCAT_NSPEC"].tolist() == [1, 2, 1, 2, 1]
+    # target 2: ZWARN 4 on tile 100, 0 on tile 101 -> tile 101's row is primary
+    assert z["ZCAT_PRIMARY"].tolist() == [True, False, True, True, True]
+    assert cat.header["ZCATSORT"] == "COADD_EXPTIME" and cat.header["RRVER"] == "0.21.0"
+    assert len(cat.exp_fibermap) == 5
+    from astropy.table import Table
+
+    assert len(Table.read(out, "ZCATALOG")) == 5
+
+
+@pytest.mark.parametrize("case", ["program", "fibermap", "name", "twice"])
+def test_zcatalog_refuses(tiles, tmp_path, case):
+    prod, files = tiles
+    if case == "program":
+        files = files + [_redrock_file(prod / "tiles/cumulative/102/20250103/redrock-0-102-thru20250103.fits",
+                                       [7], [0.1], [0], 100.0, program="bright")]
+        want = "PROGRAM bright"
+    elif case == "fibermap":
+        files = [_redrock_file(prod / "tiles/cumulative/103/20250103/redrock-0-103-thru20250103.fits",
+                               [7, 8], [0.1, 0.2], [0, 0], 100.0, fm_tids=[8, 7])]
+        want = "same order"
+    elif case == "name":
+        files = [_redrock_file(tmp_path / "rr.fits", [7], [0.1], [0], 100.0)]
+        want = "is not named as a ztile input"
+    else:
+        files = [files[0], files[0]]
+        want = "given twice"
+    out = prod / "zcatalog/ztile-main-dark-cumulative.fits"
+    res = _ff("zcatalog", "--group", "ztile", "--survey", "main", "--program", "dark", "-o", str(out), *files)
+    assert res.returncode == 1 and want in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not out.exists()
+
+
+def test_success_table_against_truth():
+    """Success needs ZWARN 0 and |dz|/(1+z) < 1000 km/s; ZWARN 0 beyond is catastrophic; a
+    failure that succeeds in the ideal reduction is pipeline-induced."""
+    from fiberflow.sim.truth import TRUTH_TARGET_DTYPE
+
+    truth = np.zeros(6, dtype=TRUTH_TARGET_DTYPE)
+    truth["TARGETID"] = [1, 2, 3, 4, 5, 6]
+    truth["CLASS"] = ["LRG", "LRG", "ELG", "ELG", "QSO", "SKY"]
+    truth["Z"] = [0.5, 0.8, 1.0, 1.2, 2.0, 0.0]
+    cat = np.zeros(6, dtype=[("TARGETID", "i8"), ("Z", "f8"), ("ZWARN", "i8"), ("ZCAT_PRIMARY", "?"),
+                             ("COADD_EXPTIME", "f4")])
+    cat["TARGETID"] = [1, 2, 3, 4, 5, 6]
+    c = 299792.458
+    cat["Z"] = [0.5 + 900 / c * 1.5, 0.8 + 1100 / c * 1.8, 1.0, 1.7, 2.0, 0.0]
+    cat["ZWARN"] = [0, 0, 4, 0, 0, 0]
+    cat["ZCAT_PRIMARY"] = True
+    cat["COADD_EXPTIME"] = 1000.0
+    out = redshift_outcomes(cat, truth)
+    assert out["TARGETID"].tolist() == [1, 2, 3, 4, 5]  # sky left out
+    assert out["SUCCESS"].tolist() == [True, False, False, False, True]
+    assert out["CATASTROPHIC"].tolist() == [False, True, False, True, False]
+    ideal = out.copy()
+    ideal["SUCCESS"] = True
+    table = {r["CLASS"]: r for r in success_table(out, ideal)}
+    assert table["LRG"]["NSUCCESS"] == 1 and table["LRG"]["NCATASTROPHIC"] == 1 and table["LRG"]["NPIPELINE"] == 1
+    assert table["ELG"]["NPIPELINE"] == 2 and table["ALL"]["N"] == 5 and table["ALL"]["NPIPELINE"] == 3
+    assert table["QSO"]["SUCCESS"][0] == 1.0 and table["ALL"]["EXPTIME"] == 1000.0
