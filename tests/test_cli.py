@@ -118,6 +118,40 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
 
     for arm in "brz":
         assert read_psf(out / "calib" / "psf" / f"psf-{arm}0.fits").nfiber == 50
+    _check_demo_redshifts(out / "redux" / "demo", text)
+
+
+def _check_demo_redshifts(prod, text):
+    """redrock beside every tile and HEALPix coadd, both catalogs, the summaries, DESI's readers
+    on them, and the success table with the pipeline-induced failures."""
+    import re
+
+    from astropy.table import Table
+
+    coadds = sorted(prod.glob("healpix/main/dark/*/*/coadd-*.fits")) + sorted(prod.glob("tiles/cumulative/*/*/coadd-*.fits"))
+    assert len(coadds) >= 5
+    for c in coadds:
+        rr = c.parent / c.name.replace("coadd-", "redrock-")
+        assert len(Table.read(rr, "REDSHIFTS")) == len(Table.read(c, "FIBERMAP")), rr
+    zpix = Table.read(prod / "zcatalog" / "zpix-main-dark.fits", "ZCATALOG")
+    ztile = Table.read(prod / "zcatalog" / "ztile-main-dark-cumulative.fits", "ZCATALOG")
+    # every target once in each catalog (one tile each, one pixel each)
+    assert len(zpix) == len(ztile) == len(set(zpix["TARGETID"])) and set(zpix["TARGETID"]) == set(ztile["TARGETID"])
+    assert zpix["ZCAT_PRIMARY"].all() and (zpix["ZCAT_NSPEC"] == 1).all()
+    tiles = Table.read(prod / "tiles-demo.csv", format="ascii.csv")
+    exps = Table.read(prod / "exposures-demo.fits", "EXPOSURES")
+    assert sorted(tiles["NEXP"]) == [1, 2] and len(exps) == 3 and (exps["GOODFIBERS"] > 40).all()
+    assert (tiles["NZGOOD"] > 0).all() and tiles["NZ"].sum() == len(ztile)
+    desispec_io = __import__("pytest").importorskip("desispec.io")
+    tile_coadd = sorted(prod.glob("tiles/cumulative/*/*/coadd-*.fits"))[0]
+    assert desispec_io.read_spectra(str(tile_coadd)).num_spectra() == len(Table.read(tile_coadd, "FIBERMAP"))
+    rows = dict(re.findall(r"\[fiberflow demo\]   (LRG|ELG|QSO|STD|ALL) +(\d+ +\d+ .*)", text))
+    assert set(rows) >= {"LRG", "ELG", "QSO", "ALL"}, text[-3000:]
+    pipe = re.findall(r"pipeline-induced redshift failures .*: (\d+) of (\d+) targets", text)
+    assert pipe and int(pipe[0][1]) == len(zpix) - (zpix["OBJTYPE"] == "SKY").sum(), pipe
+    # the demo's high-S/N targets: redrock finds nearly all, and the reduction loses at most one
+    n, nsucc = (int(v) for v in rows["ALL"].split()[:2])
+    assert nsucc >= 0.85 * n and int(pipe[0][0]) <= 1, (rows, pipe)
 
 
 def test_demo_never_reports_work_it_did_not_do(tmp_path, capsys, monkeypatch):

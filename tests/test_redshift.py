@@ -8,14 +8,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from fiberflow.instrument import load_instrument
-from fiberflow.io.frame import FLUX_UNITS
-from fiberflow.io.spectra import Spectra
-from fiberflow.models import resolution
-from fiberflow.steps import coadd, regroup
+from fiberflow.steps import coadd
 
 C_KMS = 299792.458
 
@@ -27,34 +22,9 @@ def _ff(*args):
 def simulated_coadd(nfiber=16, sigma=0.05, seed=3):
     """Spectra (2 exposures) of 16 fibers of simulated targets (2 SKY, 3 STD, 4 LRG, 5 ELG, 2 QSO) and
     their truth (class, z)."""
-    from fiberflow.sim import targets
+    from fiberflow.validation import simulated_spectra
 
-    inst = load_instrument("tiny")
-    rng = np.random.default_rng(seed)
-    tile = targets.Tile(1234, 150.0, 2.0, "dark", "main")
-    fm0, flux, info = targets.tile_targets(seed, tile, 0, nfiber)
-    grids = {arm: inst.wavegrid(arm) for arm in inst.arms}
-    rows, fl, iv, res = [], {b: [] for b in grids}, {b: [] for b in grids}, {b: [] for b in grids}
-    for e in range(2):
-        rows.append(regroup.exposure_fibermap(fm0, {"NIGHT": 20250301, "EXPID": 500 + e, "MJD-OBS": 60700.0 + e,
-                                                   "TILEID": 1234, "EXPTIME": 1000.0}))
-        for b, w in grids.items():
-            diags = resolution.gaussian_diags(np.full(w.size, 1.0), 11)
-            fine = resolution.fine_grid(w)  # the true flux averaged over each bin, then through R
-            true = np.array([resolution.bin_average(w, fine, np.interp(fine, targets.MODEL_WAVE, f))
-                             for f in flux]) * 1e17
-            rows_ = np.broadcast_to(resolution.diags_to_rows(diags[None])[0], (nfiber, w.size, diags.shape[0]))
-            seen = resolution.apply_rows_each(rows_, true)
-            fl[b].append(seen + rng.normal(0, sigma, seen.shape))
-            iv[b].append(np.full(seen.shape, 1 / sigma**2))
-            res[b].append(np.broadcast_to(diags, (nfiber,) + diags.shape))
-    fm = np.concatenate(rows)
-    cat = {b: np.concatenate(v).astype("f4") for b, v in fl.items()}
-    sp = Spectra(list(grids), grids, cat, {b: np.concatenate(v).astype("f4") for b, v in iv.items()},
-                 {b: np.zeros(cat[b].shape, "i4") for b in grids},
-                 {b: np.concatenate(v).astype("f4") for b, v in res.items()}, fm, None, None,
-                 {"TILEID": 1234, "PETAL": 0, "SPGRP": "cumulative", "SPGRPVAL": 20250301}, FLUX_UNITS)
-    return sp, fm0, info
+    return simulated_spectra("tiny", nfiber, 2, sigma, seed)
 
 
 @pytest.fixture(scope="module")

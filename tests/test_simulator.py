@@ -247,6 +247,31 @@ def test_fibermap_targets_and_desi_reader(night):
     assert list(np.char.strip(np.asarray(dfm["OBJTYPE"]).astype(str))) == list(fm["OBJTYPE"])
 
 
+def test_truth_targets_of_each_tile(night):
+    """truth-targets-{tileid}.fits: one row per fiber of the tile, the class, redshift and
+    magnitudes the fibermap and the simulator's objects agree with."""
+    from fiberflow.sim.truth import TruthTargets
+
+    fm, hdr = read_fibermap(paths.findfile("fibermap", raw=night["raw"], night=NIGHT, expid=SCI1))
+    tt = TruthTargets.read(paths.findfile("truth_targets", truth=night["truth"], tileid=hdr["TILEID"]))
+    t = tt.table
+    assert tt.header["TILEID"] == hdr["TILEID"] and tt.header["SIMSEED"] == 7
+    np.testing.assert_array_equal(t["TARGETID"], fm["TARGETID"])
+    assert ((t["CLASS"] == "SKY") == (fm["OBJTYPE"] == "SKY")).all()
+    std = (fm["DESI_TARGET"] & desi_target.mask("STD_FAINT")) != 0
+    assert (t["CLASS"][std] == "STD").all() and (t["SPECTYPE"][std] == "STAR").all()
+    gal = np.isin(t["CLASS"], ["LRG", "ELG"])
+    assert gal.any() and (t["SPECTYPE"][gal] == "GALAXY").all() and (t["Z"][gal] > 0.3).all()
+    assert (np.abs(t["Z"][std]) < 0.001).all()  # radial velocities / c
+    elg = t["CLASS"] == "ELG"
+    assert np.isfinite(t["OII_FLUX"][elg]).all() and np.isnan(t["OII_FLUX"][~elg]).all()
+    tgt = fm["OBJTYPE"] == "TGT"
+    np.testing.assert_allclose(t["MAG_R"][tgt], 22.5 - 2.5 * np.log10(fm["FLUX_R"][tgt]), atol=1e-4)
+    # another tile has its own table
+    _, hdr3 = read_fibermap(paths.findfile("fibermap", raw=night["raw"], night=NIGHT, expid=SCIF))
+    assert os.path.exists(paths.findfile("truth_targets", truth=night["truth"], tileid=hdr3["TILEID"]))
+
+
 def test_targets_span_several_healpix_pixels():
     import healpy as hp
 

@@ -154,3 +154,33 @@ def test_success_table_against_truth():
     assert table["LRG"]["NSUCCESS"] == 1 and table["LRG"]["NCATASTROPHIC"] == 1 and table["LRG"]["NPIPELINE"] == 1
     assert table["ELG"]["NPIPELINE"] == 2 and table["ALL"]["N"] == 5 and table["ALL"]["NPIPELINE"] == 3
     assert table["QSO"]["SUCCESS"][0] == 1.0 and table["ALL"]["EXPTIME"] == 1000.0
+
+
+def test_summaries_count_good_fibers_and_redshifts():
+    """exposures/tiles rows: a fiber bad in one camera is not good; sky fibers are not targets;
+    the tile's catalog rows give NZ / NZGOOD (per class by DESI_TARGET)."""
+    from fiberflow.bitmasks import desi_target, fibermask
+    from fiberflow.steps.summary import exposures_table, tiles_table
+
+    def fm(status):
+        t = np.zeros(4, dtype=[("TARGETID", "i8"), ("OBJTYPE", "U3"), ("FIBERSTATUS", "i4")])
+        t["TARGETID"], t["OBJTYPE"], t["FIBERSTATUS"] = [1, 2, 3, 4], ["TGT", "TGT", "TGT", "SKY"], status
+        return t
+
+    broken = fibermask.mask("BROKENFIBER")
+    exps = [{"NIGHT": 20250101, "EXPID": 10, "TILEID": 100, "EXPTIME": 900.0, "MJD": 60700.1, "EFFTIME": 800.0,
+             "STATUS": "OK", "SURVEY": "main", "PROGRAM": "dark", "fibermaps": [fm([0, 0, 0, 0]), fm([0, broken, 0, 0])]},
+            {"NIGHT": 20250102, "EXPID": 20, "TILEID": 100, "EXPTIME": 600.0, "MJD": 60701.1, "EFFTIME": None,
+             "STATUS": "WARNING", "SURVEY": "main", "PROGRAM": "dark", "fibermaps": [fm([0, 0, broken, 0])]}]
+    z = np.zeros(3, dtype=[("TILEID", "i4"), ("TARGETID", "i8"), ("ZWARN", "i8"), ("DESI_TARGET", "i8")])
+    z["TILEID"], z["TARGETID"], z["ZWARN"] = 100, [1, 2, 3], [0, 0, 4]
+    z["DESI_TARGET"] = [desi_target.mask("LRG"), desi_target.mask("ELG"), desi_target.mask("LRG")]
+    ex = exposures_table(exps, z)
+    assert ex["GOODFIBERS"].tolist() == [2, 2] and ex["NTARGET"].tolist() == [3, 3]
+    assert ex["NZ"].tolist() == [2, 2] and ex["NZGOOD"].tolist() == [1, 2]  # of the good fibers
+    assert np.isnan(ex["EFFTIME_SPEC"][1]) and ex["QA_STATUS"].tolist() == ["OK", "WARNING"]
+    ti = tiles_table(exps, z)
+    assert len(ti) == 1 and ti["NEXP"][0] == 2 and ti["NNIGHT"][0] == 2 and ti["LASTNIGHT"][0] == 20250102
+    assert ti["EXPTIME"][0] == 1500.0 and ti["EFFTIME_SPEC"][0] == 800.0 and ti["GOODFIBERS"][0] == 3
+    assert (ti["NZ"][0], ti["NZGOOD"][0], ti["NZGOOD_LRG"][0], ti["NZGOOD_ELG"][0]) == (3, 2, 1, 1)
+    assert tiles_table(exps)["NZ"].tolist() == [-1]

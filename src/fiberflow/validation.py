@@ -481,3 +481,60 @@ def ideal_coadd(spectra_path, coadd_path, truth_root, seed=0):
     header = dict(co.header)
     header["IDEAL"] = (True, "truth through the coadd's weights + noise at its ivar")
     return dataclasses.replace(co, flux=flux, header=header)
+
+
+def simulated_spectra(instrument="tiny", nfiber=16, nexp=2, sigma=0.05, seed=3, tileid=1234, petal=0):
+    """Spectra of one petal of a simulated tile without the CCD: the simulator's targets
+    (LRG, ELG, QSO, standard stars, sky) averaged over each bin of the instrument's grids, through
+    a Gaussian resolution (sigma 1 bin, 11 diagonals), plus Gaussian noise, in ``nexp`` exposures.
+    For redrock tests and benchmarks at a known S/N.
+
+    Parameters
+    ----------
+    instrument : str
+        Instrument preset (its wavelength grids).
+    nfiber : int
+    nexp : int
+    sigma : float
+        Noise per bin [1e-17 erg/s/cm^2/A].
+
+    Returns
+    -------
+    spectra : fiberflow.io.spectra.Spectra (nexp * nfiber rows)
+    fibermap : structured (nfiber,) of the targets
+    info : list of dict (the simulator's per-fiber truth: CLASS, Z, ...)
+    """
+    from .instrument import load_instrument
+    from .io.frame import FLUX_UNITS
+    from .io.spectra import Spectra
+    from .models import resolution
+    from .sim import targets
+    from .steps import regroup
+
+    inst = load_instrument(instrument)
+    rng = np.random.default_rng(seed)
+    tile = targets.Tile(tileid, 150.0, 2.0, "dark", "main")
+    fm0, flux, info = targets.tile_targets(seed, tile, petal, nfiber)
+    grids = {arm: inst.wavegrid(arm) for arm in inst.arms}
+    rows, fl, iv, res = [], {b: [] for b in grids}, {b: [] for b in grids}, {b: [] for b in grids}
+    seen = {}
+    for b, w in grids.items():
+        diags = resolution.gaussian_diags(np.full(w.size, 1.0), 11)
+        fine = resolution.fine_grid(w)  # the true flux averaged over each bin, then through R
+        true = np.array([resolution.bin_average(w, fine, np.interp(fine, targets.MODEL_WAVE, f)) for f in flux]) * 1e17
+        rows_ = np.broadcast_to(resolution.diags_to_rows(diags[None])[0], (nfiber, w.size, diags.shape[0]))
+        seen[b] = (resolution.apply_rows_each(rows_, true), diags)
+    for e in range(nexp):
+        rows.append(regroup.exposure_fibermap(fm0, {"NIGHT": 20250301, "EXPID": 500 + e, "MJD-OBS": 60700.0 + e,
+                                                   "TILEID": tileid, "EXPTIME": 1000.0}))
+        for b, (s, diags) in seen.items():
+            fl[b].append(s + rng.normal(0, sigma, s.shape))
+            iv[b].append(np.full(s.shape, 1 / sigma**2))
+            res[b].append(np.broadcast_to(diags, (nfiber,) + diags.shape))
+    fm = np.concatenate(rows)
+    cat = {b: np.concatenate(v).astype("f4") for b, v in fl.items()}
+    sp = Spectra(list(grids), grids, cat, {b: np.concatenate(v).astype("f4") for b, v in iv.items()},
+                 {b: np.zeros(cat[b].shape, "i4") for b in grids},
+                 {b: np.concatenate(v).astype("f4") for b, v in res.items()}, fm, None, None,
+                 {"TILEID": tileid, "PETAL": petal, "SPGRP": "cumulative", "SPGRPVAL": 20250301}, FLUX_UNITS)
+    return sp, fm0, info

@@ -1,0 +1,61 @@
+"""Seconds and peak memory of DESI's redrock (through `fiberflow redrock`) per 500 targets.
+
+Builds a coadd of ``--ntarget`` simulated targets of one full-size DESI petal (desi instrument
+grids: b 2751, r 2326, z 2881 bins; the simulator's LRG, ELG, QSO and standard stars, two
+exposures at the high S/N of fiberflow's redshift test) with fiberflow's coadd, then times in
+fresh processes:
+
+    fiberflow redrock --ncpu 1        (one core)
+    mpiexec -n 2 fiberflow redrock    (two MPI ranks)
+
+and prints the seconds per 500 targets (scaled linearly from ``--ntarget``) and the peak memory
+(summed over ranks). The shipped redrock templates are used, as in production.
+
+Usage: python benchmarks/bench_redrock.py [--ntarget 100] [--workdir DIR] [--keep]
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _child import run  # noqa: E402
+
+from fiberflow.steps import coadd  # noqa: E402
+from fiberflow.validation import simulated_spectra  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ntarget", type=int, default=100, help="fibers of the coadd (sky fibers included)")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--no-mpi", action="store_true", help="skip the two-rank run")
+    args = ap.parse_args()
+    work = args.workdir or tempfile.mkdtemp(prefix="bench-redrock-")
+    os.makedirs(work, exist_ok=True)
+    try:
+        sp, _fm, info = simulated_spectra("desi", args.ntarget, 2, 0.05, 3)
+        path = os.path.join(work, "coadd-0-1234-thru20250301.fits")
+        coadd.coadd_spectra(sp, coadd.CoaddOptions()).write(path)
+        nsky = sum(m["CLASS"] == "SKY" for m in info)
+        print(f"coadd of {args.ntarget} fibers ({args.ntarget - nsky} targets, {nsky} sky) on the desi grids "
+              f"[{os.cpu_count()} CPUs here]")
+        runs = [("1 process", [], 1)]
+        mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        if not args.no_mpi and mpiexec:
+            runs.append(("2 MPI ranks", [mpiexec, "-n", "2"], 1))
+        for name, launcher, ncpu in runs:
+            out = os.path.join(work, f"redrock-{len(launcher)}.fits")
+            dt, rss = run(["redrock", "-i", path, "-o", out, "--ncpu", str(ncpu)], 1, launcher)
+            print(f"redrock, {name}: {dt:.1f} s for {args.ntarget} fibers = {dt * 500 / args.ntarget:.0f} s per 500 "
+                  f"targets; peak memory {rss:.0f} MB")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
