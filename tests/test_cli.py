@@ -147,11 +147,14 @@ def _check_demo_redshifts(prod, text):
     assert desispec_io.read_spectra(str(tile_coadd)).num_spectra() == len(Table.read(tile_coadd, "FIBERMAP"))
     rows = dict(re.findall(r"\[fiberflow demo\]   (LRG|ELG|QSO|STD|ALL) +(\d+ +\d+ .*)", text))
     assert set(rows) >= {"LRG", "ELG", "QSO", "ALL"}, text[-3000:]
-    pipe = re.findall(r"pipeline-induced redshift failures .*: (\d+) of (\d+) targets", text)
+    pipe = re.findall(r"pipeline-induced redshift failures .*: (\d+) of (\d+) targets; (\d+) the other way", text)
     assert pipe and int(pipe[0][1]) == len(zpix) - (zpix["OBJTYPE"] == "SKY").sum(), pipe
-    # the demo's high-S/N targets: redrock finds nearly all, and the reduction loses at most one
+    # redrock finds most of the demo's targets (faint ELGs are at the limit); the reduction
+    # loses no more than the ideal reduction's own noise moves either way (McNemar, 2 sigma)
     n, nsucc = (int(v) for v in rows["ALL"].split()[:2])
-    assert nsucc >= 0.85 * n and int(pipe[0][0]) <= 1, (rows, pipe)
+    only_ff, only_ideal = int(pipe[0][0]), int(pipe[0][2])
+    assert nsucc >= 0.8 * n, rows
+    assert only_ff - only_ideal <= 2 * (only_ff + only_ideal) ** 0.5 + 1, pipe
 
 
 def test_demo_never_reports_work_it_did_not_do(tmp_path, capsys, monkeypatch):

@@ -37,7 +37,7 @@ def production(tmp_path_factory):
     root = tmp_path_factory.mktemp("hpxprod")
     plan = parse_plan(_plan(NIGHT_A, 1200, [77, 77, 78]))
     simulate_night(plan, "tiny", 5, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
-    cfg = tiny_config(root, "hpx")
+    cfg = tiny_config(root, "hpx", "redshift: {enabled: true}\n")
     res = snakemake(root, cfg, "--profile", LOCAL_PROFILE)
     assert res.returncode == 0, res.stderr[-3000:]
     return {"root": root, "cfg": cfg, "prod": root / "redux" / "hpx", "plan": plan}
@@ -158,3 +158,36 @@ def test_adding_a_night_rebuilds_only_the_pixels_it_touches(production):
     tiles = re.findall(r"rule (cumulative_spectra|cumulative_coadd):.*?wildcards: ([^\n]*)", res.stdout, re.DOTALL)
     assert sorted(k for k, _ in tiles) == ["cumulative_coadd", "cumulative_spectra"], tiles
     assert all("tileid=78" in w and f"night={NIGHT_B}" in w for _, w in tiles), tiles
+    # redrock only beside the rebuilt coadds; the catalogs and summaries again (they list every file)
+    rr = re.findall(r"rule (redrock|cumulative_redrock):.*?wildcards: ([^\n]*)", res.stdout, re.DOTALL)
+    assert {int(re.search(r"pix=(\d+)", w).group(1)) for k, w in rr if k == "redrock"} == touched, rr
+    assert [w for k, w in rr if k == "cumulative_redrock"] and \
+        all("tileid=78" in w for k, w in rr if k == "cumulative_redrock"), rr
+    for rule in ("ztile", "zpix", "summary"):
+        assert re.search(rf"rule {rule}:", res.stdout), rule
+
+
+def test_catalogs_and_summaries_of_the_production(production):
+    """ztile and zpix list every target once (each target is in one tile and one pixel), with
+    redrock's redshifts of the files they come from; the summaries count the exposures, tiles
+    and good fibers of the production and the catalog's redshifts."""
+    from astropy.table import Table
+
+    prod = production["prod"]
+    ztile = Table.read(prod / "zcatalog" / "ztile-main-dark-cumulative.fits", "ZCATALOG")
+    zpix = Table.read(prod / "zcatalog" / "zpix-main-dark.fits", "ZCATALOG")
+    assert sorted(set(ztile["TILEID"])) == [77, 78] and set(ztile["PETAL_LOC"]) == {0}
+    assert len(ztile) == len(set(ztile["TARGETID"])) == len(zpix) == len(set(zpix["TARGETID"]))
+    assert ztile["ZCAT_PRIMARY"].all() and (zpix["ZCAT_NSPEC"] == 1).all()
+    for row in zpix[:5]:
+        rr = Table.read(paths.findfile("redrock", prod=str(prod), survey="main", program="dark", pix=int(row["HEALPIX"])),
+                        "REDSHIFTS")
+        k = list(rr["TARGETID"]).index(row["TARGETID"])
+        assert rr["Z"][k] == row["Z"] and rr["ZWARN"][k] == row["ZWARN"]
+    exps = Table.read(prod / "exposures-hpx.fits", "EXPOSURES")
+    tiles = Table.read(prod / "tiles-hpx.csv", format="ascii.csv")
+    assert len(exps) == 3 and sorted(exps["TILEID"]) == [77, 77, 78] and set(exps["NCAMERA"]) == {2}
+    assert list(tiles["TILEID"]) == [77, 78] and list(tiles["NEXP"]) == [2, 1]
+    assert (tiles["NZ"] == [int((ztile["TILEID"] == t).sum()) for t in (77, 78)]).all()
+    assert (tiles["NZGOOD"] == [int(((ztile["TILEID"] == t) & (ztile["ZWARN"] == 0)).sum()) for t in (77, 78)]).all()
+    assert (tiles["GOODFIBERS"] > 15).all() and (tiles["EXPTIME"] == [1800.0, 900.0]).all()

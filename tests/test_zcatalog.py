@@ -154,6 +154,11 @@ def test_success_table_against_truth():
     assert table["LRG"]["NSUCCESS"] == 1 and table["LRG"]["NCATASTROPHIC"] == 1 and table["LRG"]["NPIPELINE"] == 1
     assert table["ELG"]["NPIPELINE"] == 2 and table["ALL"]["N"] == 5 and table["ALL"]["NPIPELINE"] == 3
     assert table["QSO"]["SUCCESS"][0] == 1.0 and table["ALL"]["EXPTIME"] == 1000.0
+    # a target that succeeds here but fails on the ideal reduction counts the other way
+    ideal["SUCCESS"] = [True, True, True, True, False]
+    all_ = success_table(out, ideal)[-1]
+    assert (all_["NPIPELINE"], all_["NREVERSE"]) == (3, 1)
+    assert abs(all_["NET_PIPELINE"] - 2 / 5) < 1e-12 and abs(all_["NET_PIPELINE_ERR"] - 2 / 5) < 1e-12
 
 
 def test_summaries_count_good_fibers_and_redshifts():

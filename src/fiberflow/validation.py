@@ -422,8 +422,11 @@ def success_table(outcomes, ideal=None):
             known = [t for t in o["TARGETID"].tolist() if t in ideal_ok]
             ok_here = dict(zip(o["TARGETID"].tolist(), o["SUCCESS"].tolist()))
             npipe = sum(1 for t in known if ideal_ok[t] and not ok_here[t])
+            nrev = sum(1 for t in known if ok_here[t] and not ideal_ok[t])
+            nk = max(len(known), 1)
             row.update({"NIDEAL": len(known), "NIDEAL_SUCCESS": sum(1 for t in known if ideal_ok[t]),
-                        "NPIPELINE": npipe, "PIPELINE": wilson(npipe, len(known))})
+                        "NPIPELINE": npipe, "PIPELINE": wilson(npipe, len(known)), "NREVERSE": nrev,
+                        "NET_PIPELINE": (npipe - nrev) / nk, "NET_PIPELINE_ERR": np.sqrt(npipe + nrev) / nk})
         table.append(row)
     return table
 
@@ -432,18 +435,19 @@ def format_success_table(table):
     """The success table as text lines (rates in percent with their 1-sigma intervals)."""
     def pct(r):
         p, lo, hi = r
-        return "    -" if not np.isfinite(p) else f"{100 * p:5.1f} [{100 * lo:.1f}-{100 * hi:.1f}]"
+        return "-" if not np.isfinite(p) else f"{100 * p:.1f} [{100 * lo:.1f}-{100 * hi:.1f}]"
 
     ideal = "NPIPELINE" in table[0]
-    head = f"{'class':6s} {'N':>5s} {'success % [1-sigma]':>22s} {'catastrophic %':>20s} {'exptime s':>9s}"
+    head = f"{'class':5s} {'N':>5s} {'ok':>5s} {'success % [1 sigma]':>20s} {'cat':>4s} {'catastrophic %':>17s} {'exptime':>8s}"
     if ideal:
-        head += f" {'ideal ok':>8s} {'pipeline-induced %':>22s}"
+        head += f" {'ideal ok':>8s} {'only-ff':>7s} {'only-ideal':>10s} {'net pipeline loss %':>20s}"
     lines = [head]
     for r in table:
-        line = (f"{r['CLASS']:6s} {r['N']:5d} {r['NSUCCESS']:5d} {pct(r['SUCCESS']):>16s} "
-                f"{r['NCATASTROPHIC']:3d} {pct(r['CATASTROPHIC']):>16s} {r['EXPTIME']:9.0f}")
+        line = (f"{r['CLASS']:5s} {r['N']:5d} {r['NSUCCESS']:5d} {pct(r['SUCCESS']):>20s} {r['NCATASTROPHIC']:4d} "
+                f"{pct(r['CATASTROPHIC']):>17s} {r['EXPTIME']:7.0f}s")
         if ideal:
-            line += f" {r['NIDEAL_SUCCESS']:8d} {r['NPIPELINE']:3d} {pct(r['PIPELINE']):>18s}"
+            net = f"{100 * r['NET_PIPELINE']:+.1f} +- {100 * r['NET_PIPELINE_ERR']:.1f}"
+            line += f" {r['NIDEAL_SUCCESS']:8d} {r['NPIPELINE']:7d} {r['NREVERSE']:10d} {net:>20s}"
         lines.append(line)
     return lines
 

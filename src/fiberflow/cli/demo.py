@@ -344,7 +344,8 @@ def _redshift_summary(roots, cfgfile):
              f"ideal: the truth through each coadd's weights + noise at its ivar):"]
     lines += ["  " + line for line in format_success_table(table)]
     lines.append(f"pipeline-induced redshift failures (fail on fiberflow's coadd, succeed on the ideal one): "
-                 f"{tot['NPIPELINE']} of {tot['NIDEAL']} targets")
+                 f"{tot['NPIPELINE']} of {tot['NIDEAL']} targets; {tot['NREVERSE']} the other way (the ideal's own "
+                 f"noise); net loss {100 * tot['NET_PIPELINE']:+.1f} +- {100 * tot['NET_PIPELINE_ERR']:.1f}%")
     for msg in lines:
         _log(msg)
     return lines, cat

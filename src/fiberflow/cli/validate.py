@@ -6,7 +6,8 @@ the success table per class (success: ZWARN 0 and |dz|/(1+z) < 1000 km/s; catast
 runs redrock on the *ideal* reduction of every coadd of the catalog (the truth through the
 coadd's own weights plus noise at its own ivar, :func:`fiberflow.validation.ideal_coadd`) and
 counts the pipeline-induced failures: targets that fail on fiberflow's coadd but not on the
-ideal one. Validation only: the production never reads truth.
+ideal one, those that fail only on the ideal one (its own noise realization), and the net loss
+with its McNemar error. Validation only: the production never reads truth.
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ def catalog_coadds(zcat, group, prod):
 
 def ideal_catalog(args, zcat, prod, truth, outdir):
     """Redrock on the ideal reduction of every coadd of the catalog; its catalog rows."""
+    import subprocess
+    import sys
+
+    from ..errors import DataError
     from ..steps.zcatalog import zcatalog
     from ..validation import ideal_coadd
-    from .main import main
 
     rrfiles = []
     for spath, cpath in catalog_coadds(zcat, args.group, prod):
@@ -70,13 +74,13 @@ def ideal_catalog(args, zcat, prod, truth, outdir):
         ideal = os.path.join(outdir, rel)
         rr = os.path.join(outdir, os.path.dirname(rel), os.path.basename(cpath).replace("coadd-", "redrock-", 1))
         ideal_coadd(spath, cpath, truth).write(ideal)
-        argv = ["redrock", "-i", ideal, "-o", rr, "--ncpu", str(args.ncpu)]
+        argv = [sys.executable, "-m", "fiberflow.cli.main", "redrock", "-i", ideal, "-o", rr, "--ncpu", str(args.ncpu)]
         if args.config:
             argv += ["--config", args.config]
-        if main(argv) != 0:
-            from ..errors import DataError
-
-            raise DataError(ideal, "redrock failed on the ideal coadd")
+        log = rr.replace(".fits", ".log")
+        with open(log, "w") as fh:  # redrock's own report goes to a log beside its output
+            if subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
+                raise DataError(ideal, f"redrock failed on the ideal coadd (see {log})")
         rrfiles.append(rr)
     return zcatalog(rrfiles, args.group, args.survey, args.program).zcatalog
 
