@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser tools demo test dag bench-workflow clean-demo help
+.PHONY: setup browser tools demo test dag bench-workflow bench-redrock validate-redshifts clean-demo help
 
 help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
@@ -53,6 +53,15 @@ dag: setup tools
 
 bench-workflow: setup
 	$(BIN)/python benchmarks/bench_workflow.py
+
+# redrock seconds and peak memory per 500 targets (one process, two MPI ranks)
+bench-redrock: setup
+	$(BIN)/python benchmarks/bench_redrock.py
+
+# a larger simulated production (>= 1,000 targets) through redrock: success table and
+# pipeline-induced failures against the truth (about an hour on 2 cores)
+validate-redshifts: setup
+	$(BIN)/python benchmarks/validate_redshifts.py
 
 clean-demo:
 	rm -rf $(DEMO)

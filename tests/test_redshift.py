@@ -98,3 +98,27 @@ def test_redrock_refuses_what_it_cannot_fit(redshifts, tmp_path):
     bad.write_text(f"instrument: tiny\nredshift: {{templates: {tmp_path / 'empty'}}}\n")
     res = _ff("redrock", "--config", str(bad), "-i", str(tmp / "coadd-0-1234-thru20250301.fits"), "-o", str(out))
     assert res.returncode == 1 and "no redrock template" in res.stderr and not out.exists()
+
+
+def test_redrock_under_mpi_gives_the_same_redshifts(redshifts, tmp_path):
+    """`mpiexec -n 2 fiberflow redrock`: targets spread over two ranks, rank 0 writes, the
+    redshifts are those of the single-process run."""
+    import shutil
+
+    import fitsio
+
+    bin_ = os.path.dirname(sys.executable)
+    mpiexec = shutil.which("mpiexec", path=bin_) or shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec: install the extra fiberflow[mpi] (mpi4py + mpich)")
+    out = tmp_path / "redrock-mpi.fits"
+    res = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "fiberflow.cli.main", "redrock", "--config",
+                          str(redshifts["cfg"]), "-i", str(redshifts["tmp"] / "coadd-0-1234-thru20250301.fits"),
+                          "-o", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert fitsio.read_header(str(out), 0)["FFOPT000"] == "mpi=2"
+    one = fitsio.read(str(redshifts["out"]), "REDSHIFTS")
+    two = fitsio.read(str(out), "REDSHIFTS")
+    assert list(one["TARGETID"]) == list(two["TARGETID"])
+    for col in ("Z", "ZWARN", "SPECTYPE", "CHI2"):
+        assert list(one[col]) == list(two[col]), col

@@ -159,5 +159,11 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     assert list(prod.glob("healpix/*/*/*/*/coadd-*.fits"))
     assert os.path.exists(paths.findfile("qa_production_html", prod=str(prod)))
     assert "coadds of 2 exposure(s) vs truth" in text, text[-3000:]
+    # redrock ran under srun on 2 MPI ranks beside every coadd, and the catalogs were made
+    rr = sorted(prod.glob("healpix/*/*/*/*/redrock-*.fits")) + sorted(prod.glob("tiles/cumulative/*/*/redrock-*.fits"))
+    assert len(rr) == len(list(prod.glob("healpix/*/*/*/*/coadd-*.fits")) + list(prod.glob("tiles/cumulative/*/*/coadd-*.fits")))
+    assert all(fitsio.read_header(str(f), 0)["FFOPT000"] == "mpi=2" for f in rr), rr
+    assert (prod / "zcatalog" / "zpix-main-dark.fits").exists() and (prod / "tiles-demo.fits").exists()
+    assert "pipeline-induced redshift failures" in text
     print(f"demo night through Slurm: {len(submitted)} Slurm jobs, {int(done.group(1))} Snakemake jobs, "
           f"{wall:.0f} s")
