@@ -124,6 +124,10 @@ def test_small_production_end_to_end_from_the_wheel(installed):
     assert len(cframes) == 2 * len(CAMERAS), cframes
     coadds = list(prod.glob("healpix/*/*/*/*/coadd-*.fits"))
     assert coadds, "no HEALPix coadd"
+    # redshifts are on by default: redrock with the templates installed from the wheel
+    for c in coadds:
+        assert (c.parent / c.name.replace("coadd-", "redrock-")).exists(), c
+    assert (prod / "zcatalog" / "zpix-main-dark.fits").exists() and (prod / "tiles-fresh.csv").exists()
     assert (prod / "qa" / "index.html").exists()
     # every job of the plan is done, as `fiberflow status` sees it
     res = _run([ff, "status", "--config", "prod.yaml", "--json"], cwd=work, env=env)

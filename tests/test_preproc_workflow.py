@@ -92,7 +92,7 @@ def tiny_night(tmp_path_factory):
     simulate_night(plan, "tiny", 3, str(root / "raw"), str(root / "truth"), cameras=["r0", "b0"])
     cfg = root / "config.yaml"
     cfg.write_text(f"instrument: tiny\nraw: {root / 'raw'}\nredux: {root / 'redux'}\nspecprod: test\ntruth: {root / 'truth'}\n"
-                   f"calibration: {{default_psf: {root / 'calib'}}}\n")
+                   f"calibration: {{default_psf: {root / 'calib'}}}\nredshift: {{enabled: false}}\n")
     res = _ff("calibinit", "--config", str(cfg))
     assert res.returncode == 0, res.stderr
     return {"root": root, "plan": plan, "cfg": str(cfg), "sim": Simulator("tiny", 3)}
