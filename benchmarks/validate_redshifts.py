@@ -2,7 +2,8 @@
 
 Simulates one night of ``--tiles`` tiles (one 900 s exposure each, the first ``--repeats`` times)
 with the given instrument (default demo: one petal of 50 fibers, ~44 targets a tile; ``desi``
-for full-size petals), reduces it with the Snakemake workflow (HEALPix coadds, redrock, zpix),
+for full-size petals), reduces it with the Snakemake workflow (tile coadds, redrock, ztile; or
+``--flavour healpix``: HEALPix coadds and zpix),
 then runs ``fiberflow validate-redshifts --ideal``: the success table per class against the
 simulator's truth and the pipeline-induced failures (targets that fail on fiberflow's coadd
 but succeed on the ideal reduction of the same targets). Prints the time of each stage.
@@ -36,8 +37,11 @@ def main():
     ap.add_argument("--instrument", default="demo")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--flavour", choices=("cumulative", "healpix"), default="cumulative",
+                    help="coadds to fit and validate: tile petals (ztile; one redrock file a tile) or HEALPix pixels (zpix)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    group = "ztile" if args.flavour == "cumulative" else "zpix"
     from fiberflow.reference import workflow_dir
 
     root = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="validate-redshifts-"))
@@ -56,7 +60,7 @@ def main():
         yaml.safe_dump({"instrument": args.instrument, "raw": f"{root}/raw", "redux": f"{root}/redux",
                         "specprod": "zval", "truth": f"{root}/truth", "nights": [NIGHT],
                         "calibration": {"default_psf": f"{root}/calib"},
-                        "simulate": {"rule": True, "plan": plan}, "coadds": {"flavours": ["healpix"]},
+                        "simulate": {"rule": True, "plan": plan}, "coadds": {"flavours": [args.flavour]},
                         "redshift": {"enabled": True}}, fh, sort_keys=False)
     print(f"production in {root}: {args.instrument} instrument, {args.tiles} tiles, {args.cores} cores")
     try:
@@ -68,9 +72,9 @@ def main():
         print(f"simulated: {time.time() - t:.0f} s")
         t = time.time()
         subprocess.run(snake, check=True)
-        print(f"reduced through redrock and zpix: {time.time() - t:.0f} s")
+        print(f"reduced through redrock and {group}: {time.time() - t:.0f} s")
         t = time.time()
-        ff("validate-redshifts", "--config", cfg, "--ideal", "--ncpu", str(args.cores),
+        ff("validate-redshifts", "--config", cfg, "--group", group, "--ideal", "--ncpu", str(args.cores),
            "--json", os.path.join(root, "redshift-validation.json"))
         print(f"validation (redrock on the ideal coadds): {time.time() - t:.0f} s")
     finally:

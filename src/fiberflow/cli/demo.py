@@ -92,7 +92,7 @@ def run(args):
 
     # file names of one example exposure of the demo production
     example = dict(night=20251205, expid=101, camera="r0", spectrograph=0, survey="main", program="dark", pix=5261,
-                   tileid=1000)
+                   tileid=1000, specprod=roots["specprod"])
     names = []
     for ft in paths.filetypes():
         try:

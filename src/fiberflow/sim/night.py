@@ -12,6 +12,7 @@ Per exposure: a small extra offset (0.05 px) and a y stretch, bias drift, noise,
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -432,11 +433,8 @@ class Simulator:
             rows = np.concatenate([TruthTargets.rows(f, info_by_petal[int(f["PETAL_LOC"][0])], exp.tileid) for f in fm_all])
             tpath = paths.findfile("truth_targets", truth=truth_root, tileid=exp.tileid)
             os.makedirs(os.path.dirname(tpath), exist_ok=True)
-            # several exposures of a tile may be simulated at once: each writes its own file, then renames
-            part = f"{tpath}.{os.getpid()}.{exp.expid}.part"
-            TruthTargets(rows, {"TILEID": int(exp.tileid), "SURVEY": exp.survey, "PROGRAM": exp.program,
-                                "SIMSEED": self.seed}).write(part)
-            os.replace(part, tpath)
+            _write_shared(TruthTargets(rows, {"TILEID": int(exp.tileid), "SURVEY": exp.survey,
+                                              "PROGRAM": exp.program, "SIMSEED": self.seed}).write, tpath)
             written.append(tpath)
         if std_rows:
             tab = np.array(std_rows, dtype=[("TARGETID", "i8"), ("PETAL_LOC", "i2"), ("FIBER", "i4"), ("TEFF", "f4"),
@@ -470,18 +468,36 @@ class Simulator:
             psf.header["NDY"] = (float(ndy), "night y offset vs nominal [pixel]")
             rows = [(e.expid, *self.exposure_shift(e.expid, cam)) for e in plan.exposures]
             tab = np.array(rows, dtype=[("EXPID", "i4"), ("DX", "f8"), ("DY", "f8"), ("DYSLOPE", "f8")])
-            with atomic_path(path) as tmp:
-                psf.write(tmp)
-                with fitsio.FITS(tmp, "rw") as fx:
-                    write_table(fx, tab, "SHIFTS", {"COMMENT": "exposure trace offsets vs this PSF [pixel]"})
+            def write(dest, psf=psf, tab=tab):
+                with atomic_path(dest) as tmp:
+                    psf.write(tmp)
+                    with fitsio.FITS(tmp, "rw") as fx:
+                        write_table(fx, tab, "SHIFTS", {"COMMENT": "exposure trace offsets vs this PSF [pixel]"})
+
+            _write_shared(write, path)
             written.append(path)
             if self.pixflat:
                 path = paths.findfile("truth_pixflat", truth=truth_root, camera=cam)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                PixFlat(self.pixel_flat(cam).astype(np.float32),
-                        {"CAMERA": cam, "PFRMS": (float(self.pixflat), "simulated pixel response rms")}).write(path)
+                _write_shared(PixFlat(self.pixel_flat(cam).astype(np.float32),
+                                      {"CAMERA": cam, "PFRMS": (float(self.pixflat), "simulated pixel response rms")}).write,
+                              path)
                 written.append(path)
         return written
+
+
+def _write_shared(write, path):
+    """Write a truth file that several simulate jobs write at once with the same content (the
+    night's truth, a tile's targets): each through its own part file, renamed into place (the
+    atomic writers clear stale temporary files of their destination, which would be another
+    job's file in progress)."""
+    part = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        write(part)
+        os.replace(part, path)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
 
 
 def simulate_night(plan: Plan, instrument, seed, raw_root, truth_root, cameras=None, expids=None, use_numba=True,
