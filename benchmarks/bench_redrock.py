@@ -8,8 +8,8 @@ fresh processes:
     fiberflow redrock --ncpu 1        (one core)
     mpiexec -n 2 fiberflow redrock    (two MPI ranks)
 
-and prints the seconds per 500 targets (scaled linearly from ``--ntarget``) and the peak memory
-(summed over ranks). The shipped redrock templates are used, as in production.
+on a 5-fiber and a ``--ntarget``-fiber coadd, and prints the seconds per target, the fixed
+cost per file, their sum for a 500-target petal, and the peak memory (summed over ranks). The shipped redrock templates are used, as in production.
 
 Usage: python benchmarks/bench_redrock.py [--ntarget 100] [--workdir DIR] [--keep]
 """
@@ -37,21 +37,30 @@ def main():
     work = args.workdir or tempfile.mkdtemp(prefix="bench-redrock-")
     os.makedirs(work, exist_ok=True)
     try:
-        sp, _fm, info = simulated_spectra("desi", args.ntarget, 2, 0.05, 3)
-        path = os.path.join(work, "coadd-0-1234-thru20250301.fits")
-        coadd.coadd_spectra(sp, coadd.CoaddOptions()).write(path)
-        nsky = sum(m["CLASS"] == "SKY" for m in info)
-        print(f"coadd of {args.ntarget} fibers ({args.ntarget - nsky} targets, {nsky} sky) on the desi grids "
+        sizes = sorted({5, args.ntarget})
+        paths_ = {}
+        for n in sizes:
+            sp, _fm, info = simulated_spectra("desi", n, 2, 0.05, 3)
+            paths_[n] = os.path.join(work, f"coadd-0-{1234 + n}-thru20250301.fits")
+            coadd.coadd_spectra(sp, coadd.CoaddOptions()).write(paths_[n])
+        print(f"coadds of {' and '.join(map(str, sizes))} fibers (simulated targets and sky) on the desi grids "
               f"[{os.cpu_count()} CPUs here]")
-        runs = [("1 process", [], 1)]
+        runs = [("1 process", [])]
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         if not args.no_mpi and mpiexec:
-            runs.append(("2 MPI ranks", [mpiexec, "-n", "2"], 1))
-        for name, launcher, ncpu in runs:
-            out = os.path.join(work, f"redrock-{len(launcher)}.fits")
-            dt, rss = run(["redrock", "-i", path, "-o", out, "--ncpu", str(ncpu)], 1, launcher)
-            print(f"redrock, {name}: {dt:.1f} s for {args.ntarget} fibers = {dt * 500 / args.ntarget:.0f} s per 500 "
-                  f"targets; peak memory {rss:.0f} MB")
+            runs.append(("2 MPI ranks", [mpiexec, "-n", "2"]))
+        for name, launcher in runs:
+            t = {}
+            for n in sizes:
+                out = os.path.join(work, f"redrock-{n}-{len(launcher)}.fits")
+                t[n], rss = run(["redrock", "-i", paths_[n], "-o", out, "--ncpu", "1"], 1, launcher)
+                print(f"redrock, {name}: {n} fibers {t[n]:.1f} s, peak memory {rss:.0f} MB")
+            if len(sizes) == 2:
+                lo, hi = sizes
+                per = (t[hi] - t[lo]) / (hi - lo)
+                fixed = t[lo] - lo * per
+                print(f"redrock, {name}: {per:.2f} s per target + {fixed:.0f} s per file (templates, set-up): "
+                      f"{fixed + 500 * per:.0f} s per 500-target petal")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
