@@ -123,11 +123,11 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=2100)
+        stdout, stderr = proc.communicate(timeout=3000)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate()
-        pytest.fail(f"the demo through Slurm did not finish in 2100 s\n{stdout[-2000:]}\n{stderr[-2000:]}\n"
+        pytest.fail(f"the demo through Slurm did not finish in 3000 s\n{stdout[-2000:]}\n{stderr[-2000:]}\n"
                     + _diagnosis(out, slurm))
     wall = time.time() - t0
     text = stdout + stderr
