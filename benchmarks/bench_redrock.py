@@ -40,7 +40,7 @@ def main():
         sizes = sorted({5, args.ntarget})
         paths_ = {}
         for n in sizes:
-            sp, _fm, info = simulated_spectra("desi", n, 2, 0.05, 3)
+            sp = simulated_spectra("desi", n, 2, 0.05, 3)[0]
             paths_[n] = os.path.join(work, f"coadd-0-{1234 + n}-thru20250301.fits")
             coadd.coadd_spectra(sp, coadd.CoaddOptions()).write(paths_[n])
         print(f"coadds of {' and '.join(map(str, sizes))} fibers (simulated targets and sky) on the desi grids "
