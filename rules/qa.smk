@@ -97,3 +97,28 @@ rule qa_production:
     shell:
         "fiberflow qa-production --prod {params.prod} -i {input.nights} -o {output.html} --table {output.table} "
         "--trends {output.trends} --hist {output.hist} > {log} 2>&1"
+
+
+# tile QA of each cumulative tile (with redshift.enabled): FIBERQA / PETALQA / scored anomalies
+# against the tile QA reference, and its picture, beside the tile's coadds
+rule tile_qa:
+    input:
+        unpack(inputs("tile_qa")),
+    output:
+        fits=out("tile_qa"),
+        png=out("tile_qa_png"),
+    log:
+        logfile("tile_qa", "{tileid}/{night}"),
+    benchmark:
+        benchfile("tile_qa", "{tileid}/{night}")
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    params:
+        configfile=CONFIGFILE,
+        opts=options("tile_qa"),
+    shell:
+        "fiberflow tile-qa --config {params.configfile} --thresholds {input.thresholds} -i {input.redrock} "
+        "{params.opts} -o {output.fits} --png {output.png} > {log} 2>&1"

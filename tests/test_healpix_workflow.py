@@ -191,3 +191,52 @@ def test_catalogs_and_summaries_of_the_production(production):
     assert (tiles["NZ"] == [int((ztile["TILEID"] == t).sum()) for t in (77, 78)]).all()
     assert (tiles["NZGOOD"] == [int(((ztile["TILEID"] == t) & (ztile["ZWARN"] == 0)).sum()) for t in (77, 78)]).all()
     assert (tiles["GOODFIBERS"] > 15).all() and (tiles["EXPTIME"] == [1800.0, 900.0]).all()
+
+
+def test_tsnr2_from_cframes_to_coadds_catalogs_and_completeness(production):
+    """Each target's TSNR2 in its cumulative tile coadd is the sum of its cframes' TSNR2 over
+    exposures and cameras (the missing z camera adds 0); redrock's TSNR2 HDU and the ztile catalog
+    carry it, the catalog's primary spectrum is chosen by TSNR2_LRG, and the tiles summary's
+    NVALID / DONE follow from it with the configured completeness."""
+    import fitsio
+    from astropy.table import Table
+
+    from fiberflow.qa.tables import shipped_snr2time
+    from fiberflow.steps.summary import COMPLETENESS
+
+    prod = production["prod"]
+    night = production["plan"].night
+    expids = [e.expid for e in production["plan"].exposures if e.obstype == "SCIENCE" and e.tileid == 77]
+    want = {}
+    for expid in expids:
+        for cam in CAMERAS:
+            cf = paths.findfile("cframe", prod=str(prod), night=night, expid=expid, camera=cam)
+            sc, fm = fitsio.read(cf, "SCORES"), fitsio.read(cf, "FIBERMAP")
+            assert set(f"TSNR2_{t}_{cam[0].upper()}" for t in ("BGS", "ELG", "LRG", "QSO")) <= set(sc.dtype.names)
+            tgt = np.char.strip(fm["OBJTYPE"].astype(str)) == "TGT"
+            assert (sc[f"TSNR2_LRG_{cam[0].upper()}"][tgt] > 0).all()
+            for tid, v in zip(sc["TARGETID"], sc[f"TSNR2_LRG_{cam[0].upper()}"]):
+                want[tid] = want.get(tid, 0.0) + float(v)
+    coadd = paths.findfile("coadd_cumulative", prod=str(prod), tileid=77, night=night, spectrograph=0)
+    sc = fitsio.read(coadd, "SCORES")
+    assert (sc["TSNR2_LRG_Z"] == 0).all()
+    np.testing.assert_allclose(sc["TSNR2_LRG"], [want[t] for t in sc["TARGETID"]], rtol=1e-5)
+    rr = paths.findfile("redrock_cumulative", prod=str(prod), tileid=77, night=night, spectrograph=0)
+    rt = Table.read(rr, "TSNR2")
+    np.testing.assert_allclose(rt["TSNR2_LRG"], [want[t] for t in rt["TARGETID"]], rtol=1e-5)
+    cat = prod / "zcatalog" / "ztile-main-dark-cumulative.fits"
+    assert fitsio.read_header(str(cat), "ZCATALOG")["ZCATSORT"].strip() == "TSNR2_LRG"
+    ztile = Table.read(cat, "ZCATALOG")
+    tiles = Table.read(prod / "tiles-hpx.fits", "TILE_COMPLETENESS")
+    snr2time = shipped_snr2time()["LRG"]
+    for row in tiles:
+        zt = ztile[ztile["TILEID"] == row["TILEID"]]
+        limit = COMPLETENESS["fiber_rel_mintfrac"] * COMPLETENESS["mintfrac"] * row["GOALTIME"]
+        assert row["GOALTIME"] == 1000.0 and row["TSNR2_TRACER"] == "LRG"
+        good = np.char.strip(np.asarray(zt["OBJTYPE"]).astype(str)) == "TGT"
+        assert row["NVALID"] <= row["GOODFIBERS"] <= good.sum()
+        assert row["NVALID"] >= int((snr2time * zt["TSNR2_LRG"][good] >= limit).sum()) - (good.sum() - row["GOODFIBERS"])
+        assert row["DONE"] == int(row["EFFTIME_SPEC"] >= 0.9 * row["GOALTIME"] and row["VALIDFRAC"] >= 0.8)
+    # two exposures of tile 77 reach about twice the depth of tile 78's one
+    e77, e78 = (float(tiles["EFFTIME_SPEC"][tiles["TILEID"] == t][0]) for t in (77, 78))
+    assert 1.5 < e77 / e78 < 2.5

@@ -76,6 +76,9 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "exposures_summary": ("prod", "exposures-{specprod}.fits"),
     "exposures_summary_csv": ("prod", "exposures-{specprod}.csv"),
     # QA
+    # tile QA of each cumulative tile (DESI's tile-qa files, beside the tile's coadds)
+    "tile_qa": ("prod", "tiles/cumulative/{tileid}/{night}/tile-qa-{tileid}-thru{night}.fits"),
+    "tile_qa_png": ("prod", "tiles/cumulative/{tileid}/{night}/tile-qa-{tileid}-thru{night}.png"),
     "qa_frame": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
     "qa_frame_png": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
     "qa_frame_blink": ("prod", "qa/exposures/{night}/{expid:08d}/qa-blink-{camera}-{expid:08d}.png"),

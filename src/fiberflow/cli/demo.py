@@ -235,7 +235,33 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     done += zlines
     ledger.add("redshifts (zpix) against truth, and redrock on the ideal reduction of every coadd", "ran",
                time.time() - t, rel(zpath))
+    done += _tile_qa_summary(roots)
     return done + status
+
+
+def _tile_qa_summary(roots):
+    """Each tile QA's status and metrics, and the tiles summary's completeness."""
+    from ..io.tileqa import TileQA
+
+    lines = []
+    for path in sorted(glob.glob(os.path.join(roots["prod"], "tiles", "cumulative", "*", "*", "tile-qa-*.fits"))):
+        qa = TileQA.read(path)
+        h = qa.header
+        vals = ", ".join(f"{str(r['NAME']).strip()} {r['VALUE']:.3g} {str(r['STATUS']).strip()}" for r in qa.metrics)
+        lines.append(f"tile QA {h['TILEID']} thru {h['LASTNIGHT']}: {qa.status}; EFFTIME {h['EFFTIME']:.0f} s of "
+                     f"goal {h['GOALTIME']:.0f} s; {vals}; picture {os.path.relpath(path[:-5] + '.png')}")
+    tiles = os.path.join(roots["prod"], f"tiles-{roots['specprod']}.csv")
+    if os.path.exists(tiles):
+        import csv
+
+        with open(tiles) as fh:
+            for row in csv.DictReader(fh):
+                lines.append(f"tile {row['TILEID']} completeness: EFFTIME_SPEC {float(row['EFFTIME_SPEC']):.0f} s of "
+                             f"{float(row['GOALTIME']):.0f} s goal, {row['NVALID']} of {row['GOODFIBERS']} good targets "
+                             f"valid ({row['TSNR2_TRACER']} EFFTIME >= fiber_rel_mintfrac x mintfrac x goal), done: {row['DONE'] == '1'}")
+    for msg in lines:
+        _log(msg)
+    return lines
 
 
 def _status_summary(cfgfile, workdir):

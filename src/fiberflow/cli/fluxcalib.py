@@ -253,7 +253,17 @@ def _cframe(args):
                       cfg, prod_root(cfg), base=fr.header)
     hdr["BUNIT"] = FLUX_UNITS
     hdr["FLUXFLAG"] = cal.header.get("FLUXFLAG", "OK")
-    Frame(fr.wave, flux.astype("f4"), ivar.astype("f4"), mask.astype(np.int32), fr.resolution, fm, fr.chi2pix, None,
-          hdr, FLUX_UNITS).write(args.outfile)
+    # DESI's TSNR2_{TRACER}_{B} SCORES: the depth reached at each fiber for each target class
+    from ..io.tsnr import read_ensemble
+    from ..models.scores import scores_table
+
+    ens = read_ensemble()
+    band = cam[0]
+    cols = fluxcalib.tsnr_scores(fr.wave, cal.calib.astype(float), fr.ivar.astype(float), (ivar > 0) & (mask == 0),
+                                 fm, band, ens)
+    tids = fm["TARGETID"] if fm is not None and "TARGETID" in (fm.dtype.names or ()) else np.arange(len(flux))
+    hdr["TSNRENS"] = (f"{ens.NAME} v{ens.VERSION}", "template ensembles of the TSNR2 scores")
+    Frame(fr.wave, flux.astype("f4"), ivar.astype("f4"), mask.astype(np.int32), fr.resolution, fm, fr.chi2pix,
+          scores_table(tids, {band: cols}), hdr, FLUX_UNITS).write(args.outfile)
     print(f"cframe {cam}: {hdr['FLUXFLAG']} calibration -> {args.outfile}")
     return 0

@@ -43,6 +43,10 @@ COMMANDS = {
     "validate-redshifts": ("fiberflow.cli.validate",
                            "a simulated production's redshift catalog against the truth (success table, "
                            "pipeline-induced failures)"),
+    "tsnr-ensemble": ("fiberflow.cli.tsnr", "build the template signal-to-noise (TSNR2) ensembles from the shipped templates"),
+    "tile-qa": ("fiberflow.cli.tileqa", "tile QA of one cumulative tile (FIBERQA, PETALQA, scored anomalies, picture)"),
+    "tile-qa-reference": ("fiberflow.cli.tileqa",
+                          "n(z) and redshift success of a good production, the reference of the tile QA"),
     "qa-frame": ("fiberflow.cli.qa", "QA metrics and coversheet of one camera of an exposure"),
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),

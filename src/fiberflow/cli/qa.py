@@ -171,6 +171,7 @@ def _frame(args):
         if sky is not None and cal is not None:
             sky_flux = M.calibrated_sky_level(cf.wave, sky.flux, cal.calib, cf.fibermap, cam[0])
         out["CFRAME"], f = M.cframe_metrics(cf.flux, cf.ivar, cf.mask, cf.fibermap, sky_flux)
+        out["CFRAME"].update(M.tsnr2_metrics(cf.scores, cf.fibermap, cam[0]))
         fibers.update(f)
         if stars is not None and cal is not None:
             ratios = M.calibrated_star_ratios(cf.wave, cf.flux, cf.ivar, cf.mask, cf.fibermap["FIBER"], stars.wave,

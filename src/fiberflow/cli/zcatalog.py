@@ -108,13 +108,16 @@ def _summary(args):
     ztile = stack(cats) if cats else None
     hdr = step_header("summary", {}, list(args.qa_night) + list(args.ztile), cfg, prod_root(cfg))
     ex = ExposuresSummary(exposures_table(exposures, ztile), dict(hdr))
-    ti = TilesSummary(tiles_table(exposures, ztile), dict(hdr))
+    from ..qa.tables import shipped_snr2time
+
+    ti = TilesSummary(tiles_table(exposures, ztile, cfg.get("completeness"), shipped_snr2time()), dict(hdr))
     ex.write(args.exposures_out)
     ex.write_csv(args.exposures_csv)
     ti.write(args.tiles_out)
     ti.write_csv(args.tiles_csv)
     t = ti.table
     print(f"summary: {len(ex.table)} science exposures, {len(t)} tiles, {int(t['GOODFIBERS'].sum())} good targets, "
-          f"{int(np.maximum(t['NZGOOD'], 0).sum())} with ZWARN 0 [{time.time() - t0:.1f} s] -> {args.tiles_out}, "
+          f"{int(np.maximum(t['NZGOOD'], 0).sum())} with ZWARN 0, {int(t['DONE'].sum())} tile(s) done "
+          f"[{time.time() - t0:.1f} s] -> {args.tiles_out}, "
           f"{args.exposures_out}")
     return 0

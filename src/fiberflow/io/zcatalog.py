@@ -103,6 +103,7 @@ class TilesSummary(_Summary):
     header: dict = field(default_factory=dict)
 
     NAME = "tiles_summary"
+    VERSION = "2"  # 2: completeness columns (GOALTIME ... DONE)
 
 
 @dataclass

@@ -61,3 +61,43 @@ def scores_table(targetid, per_band):
     for n, v in cols:
         out[n] = v
     return out
+
+
+def coadd_tsnr2(scores, rows):
+    """DESI's coadded template signal-to-noise (``specscore.compute_coadd_tsnr_scores``): each
+    ``TSNR2_{TRACER}_{B}`` summed over a target's exposures, and ``TSNR2_{TRACER}`` over its bands.
+
+    Parameters
+    ----------
+    scores : structured (nspec,) or None
+        The spectra file's SCORES (per exposure row).
+    rows : list of int arrays
+        Each target's rows.
+
+    Returns
+    -------
+    dict name -> float32 (ntarget,)
+        Empty when the scores have no TSNR2 column.
+    """
+    names = [n for n in (scores.dtype.names if scores is not None else ())
+             if n.startswith("TSNR2_") and n.count("_") == 2 and n[-1] in "BRZ"]
+    out = {}
+    for n in names:
+        v = np.asarray(scores[n], np.float64)
+        out[n] = np.array([v[r].sum() for r in rows], np.float32)
+    for t in dict.fromkeys(n.split("_")[1] for n in names):
+        out[f"TSNR2_{t}"] = np.sum([out[n] for n in names if n.split("_")[1] == t], axis=0).astype(np.float32)
+    return out
+
+
+def with_columns(table, cols):
+    """``table`` (structured) with the columns ``cols`` (dict name -> (n,)) appended."""
+    if not cols:
+        return table
+    out = np.zeros(len(table), dtype=[(n, table.dtype[n]) for n in table.dtype.names]
+                   + [(n, np.asarray(v).dtype) for n, v in cols.items()])
+    for n in table.dtype.names:
+        out[n] = table[n]
+    for n, v in cols.items():
+        out[n] = v
+    return out

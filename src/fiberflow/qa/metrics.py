@@ -730,6 +730,33 @@ def cframe_metrics(cflux, civar, cmask, fibermap, sky_flux=None):
     return metrics, fibers
 
 
+def tsnr2_metrics(scores, fibermap, band):
+    """Median template signal-to-noise of a cframe's good target fibers, per tracer.
+
+    Parameters
+    ----------
+    scores : structured (nspec,) or None
+        The cframe's SCORES (``TSNR2_{TRACER}_{B}`` columns).
+    fibermap : structured (nspec,) or None
+    band : str
+
+    Returns
+    -------
+    dict
+        ``TSNR2_{TRACER}`` (this camera's share); empty without TSNR2 columns.
+    """
+    if scores is None:
+        return {}
+    nspec = len(scores)
+    sel = good_fibers(fibermap, nspec) & (objtype(fibermap, nspec) != "SKY")
+    suffix = "_" + band.upper()
+    out = {}
+    for n in scores.dtype.names:
+        if n.startswith("TSNR2_") and n.endswith(suffix) and sel.any():
+            out[n[: -len(suffix)]] = _f(np.median(np.asarray(scores[n], float)[sel]))
+    return out
+
+
 def efftime(exptime, zp, sky_flux, zp_ref, sky_ref):
     """Effective exposure time [s] of a background-limited faint target.
 

@@ -369,3 +369,78 @@ def channel_histograms(path, title, metrics):
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
+    """The tile QA picture (DESI's tile-qa PNG).
+
+    Parameters
+    ----------
+    fqa : FIBERQA rows (:mod:`fiberflow.qa.tileqa`)
+    petals : PETALQA rows
+    ref_nz : reference n(z) rows (TRACER, ZLO, ZHI, FRAC) or None
+    metrics : dict of the tile's metrics
+    scores : dict metric -> score dict (STATUS)
+    goaltime : float
+
+    Panels: n(z) of the good redshifts per tracer against the reference (scaled to the tile's
+    counts); EFFTIME / GOALTIME, redshift success and ZWARN, positioning DELTA_X/Y over the focal
+    plane; per-petal success against the reference expectation, coloured by status; the scored
+    metrics.
+    """
+    plt = _plt()
+    fig = plt.figure(figsize=(16, 9))
+    gs = fig.add_gridspec(2, 4)
+    x, y = np.asarray(fqa["FIBER_X"], float), np.asarray(fqa["FIBER_Y"], float)
+    tgt = np.char.strip(fqa["OBJTYPE"].astype(str)) == "TGT"
+    ax = fig.add_subplot(gs[0, 0])
+    for t in ("LRG", "ELG", "QSO"):
+        sel = tgt & (fqa["TRACER"] == t) & (fqa["GOODZ"] == 1)
+        bins = np.round(np.arange(0, 6.01, 0.1), 2)
+        h, _ = np.histogram(fqa["Z"][sel], bins=bins)
+        ax.step(bins[:-1], h, where="post", color=CLASS_COLORS[t], label=f"{t} ({int(sel.sum())})")
+        if ref_nz is not None:
+            r = ref_nz[np.char.strip(ref_nz["TRACER"].astype(str)) == t]
+            if len(r):
+                ax.step(r["ZLO"], r["FRAC"] * sel.sum(), where="post", color=CLASS_COLORS[t], ls=":", lw=1)
+    ax.set_xlabel("Z (good redshifts; dotted: reference)", fontsize=8)
+    ax.set_ylabel("N per 0.1", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.set_title("n(z) per tracer", fontsize=9)
+    maps = [("EFFTIME / GOALTIME", fqa["EFFTIME_SPEC"] / max(goaltime, 1e-9), (0, 1.5), "viridis"),
+            ("good redshift (ZWARN 0, DELTACHI2 > min)", fqa["GOODZ"].astype(float), (0, 1), "RdYlGn"),
+            ("ZWARN != 0", (fqa["ZWARN"] != 0).astype(float), (0, 1), "Reds"),
+            ("positioning |DELTA_XY| [mm]", np.hypot(fqa["DELTA_X"], fqa["DELTA_Y"]), (0, 0.05), "magma_r")]
+    for k, (label, v, vr, cmap) in enumerate(maps):
+        ax = fig.add_subplot(gs[(k + 1) // 4, (k + 1) % 4])
+        sc = ax.scatter(x[tgt], y[tgt], c=np.asarray(v, float)[tgt], s=14, cmap=cmap, vmin=vr[0], vmax=vr[1],
+                        edgecolors="none")
+        fig.colorbar(sc, ax=ax, shrink=0.8)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("FIBER_X [mm]", fontsize=8)
+        ax.set_ylabel("FIBER_Y [mm]", fontsize=8)
+    ax = fig.add_subplot(gs[1, 1])
+    for row in petals:
+        p = int(row["PETAL_LOC"])
+        ax.bar(p, row["NGOODZ"], color=STATUS_COLORS.get(str(row["STATUS"]).strip(), "#bbbbbb"))
+        ax.plot([p - 0.4, p + 0.4], [row["NEXPECT"]] * 2, "k-", lw=1)
+    ax.set_xlabel("petal (bar: good redshifts of valid targets, coloured by status; line: reference)", fontsize=7)
+    ax.set_title("redshift success per petal", fontsize=9)
+    ax = fig.add_subplot(gs[1, 2:])
+    ax.axis("off")
+    lines = []
+    for name, sc in scores.items():
+        val = sc.get("VALUE")
+        lines.append((f"{name}: {val if not isinstance(val, float) else round(val, 3)}", sc.get("STATUS", "NA")))
+    if metrics.get("NZ_EXCESS_TRACER"):
+        lines.append((f"  worst n(z) bin: {metrics['NZ_EXCESS_TRACER']} z {metrics.get('NZ_EXCESS_ZLO')}-"
+                      f"{metrics.get('NZ_EXCESS_ZHI')}: {metrics.get('NZ_EXCESS_N')} vs "
+                      f"{metrics.get('NZ_EXCESS_EXPECTED')} expected", "NA"))
+    for k, (text, st) in enumerate(lines):
+        ax.text(0.0, 1 - 0.09 * k, text, fontsize=9, color=STATUS_COLORS.get(st, "k") if st != "NA" else "k",
+                transform=ax.transAxes, va="top")
+    ax.set_title("scored metrics", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

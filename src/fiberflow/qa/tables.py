@@ -55,19 +55,48 @@ def frame_values(frame_qa):
             for step, m in frame_qa.get("METRICS", {}).items()}
 
 
-def exposure_efftime(frames, reference):
-    """Effective exposure time of an exposure: median over its cameras of
-    :func:`fiberflow.qa.metrics.efftime` with the arm's reference zero point and sky.
+#: TSNR2 tracer whose EFFTIME is an exposure's EFFTIME_SPEC, per program (DESI: LRG for dark, BGS for bright)
+EFFTIME_TRACER = {"dark": "LRG", "bright": "BGS", "backup": "BGS"}
+
+
+def efftime_tracer(program):
+    """The tracer of a program's EFFTIME_SPEC (LRG for dark and anything unknown)."""
+    return EFFTIME_TRACER.get(str(program or "").strip().lower(), "LRG")
+
+
+def exposure_efftime(frames, reference, snr2time=None):
+    """Effective exposure time of an exposure.
+
+    With template signal-to-noise (the cframes' TSNR2, :mod:`fiberflow.models.tsnr`): per petal
+    ``SNR2TIME x sum over its cameras of the median TSNR2`` of the program's tracer (DESI's
+    EFFTIME_SPEC), median over the petals. Without it (cframes of an older fiberflow): per camera
+    :func:`fiberflow.qa.metrics.efftime` from the zero point and sky against the arm's reference,
+    median over the cameras.
 
     Parameters
     ----------
     frames : list of frame QA dicts
     reference : dict arm -> {ZP, SKY_FLUX}
+    snr2time : dict tracer -> seconds per unit TSNR2, optional
 
     Returns
     -------
     (efftime or None, {camera: efftime})
+        With TSNR2, each camera carries its petal's EFFTIME.
     """
+    tracer = efftime_tracer(frames[0].get("PROGRAM") if frames else None)
+    key = f"TSNR2_{tracer}"
+    have = [fr for fr in frames if ((fr.get("METRICS") or {}).get("CFRAME") or {}).get(key) is not None]
+    if snr2time and snr2time.get(tracer) and have:
+        petal = {}
+        for fr in have:
+            petal.setdefault(fr["CAMERA"][1:], []).append(fr)
+        per = {}
+        for frs in petal.values():
+            eff = round(float(snr2time[tracer] * sum(fr["METRICS"]["CFRAME"][key] for fr in frs)), 2)
+            per.update({fr["CAMERA"]: eff for fr in frs})
+        vals = [per[frs[0]["CAMERA"]] for frs in petal.values()]
+        return float(np.median(vals)), per
     per = {}
     for fr in frames:
         m = fr.get("METRICS", {})
@@ -78,6 +107,14 @@ def exposure_efftime(frames, reference):
                                     ref.get("ZP"), ref.get("SKY_FLUX"))
     vals = [v for v in per.values() if v is not None]
     return (float(np.median(vals)) if vals else None), per
+
+
+def shipped_snr2time():
+    """{tracer: SNR2TIME} of the shipped TSNR2 ensembles (tracers not calibrated left out)."""
+    from ..io.tsnr import read_ensemble
+
+    ens = read_ensemble()
+    return {t: ens.snr2time(t) for t in ens.names if ens.snr2time(t) > 0}
 
 
 def score_night(night, frames, thresholds, history=None):
@@ -107,6 +144,7 @@ def score_night(night, frames, thresholds, history=None):
     scored = {e: {fr["CAMERA"]: score_frame(fr, thresholds, history) for fr in frs} for e, frs in byexp.items()}
     obstype = {e: frs[0].get("OBSTYPE", "") for e, frs in byexp.items()}
     ref = (thresholds.get("efftime") or {}).get("reference")
+    snr2time = shipped_snr2time() if any(o == "SCIENCE" for o in obstype.values()) else None
     petal_bits = thresholds.get("petal_bits") or validate_petal_bits(None, thresholds["metrics"])
     exposures = []
     for e in sorted(byexp, key=lambda k: (byexp[k][0].get("MJD") or 0, k)):
@@ -121,7 +159,7 @@ def score_night(night, frames, thresholds, history=None):
                             calib.append((f"{obstype[c].lower()} {c}", dict(sc, CAMERA=cam)))
         sframes = [dict(scored[e][fr["CAMERA"]], CAMERA=fr["CAMERA"]) for fr in frs]
         roll = rollup(sframes)
-        eff, effcam = exposure_efftime(frs, ref) if obstype[e] == "SCIENCE" else (None, {})
+        eff, effcam = exposure_efftime(frs, ref, snr2time) if obstype[e] == "SCIENCE" else (None, {})
         snr = ({fr["CAMERA"]: (fr.get("METRICS", {}).get("CFRAME") or {}).get("MEDIAN_SNR") for fr in frs}
                if obstype[e] == "SCIENCE" else None)
         petal_qa = petal_qa_bits(sframes, petal_bits, snr)

@@ -22,20 +22,13 @@ import numpy as np
 from ..bitmasks import desi_target
 from ..io.fibermap import empty_fibermap
 from ..models import stellar
+from ..models.templates import C_KMS, emission_lines, lya_forest_transmission
 from . import library
 
 PLATE_SCALE = 14.05  # arcsec per mm
 FIELD_RADIUS_MM = 410.0
 #: model wavelength grid for object spectra (covers the three arms and the filter curves)
 MODEL_WAVE = np.arange(3500.0, 10600.0, 0.1)
-C_KMS = 299792.458
-
-#: rest vacuum wavelengths of ELG emission lines and their flux ratios relative to [OII] total
-ELG_LINES = [
-    (3727.09, 0.42), (3729.88, 0.58),  # [OII] doublet
-    (4862.68, 0.35), (4960.30, 0.17), (5008.24, 0.5),  # Hb, [OIII]
-    (6564.61, 1.0), (6585.27, 0.3), (6718.29, 0.18), (6732.67, 0.13),  # Ha, [NII], [SII]
-]
 
 
 @dataclass
@@ -110,12 +103,7 @@ def elg_spectrum(rng):
     cont = _scale_to_mag(cont[None, :], 0, g)[0]
     oii = rng.uniform(6.0, 30.0) * 1e-17  # erg/s/cm^2 total [OII]
     sigv = rng.uniform(40.0, 90.0)
-    spec = cont.copy()
-    for lam0, ratio in ELG_LINES:
-        lam = lam0 * (1 + z)
-        sig = lam * sigv / C_KMS
-        sel = np.abs(MODEL_WAVE - lam) < 8 * sig
-        spec[sel] += oii * ratio * np.exp(-0.5 * ((MODEL_WAVE[sel] - lam) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    spec = cont + emission_lines(MODEL_WAVE, z, oii, sigv)
     return spec, {"Z": z, "TEMPLATEID": -1, "MAG": None, "BAND": 0, "OII_FLUX": oii / 1e-17, "SHAPE_R": rng.uniform(0.3, 0.8)}
 
 
@@ -126,10 +114,7 @@ def qso_spectrum(rng):
     z = float(zs[k])
     rest = coeff[k] @ eigen
     spec = np.interp(MODEL_WAVE / (1 + z), wave, rest, left=0.0, right=0.0)
-    # Lyman-alpha forest: mean transmission exp(-0.0036 (1+z_abs)^3.7) blueward of Lya
-    lya = 1215.67 * (1 + z)
-    zabs = MODEL_WAVE / 1215.67 - 1
-    forest = np.where(MODEL_WAVE < lya, np.exp(-0.0036 * np.clip(1 + zabs, 1, None) ** 3.7), 1.0)
+    forest = lya_forest_transmission(MODEL_WAVE, z)
     spec = np.clip(spec * forest, 0.0, None)
     return spec, {"Z": z, "TEMPLATEID": k, "MAG": rng.uniform(20.0, 21.6), "BAND": 1, "SHAPE_R": 0.0}
 

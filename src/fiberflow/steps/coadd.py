@@ -28,7 +28,7 @@ import numpy as np
 
 from ..bitmasks import coadd_bad_fiberstatus, specmask
 from ..config import StepOptions
-from ..models.scores import band_scores, scores_table
+from ..models.scores import band_scores, coadd_tsnr2, scores_table, with_columns
 
 
 @dataclass
@@ -509,7 +509,7 @@ def coadd_spectra(spectra, opts=None):
     Returns
     -------
     Spectra
-        FIBERMAP one row per target, EXP_FIBERMAP, SCORES with the COADD scores per band;
+        FIBERMAP one row per target, EXP_FIBERMAP, SCORES with the COADD scores per band and the summed TSNR2 (DESI);
         header keeps HPX* and gains the rejection settings and NCOSMIC{B}. With
         ``opts.merge_bands`` the bands are replaced by one merged ``brz`` band.
     """
@@ -534,7 +534,7 @@ def coadd_spectra(spectra, opts=None):
         bands, wave, flux, ivar, mask, res = ["brz"], {"brz": g}, {"brz": f}, {"brz": iv}, {"brz": m}, {"brz": r}
     else:
         per_band = {b: band_scores(wave[b], flux[b], ivar[b], b, "COADD") for b in bands if b in "brz"}
-    scores = scores_table(tids, per_band)
+    scores = with_columns(scores_table(tids, per_band), coadd_tsnr2(spectra.scores, rows))
     return Spectra(bands, wave, flux, ivar, mask, res, tf, ex, scores, header, spectra.units)
 
 
@@ -601,7 +601,7 @@ def coadd_file(infile, outfile, opts=None, header=None):
     )
 
     opts = opts or CoaddOptions()
-    hdr0, fm, exp_fm, _, bands = read_spectra_meta(infile)
+    hdr0, fm, exp_fm, in_scores, bands = read_spectra_meta(infile)
     if exp_fm is not None:
         raise DataError(infile, "has an EXP_FIBERMAP: it is already a coadd")
     for col in ("TARGETID", "FIBERSTATUS"):
@@ -662,5 +662,5 @@ def coadd_file(infile, outfile, opts=None, header=None):
             if key.startswith("NCOSMIC"):
                 writer.fx[0].write_key(key, val[0], comment=val[1])
         per_band = {b: {k: np.concatenate([p[k] for p in v]) for k in v[0]} for b, v in scores.items() if v}
-        writer.close(scores_table(tids, per_band))
+        writer.close(with_columns(scores_table(tids, per_band), coadd_tsnr2(in_scores, rows)))
     return {"ntarget": len(tids), "nspec": len(fm), "nchunk": len(chunks), "ncosmic": ncosmic}

@@ -274,3 +274,38 @@ def fluxcalib_step(wave, flux, ivar, mask, rows, fibers, exptime, stars, average
     cards["NSTDUSED"] = (0, "standards used")
     return {"calib": cal, "ivar": civ, "mask": cmask, "fibercorr": None, "cards": cards,
             "badpetal": fibermask.mask("BADPETALSTDSTAR"), "summary": summary, "warnings": warnings}
+
+
+def tsnr_scores(wave, calib, sframe_ivar, good, fibermap, band, ensemble):
+    """Template signal-to-noise of every fiber of one camera for each tracer of ``ensemble``
+    (:mod:`fiberflow.models.tsnr`): DESI's ``TSNR2_{TRACER}_{B}`` SCORES columns of a cframe.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    calib : (nspec, nwave)
+        The calibration applied (electron/A per 1e-17 erg/s/cm2/A).
+    sframe_ivar : (nspec, nwave)
+        The sframe's inverse variance (the noise model comes from its sky fibers).
+    good : bool (nspec, nwave)
+        Bins the cframe has data in (ivar > 0, mask 0).
+    fibermap : structured (nspec,) or None
+        OBJTYPE and FIBERSTATUS pick the sky fibers (none: each fiber's own variance).
+    band : str
+    ensemble : :class:`fiberflow.io.tsnr.TsnrEnsemble`
+
+    Returns
+    -------
+    dict name -> float32 (nspec,)
+    """
+    from ..bitmasks import bad_fiberstatus
+    from ..models import tsnr
+
+    nspec = calib.shape[0]
+    if fibermap is not None and "OBJTYPE" in (fibermap.dtype.names or ()):
+        sky = (np.char.strip(np.asarray(fibermap["OBJTYPE"]).astype(str)) == "SKY") & ~bad_fiberstatus(fibermap, nspec)
+    else:
+        sky = np.zeros(nspec, bool)
+    var_bg = tsnr.background_variance(sframe_ivar, good & (sframe_ivar > 0), sky)
+    return {f"TSNR2_{t}_{band.upper()}": tsnr.tsnr2(ensemble.dflux2_of(t, wave), calib, good, var_bg).astype(np.float32)
+            for t in ensemble.names}

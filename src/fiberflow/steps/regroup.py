@@ -13,7 +13,8 @@ Conventions (DESI's, so its tools read the result the same way):
 - FIBERSTATUS of a row is the OR over the exposure's cameras;
 - FIBERMAP gains NIGHT, EXPID, MJD and TILEID (and EXPTIME when the frame lacks it);
 - SCORES hold, per band, the integrated and median calibrated flux and the median S/N in the
-  band's fixed top-hat range (DESI's ``compute_frame_scores`` quantities, suffix CALIB).
+  band's fixed top-hat range (DESI's ``compute_frame_scores`` quantities, suffix CALIB), and
+  the cframe's template signal-to-noise ``TSNR2_{TRACER}_{B}`` (0 for a missing camera).
 
 The functions here are pure: they take frames and return arrays; reading the cframes one
 exposure at a time (so memory stays bounded by the pixel, not the production) is the CLI's job
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..bitmasks import specmask
 from ..models.scores import band_scores
+from ..models.tsnr import TRACERS
 
 #: DESI's nested HEALPix resolution of the healpix/ products
 NSIDE = 64
@@ -197,6 +199,12 @@ def band_rows(frame, sel, wave, band, ndiag):
                 "mask": np.full((n, nw), specmask.mask("NODATA"), "i4"),
                 "resolution": np.zeros((n, ndiag, nw), "f4")}
     rows["scores"] = band_scores(wave, rows["flux"], rows["ivar"], band, "CALIB")
+    # the cframe's template signal-to-noise (0 for a missing camera or a cframe without it)
+    have = frame.scores if frame is not None and frame.scores is not None else None
+    for t in TRACERS:
+        col = f"TSNR2_{t}_{band.upper()}"
+        rows["scores"][col] = (np.asarray(have[col], np.float32)[sel] if have is not None and col in have.dtype.names
+                               else np.zeros(n, np.float32))
     return rows
 
 

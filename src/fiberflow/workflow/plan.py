@@ -63,6 +63,7 @@ OUTPUTS = {
     "qa_frame": ("qa_frame", "qa_frame_png", "qa_frame_blink"),
     "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
+    "tile_qa": ("tile_qa", "tile_qa_png"),
     "qa_production": ("qa_production_html", "qa_production_table", "qa_production_trends",
                       "qa_production_hist"),
 }
@@ -299,13 +300,13 @@ class Plan:
 
     def tile_targets(self, tileid):
         """Every exposure of one tile over the production's nights (as
-        :meth:`exposure_targets`), the tile's coadds, and the spectra and coadds of the HEALPix
-        pixels its exposures feed."""
+        :meth:`exposure_targets`), the tile's coadds, redrock files and tile QA, and the spectra
+        and coadds of the HEALPix pixels its exposures feed."""
         exps = [(n, r) for n in self.nights for r in self.rows(n, ("SCIENCE",)) if int(r["TILEID"]) == int(tileid)]
         if not exps:
             raise ValueError(f"tile {tileid} has no science exposure in this production")
         out = [t for n, r in exps for t in self.exposure_targets(n, r["EXPID"])]
-        out += [j.output for j in self.jobs if j.step.endswith(("_coadd", "_redrock"))
+        out += [j.output for j in self.jobs if (j.step.endswith(("_coadd", "_redrock")) or j.step == "tile_qa")
                 and j.ids.get("tileid") == int(tileid)]
         fed = {(n, int(r["EXPID"])) for n, r in exps}
         for (survey, program, pix), feeds in self.pixels.items():
@@ -351,6 +352,7 @@ class Plan:
         self._tiles()
         self._qa()
         self._catalogs()
+        self._tile_qa()
 
     def _simulate(self):
         from ..sim.plan import default_plan, load_plan, parse_plan
@@ -638,6 +640,22 @@ class Plan:
             specprod = os.path.basename(os.path.normpath(self.prod))
             self._add("summary", dict(specprod=specprod), specprod,
                       {"qa_night": nightqa, "cframes": cframes, "ztile": ztiles})
+
+
+    def _tile_qa(self):
+        """Tile QA (redshift.enabled) of every cumulative tile and night from its petals' redrock
+        files; the tile's program comes from its exposures."""
+        if not self.cfg["redshift"]["enabled"]:
+            return
+        groups = {}
+        for j in self.steps("cumulative_redrock"):
+            groups.setdefault((j.ids["tileid"], j.ids["night"]), []).append(j.output)
+        texps = self.tile_exposures()
+        for (tileid, night), files in sorted(groups.items()):
+            program = texps[tileid][0][1]["PROGRAM"] if texps.get(tileid) else ""
+            self._add("tile_qa", dict(tileid=tileid, night=night), f"{tileid}/{night}",
+                      {"redrock": sorted(files), "thresholds": self.qa_thresholds},
+                      options=f"--program {program}" if program else "", night=night)
 
 
 def qa_thresholds_path(cfg, workdir="."):

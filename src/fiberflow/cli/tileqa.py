@@ -1,0 +1,169 @@
+"""``fiberflow tile-qa`` (tile QA of one cumulative tile from its redrock files: FITS + PNG) and
+``fiberflow tile-qa-reference`` (the n(z) and redshift success a tile QA compares with, from the
+redrock files of a production known to be good). See :mod:`fiberflow.qa.tileqa`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def add_arguments(p, name):
+    p.add_argument("--config", default=None, help="workflow configuration (completeness: goal time, mintfrac)")
+    p.add_argument("-i", "--redrock", nargs="+", required=True,
+                   help="cumulative tile redrock files redrock-{petal}-{tileid}-thru{night}.fits")
+    p.add_argument("-o", "--outfile", required=True)
+    if name == "tile-qa":
+        p.add_argument("--thresholds", default=None, help="QA thresholds file (its tile_qa section); default config/qa.yaml")
+        p.add_argument("--reference", default=None, help="tile QA reference (default: tile_qa.reference, else the shipped one)")
+        p.add_argument("--png", default=None, help="tile QA picture")
+        p.add_argument("--program", default=None, help="the tile's program when the files do not say (dark, bright)")
+
+
+def run(args):
+    if args.command == "tile-qa-reference":
+        return _reference(args)
+    return _tile_qa(args)
+
+
+def read_tile(files, program=None):
+    """The petals of one cumulative tile.
+
+    Returns
+    -------
+    tileid, night, program, [(petal, Redrock)]
+
+    Raises
+    ------
+    DataError
+        A file not named as a cumulative tile redrock file, of another tile or night, or a
+        petal given twice.
+    """
+    from .. import paths
+    from ..errors import DataError
+    from ..io.zcatalog import read_redrock
+
+    tiles, petals = set(), {}
+    out = []
+    for f in files:
+        try:
+            ftype, ids = paths.parse_path(f)
+        except ValueError:
+            ftype, ids = None, {}
+        if ftype != "redrock_cumulative":
+            raise DataError(f, "is not named as a cumulative tile redrock file (redrock-{petal}-{tileid}-thru{night}.fits)")
+        tiles.add((int(ids["tileid"]), int(ids["night"])))
+        if len(tiles) > 1:
+            raise DataError(f, f"is of tile {ids['tileid']} thru {ids['night']}, the other files of "
+                               f"{sorted(tiles)[0][0]} thru {sorted(tiles)[0][1]}")
+        p = int(ids["spectrograph"])
+        if p in petals:
+            raise DataError(f, f"petal {p} is given twice (also {petals[p]})")
+        petals[p] = f
+        rr = read_redrock(f)
+        prog = str(rr.header.get("PROGRAM", "") or "").strip() or program
+        out.append((p, rr, prog))
+    tileid, night = tiles.pop()
+    progs = {pr for _, _, pr in out if pr}
+    return tileid, night, (progs.pop() if len(progs) == 1 else (program or "dark")), [(p, rr) for p, rr, _ in out]
+
+
+def _fiberqa(files, cfg, program, dchi2_min):
+    from ..qa.tables import efftime_tracer, shipped_snr2time
+    from ..qa.tileqa import fiber_qa
+
+    tileid, night, prog, petals = read_tile(files, program)
+    comp = cfg.get("completeness") or {}
+    goal = dict({"dark": 1000.0, "bright": 180.0, "backup": 60.0}, **(comp.get("goaltime") or {}))
+    goaltime = float(goal.get(prog.lower(), goal["dark"]))
+    tracer = efftime_tracer(prog)
+    snr2time = shipped_snr2time().get(tracer, 0.0)
+    parts = [fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp.get("mintfrac", 0.9),
+                      comp.get("fiber_rel_mintfrac", 0.85), dchi2_min) for _, rr in sorted(petals, key=lambda x: x[0])]
+    return tileid, night, prog, goaltime, np.concatenate(parts)
+
+
+def _tile_qa(args):
+    import os
+
+    from ..config import load_config
+    from ..io.tileqa import METRICS_DTYPE, TileQA, read_reference
+    from ..provenance import step_header
+    from ..qa import plots
+    from ..qa import tileqa as T
+    from ..qa.scoring import load_thresholds
+    from .common import prod_root
+
+    t0 = time.time()
+    cfg = load_config(args.config)
+    thr_path = args.thresholds or cfg.get("qa", {}).get("thresholds", "config/qa.yaml")
+    thr = load_thresholds(thr_path) if os.path.exists(thr_path) or args.thresholds else {}
+    st = T.settings(thr)
+    ref = read_reference(args.reference or st["reference"])
+    tileid, night, prog, goaltime, fqa = _fiberqa(args.redrock, cfg, args.program, st["dchi2_min"])
+    petals = T.petal_qa(fqa, ref.success)
+    tgt = np.char.strip(fqa["OBJTYPE"].astype(str)) == "TGT"
+    efftime = float(np.median(fqa["EFFTIME_SPEC"][tgt])) if tgt.any() else 0.0
+    metrics = T.tile_metrics(fqa, petals, ref.nz, ref.success, efftime, goaltime)
+    scored = T.score_tile(metrics, petals, st["metrics"])
+    rows = np.zeros(len(scored["SCORES"]), METRICS_DTYPE)
+    detail = {"NZ_EXCESS": (f"{metrics.get('NZ_EXCESS_TRACER', '')} z {metrics.get('NZ_EXCESS_ZLO', '')}-"
+                            f"{metrics.get('NZ_EXCESS_ZHI', '')}: {metrics.get('NZ_EXCESS_N', '')} good redshifts, "
+                            f"{metrics.get('NZ_EXCESS_EXPECTED', '')} expected"),
+              "SUCCESS_DEFICIT": f"petal {metrics.get('SUCCESS_DEFICIT_PETAL', '')}"}
+    for k, (name, sc) in enumerate(scored["SCORES"].items()):
+        nlo, nhi = sc.get("NORMAL") or (None, None)
+        wlo, whi = sc.get("WARNING") or (None, None)
+
+        def num(v):
+            return np.nan if v is None else float(v)
+
+        rows[k] = (name, num(sc.get("VALUE")), sc["STATUS"], num(nlo), num(nhi), num(wlo), num(whi),
+                   detail.get(name, "")[:64])
+    hdr = step_header("tile_qa", {"dchi2_min": st["dchi2_min"]}, list(args.redrock), cfg, prod_root(cfg))
+    hdr.update({"TILEID": (tileid, "tile"), "LASTNIGHT": (night, "last night of the cumulative coadd"),
+                "PROGRAM": prog, "EFFTIME": (round(efftime, 1) if np.isfinite(efftime) else -1.0,
+                            "median EFFTIME_SPEC of the targets [s] (-1: no TSNR2)"),
+                "GOALTIME": (goaltime, "goal effective time [s]"), "QASTATUS": (scored["STATUS"], "worst tile QA score"),
+                "NALARM": (scored["NALARM"], "tile QA metrics at ALARM")})
+    out = TileQA(fqa, petals, rows, hdr)
+    if args.png:
+        title = (f"tile {tileid} thru {night} ({prog}): {scored['STATUS']}, EFFTIME {efftime:.0f} s / goal "
+                 f"{goaltime:.0f} s, {int(fqa['GOODZ'][tgt].sum())}/{int(tgt.sum())} good redshifts")
+        plots.tile_qa(args.png, title, fqa, petals, ref.nz, metrics, scored["SCORES"], goaltime)
+    out.write(args.outfile)
+    bad = [f"{n} {sc['STATUS']} ({sc['VALUE']})" for n, sc in scored["SCORES"].items() if sc["STATUS"] in ("WARNING", "ALARM")]
+    print(f"tile-qa {tileid} thru {night}: {scored['STATUS']}" + (f" - {', '.join(bad)}" if bad else "")
+          + f" [{time.time() - t0:.1f} s] -> {args.outfile}")
+    return 0
+
+
+def _reference(args):
+    from ..config import load_config
+    from ..io.tileqa import TileQAReference
+    from ..provenance import step_header
+    from ..qa import tileqa as T
+    from .common import prod_root
+
+    cfg = load_config(args.config)
+    by_tile = {}
+    for f in args.redrock:
+        from .. import paths
+
+        try:
+            _, ids = paths.parse_path(f)
+        except ValueError:
+            ids = {}
+        by_tile.setdefault((ids.get("tileid"), ids.get("night")), []).append(f)
+    parts = [_fiberqa(files, cfg, None, T.DEFAULTS["dchi2_min"])[4] for files in by_tile.values()]
+    fqa = np.concatenate(parts)
+    nz, success = T.reference_tables(fqa)
+    hdr = step_header("tile_qa_reference", {"dchi2_min": T.DEFAULTS["dchi2_min"]}, list(args.redrock), cfg,
+                      prod_root(cfg))
+    hdr["NTILE"] = (len(by_tile), "tiles of the reference")
+    TileQAReference(nz, success, hdr).write(args.outfile)
+    for r in success:
+        print(f"{r['TRACER']}: {r['NGOODZ']}/{r['NVALID']} good redshifts ({100 * r['SUCCESS']:.1f}%)")
+    print(f"tile-qa-reference: {len(by_tile)} tiles, {len(fqa)} fibers -> {args.outfile}")
+    return 0

@@ -1,0 +1,104 @@
+"""Tile QA functions: FIBERQA from redrock rows, n(z) excess against a reference, petal success."""
+
+import numpy as np
+import pytest
+
+from fiberflow.bitmasks import desi_target, fibermask
+from fiberflow.errors import ConfigError
+from fiberflow.qa import tileqa as T
+
+
+def _redrock_rows(n, petal, z, zwarn=0, tracer="LRG", tsnr2=100.0, seed=0):
+    rng = np.random.default_rng(seed)
+    red = np.zeros(n, [("TARGETID", "i8"), ("Z", "f8"), ("ZERR", "f8"), ("ZWARN", "i8"), ("DELTACHI2", "f8"),
+                       ("SPECTYPE", "U6")])
+    red["TARGETID"] = 1000 * petal + np.arange(n)
+    red["Z"], red["ZWARN"], red["DELTACHI2"] = z, zwarn, 100.0
+    red["SPECTYPE"] = "QSO" if tracer == "QSO" else "GALAXY"
+    fm = np.zeros(n, [("TARGETID", "i8"), ("PETAL_LOC", "i2"), ("FIBER", "i4"), ("TARGET_RA", "f8"),
+                      ("TARGET_DEC", "f8"), ("MEAN_FIBER_X", "f4"), ("MEAN_FIBER_Y", "f4"), ("MEAN_DELTA_X", "f4"),
+                      ("MEAN_DELTA_Y", "f4"), ("DESI_TARGET", "i8"), ("OBJTYPE", "U3"), ("COADD_FIBERSTATUS", "i4")])
+    fm["TARGETID"], fm["PETAL_LOC"], fm["FIBER"] = red["TARGETID"], petal, 500 * petal + np.arange(n)
+    fm["MEAN_FIBER_X"], fm["MEAN_FIBER_Y"] = rng.uniform(-400, 400, n), rng.uniform(-400, 400, n)
+    fm["DESI_TARGET"], fm["OBJTYPE"] = desi_target.mask(tracer), "TGT"
+    ts = np.zeros(n, [("TARGETID", "i8"), ("TSNR2_LRG", "f4"), ("TSNR2_BGS", "f4")])
+    ts["TARGETID"], ts["TSNR2_LRG"] = red["TARGETID"], tsnr2
+    return red, fm, ts
+
+
+def _fqa(n, petal, z, **kw):
+    red, fm, ts = _redrock_rows(n, petal, z, **{k: v for k, v in kw.items() if k in ("zwarn", "tracer", "tsnr2", "seed")})
+    return T.fiber_qa(red, fm, ts, kw.get("snr2time", 10.0), "LRG", 1000.0)
+
+
+def test_fiberqa_depth_and_validity():
+    fqa = _fqa(4, 0, 0.7, tsnr2=np.array([100.0, 50.0, 76.0, 77.0]))
+    np.testing.assert_allclose(fqa["EFFTIME_SPEC"], [1000, 500, 760, 770])
+    low = (fqa["QAFIBERSTATUS"] & fibermask.mask("LOWEFFTIME")) != 0
+    assert low.tolist() == [False, True, True, False]  # 0.85 x 0.9 x 1000 = 765 s
+    assert T.valid(fqa).tolist() == [True, False, False, True]
+    assert (fqa["TRACER"] == "LRG").all() and (fqa["GOODZ"] == 1).all()
+    # without a calibration (or TSNR2) EFFTIME is unknown, not low
+    unknown = _fqa(3, 0, 0.7, snr2time=0.0)
+    assert np.isnan(unknown["EFFTIME_SPEC"]).all() and T.valid(unknown).all()
+
+
+def _reference():
+    rng = np.random.default_rng(5)
+    parts = [_fqa(400, 0, rng.uniform(0.4, 1.0, 400), tracer="LRG", seed=1),
+             _fqa(400, 1, rng.uniform(0.6, 3.0, 400), tracer="QSO", seed=2),
+             _fqa(100, 2, 0.8, tracer="QSO", zwarn=4, seed=3)]
+    return T.reference_tables(np.concatenate(parts))
+
+
+def test_reference_tables():
+    nz, success = _reference()
+    frac = {str(r["TRACER"]).strip(): r for r in success}
+    assert frac["LRG"]["SUCCESS"] == 1.0 and frac["QSO"]["NVALID"] == 500 and frac["QSO"]["SUCCESS"] == 0.8
+    lrg = nz[nz["TRACER"] == "LRG"]
+    assert lrg["FRAC"].sum() == pytest.approx(1.0) and lrg["FRAC"][lrg["ZLO"] >= 1.0].sum() == 0
+
+
+def test_nz_excess_finds_the_false_high_z_quasars():
+    nz, success = _reference()
+    rng = np.random.default_rng(9)
+    clean = np.concatenate([_fqa(40, 0, rng.uniform(0.4, 1.0, 40), tracer="LRG"),
+                            _fqa(30, 1, rng.uniform(0.6, 3.0, 30), tracer="QSO")])
+    ex = T.nz_excess(clean, nz, success)
+    assert max(v["SIGMA"] for v in ex.values()) < 3.5
+    # the red-LED walkthrough: a handful of QSOs at z ~ 4.3 where the reference has none
+    bad = np.concatenate([clean, _fqa(5, 2, 4.33, tracer="QSO")])
+    ex = T.nz_excess(bad, nz, success)
+    assert ex["QSO"]["SIGMA"] > 5 and ex["QSO"]["ZLO"] == pytest.approx(4.3) and ex["QSO"]["N"] == 5
+    assert ex["LRG"]["SIGMA"] < 3.5
+    st = T.settings({})["metrics"]["NZ_EXCESS"]
+    assert T.score_tile({"NZ_EXCESS": ex["QSO"]["SIGMA"]}, [], {"NZ_EXCESS": st})["STATUS"] == "ALARM"
+
+
+def test_petal_success_deficit_and_scores():
+    nz, success = _reference()
+    rng = np.random.default_rng(2)
+    good = _fqa(40, 0, rng.uniform(0.4, 1.0, 40), tracer="LRG")
+    zw = np.where(np.arange(40) < 20, 0, 4)  # half the LRGs of petal 1 fail
+    bad = _fqa(40, 1, rng.uniform(0.4, 1.0, 40), tracer="LRG", zwarn=zw)
+    fqa = np.concatenate([good, bad])
+    petals = T.petal_qa(fqa, success)
+    assert petals["NGOODZ"].tolist() == [40, 20] and petals["NEXPECT"].tolist() == [40.0, 40.0]
+    assert petals["SUCCESS_DEFICIT"][0] == 0 and petals["SUCCESS_DEFICIT"][1] < -5
+    m = T.tile_metrics(fqa, petals, nz, success, 900.0, 1000.0)
+    assert m["SUCCESS_DEFICIT_PETAL"] == 1 and m["EFFTIME_FRAC"] == 0.9 and m["VALID_FRAC"] == 1.0
+    st = T.settings({})
+    scored = T.score_tile(m, petals, st["metrics"])
+    assert scored["SCORES"]["SUCCESS_DEFICIT"]["STATUS"] == "ALARM" and scored["STATUS"] == "ALARM"
+    assert petals["STATUS"].tolist() == ["NORMAL", "ALARM"]
+    assert scored["SCORES"]["NZ_EXCESS"]["STATUS"] == "NORMAL"
+
+
+def test_settings_refuse_unknown_metrics_and_bad_ranges():
+    assert T.settings({"tile_qa": {"dchi2_min": 9}})["dchi2_min"] == 9.0
+    with pytest.raises(ConfigError, match="unknown tile metric"):
+        T.settings({"tile_qa": {"metrics": {"NZ_EXCESSS": {"normal": [None, 3]}}}})
+    with pytest.raises(ConfigError, match="must contain the normal range"):
+        T.settings({"tile_qa": {"metrics": {"NZ_EXCESS": {"normal": [None, 5], "warning": [None, 4]}}}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        T.settings({"tile_qa": {"dchi2": 9}})
