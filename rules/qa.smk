@@ -95,8 +95,8 @@ rule qa_production:
     params:
         prod=lambda wc, output: prod_of(output[0]),
     shell:
-        "fiberflow qa-production --prod {params.prod} -i {input.nights} -o {output.html} --table {output.table} "
-        "--trends {output.trends} --hist {output.hist} > {log} 2>&1"
+        "fiberflow qa-production --prod {params.prod} -i {input.nights} --nightqa {input.nightqa} "
+        "-o {output.html} --table {output.table} --trends {output.trends} --hist {output.hist} > {log} 2>&1"
 
 
 # tile QA of each cumulative tile (with redshift.enabled): FIBERQA / PETALQA / scored anomalies
@@ -122,3 +122,25 @@ rule tile_qa:
     shell:
         "fiberflow tile-qa --config {params.configfile} --thresholds {input.thresholds} -i {input.redrock} "
         "{params.opts} -o {output.fits} --png {output.png} > {log} 2>&1"
+
+
+# the night QA report: every tile QA of the night with its picture, scores and exposures
+rule nightqa:
+    input:
+        unpack(inputs("nightqa")),
+    output:
+        out("nightqa_html"),
+    log:
+        logfile("nightqa", "{night}"),
+    benchmark:
+        benchfile("nightqa", "{night}")
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        prod=lambda wc, output: prod_of(output[0]),
+    shell:
+        "fiberflow nightqa --night {wildcards.night} --prod {params.prod} --qa-night {input.qa_night} "
+        "--tile-qa {input.tile_qa} -o {output} > {log} 2>&1"

@@ -429,3 +429,35 @@ def test_bin_to_grid_puts_every_electron_on_a_bin_centre(rng):
     np.testing.assert_allclose(photons.sum(axis=1), elec.sum(axis=1) + lines[1][:, :2].sum(axis=1))
     j = int(np.argmin(np.abs(centers - 5771.3)))
     assert photons[0, j] > lines[1][0, 0]
+
+
+def test_scattered_light_fault_is_a_localized_glow(night):
+    """The red-LED fault: extra electrons only in the named camera, only in fibers near the given
+    focal-plane position (sky fibers too), peaking at the given wavelength; the truth's sky is not
+    changed (the pipeline must not be told)."""
+    from fiberflow.errors import ConfigError
+    from fiberflow.sim.plan import ExposureSpec
+
+    sim = night["sim"]
+    fm, flux, info = sim.science_targets(ExposureSpec(expid=900, obstype="SCIENCE", tileid=4242, exptime=900.0, mjd=60700.0, program="dark"), 0)
+    x0, y0 = float(np.median(fm["FIBER_X"])), float(np.median(fm["FIBER_Y"]))
+    glow = {"camera": "r0", "x": x0, "y": y0, "radius": 40.0, "wave": 6600.0, "sigma": 50.0, "level": 2.0}
+    clean = ExposureSpec(expid=900, obstype="SCIENCE", tileid=4242, exptime=900.0, mjd=60700.0, program="dark")
+    bad = ExposureSpec(expid=900, obstype="SCIENCE", tileid=4242, exptime=900.0, mjd=60700.0, program="dark", faults={"scattered_light": glow})
+    a, b = sim.light(clean, "r0", flux, info), sim.light(bad, "r0", flux, info)
+    extra = b["total"] - a["total"]
+    np.testing.assert_array_equal(a["sky"], b["sky"])
+    d = np.hypot(fm["FIBER_X"] - x0, fm["FIBER_Y"] - y0)
+    per_fiber = extra.sum(axis=1)
+    assert (per_fiber[d > 3 * 40.0] == 0).all() and (per_fiber[d < 20.0] > 0).all()
+    sky_hit = (np.char.strip(fm["OBJTYPE"].astype(str)) == "SKY") & (per_fiber > 0)
+    assert sky_hit.any()
+    k = int(np.argmin(d))
+    assert abs(b["grid"][np.argmax(extra[k])] - 6600.0) < 5.0
+    # at the centre the glow is ~level x the median sky per sample (times the fiber's throughput)
+    assert extra[k].max() / np.median(a["sky"][k]) == pytest.approx(2.0 * np.exp(-0.5 * (d[k] / 40.0) ** 2), rel=0.1)
+    # other cameras see nothing
+    np.testing.assert_array_equal(sim.light(bad, "b0", flux, info)["total"], sim.light(clean, "b0", flux, info)["total"])
+    with pytest.raises(ConfigError, match="scattered_light needs camera, x, y"):
+        parse_plan({"night": NIGHT, "exposures": [{"obstype": "SCIENCE", "tileid": 1,
+                                                   "faults": {"scattered_light": {"camera": "r0"}}}]})

@@ -86,6 +86,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "qa_exposure_html": ("prod", "qa/exposures/{night}/{expid:08d}/qa-{expid:08d}.html"),
     "qa_night": ("prod", "qa/nights/{night}/qa-night-{night}.json"),
     "qa_night_html": ("prod", "qa/nights/{night}/qa-night-{night}.html"),
+    "nightqa_html": ("prod", "qa/nights/{night}/nightqa-{night}.html"),
     "qa_night_trends": ("prod", "qa/nights/{night}/qa-night-trends-{night}.png"),
     "qa_night_hist": ("prod", "qa/nights/{night}/qa-night-hist-{night}.png"),
     "qa_production_table": ("prod", "qa/qa-production.csv"),

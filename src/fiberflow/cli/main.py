@@ -47,6 +47,7 @@ COMMANDS = {
     "tile-qa": ("fiberflow.cli.tileqa", "tile QA of one cumulative tile (FIBERQA, PETALQA, scored anomalies, picture)"),
     "tile-qa-reference": ("fiberflow.cli.tileqa",
                           "n(z) and redshift success of a good production, the reference of the tile QA"),
+    "nightqa": ("fiberflow.cli.tileqa", "night QA report: every tile QA of a night with its exposures (nightqa-{night}.html)"),
     "qa-frame": ("fiberflow.cli.qa", "QA metrics and coversheet of one camera of an exposure"),
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),

@@ -54,6 +54,7 @@ def add_arguments(p, name):
     else:
         p.add_argument("--prod", required=True)
         p.add_argument("-i", "--infiles", nargs="*", default=[], help="night QA JSON files")
+        p.add_argument("--nightqa", nargs="*", default=[], help="night QA reports of tiles (nightqa-{night}.html)")
         p.add_argument("-o", "--outfile", required=True, help="production index (HTML)")
         p.add_argument("--table", required=True, help="production table (CSV)")
         p.add_argument("--trends", required=True)
@@ -450,7 +451,11 @@ def _production(args):
         ("SKY MED_RESID_FRAC", {a: v for a, (_, v) in s["MED_RESID_FRAC"].items()}),
         ("FLUXCALIB MAX_ZP_OFF", {a: v for a, (_, v) in s["MAX_ZP_OFF"].items()})])
     night_pages = {r["NIGHT"]: paths.findfile("qa_night_html", prod=args.prod, night=r["NIGHT"]) for r in records}
-    production_page(args.outfile, records, night_pages, [args.trends, args.hist], args.table)
+    tile_pages = {}
+    for f in getattr(args, "nightqa", None) or []:
+        _, ids = paths.parse_path(f)
+        tile_pages[int(ids["night"])] = os.path.abspath(f)
+    production_page(args.outfile, records, night_pages, [args.trends, args.hist], args.table, tile_pages)
     counts = tables.status_counts(records)
     print(f"qa-production: {len(records)} nights, {len(rows)} frames "
           f"({counts['ALARM']} ALARM, {counts['WARNING']} WARNING) -> {args.outfile}")

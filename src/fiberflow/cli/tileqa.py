@@ -4,12 +4,20 @@ redrock files of a production known to be good). See :mod:`fiberflow.qa.tileqa`.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 
 def add_arguments(p, name):
+    if name == "nightqa":
+        p.add_argument("--night", type=int, required=True)
+        p.add_argument("--prod", required=True, help="production root (exposure and night pages)")
+        p.add_argument("--qa-night", required=True, help="the night's QA record qa-night-{night}.json")
+        p.add_argument("--tile-qa", nargs="*", default=[], help="tile-qa-{tileid}-thru{night}.fits of the night")
+        p.add_argument("-o", "--html", required=True, help="nightqa-{night}.html")
+        return
     p.add_argument("--config", default=None, help="workflow configuration (completeness: goal time, mintfrac)")
     p.add_argument("-i", "--redrock", nargs="+", required=True,
                    help="cumulative tile redrock files redrock-{petal}-{tileid}-thru{night}.fits")
@@ -22,6 +30,8 @@ def add_arguments(p, name):
 
 
 def run(args):
+    if args.command == "nightqa":
+        return _nightqa(args)
     if args.command == "tile-qa-reference":
         return _reference(args)
     return _tile_qa(args)
@@ -85,8 +95,6 @@ def _fiberqa(files, cfg, program, dchi2_min):
 
 
 def _tile_qa(args):
-    import os
-
     from ..config import load_config
     from ..io.tileqa import METRICS_DTYPE, TileQA, read_reference
     from ..provenance import step_header
@@ -166,4 +174,36 @@ def _reference(args):
     for r in success:
         print(f"{r['TRACER']}: {r['NGOODZ']}/{r['NVALID']} good redshifts ({100 * r['SUCCESS']:.1f}%)")
     print(f"tile-qa-reference: {len(by_tile)} tiles, {len(fqa)} fibers -> {args.outfile}")
+    return 0
+
+
+def _nightqa(args):
+    from .. import paths
+    from ..io.datamodel import read_json
+    from ..io.tileqa import TileQA
+    from ..qa.html import nightqa_page
+
+    rec = read_json(args.qa_night, "qa_night", "night QA JSON")
+    if int(rec["NIGHT"]) != args.night:
+        from ..errors import DataError
+
+        raise DataError(args.qa_night, f"is the QA of night {rec['NIGHT']}, not {args.night}")
+    tiles = []
+    for f in args.tile_qa:
+        qa = TileQA.read(f)
+        h = qa.header
+        tiles.append({"TILEID": int(h["TILEID"]), "LASTNIGHT": int(h["LASTNIGHT"]), "STATUS": qa.status,
+                      "EFFTIME": float(h["EFFTIME"]), "GOALTIME": float(h["GOALTIME"]), "FITS": os.path.abspath(f),
+                      "PNG": os.path.abspath(f[:-5] + ".png"),
+                      "METRICS": [(str(r["NAME"]).strip(), float(r["VALUE"]), str(r["STATUS"]).strip(),
+                                   str(r["DETAIL"]).strip()) for r in qa.metrics]})
+    tiles.sort(key=lambda t: t["TILEID"])
+    pages = {e["EXPID"]: paths.findfile("qa_exposure_html", prod=args.prod, night=args.night, expid=e["EXPID"])
+             for e in rec["EXPOSURES"]}
+    nightqa_page(args.html, rec, tiles, paths.findfile("qa_night_html", prod=args.prod, night=args.night), pages,
+                 paths.findfile("qa_production_html", prod=args.prod))
+    worst = [t for t in tiles if t["STATUS"] in ("WARNING", "ALARM")]
+    print(f"nightqa {args.night}: {len(tiles)} tile(s)" + (f", {len(worst)} with warnings or alarms: "
+          + ", ".join(f"{t['TILEID']} {t['STATUS']}" for t in worst) if worst else ", all tiles clean")
+          + f" -> {args.html}")
     return 0

@@ -221,17 +221,21 @@ def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production
     write_page(path, page(f"Exposure {exp['EXPID']}", "\n".join(out), crumbs, BLINK_JS))
 
 
-def production_page(path, records, night_pages, plots, table):
-    """Write the production index: one row per night with its status and first bad step,
-    trend plots and the production table."""
+def production_page(path, records, night_pages, plots, table, tile_pages=None):
+    """Write the production index: one row per night with its status and first bad step (and
+    its night QA report of tiles, ``tile_pages``: night -> nightqa page), trend plots and the
+    production table."""
+    tile_pages = tile_pages or {}
     out = ['<table><tr><th>night</th><th>status</th><th>exposures</th><th>with alarms</th>'
-           '<th>metrics in alarm</th><th>first bad step</th></tr>']
+           '<th>metrics in alarm</th><th>first bad step</th><th>tiles</th></tr>']
     for rec in sorted(records, key=lambda r: r["NIGHT"], reverse=True):
         fb = rec.get("FIRST_BAD")
         fbs = f"{fb['STEP']} (exp {', '.join(map(str, fb['EXPIDS']))})" if fb else ""
         out.append(f'<tr><td><a href="{esc(rel(night_pages[rec["NIGHT"]], path))}">{rec["NIGHT"]}</a></td>'
                    f'<td class="st {esc(rec["STATUS"])}">{esc(rec["STATUS"])}</td><td>{rec["NEXP"]}</td>'
-                   f'<td>{rec["NEXP_ALARM"]}</td><td>{rec["NALARM"]} / {rec["NSCORED"]}</td><td>{esc(fbs)}</td></tr>')
+                   f'<td>{rec["NEXP_ALARM"]}</td><td>{rec["NALARM"]} / {rec["NSCORED"]}</td><td>{esc(fbs)}</td>'
+                   + (f'<td><a href="{esc(rel(tile_pages[rec["NIGHT"]], path))}">night QA of tiles</a></td>'
+                      if rec["NIGHT"] in tile_pages else "<td></td>") + '</tr>')
     out.append("</table>")
     out.append(f'<p>Production table (one row per frame, <code>pandas.read_csv</code>): '
                f'<a href="{esc(rel(table, path))}">{esc(os.path.basename(table))}</a></p>')
@@ -245,3 +249,63 @@ def write_page(path, text):
 
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         fh.write(text)
+
+
+def nightqa_page(path, rec, tiles, night_page_path, exposure_pages, production_page_path):
+    """Write the night QA report (DESI's ``nightqa-{night}.html``): every tile QA of the night with
+    its picture, scores and exposures, then the exposures with their statuses.
+
+    Parameters
+    ----------
+    path : str
+    rec : dict
+        Night record (:func:`fiberflow.qa.tables.score_night`).
+    tiles : list of dict
+        Per tile QA: TILEID, LASTNIGHT, STATUS, EFFTIME, GOALTIME, METRICS (list of (name,
+        value, status, detail)), PNG and FITS (absolute paths).
+    night_page_path, production_page_path : str
+    exposure_pages : dict expid -> absolute path
+    """
+    exps = {}
+    for e in rec["EXPOSURES"]:
+        if e.get("TILEID") not in (None, "", -1):
+            exps.setdefault(int(e["TILEID"]), []).append(e)
+    out = [f"<p>Night status {badge(rec['STATUS'])} &middot; {len(tiles)} tile(s) with tile QA &middot; "
+           f'<a href="{esc(rel(night_page_path, path))}">cameras of every exposure</a> (frame QA pages, plots, logs)</p>']
+    names = []
+    for t in tiles:
+        names += [m[0] for m in t["METRICS"] if m[0] not in names]
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
+    out.append(f"<table><tr><th>tile</th><th>status</th><th>EFFTIME / goal [s]</th>{head}<th>exposures</th>"
+               "<th>files</th></tr>")
+    for t in tiles:
+        mets = {m[0]: m for m in t["METRICS"]}
+        cells = "".join(
+            (f'<td class="st {esc(mets[n][2])}" title="{esc(mets[n][3])}">{fmt(mets[n][1])}</td>' if n in mets
+             else "<td></td>") for n in names)
+        el = ", ".join(f'<a href="{esc(rel(exposure_pages[e["EXPID"]], path))}">{e["EXPID"]}</a> {badge(e["STATUS"])}'
+                       for e in exps.get(int(t["TILEID"]), []) if e["EXPID"] in exposure_pages)
+        eff = f"{t['EFFTIME']:.0f} / {t['GOALTIME']:.0f}" if t.get("EFFTIME", -1) >= 0 else f"? / {t['GOALTIME']:.0f}"
+        out.append(f'<tr><td><a href="#tile{t["TILEID"]}">{t["TILEID"]}</a> thru {t["LASTNIGHT"]}</td>'
+                   f'<td class="st {esc(t["STATUS"])}">{esc(t["STATUS"])}</td><td>{eff}</td>{cells}<td>{el}</td>'
+                   f'<td><a href="{esc(rel(t["PNG"], path))}">png</a> <a href="{esc(rel(t["FITS"], path))}">fits</a></td>'
+                   "</tr>")
+    out.append("</table>")
+    for t in tiles:
+        bad = [f"{m[0]} {m[2]} ({fmt(m[1])}{': ' + m[3] if m[3] else ''})" for m in t["METRICS"]
+               if m[2] in ("WARNING", "ALARM")]
+        out.append(f'<h2 id="tile{t["TILEID"]}">Tile {t["TILEID"]} {badge(t["STATUS"])}</h2>'
+                   + (f'<p class="small">{esc("; ".join(bad))}</p>' if bad else "")
+                   + f'<p><img src="{esc(rel(t["PNG"], path))}" alt="tile QA {t["TILEID"]}"></p>')
+    out.append("<h2>Exposures</h2><table><tr><th>EXPID</th><th>OBSTYPE</th><th>TILEID</th><th>status</th>"
+               "<th>first bad step</th></tr>")
+    for e in rec["EXPOSURES"]:
+        fb = e.get("FIRST_BAD")
+        link = exposure_pages.get(e["EXPID"])
+        eid = f'<a href="{esc(rel(link, path))}">{e["EXPID"]}</a>' if link else str(e["EXPID"])
+        out.append(f'<tr><td>{eid}</td><td>{esc(e["OBSTYPE"])}</td><td>{esc(e.get("TILEID"))}</td>'
+                   f'<td class="st {esc(e["STATUS"])}">{esc(e["STATUS"])}</td>'
+                   f'<td>{esc(fb["STEP"] + " (" + ", ".join(fb["CAMERAS"]) + ")") if fb else ""}</td></tr>')
+    out.append("</table>")
+    crumbs = [("production", rel(production_page_path, path)), (f"night {rec['NIGHT']}", rel(night_page_path, path))]
+    write_page(path, page(f"Night QA {rec['NIGHT']}: tiles", "\n".join(out), crumbs))

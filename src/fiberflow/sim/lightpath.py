@@ -142,3 +142,26 @@ def photons_per_flux(wave, arm, exptime, airmass=None, aperture=None):
     if aperture is not None:
         conv = conv * aperture
     return conv
+
+
+def scattered_light(grid, x, y, sky_electrons, spec):
+    """Electrons of a localized glow (the ``scattered_light`` fault) per model sample and fiber.
+
+    Parameters
+    ----------
+    grid : (nmodel,) wavelengths [Angstrom]
+    x, y : (nfiber,) focal-plane positions [mm]
+    sky_electrons : (nmodel,)
+        The camera's sky per sample (its median sets the glow's scale).
+    spec : dict
+        x, y, radius [mm], wave, sigma [Angstrom], level (see :mod:`fiberflow.sim.plan`).
+
+    Returns
+    -------
+    (nfiber, nmodel)
+    """
+    r = float(spec.get("radius", 60.0))
+    d2 = (np.asarray(x, float) - spec["x"]) ** 2 + (np.asarray(y, float) - spec["y"]) ** 2
+    amp = np.where(d2 < 9 * r * r, np.exp(-0.5 * d2 / (r * r)), 0.0) * float(spec.get("level", 1.0))
+    shape = np.exp(-0.5 * ((grid - float(spec.get("wave", 6600.0))) / float(spec.get("sigma", 60.0))) ** 2)
+    return amp[:, None] * float(np.median(sky_electrons)) * shape[None, :]

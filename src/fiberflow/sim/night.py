@@ -238,6 +238,10 @@ class Simulator:
             F[f] += np.interp(grid, targets.MODEL_WAVE, star) / 1e-17
         obj = F * conv[None, :] * ap * tf * dw
         out["total"] = obj + out["sky"]
+        glow = exp.faults.get("scattered_light")
+        if glow and str(glow.get("camera", "")).lower() == camera:  # contamination: not in the truth's sky
+            fm = self.science_targets(exp, int(camera[1:]))[0]
+            out["total"] = out["total"] + lightpath.scattered_light(grid, fm["FIBER_X"], fm["FIBER_Y"], skye, glow) * tf
         out["fluxbin"] = F * (ap / ap_ps[None, :]) * dw
         out["calib"] = lambda w: (lightpath.photons_per_flux(w, arm, exp.exptime, exp.airmass,
                                                              lightpath.aperture_fraction(w, exp.seeing))

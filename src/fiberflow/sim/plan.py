@@ -18,7 +18,12 @@ Faults (per exposure, all off by default): ``dead_amp: {camera: r0, amp: B}``,
 ``noisy_amp: {camera: ..., amp: ...}``, ``broken_fibers: [fiber, ...]``,
 ``sky_contamination: [fiber, ...]`` (a bright star added to those sky fibers),
 ``bad_flat_lamp: true`` (flat illumination with a 10% gradient across the petal),
-``few_stdstars: N`` (only N standards flagged in the fibermap).
+``few_stdstars: N`` (only N standards flagged in the fibermap),
+``scattered_light: {camera: r0, x: mm, y: mm, radius: mm, wave: A, sigma: A, level: L}`` (a
+localized glow, e.g. a red LED: fibers within about 3 ``radius`` of focal-plane position
+(x, y), sky fibers included, receive extra light of Gaussian spectral shape centred at ``wave``,
+``level`` times the camera's median sky per sample at the centre, falling off as a Gaussian of
+``radius`` with the distance; defaults radius 60 mm, wave 6600, sigma 60, level 1).
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ from ..errors import ConfigError, one_line
 
 OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
 DEFAULT_EXPTIME = {"ZERO": 0.0, "DARK": 300.0, "ARC": 5.0, "FLAT": 120.0, "SCIENCE": 900.0}
-FAULT_KEYS = ("dead_amp", "noisy_amp", "broken_fibers", "sky_contamination", "bad_flat_lamp", "few_stdstars")
+FAULT_KEYS = ("dead_amp", "noisy_amp", "broken_fibers", "sky_contamination", "bad_flat_lamp", "few_stdstars",
+              "scattered_light")
+#: keys of the scattered_light fault (see the module documentation)
+SCATTERED_LIGHT_KEYS = {"camera": str, "x": float, "y": float, "radius": float, "wave": float, "sigma": float,
+                        "level": float}
 EXPOSURE_KEYS = ("obstype", "count", "exptime", "tileid", "program", "survey", "airmass", "seeing", "skylevel",
                  "transparency", "cosmics", "faults")
 #: seconds between exposures (readout + overheads)
@@ -144,6 +153,15 @@ def parse_plan(data, where="plan"):
         bad = sorted(set(faults) - set(FAULT_KEYS))
         if bad:
             raise ConfigError(f"{here}: unknown fault(s) {', '.join(bad)} (known: {', '.join(FAULT_KEYS)})")
+        if "scattered_light" in faults:
+            sl = faults["scattered_light"]
+            if not isinstance(sl, dict) or not {"camera", "x", "y"} <= set(sl) or set(sl) - set(SCATTERED_LIGHT_KEYS):
+                raise ConfigError(f"{here}: scattered_light needs camera, x, y (and optionally radius, wave, sigma, "
+                                  f"level), not {sl!r}")
+            try:
+                faults["scattered_light"] = {k: SCATTERED_LIGHT_KEYS[k](v) for k, v in sl.items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"{here}: scattered_light values must be numbers (camera a name): {sl!r}") from None
         exptime = float(item.get("exptime", DEFAULT_EXPTIME[obstype]))
         if exptime < 0 or (obstype != "ZERO" and exptime <= 0):
             raise ConfigError(f"{here}: exptime must be positive")

@@ -64,6 +64,7 @@ OUTPUTS = {
     "qa_night": ("qa_night", "qa_night_html", "qa_night_trends", "qa_night_hist"),
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
     "tile_qa": ("tile_qa", "tile_qa_png"),
+    "nightqa": ("nightqa_html",),
     "qa_production": ("qa_production_html", "qa_production_table", "qa_production_trends",
                       "qa_production_hist"),
 }
@@ -353,6 +354,7 @@ class Plan:
         self._qa()
         self._catalogs()
         self._tile_qa()
+        self._qa_production()
 
     def _simulate(self):
         from ..sim.plan import default_plan, load_plan, parse_plan
@@ -604,9 +606,6 @@ class Plan:
             for r in qa_rows[night]:
                 self._add("qa_exposure", dict(night=night, expid=r["EXPID"]), f"{night}/{r['EXPID']:08d}",
                           {"nightqa": nightqa, "frames": frames[r["EXPID"]]}, night=night)
-        if qa_nights:
-            self._add("qa_production", {}, "production",
-                      {"nights": [self.find("qa_night", night=n) for n in qa_nights]})
 
     def _catalogs(self):
         """Redshift catalogs (redshift.enabled): ztile of each survey/program from every tile's
@@ -656,6 +655,20 @@ class Plan:
             self._add("tile_qa", dict(tileid=tileid, night=night), f"{tileid}/{night}",
                       {"redrock": sorted(files), "thresholds": self.qa_thresholds},
                       options=f"--program {program}" if program else "", night=night)
+        for nq in self.steps("qa_night"):
+            night = nq.ids["night"]
+            tiles = [j.output for j in self.steps("tile_qa") if j.ids["night"] == night]
+            if tiles:
+                self._add("nightqa", dict(night=night), str(night), {"qa_night": nq.output, "tile_qa": tiles},
+                          night=night)
+
+    def _qa_production(self):
+        """Production QA index of every night with QA (linking the night QA reports)."""
+        nights = [j.ids["night"] for j in self.steps("qa_night")]
+        if nights:
+            self._add("qa_production", {}, "production",
+                      {"nights": [self.find("qa_night", night=n) for n in nights],
+                       "nightqa": [j.output for j in self.steps("nightqa")]})
 
 
 def qa_thresholds_path(cfg, workdir="."):
