@@ -48,6 +48,11 @@ COMMANDS = {
     "tile-qa-reference": ("fiberflow.cli.tileqa",
                           "n(z) and redshift success of a good production, the reference of the tile QA"),
     "nightqa": ("fiberflow.cli.tileqa", "night QA report: every tile QA of a night with its exposures (nightqa-{night}.html)"),
+    "plot-spectra": ("fiberflow.cli.inspect", "plot spectra of a coadd or spectra file (by TARGETID, FIBER or "
+                     "SPECTYPE) with redrock's model"),
+    "plot-frame": ("fiberflow.cli.inspect", "plot some fibers of a frame / sframe / cframe (e.g. the sky fibers)"),
+    "plot-focalplane": ("fiberflow.cli.inspect", "median flux in a wavelength window against focal-plane position, "
+                        "as residuals, for one exposure"),
     "qa-frame": ("fiberflow.cli.qa", "QA metrics and coversheet of one camera of an exposure"),
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),

@@ -89,8 +89,12 @@ def _fiberqa(files, cfg, program, dchi2_min):
     goaltime = float(goal.get(prog.lower(), goal["dark"]))
     tracer = efftime_tracer(prog)
     snr2time = shipped_snr2time().get(tracer, 0.0)
-    parts = [fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp.get("mintfrac", 0.9),
-                      comp.get("fiber_rel_mintfrac", 0.85), dchi2_min) for _, rr in sorted(petals, key=lambda x: x[0])]
+    parts = []
+    for petal, rr in sorted(petals, key=lambda x: x[0]):
+        fqa = fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp.get("mintfrac", 0.9),
+                       comp.get("fiber_rel_mintfrac", 0.85), dchi2_min, rr.exp_fibermap)
+        fqa["PETAL_LOC"] = np.where(fqa["PETAL_LOC"] < 0, petal, fqa["PETAL_LOC"])
+        parts.append(fqa)
     return tileid, night, prog, goaltime, np.concatenate(parts)
 
 

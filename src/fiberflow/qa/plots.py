@@ -444,3 +444,90 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def rebin(wave, flux, ivar, n):
+    """Inverse-variance weighted average of ``n`` consecutive bins.
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar : (..., nwave)
+    n : int
+
+    Returns
+    -------
+    wave (nwave // n,), flux and ivar (..., nwave // n); flux NaN where no bin has ivar > 0
+    """
+    n = max(1, int(n))
+    m = (len(wave) // n) * n
+    w = np.asarray(wave[:m], float).reshape(-1, n).mean(axis=1)
+    iv = np.clip(np.asarray(ivar, float)[..., :m], 0, None)
+    f = np.asarray(flux, float)[..., :m]
+    sh = f.shape[:-1] + (m // n, n)
+    siv = iv.reshape(sh).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(siv > 0, (f * iv).reshape(sh).sum(axis=-1) / np.where(siv > 0, siv, 1), np.nan)
+    return w, out, siv
+
+
+def spectra_panels(path, title, panels, ncol=2):
+    """One panel per spectrum.
+
+    Parameters
+    ----------
+    panels : list of dict
+        ``label`` (str), ``bands`` ({band: (wave, flux)}), optional ``model`` ({band: (wave, model)}).
+    """
+    plt = _plt()
+    n = max(1, len(panels))
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7 * ncol, 2.6 * nrow), squeeze=False)
+    for k, p in enumerate(panels):
+        ax = axes[k // ncol, k % ncol]
+        allf = []
+        for b, (w, f) in p["bands"].items():
+            ax.plot(w, f, lw=0.6, color=ARM_COLORS.get(b, "0.3"))
+            allf.append(np.asarray(f)[np.isfinite(f)])
+        for b, (w, m) in (p.get("model") or {}).items():
+            ax.plot(w, m, lw=0.8, color="k")
+        vals = np.concatenate(allf) if allf else np.zeros(1)
+        if vals.size:
+            lo, hi = np.percentile(vals, [1, 99])
+            pad = 0.15 * (hi - lo + 1e-9)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set_title(p["label"], fontsize=8)
+        ax.set_xlabel("wavelength [A]", fontsize=8)
+    for k in range(n, nrow * ncol):
+        axes[k // ncol, k % ncol].axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def frame_fibers(path, title, wave, flux, fibers, label):
+    """Spectra of some fibers of a frame: overlaid (top) and as an image, fiber versus
+    wavelength, on a symmetric scale (bottom: vertical features are wavelength-specific
+    processing, curved ones CCD-level problems)."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(14, 8), gridspec_kw={"height_ratios": [1, 1]})
+    ax = axes[0]
+    for f, row in zip(fibers, flux):
+        ax.plot(wave, row, lw=0.5)
+    fin = np.asarray(flux)[np.isfinite(flux)]
+    lim = np.percentile(np.abs(fin), 99) if fin.size else 1.0
+    ax.set_ylim(-1.2 * lim, 1.2 * lim)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel(label, fontsize=8)
+    ax = axes[1]
+    im = ax.imshow(np.nan_to_num(np.asarray(flux, float)), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   extent=(wave[0], wave[-1], len(fibers) - 0.5, -0.5), interpolation="nearest")
+    ax.set_yticks(range(len(fibers)))
+    ax.set_yticklabels([str(f) for f in fibers], fontsize=6)
+    ax.set_ylabel("fiber", fontsize=8)
+    ax.set_xlabel("wavelength [A]", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

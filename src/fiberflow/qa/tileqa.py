@@ -68,8 +68,18 @@ REFERENCE_NZ_DTYPE = [("TRACER", "U5"), ("ZLO", "f4"), ("ZHI", "f4"), ("N", "i4"
 REFERENCE_SUCCESS_DTYPE = [("TRACER", "U5"), ("NVALID", "i4"), ("NGOODZ", "i4"), ("SUCCESS", "f8")]
 
 
+def first_per_target(targetid, exp_fibermap, column):
+    """``column`` of each target's first EXP_FIBERMAP row (-1 when the target has none)."""
+    if exp_fibermap is None or column not in (exp_fibermap.dtype.names or ()):
+        return np.full(len(targetid), -1)
+    first = {}
+    for t, v in zip(exp_fibermap["TARGETID"].tolist(), exp_fibermap[column].tolist()):
+        first.setdefault(t, v)
+    return np.array([first.get(t, -1) for t in np.asarray(targetid).tolist()])
+
+
 def fiber_qa(redshifts, fibermap, tsnr2, snr2time, tracer, goaltime, mintfrac=0.9, fiber_rel_mintfrac=0.85,
-             dchi2_min=25.0):
+             dchi2_min=25.0, exp_fibermap=None):
     """FIBERQA rows of one petal.
 
     Parameters
@@ -87,6 +97,9 @@ def fiber_qa(redshifts, fibermap, tsnr2, snr2time, tracer, goaltime, mintfrac=0.
         TSNR2 tracer of the program (LRG dark, BGS bright).
     goaltime, mintfrac, fiber_rel_mintfrac : float
     dchi2_min : float
+    exp_fibermap : structured, optional
+        The coadd's EXP_FIBERMAP: FIBER and PETAL_LOC of targets whose FIBERMAP lacks them (a
+        coadd keeps only what is common to its exposures).
 
     Returns
     -------
@@ -104,7 +117,8 @@ def fiber_qa(redshifts, fibermap, tsnr2, snr2time, tracer, goaltime, mintfrac=0.
 
     out["TARGETID"] = redshifts["TARGETID"]
     for c in ("PETAL_LOC", "FIBER", "TARGET_RA", "TARGET_DEC", "DESI_TARGET", "OBJTYPE"):
-        out[c] = col(c)
+        out[c] = col(c) if c in names or c not in ("PETAL_LOC", "FIBER") else \
+            first_per_target(redshifts["TARGETID"], exp_fibermap, c)
     out["FIBER_X"], out["FIBER_Y"] = col("MEAN_FIBER_X", "FIBER_X"), col("MEAN_FIBER_Y", "FIBER_Y")
     out["DELTA_X"], out["DELTA_Y"] = col("MEAN_DELTA_X", "DELTA_X"), col("MEAN_DELTA_Y", "DELTA_Y")
     out["COADD_FIBERSTATUS"] = col("COADD_FIBERSTATUS", "FIBERSTATUS")
