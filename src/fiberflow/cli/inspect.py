@@ -105,11 +105,47 @@ def select_rows(fibermap, targetid=None, fiber=None, tids_of_spectype=None, nmax
     return np.sort(rows), note
 
 
+def redrock_model(zrow, templates, wave, resolution=None):
+    """redrock's best-fit model of one target on a band's grid.
+
+    Parameters
+    ----------
+    zrow : REDSHIFTS row (Z, COEFF, SPECTYPE, SUBTYPE)
+    templates : dict (SPECTYPE, SUBTYPE) -> redrock Template
+    wave : (nwave,)
+    resolution : (ndiag, nwave), optional
+        The spectrum's resolution diagonals (the model is convolved with them, as redrock fits).
+
+    Returns
+    -------
+    (nwave,) or None when no template has that type
+    """
+    from ..models.resolution import apply
+
+    tx = templates.get((str(zrow["SPECTYPE"]).strip(), str(zrow["SUBTYPE"]).strip()))
+    if tx is None:
+        return None
+    model = tx.eval(np.asarray(zrow["COEFF"], float), np.asarray(wave, float), float(zrow["Z"]))
+    return apply(np.asarray(resolution, float), model) if resolution is not None else model
+
+
+def load_rr_templates(folder=None):
+    """redrock's templates as {(SPECTYPE, SUBTYPE): Template} (default: the shipped ones)."""
+    import contextlib
+    import io
+
+    from redrock.templates import load_templates
+
+    from .. import reference
+
+    with contextlib.redirect_stdout(io.StringIO()):  # redrock prints what it reads
+        return load_templates(folder or reference.redrock_template_dir(), asdict=True)
+
+
 def _spectra(args):
     from ..errors import DataError
     from ..io.spectra import read_spectra_meta, read_spectra_rows, spectra_layout
     from ..io.zcatalog import read_redrock
-    from ..models.resolution import apply
     from ..qa import plots
 
     header, fm, exp_fm, _, bands = read_spectra_meta(args.infile)
@@ -129,17 +165,7 @@ def _spectra(args):
         rows, note = select_rows(fm, args.targetid, args.fiber, spec_tids, args.max, exp_fm)
     except ValueError as exc:
         raise DataError(args.infile, str(exc)) from None
-    templates = None
-    if rr is not None:
-        import contextlib
-        import io
-
-        from redrock.templates import load_templates
-
-        from .. import reference
-
-        with contextlib.redirect_stdout(io.StringIO()):  # redrock prints what it reads
-            templates = load_templates(args.templates or reference.redrock_template_dir(), asdict=True)
+    templates = load_rr_templates(args.templates) if rr is not None else None
     data = {b: read_spectra_rows(args.infile, b, rows) for b in bands}
     panels = []
     for k, r in enumerate(rows):
@@ -159,13 +185,8 @@ def _spectra(args):
             wb, fb, _ = plots.rebin(w, flux[k], ivar[k], args.rebin)
             p["bands"][b] = (wb, fb)
             if zr is not None and templates is not None:
-                z = rr.redshifts[zr]
-                key = (str(z["SPECTYPE"]).strip(), str(z["SUBTYPE"]).strip())
-                tx = templates.get(key)
-                if tx is not None:
-                    model = tx.eval(np.asarray(z["COEFF"], float), w, float(z["Z"]))
-                    if res is not None:
-                        model = apply(np.asarray(res[k], float), model)
+                model = redrock_model(rr.redshifts[zr], templates, w, None if res is None else res[k])
+                if model is not None:
                     wm, mb, _ = plots.rebin(w, model, (ivar[k] > 0).astype(float), args.rebin)
                     p["model"][b] = (wm, mb)
         if zr is not None:

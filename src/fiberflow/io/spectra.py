@@ -166,7 +166,10 @@ def read_spectra_band(path, band):
         wave = fitsutil.read_image(fx, f"{B}_WAVELENGTH", path, dtype="f8", ndim=1)[0]
         flux, fh = fitsutil.read_image(fx, f"{B}_FLUX", path, dtype="f4", ndim=2)
         ivar = fitsutil.read_image(fx, f"{B}_IVAR", path, dtype="f4", ndim=2)[0]
-        mask = fitsutil.read_image(fx, f"{B}_MASK", path, dtype="i4", ndim=2)[0]
+        if f"{B}_MASK" in names or "FFDMNAME" in fx[0].read_header():
+            mask = fitsutil.read_image(fx, f"{B}_MASK", path, dtype="i4", ndim=2)[0]
+        else:  # DESI's datamodel makes MASK optional; fiberflow always writes it
+            mask = np.zeros(flux.shape, "i4")
         res = (fitsutil.read_image(fx, f"{B}_RESOLUTION", path, dtype="f4", ndim=3)[0]
                if f"{B}_RESOLUTION" in names else None)
     for name, arr in (("IVAR", ivar), ("MASK", mask)):
@@ -238,6 +241,9 @@ def read_spectra_rows(path, band, rows, fx=None):
             if ext not in names:
                 if name == "RESOLUTION":
                     out.append(None)
+                    continue
+                if name == "MASK" and "FFDMNAME" not in fx[0].read_header():  # optional in DESI's datamodel
+                    out.append(np.zeros((len(rows), out[0].shape[1]), dt))
                     continue
                 raise DataError(path, f"HDU {ext} is missing")
             dims = fx[ext].get_dims()
