@@ -7,6 +7,7 @@ reader on the real files, and that adding night B (tile 78 again) rebuilds only 
 tile 78 touches.
 """
 
+import os
 import re
 
 import numpy as np
@@ -240,3 +241,60 @@ def test_tsnr2_from_cframes_to_coadds_catalogs_and_completeness(production):
     # two exposures of tile 77 reach about twice the depth of tile 78's one
     e77, e78 = (float(tiles["EFFTIME_SPEC"][tiles["TILEID"] == t][0]) for t in (77, 78))
     assert 1.5 < e77 / e78 < 2.5
+
+
+def test_tile_qa_night_report_and_inspection_tools(production, tmp_path):
+    """Every cumulative tile gets its tile QA (FIBERQA of every target, PETALQA, scored metrics,
+    picture); the night QA report links them with their exposures, and the production index links
+    the report. The inspection tools run on the production's own files, and the redrock model they
+    draw is the one redrock fitted (its chi2 on the coadd is redrock's CHI2)."""
+    import fitsio
+
+    from fiberflow.cli.inspect import load_rr_templates, redrock_model
+    from fiberflow.cli.main import main
+    from fiberflow.io.spectra import read_spectra_band
+    from fiberflow.io.tileqa import TileQA
+    from fiberflow.io.zcatalog import read_redrock
+
+    prod, night = production["prod"], production["plan"].night
+    for tileid in (77, 78):
+        qa = TileQA.read(paths.findfile("tile_qa", prod=str(prod), tileid=tileid, night=night))
+        rr = read_redrock(paths.findfile("redrock_cumulative", prod=str(prod), tileid=tileid, night=night, spectrograph=0))
+        assert sorted(qa.fiberqa["TARGETID"]) == sorted(rr.redshifts["TARGETID"])
+        assert set(qa.fiberqa["FIBER"]) <= set(range(500)) and (qa.fiberqa["FIBER"] >= 0).all()
+        assert qa.petalqa["PETAL_LOC"].tolist() == [0] and qa.petalqa["NTARGET"][0] > 10
+        assert {str(n).strip() for n in qa.metrics["NAME"]} == {"NZ_EXCESS", "SUCCESS_DEFICIT", "VALID_FRAC",
+                                                               "EFFTIME_FRAC"}
+        assert qa.metric("NZ_EXCESS")["STATUS"].strip() != "ALARM"
+        assert os.path.getsize(paths.findfile("tile_qa_png", prod=str(prod), tileid=tileid, night=night)) > 20000
+    page = open(paths.findfile("nightqa_html", prod=str(prod), night=night)).read()
+    for tileid in (77, 78):
+        assert f"tile-qa-{tileid}-thru{night}.png" in page
+    for e in production["plan"].exposures:
+        if e.obstype == "SCIENCE":
+            assert f"qa-{e.expid:08d}.html" in page
+    assert f"nightqa-{night}.html" in open(paths.findfile("qa_production_html", prod=str(prod))).read()
+
+    coadd = paths.findfile("coadd_cumulative", prod=str(prod), tileid=77, night=night, spectrograph=0)
+    png = tmp_path / "spectra.png"
+    assert main(["plot-spectra", "-i", coadd, "--spectype", "GALAXY", "--rebin", "3", "-o", str(png)]) == 0
+    assert png.stat().st_size > 10000
+    rr = read_redrock(coadd.replace("coadd-", "redrock-"))
+    templates = load_rr_templates()
+    k = int(np.flatnonzero(np.char.strip(rr.redshifts["SPECTYPE"].astype(str)) == "GALAXY")[0])
+    chi2 = 0.0
+    for band in ("b", "r", "z"):
+        wave, flux, ivar, _mask, res, _ = read_spectra_band(coadd, band)
+        model = redrock_model(rr.redshifts[k], templates, wave, res[k])
+        chi2 += float(np.sum((flux[k] - model) ** 2 * ivar[k]))
+    assert chi2 == pytest.approx(float(rr.redshifts["CHI2"][k]), rel=0.02)
+
+    sci = [e.expid for e in production["plan"].exposures if e.obstype == "SCIENCE"][0]
+    frames = [paths.findfile(kind, prod=str(prod), night=night, expid=sci, camera=c) for kind in ("frame", "sframe")
+              for c in CAMERAS]
+    flats = [paths.findfile("fiberflatnight", prod=str(prod), night=night, camera=c) for c in CAMERAS]
+    table = tmp_path / "fp.csv"
+    assert main(["plot-focalplane", "-i", *frames, "--fiberflat", *flats, "--table", str(table),
+                 "-o", str(tmp_path / "fp.png")]) == 0
+    assert len(table.read_text().splitlines()) == 1 + 2 * len(fitsio.read(frames[0], "FIBERMAP"))  # r0 only covers 6600
+    assert main(["plot-frame", "-i", frames[-1], "--sky-fibers", "--rebin", "5", "-o", str(tmp_path / "sky.png")]) == 0

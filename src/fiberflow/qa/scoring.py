@@ -93,6 +93,9 @@ def validate_thresholds(cfg, source="qa.yaml"):
     out = dict(cfg)
     out["history"] = hist
     out["petal_bits"] = validate_petal_bits(cfg.get("petal_bits"), cfg["metrics"], source)
+    from .tileqa import settings  # the tile QA section, checked with the rest
+
+    settings(cfg)
     return out
 
 
