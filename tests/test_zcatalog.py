@@ -189,3 +189,14 @@ def test_summaries_count_good_fibers_and_redshifts():
     assert ti["EXPTIME"][0] == 1500.0 and ti["EFFTIME_SPEC"][0] == 800.0 and ti["GOODFIBERS"][0] == 3
     assert (ti["NZ"][0], ti["NZGOOD"][0], ti["NZGOOD_LRG"][0], ti["NZGOOD_ELG"][0]) == (3, 2, 1, 1)
     assert tiles_table(exps)["NZ"].tolist() == [-1]
+    # completeness: EFFTIME of each good target from its catalog TSNR2_LRG; without TSNR2 unknown
+    assert ti["NVALID"][0] == -1 and ti["DONE"][0] == 0 and ti["GOALTIME"][0] == 1000.0
+    z2 = np.zeros(3, dtype=z.dtype.descr + [("TSNR2_LRG", "f4")])
+    for n in z.dtype.names:
+        z2[n] = z[n]
+    z2["TSNR2_LRG"] = [400.0, 300.0, 500.0]  # x 2 s = 800, 600, 1000 s; valid at 0.85 x 0.9 x 1000 = 765 s
+    ti = tiles_table(exps, z2, None, {"LRG": 2.0})
+    assert ti["NVALID"][0] == 2 and ti["VALIDFRAC"][0] == pytest.approx(2 / 3) and ti["TSNR2_TRACER"][0] == "LRG"
+    assert ti["DONE"][0] == 0  # EFFTIME_SPEC 800 s < 0.9 x 1000 s
+    ti = tiles_table(exps, z2, {"goaltime": {"dark": 850.0}, "min_valid_fraction": 0.6}, {"LRG": 2.0})
+    assert ti["DONE"][0] == 1 and ti["GOALTIME"][0] == 850.0  # 800 >= 0.9 x 850; 2/3 valid >= 0.6
