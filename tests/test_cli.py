@@ -119,6 +119,7 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     for arm in "brz":
         assert read_psf(out / "calib" / "psf" / f"psf-{arm}0.fits").nfiber == 50
     _check_demo_redshifts(out / "redux" / "demo", text)
+    _check_demo_depth_and_tile_qa(out / "redux" / "demo", text)
 
 
 def _check_demo_redshifts(prod, text):
@@ -218,3 +219,31 @@ def test_a_command_imports_only_its_own_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {name: [mod] for name, (mod, _) in COMMANDS.items()}, got
+
+
+def _check_demo_depth_and_tile_qa(prod, text):
+    """EFFTIME from TSNR2 follows the observing conditions of the demo's exposures (the first at
+    about the simulator's nominal conditions); every cumulative tile has its tile QA without an
+    alarm (a clean night), the night QA report links them, the tiles summary says which tile is
+    done."""
+    from astropy.table import Table
+
+    exps = Table.read(prod / "exposures-demo.fits", "EXPOSURES")
+    exps.sort("EXPID")
+    eff = exps["EFFTIME_SPEC"] / exps["EXPTIME"]
+    # 1: airmass 1.05, seeing 1.0, sky 1.0 (nominal: 1.0, 1.1, 1.0); 2: seeing 1.15; 3: sky 1.1, airmass 1.15
+    assert 0.9 < eff[0] < 1.15 and eff[1] < eff[0] and eff[2] < eff[0], list(eff)
+    tiles = Table.read(prod / "tiles-demo.csv", format="ascii.csv")
+    two = tiles[tiles["NEXP"] == 2][0]
+    assert two["DONE"] == 1 and two["NVALID"] >= 0.9 * two["GOODFIBERS"], dict(zip(tiles.colnames, two))
+    qafiles = sorted(prod.glob("tiles/cumulative/*/*/tile-qa-*.fits"))
+    assert len(qafiles) == len(list(prod.glob("tiles/cumulative/*/*/"))) == 2
+    from fiberflow.io.tileqa import TileQA
+
+    for f in qafiles:
+        qa = TileQA.read(f)
+        assert qa.status in ("NORMAL", "WARNING"), (f.name, qa.metrics)
+        assert f.with_suffix(".png").stat().st_size > 20000
+        assert f"tile QA {qa.header['TILEID']} thru" in text
+    page = (prod / "qa" / "nights" / "20250101" / "nightqa-20250101.html").read_text()
+    assert all(f.with_suffix(".png").name in page for f in qafiles)
