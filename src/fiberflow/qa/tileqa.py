@@ -196,13 +196,14 @@ def nz_excess(fqa, ref_nz, ref_success):
         nref = max(int(rows["N"].sum()), 1)
         edges = np.append(rows["ZLO"], rows["ZHI"][-1]).astype(float)
         h, _ = np.histogram(z, bins=edges)
-        best = {"SIGMA": 0.0, "ZLO": float(rows["ZLO"][0]), "ZHI": float(rows["ZHI"][0]), "N": 0, "EXPECTED": 0.0}
+        best = {"SIGMA": 0.0, "ZLO": round(float(rows["ZLO"][0]), 3), "ZHI": round(float(rows["ZHI"][0]), 3), "N": 0,
+                "EXPECTED": 0.0}
         for i, n in enumerate(h):
             mu = len(z) * max(float(rows["FRAC"][i]), 0.5 / nref)
             s = poisson_excess_sigma(int(n), mu)
             if s > best["SIGMA"]:
-                best = {"SIGMA": round(s, 2), "ZLO": float(rows["ZLO"][i]), "ZHI": float(rows["ZHI"][i]), "N": int(n),
-                        "EXPECTED": round(mu, 3)}
+                best = {"SIGMA": round(s, 2), "ZLO": round(float(rows["ZLO"][i]), 3), "ZHI": round(float(rows["ZHI"][i]), 3),
+                        "N": int(n), "EXPECTED": round(mu, 3)}
         out[t] = best
     return out
 
