@@ -226,7 +226,7 @@ def test_tsnr2_from_cframes_to_coadds_catalogs_and_completeness(production):
     rt = Table.read(rr, "TSNR2")
     np.testing.assert_allclose(rt["TSNR2_LRG"], [want[t] for t in rt["TARGETID"]], rtol=1e-5)
     cat = prod / "zcatalog" / "ztile-main-dark-cumulative.fits"
-    assert fitsio.read_header(str(cat), "ZCATALOG")["ZCATSORT"].strip() == "TSNR2_LRG"
+    assert fitsio.read_header(str(cat), 0)["ZCATSORT"].strip() == "TSNR2_LRG"
     ztile = Table.read(cat, "ZCATALOG")
     tiles = Table.read(prod / "tiles-hpx.fits", "TILE_COMPLETENESS")
     snr2time = shipped_snr2time()["LRG"]
