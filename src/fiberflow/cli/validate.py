@@ -60,7 +60,9 @@ def catalog_coadds(zcat, group, prod):
 
 
 def ideal_catalog(args, zcat, prod, truth, outdir):
-    """Redrock on the ideal reduction of every coadd of the catalog; its catalog rows."""
+    """Redrock on the ideal reduction of every coadd of the catalog; its catalog rows. A coadd whose
+    ideal redrock file is newer than its ideal coadd, itself newer than the coadd, is not redone (an
+    interrupted validation resumes)."""
     import subprocess
     import sys
 
@@ -73,6 +75,10 @@ def ideal_catalog(args, zcat, prod, truth, outdir):
         rel = os.path.relpath(cpath, prod)
         ideal = os.path.join(outdir, rel)
         rr = os.path.join(outdir, os.path.dirname(rel), os.path.basename(cpath).replace("coadd-", "redrock-", 1))
+        if os.path.exists(rr) and os.path.exists(ideal) and os.path.getmtime(rr) >= os.path.getmtime(ideal) >= \
+                os.path.getmtime(cpath):
+            rrfiles.append(rr)  # done by an earlier run on this coadd (the ideal noise is seeded by the file name)
+            continue
         ideal_coadd(spath, cpath, truth).write(ideal)
         argv = [sys.executable, "-m", "fiberflow.cli.main", "redrock", "-i", ideal, "-o", rr, "--ncpu", str(args.ncpu)]
         if args.config:
