@@ -17,13 +17,11 @@ import argparse
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
-import yaml
+from _simprod import calibration_exposures, reduce_simulated_night
 
 NIGHT = 20250401
 NOMINAL = {"exptime": 1000.0, "airmass": 1.0, "seeing": 1.1, "skylevel": 1.0, "transparency": 1.0}
@@ -57,30 +55,14 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--write", action="store_true", help="store SNR2TIME in the shipped ensemble file")
     args = ap.parse_args()
-    from fiberflow.reference import workflow_dir
-
     root = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="calibrate-tsnr-"))
     os.makedirs(root, exist_ok=True)
-    exps = [{"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0},
-            {"obstype": "FLAT", "exptime": 180.0, "count": 3}]
-    for _, change, tile in CASES:
-        exps.append({"obstype": "SCIENCE", "tileid": tile, **NOMINAL, **change})
-    plan = os.path.join(root, "plan.yaml")
-    with open(plan, "w") as fh:
-        yaml.safe_dump({"night": NIGHT, "exposures": exps}, fh)
-    cfg = os.path.join(root, "config.yaml")
-    with open(cfg, "w") as fh:
-        yaml.safe_dump({"instrument": "demo", "raw": f"{root}/raw", "redux": f"{root}/redux", "specprod": "tsnr",
-                        "truth": f"{root}/truth", "nights": [NIGHT], "calibration": {"default_psf": f"{root}/calib"},
-                        "simulate": {"rule": True, "plan": plan}, "redshift": {"enabled": False}}, fh, sort_keys=False)
+    exps = calibration_exposures() + [{"obstype": "SCIENCE", "tileid": tile, **NOMINAL, **change}
+                                      for _, change, tile in CASES]
     try:
-        t = time.time()
-        subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "calibinit", "--config", cfg], check=True)
-        snake = [sys.executable, "-m", "snakemake", "-s", os.path.join(workflow_dir(), "Snakefile"), "--configfile", cfg,
-                 "--directory", root, "--cores", str(args.cores), "--quiet", "--keep-going"]
-        subprocess.run(snake + ["simulate"], check=True)
-        subprocess.run(snake, check=False)
-        print(f"simulated and reduced: {time.time() - t:.0f} s")
+        _, t_sim, t_red = reduce_simulated_night(root, NIGHT, exps, "tsnr", args.cores,
+                                                 config={"redshift": {"enabled": False}}, check=False)
+        print(f"simulated and reduced: {t_sim + t_red:.0f} s")
         expdirs = sorted(glob.glob(f"{root}/redux/tsnr/exposures/{NIGHT}/*/"))
         measured = []
         for d in expdirs:

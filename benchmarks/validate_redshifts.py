@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-import yaml
+from _simprod import calibration_exposures, reduce_simulated_night
 
 NIGHT = 20250301
 
@@ -42,37 +42,20 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     group = "ztile" if args.flavour == "cumulative" else "zpix"
-    from fiberflow.reference import workflow_dir
-
     root = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="validate-redshifts-"))
     os.makedirs(root, exist_ok=True)
-    exps = [{"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0},
-            {"obstype": "FLAT", "exptime": 180.0, "count": 3}]
+    exps = calibration_exposures()
     for t in range(args.tiles):
         for r in range(args.repeats if t == 0 else 1):
             exps.append({"obstype": "SCIENCE", "tileid": 2000 + t, "exptime": 900.0, "airmass": round(1.05 + 0.01 * t, 3),
                          "seeing": 1.0 + 0.1 * r, "skylevel": 1.0})
-    plan = os.path.join(root, "plan.yaml")
-    with open(plan, "w") as fh:
-        yaml.safe_dump({"night": NIGHT, "exposures": exps}, fh)
-    cfg = os.path.join(root, "config.yaml")
-    with open(cfg, "w") as fh:
-        yaml.safe_dump({"instrument": args.instrument, "raw": f"{root}/raw", "redux": f"{root}/redux",
-                        "specprod": "zval", "truth": f"{root}/truth", "nights": [NIGHT],
-                        "calibration": {"default_psf": f"{root}/calib"},
-                        "simulate": {"rule": True, "plan": plan}, "coadds": {"flavours": [args.flavour]},
-                        "redshift": {"enabled": True}}, fh, sort_keys=False)
     print(f"production in {root}: {args.instrument} instrument, {args.tiles} tiles, {args.cores} cores")
     try:
-        t = time.time()
-        ff("calibinit", "--config", cfg)
-        snake = [sys.executable, "-m", "snakemake", "-s", os.path.join(workflow_dir(), "Snakefile"), "--configfile", cfg,
-                 "--directory", root, "--cores", str(args.cores), "--quiet", "--keep-going"]
-        subprocess.run(snake + ["simulate"], check=True)
-        print(f"simulated: {time.time() - t:.0f} s")
-        t = time.time()
-        subprocess.run(snake, check=True)
-        print(f"reduced through redrock and {group}: {time.time() - t:.0f} s")
+        cfg, t_sim, t_red = reduce_simulated_night(root, NIGHT, exps, "zval", args.cores, args.instrument,
+                                                   {"coadds": {"flavours": [args.flavour]},
+                                                    "redshift": {"enabled": True}})
+        print(f"simulated: {t_sim:.0f} s")
+        print(f"reduced through redrock and {group}: {t_red:.0f} s")
         t = time.time()
         ff("validate-redshifts", "--config", cfg, "--group", group, "--ideal", "--ncpu", str(args.cores),
            "--json", os.path.join(root, "redshift-validation.json"))
