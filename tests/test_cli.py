@@ -232,7 +232,7 @@ def _check_demo_depth_and_tile_qa(prod, text):
     exps.sort("EXPID")
     eff = exps["EFFTIME_SPEC"] / exps["EXPTIME"]
     # 1: airmass 1.05, seeing 1.0, sky 1.0 (nominal: 1.0, 1.1, 1.0); 2: seeing 1.15; 3: sky 1.1, airmass 1.15
-    assert 0.9 < eff[0] < 1.15 and eff[1] < eff[0] and eff[2] < eff[0], list(eff)
+    assert 0.9 < eff[0] < 1.2 and eff[1] < eff[0] and eff[2] < eff[0], list(eff)  # measured 1.13, 0.89, 1.01
     tiles = Table.read(prod / "tiles-demo.csv", format="ascii.csv")
     two = tiles[tiles["NEXP"] == 2][0]
     assert two["DONE"] == 1 and two["NVALID"] >= 0.9 * two["GOODFIBERS"], dict(zip(tiles.colnames, two))
