@@ -84,15 +84,17 @@ def _fiberqa(files, cfg, program, dchi2_min):
     from ..qa.tileqa import fiber_qa
 
     tileid, night, prog, petals = read_tile(files, program)
-    comp = cfg.get("completeness") or {}
-    goal = dict({"dark": 1000.0, "bright": 180.0, "backup": 60.0}, **(comp.get("goaltime") or {}))
+    from ..steps.summary import COMPLETENESS
+
+    comp = dict(COMPLETENESS, **(cfg.get("completeness") or {}))
+    goal = dict(COMPLETENESS["goaltime"], **(comp.get("goaltime") or {}))
     goaltime = float(goal.get(prog.lower(), goal["dark"]))
     tracer = efftime_tracer(prog)
     snr2time = shipped_snr2time().get(tracer, 0.0)
     parts = []
     for petal, rr in sorted(petals, key=lambda x: x[0]):
-        fqa = fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp.get("mintfrac", 0.9),
-                       comp.get("fiber_rel_mintfrac", 0.85), dchi2_min, rr.exp_fibermap)
+        fqa = fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp["mintfrac"],
+                       comp["fiber_rel_mintfrac"], dchi2_min, rr.exp_fibermap)
         fqa["PETAL_LOC"] = np.where(fqa["PETAL_LOC"] < 0, petal, fqa["PETAL_LOC"])
         parts.append(fqa)
     return tileid, night, prog, goaltime, np.concatenate(parts)
@@ -159,10 +161,10 @@ def _reference(args):
     from .common import prod_root
 
     cfg = load_config(args.config)
+    from .. import paths
+
     by_tile = {}
     for f in args.redrock:
-        from .. import paths
-
         try:
             _, ids = paths.parse_path(f)
         except ValueError:
