@@ -110,6 +110,38 @@ def test_sky_metrics_find_a_contaminated_sky_fiber_and_line_residuals():
     assert m2["SKYLINE_RESID_MAX"] == pytest.approx(0.10, abs=0.02)
 
 
+def test_a_glow_over_a_limited_wavelength_range_in_one_sky_fiber_is_an_outlier():
+    """Light entering one sky fiber over ~200 A (the scattered-light walkthrough) hardly moves the
+    fiber's whole-band median, but its 100 A windows find it; noise alone never does, even where
+    the sky is faint."""
+    rng = np.random.default_rng(7)
+    nspec, skyfib = 50, (0, 10, 20, 30, 40)
+    wave = np.linspace(5800, 7600, 2250)
+    sky = 250.0 + 20.0 * np.sin(wave / 50.0)
+    sig = np.sqrt(sky)
+    skym = np.repeat(sky[None, :], nspec, axis=0)
+    sflux = rng.normal(0.0, 1.0, (nspec, wave.size)) * sig
+    sflux[[k for k in range(nspec) if k not in skyfib]] += 50.0  # the targets' own light
+    ivar = np.repeat(1.0 / sig[None, :] ** 2, nspec, axis=0)
+    mask = np.zeros(sflux.shape, np.int32)
+    fm = np.zeros(nspec, [("FIBER", "i4"), ("OBJTYPE", "U3"), ("FIBERSTATUS", "i4")])
+    fm["FIBER"], fm["OBJTYPE"] = 100 + np.arange(nspec), "TGT"
+    fm["OBJTYPE"][list(skyfib)] = "SKY"
+    m, _ = M.sky_metrics(wave, sflux, ivar, mask, skym, fm)
+    assert m["NSKY_OUTLIER"] == 0 and m["SKY_WINDOW_RESID_MAX"] == 0 and m["SKY_WINDOW_WAVE"] is None
+    # a quarter of the sky over a few bins is noise-like: the faint-sky ends do not trip it
+    glow = 0.6 * sky * np.exp(-0.5 * ((wave - 6600.0) / 60.0) ** 2)
+    sflux[30] += glow
+    m, _ = M.sky_metrics(wave, sflux, ivar, mask, skym, fm)
+    assert m["MED_RESID_FRAC"] < 0.01  # the band median does not see it
+    assert m["NSKY_OUTLIER"] == 1 and m["SKY_OUTLIER_FIBERS"] == [130] and m["SKY_WINDOW_FIBER"] == 130
+    assert m["SKY_WINDOW_WAVE"] == pytest.approx(6600, abs=60) and 0.4 < m["SKY_WINDOW_RESID_MAX"] < 0.65
+    # the windows of each fiber: its significance and where
+    win = M.window_residuals(wave, sflux[list(skyfib)], ivar[list(skyfib)], mask[list(skyfib)])
+    assert np.isnan(win["FRAC"]).all() and abs(win["SIG"][3]) > 50 and np.all(np.abs(np.delete(win["SIG"], 3)) < 5)
+    assert win["SIG_WAVE"][3] == pytest.approx(6600, abs=60)
+
+
 def test_zero_point_is_the_magnitude_giving_one_electron_per_second_per_angstrom():
     wave = np.linspace(6000, 7000, 500)
     exptime = 900.0

@@ -94,6 +94,43 @@ def test_petal_success_deficit_and_scores():
     assert scored["SCORES"]["NZ_EXCESS"]["STATUS"] == "NORMAL"
 
 
+def test_sky_fibers_with_flux_left_in_their_coadd_flag_the_petal():
+    """A sky fiber whose coadd carries a glow over ~200 A: SKY_RESID_SIG of that fiber, the
+    petal's NSKY_RESID, SKY_RESID_FRAC at ALARM naming petal, fiber and wavelength; sky fibers
+    with noise only stay below the threshold (and targets are not sky fibers)."""
+    nz, success = _reference()
+    rng = np.random.default_rng(4)
+    wave = np.linspace(5800, 7600, 2250)
+    parts = []
+    for petal in (0, 1):
+        fqa = _fqa(40, petal, rng.uniform(0.4, 1.0, 40), tracer="LRG")
+        objtype = np.where(np.arange(40) % 10 == 0, "SKY", "TGT")
+        fqa["OBJTYPE"] = objtype
+        flux = rng.normal(0.0, 1.0, (40, wave.size))
+        flux[objtype == "TGT"] += 3.0
+        if petal == 1:
+            flux[20] += 1.5 * np.exp(-0.5 * ((wave - 6600.0) / 60.0) ** 2)
+        bands = {"r": (wave, flux, np.ones_like(flux), np.zeros(flux.shape, np.int32))}
+        fqa["SKY_RESID_SIG"], fqa["SKY_RESID_WAVE"] = T.sky_residuals(objtype, bands)
+        assert np.isnan(fqa["SKY_RESID_SIG"][objtype == "TGT"]).all()
+        parts.append(fqa)
+    fqa = np.concatenate(parts)
+    petals = T.petal_qa(fqa, success)
+    assert petals["NSKY"].tolist() == [4, 4] and petals["NSKY_RESID"].tolist() == [0, 1]
+    sky = np.char.strip(fqa["OBJTYPE"].astype(str)) == "SKY"
+    assert np.sort(np.abs(fqa["SKY_RESID_SIG"][sky]))[-2] < 5
+    m = T.tile_metrics(fqa, petals, nz, success, 1000.0, 1000.0)
+    assert m["SKY_RESID_FRAC"] == 0.25 and m["SKY_RESID_PETAL"] == 1 and m["SKY_RESID_FIBER"] == 520
+    assert m["SKY_RESID_SIG"] > 10 and m["SKY_RESID_WAVE"] == pytest.approx(6600, abs=60)
+    scored = T.score_tile(m, petals, T.settings({})["metrics"])
+    assert scored["SCORES"]["SKY_RESID_FRAC"]["STATUS"] == "ALARM" and scored["STATUS"] == "ALARM"
+    assert petals["STATUS"].tolist() == ["NORMAL", "ALARM"]
+    # without coadds (no sky fiber measured) the metric is absent, not zero
+    fqa["SKY_RESID_SIG"] = np.nan
+    petals = T.petal_qa(fqa, success)
+    assert "SKY_RESID_FRAC" not in T.tile_metrics(fqa, petals, nz, success, 1000.0, 1000.0)
+
+
 def test_settings_refuse_unknown_metrics_and_bad_ranges():
     assert T.settings({"tile_qa": {"dchi2_min": 9}})["dchi2_min"] == 9.0
     with pytest.raises(ConfigError, match="unknown tile metric"):

@@ -27,6 +27,8 @@ def add_arguments(p, name):
         p.add_argument("--reference", default=None, help="tile QA reference (default: tile_qa.reference, else the shipped one)")
         p.add_argument("--png", default=None, help="tile QA picture")
         p.add_argument("--program", default=None, help="the tile's program when the files do not say (dark, bright)")
+        p.add_argument("--coadd", nargs="*", default=None,
+                       help="the petals' cumulative coadds coadd-{petal}-{tileid}-thru{night}.fits (sky fiber residuals)")
 
 
 def run(args):
@@ -79,11 +81,65 @@ def read_tile(files, program=None):
     return tileid, night, (progs.pop() if len(progs) == 1 else (program or "dark")), [(p, rr) for p, rr, _ in out]
 
 
-def _fiberqa(files, cfg, program, dchi2_min):
+def read_coadds(files, tileid, night, petals):
+    """The cumulative coadd of each petal: {petal: path}.
+
+    Raises
+    ------
+    DataError
+        A file not named as a cumulative tile coadd, of another tile or night, or a petal without
+        its coadd (checked before any work).
+    """
+    from .. import paths
+    from ..errors import DataError
+
+    out = {}
+    for f in files:
+        try:
+            ftype, ids = paths.parse_path(f)
+        except ValueError:
+            ftype, ids = None, {}
+        if ftype != "coadd_cumulative":
+            raise DataError(f, "is not named as a cumulative tile coadd (coadd-{petal}-{tileid}-thru{night}.fits)")
+        if (int(ids["tileid"]), int(ids["night"])) != (tileid, night):
+            raise DataError(f, f"is of tile {ids['tileid']} thru {ids['night']}, the redrock files of {tileid} thru {night}")
+        if not os.path.exists(f):
+            raise DataError(f, "does not exist")
+        out[int(ids["spectrograph"])] = f
+    missing = sorted(set(petals) - set(out))
+    if missing:
+        raise DataError(files[0] if files else "--coadd", f"no coadd given for petal(s) {missing} of tile {tileid}")
+    return out
+
+
+def coadd_sky_residuals(path, fqa):
+    """Fill FIBERQA's SKY_RESID_SIG / _WAVE of the sky fibers from one petal's coadd (rows matched
+    by TARGETID)."""
+    from ..io.spectra import read_spectra_band
+    from ..qa.tileqa import sky_residuals
+
+    bands = {}
+    for b in ("b", "r", "z"):
+        wave, flux, ivar, mask, _, _ = read_spectra_band(path, b)
+        bands[b] = (wave, flux, ivar, mask)
+    from ..io.fitsutil import open_fits, read_table
+
+    with open_fits(path) as fx:
+        fm = read_table(fx, "FIBERMAP", path, required=("TARGETID", "OBJTYPE"))[0]
+    sig, wav = sky_residuals(fm["OBJTYPE"], bands)
+    row = {t: k for k, t in enumerate(fm["TARGETID"].tolist())}
+    for i, t in enumerate(fqa["TARGETID"].tolist()):
+        k = row.get(t)
+        if k is not None:
+            fqa["SKY_RESID_SIG"][i], fqa["SKY_RESID_WAVE"][i] = sig[k], wav[k]
+
+
+def _fiberqa(files, cfg, program, dchi2_min, coadds=None):
     from ..qa.tables import efftime_tracer, shipped_snr2time
     from ..qa.tileqa import fiber_qa
 
     tileid, night, prog, petals = read_tile(files, program)
+    coadd = read_coadds(coadds, tileid, night, [p for p, _ in petals]) if coadds is not None else {}
     from ..steps.summary import COMPLETENESS
 
     comp = dict(COMPLETENESS, **(cfg.get("completeness") or {}))
@@ -96,6 +152,8 @@ def _fiberqa(files, cfg, program, dchi2_min):
         fqa = fiber_qa(rr.redshifts, rr.fibermap, rr.tsnr2, snr2time, tracer, goaltime, comp["mintfrac"],
                        comp["fiber_rel_mintfrac"], dchi2_min, rr.exp_fibermap)
         fqa["PETAL_LOC"] = np.where(fqa["PETAL_LOC"] < 0, petal, fqa["PETAL_LOC"])
+        if petal in coadd:
+            coadd_sky_residuals(coadd[petal], fqa)
         parts.append(fqa)
     return tileid, night, prog, goaltime, np.concatenate(parts)
 
@@ -115,8 +173,8 @@ def _tile_qa(args):
     thr = load_thresholds(thr_path) if os.path.exists(thr_path) or args.thresholds else {}
     st = T.settings(thr)
     ref = read_reference(args.reference or st["reference"])
-    tileid, night, prog, goaltime, fqa = _fiberqa(args.redrock, cfg, args.program, st["dchi2_min"])
-    petals = T.petal_qa(fqa, ref.success)
+    tileid, night, prog, goaltime, fqa = _fiberqa(args.redrock, cfg, args.program, st["dchi2_min"], args.coadd)
+    petals = T.petal_qa(fqa, ref.success, st["sky_resid_sigma"])
     tgt = np.char.strip(fqa["OBJTYPE"].astype(str)) == "TGT"
     efftime = float(np.median(fqa["EFFTIME_SPEC"][tgt])) if tgt.any() else 0.0
     metrics = T.tile_metrics(fqa, petals, ref.nz, ref.success, efftime, goaltime)
@@ -125,7 +183,10 @@ def _tile_qa(args):
     detail = {"NZ_EXCESS": (f"{metrics.get('NZ_EXCESS_TRACER', '')} z {metrics.get('NZ_EXCESS_ZLO', '')}-"
                             f"{metrics.get('NZ_EXCESS_ZHI', '')}: {metrics.get('NZ_EXCESS_N', '')} good redshifts, "
                             f"{metrics.get('NZ_EXCESS_EXPECTED', '')} expected"),
-              "SUCCESS_DEFICIT": f"petal {metrics.get('SUCCESS_DEFICIT_PETAL', '')}"}
+              "SUCCESS_DEFICIT": f"petal {metrics.get('SUCCESS_DEFICIT_PETAL', '')}",
+              "SKY_RESID_FRAC": (f"petal {metrics.get('SKY_RESID_PETAL')}: {metrics.get('SKY_RESID_NRESID')}/"
+                                 f"{metrics.get('SKY_RESID_NSKY')}; fiber {metrics.get('SKY_RESID_FIBER')} "
+                                 f"{metrics.get('SKY_RESID_SIG')} sig at {metrics.get('SKY_RESID_WAVE')} A")}
     for k, (name, sc) in enumerate(scored["SCORES"].items()):
         nlo, nhi = sc.get("NORMAL") or (None, None)
         wlo, whi = sc.get("WARNING") or (None, None)
@@ -145,7 +206,7 @@ def _tile_qa(args):
     if args.png:
         title = (f"tile {tileid} thru {night} ({prog}): {scored['STATUS']}, EFFTIME {efftime:.0f} s / goal "
                  f"{goaltime:.0f} s, {int(fqa['GOODZ'][tgt].sum())}/{int(tgt.sum())} good redshifts")
-        plots.tile_qa(args.png, title, fqa, petals, ref.nz, metrics, scored["SCORES"], goaltime)
+        plots.tile_qa(args.png, title, fqa, petals, ref.nz, metrics, scored["SCORES"], goaltime, st["sky_resid_sigma"])
     out.write(args.outfile)
     bad = [f"{n} {sc['STATUS']} ({sc['VALUE']})" for n, sc in scored["SCORES"].items() if sc["STATUS"] in ("WARNING", "ALARM")]
     print(f"tile-qa {tileid} thru {night}: {scored['STATUS']}" + (f" - {', '.join(bad)}" if bad else "")

@@ -38,7 +38,7 @@ class TileQA(Product):
     header: dict = field(default_factory=dict)
 
     NAME = "tile_qa"
-    VERSION = "1"
+    VERSION = "2"
     PRIMARY_IMAGE = False
 
     @property

@@ -12,6 +12,8 @@ C (upper left), D (upper right).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..bitmasks import BAD_FIBERSTATUS, desi_target
@@ -433,7 +435,66 @@ def line_window_residuals(wave, resid, good, meansky, lines, halfwidth=2.0):
     return out
 
 
-def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, outlier=0.1):
+def window_residuals(wave, flux, ivar, mask, sky=None, width=100.0, nsig=5.0, nmin=20):
+    """Residual of each fiber in wavelength windows: what a whole-band median misses (light
+    entering a few fibers over a limited wavelength range, a sky model wrong in one region).
+
+    Parameters
+    ----------
+    wave : (nwave,)
+    flux, ivar, mask : (nfib, nwave) sky-subtracted fibers (sframe rows, or coadd rows)
+    sky : (nfib, nwave), optional
+        Their sky model (the residual is then also measured as a fraction of the sky).
+    width : window width [Angstrom]
+    nsig : a window counts for FRAC only when its weighted mean is this significant
+    nmin : fewest good bins a window needs
+
+    Returns
+    -------
+    dict of (nfib,) arrays
+        SIG: the largest |weighted mean / its error| over windows (signed);
+        SIG_WAVE: that window's centre; FRAC: over the windows at least ``nsig`` significant,
+        the largest |median residual / median sky| (signed; 0 when none, NaN without ``sky``);
+        FRAC_WAVE: its centre (NaN when none).
+    """
+    wave = np.asarray(wave, float)
+    flux = np.asarray(flux, float)
+    good = (np.asarray(ivar) > 0) & (np.asarray(mask) == 0) & np.isfinite(flux)
+    w = np.where(good, np.asarray(ivar, float), 0.0)
+    flux = np.where(good, flux, 0.0)
+    nfib = flux.shape[0]
+    out = {"SIG": np.zeros(nfib), "SIG_WAVE": np.full(nfib, np.nan),
+           "FRAC": np.zeros(nfib) if sky is not None else np.full(nfib, np.nan), "FRAC_WAVE": np.full(nfib, np.nan)}
+    if nfib == 0 or wave.size == 0:
+        return out
+    edges = np.arange(wave[0], wave[-1] + width, width)
+    which = np.clip(np.searchsorted(edges, wave, side="right") - 1, 0, len(edges) - 1)
+    for k in np.unique(which):
+        s = which == k
+        g = good[:, s]
+        ok = g.sum(axis=1) >= nmin
+        if not ok.any():
+            continue
+        centre = float(np.mean(wave[s]))
+        sw = w[:, s].sum(axis=1)
+        sig = np.where(ok & (sw > 0), (w[:, s] * flux[:, s]).sum(axis=1) / np.sqrt(np.where(sw > 0, sw, 1.0)), 0.0)
+        up = np.abs(sig) > np.abs(out["SIG"])
+        out["SIG"][up], out["SIG_WAVE"][up] = sig[up], centre
+        if sky is None:
+            continue
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a fiber without a good bin in the window
+            med = np.nanmedian(np.where(g, flux[:, s], np.nan), axis=1)
+            msky = np.nanmedian(np.where(g, np.asarray(sky, float)[:, s], np.nan), axis=1)
+            frac = np.where(ok & (msky > 0) & (np.abs(sig) >= nsig), med / np.where(msky > 0, msky, 1.0), 0.0)
+        frac = np.where(np.isfinite(frac), frac, 0.0)
+        up = np.abs(frac) > np.abs(out["FRAC"])
+        out["FRAC"][up], out["FRAC_WAVE"][up] = frac[up], centre
+    return out
+
+
+def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, outlier=0.1, window=100.0,
+                window_outlier=0.2, window_nsig=5.0):
     """Sky-subtraction metrics from the sframe and the sky model of one camera.
 
     Parameters
@@ -447,14 +508,19 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
     outlier : float
         A sky fiber whose median residual exceeds this fraction of the sky counts in
         NSKY_OUTLIER (contaminated or misplaced sky fiber).
+    window, window_outlier, window_nsig : float
+        So does a sky fiber whose median residual over some ``window`` Angstrom exceeds
+        ``window_outlier`` of the sky there at ``window_nsig`` significance
+        (:func:`window_residuals`: light entering a few fibers over a limited wavelength range).
 
     Returns
     -------
     metrics : dict
         NSKYFIB; MED_RESID (median residual of the sky fibers, electron/Angstrom) and
         MED_RESID_FRAC (over the median sky); RESID_CHI2DOF (chi2 per bin of the sky fibers
-        after subtraction, expected 1); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKYLINE_RESID_MAX
-        (largest |median residual / sky| at the brightest sky lines) with SKYLINE_WAVE;
+        after subtraction, expected 1); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKY_WINDOW_RESID_MAX
+        (largest significant |median residual / sky| of a sky fiber in a window) with
+        SKY_WINDOW_WAVE and SKY_WINDOW_FIBER; SKYLINE_RESID_MAX (largest |median residual / sky| at the brightest sky lines) with SKYLINE_WAVE;
         MAX_BLOCK_RESID (largest |median residual fraction| of the sky fibers of a 50-fiber
         block); SKY_MEDIAN (median sky, electron/Angstrom); SKYCHI2 from the fit.
     fibers : dict
@@ -479,9 +545,18 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         metrics["MED_RESID"] = _f(np.median(res))
         metrics["MED_RESID_FRAC"] = _f(np.median(res) / sky_level if sky_level > 0 else np.nan)
         metrics["RESID_CHI2DOF"] = _f(np.mean(res ** 2 * sivar[skyfib][g]))
-        bad = np.flatnonzero(skyfib & (np.abs(frac) > outlier))
+        fib = np.arange(nspec) if fibermap is None else np.asarray(fibermap["FIBER"])
+        sel = np.flatnonzero(skyfib)
+        win = window_residuals(wave, sflux[sel], sivar[sel], smask[sel], sky[sel], window, window_nsig)
+        wfrac = np.zeros(nspec)
+        wfrac[sel] = win["FRAC"]
+        k = int(np.argmax(np.abs(win["FRAC"])))
+        metrics["SKY_WINDOW_RESID_MAX"] = _f(abs(win["FRAC"][k]))
+        metrics["SKY_WINDOW_WAVE"] = _f(win["FRAC_WAVE"][k]) if win["FRAC"][k] else None
+        metrics["SKY_WINDOW_FIBER"] = int(fib[sel[k]]) if win["FRAC"][k] else None
+        bad = np.flatnonzero(skyfib & ((np.abs(frac) > outlier) | (np.abs(wfrac) > window_outlier)))
         metrics["NSKY_OUTLIER"] = int(bad.size)
-        metrics["SKY_OUTLIER_FIBERS"] = [int(f) for f in bad]
+        metrics["SKY_OUTLIER_FIBERS"] = [int(fib[f]) for f in bad]
         meansky = np.median(sky[skyfib], axis=0)
         lines = bright_sky_lines(wave, meansky, nline=nline, good=good[skyfib].any(axis=0))
         worst, worst_w = 0.0, None
@@ -491,7 +566,6 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
                 worst, worst_w = fr, w
         metrics["SKYLINE_RESID_MAX"] = _f(abs(worst))
         metrics["SKYLINE_WAVE"] = _f(worst_w) if worst_w is not None else None
-        fib = np.arange(nspec) if fibermap is None else np.asarray(fibermap["FIBER"])
         blocks = {}
         for b in np.unique(fib[skyfib] // BLOCK):
             sel = skyfib & (fib // BLOCK == b)

@@ -371,7 +371,7 @@ def channel_histograms(path, title, metrics):
     _save(fig, path)
 
 
-def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
+def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime, sky_sigma=8.0):
     """The tile QA picture (DESI's tile-qa PNG).
 
     Parameters
@@ -382,11 +382,13 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
     metrics : dict of the tile's metrics
     scores : dict metric -> score dict (STATUS)
     goaltime : float
+    sky_sigma : float
+        A sky fiber whose coadd residual (SKY_RESID_SIG) exceeds this is drawn red.
 
     Panels: n(z) of the good redshifts per tracer against the reference (scaled to the tile's
-    counts); EFFTIME / GOALTIME, redshift success and ZWARN, positioning DELTA_X/Y over the focal
-    plane; per-petal success against the reference expectation, coloured by status; the scored
-    metrics.
+    counts); EFFTIME / GOALTIME, redshift success and ZWARN (with the sky fibers as squares, red
+    where their coadd carries flux), positioning DELTA_X/Y over the focal plane; per-petal success
+    against the reference expectation, coloured by status; the scored metrics.
     """
     plt = _plt()
     fig = plt.figure(figsize=(16, 9))
@@ -416,6 +418,12 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
         sc = ax.scatter(x[tgt], y[tgt], c=np.asarray(v, float)[tgt], s=14, cmap=cmap, vmin=vr[0], vmax=vr[1],
                         edgecolors="none")
         fig.colorbar(sc, ax=ax, shrink=0.8)
+        sky = np.isfinite(np.asarray(fqa["SKY_RESID_SIG"], float))
+        if label.startswith("ZWARN") and sky.any():
+            bad = sky & (np.abs(np.nan_to_num(np.asarray(fqa["SKY_RESID_SIG"], float))) > sky_sigma)
+            ax.scatter(x[sky & ~bad], y[sky & ~bad], marker="s", s=22, facecolors="none", edgecolors="0.5", lw=0.6)
+            ax.scatter(x[bad], y[bad], marker="s", s=40, facecolors="none", edgecolors="red", lw=1.4)
+            label += f"\n(squares: sky fibers; red: flux left > {sky_sigma:g} sigma)"
         ax.set_aspect("equal")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("FIBER_X [mm]", fontsize=8)
@@ -437,6 +445,11 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime):
         lines.append((f"  worst n(z) bin: {metrics['NZ_EXCESS_TRACER']} z {metrics.get('NZ_EXCESS_ZLO')}-"
                       f"{metrics.get('NZ_EXCESS_ZHI')}: {metrics.get('NZ_EXCESS_N')} vs "
                       f"{metrics.get('NZ_EXCESS_EXPECTED')} expected", "NA"))
+    if metrics.get("SKY_RESID_NRESID"):
+        lines.append((f"  sky fibers with flux left: petal {metrics['SKY_RESID_PETAL']} "
+                      f"{metrics['SKY_RESID_NRESID']}/{metrics['SKY_RESID_NSKY']}; worst fiber "
+                      f"{metrics['SKY_RESID_FIBER']} {metrics['SKY_RESID_SIG']} sigma at {metrics['SKY_RESID_WAVE']} A",
+                      "NA"))
     for k, (text, st) in enumerate(lines):
         ax.text(0.0, 1 - 0.09 * k, text, fontsize=9, color=STATUS_COLORS.get(st, "k") if st != "NA" else "k",
                 transform=ax.transAxes, va="top")

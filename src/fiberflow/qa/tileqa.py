@@ -16,7 +16,11 @@ Inputs are the tile's redrock files (one per petal: REDSHIFTS, the coadd FIBERMA
   ``NZ_EXCESS`` the largest excess of good redshifts of any tracer in any redshift bin over the
   reference n(z), as the Gaussian significance of the Poisson tail probability (the red-LED
   walkthrough's "z ~ 4.3 QSOs" is such an excess); ``SUCCESS_DEFICIT`` the worst petal;
-  ``VALID_FRAC`` the fraction of valid targets; ``EFFTIME_FRAC`` the tile's EFFTIME over the goal.
+  ``VALID_FRAC`` the fraction of valid targets; ``EFFTIME_FRAC`` the tile's EFFTIME over the goal;
+  ``SKY_RESID_FRAC`` the worst petal's fraction of sky fibers whose coadd still carries flux: in
+  some 100 A window its weighted mean is more than ``sky_resid_sigma`` from zero
+  (:func:`sky_residuals`; light entering sky fibers, a sky model wrong in one region; the red-LED
+  walkthrough's sky fibers).
 
 The reference (``tile-qa-reference.fits``: n(z) and success rate per tracer) is built by
 ``fiberflow tile-qa-reference`` from the catalogs of a production known to be good; one made from
@@ -39,6 +43,8 @@ ZBINS = np.round(np.arange(0.0, 6.01, 0.1), 2)
 
 DEFAULTS = {
     "dchi2_min": 25.0,
+    # a clean sky fiber of the validation production reaches 3 sigma in its worst window
+    "sky_resid_sigma": 8.0,
     "metrics": {
         # ~180 tracer x redshift bins: 3.5 sigma warns ~4% of clean tiles, 5 sigma alarms ~1e-4
         "NZ_EXCESS": {"normal": [None, 3.5], "warning": [None, 5.0],
@@ -49,6 +55,8 @@ DEFAULTS = {
                        "description": "fraction of targets without a bad QAFIBERSTATUS bit"},
         "EFFTIME_FRAC": {"normal": [0.9, None], "warning": [0.5, None],
                          "description": "tile EFFTIME_SPEC over the program's goal time"},
+        "SKY_RESID_FRAC": {"normal": [None, 0.1], "warning": [None, 0.2],
+                           "description": "worst petal's fraction of sky fibers with flux left in their coadd"},
     },
 }
 
@@ -57,12 +65,12 @@ FIBERQA_DTYPE = [("TARGETID", "i8"), ("PETAL_LOC", "i2"), ("FIBER", "i4"), ("TAR
                  ("OBJTYPE", "U3"), ("TRACER", "U5"), ("COADD_FIBERSTATUS", "i4"), ("EFFTIME_SPEC", "f4"),
                  ("TSNR2_BGS", "f4"), ("TSNR2_ELG", "f4"), ("TSNR2_LRG", "f4"), ("TSNR2_QSO", "f4"),
                  ("Z", "f8"), ("ZERR", "f8"), ("ZWARN", "i8"), ("DELTACHI2", "f8"), ("SPECTYPE", "U6"),
-                 ("GOODZ", "i2"), ("QAFIBERSTATUS", "i4")]
+                 ("GOODZ", "i2"), ("QAFIBERSTATUS", "i4"), ("SKY_RESID_SIG", "f4"), ("SKY_RESID_WAVE", "f4")]
 
 PETALQA_DTYPE = [("PETAL_LOC", "i2"), ("NFIBER", "i4"), ("NTARGET", "i4"), ("NVALID", "i4"), ("NGOODZ", "i4"),
                  ("NEXPECT", "f4"), ("SUCCESS_DEFICIT", "f4"), ("EFFTIME_MEDIAN", "f4"), ("TSNR2_LRG_MEDIAN", "f4"),
                  ("NLRG", "i4"), ("NGOODZ_LRG", "i4"), ("NELG", "i4"), ("NGOODZ_ELG", "i4"), ("NQSO", "i4"),
-                 ("NGOODZ_QSO", "i4"), ("STATUS", "U8")]
+                 ("NGOODZ_QSO", "i4"), ("NSKY", "i4"), ("NSKY_RESID", "i4"), ("STATUS", "U8")]
 
 REFERENCE_NZ_DTYPE = [("TRACER", "U5"), ("ZLO", "f4"), ("ZHI", "f4"), ("N", "i4"), ("FRAC", "f8")]
 REFERENCE_SUCCESS_DTYPE = [("TRACER", "U5"), ("NVALID", "i4"), ("NGOODZ", "i4"), ("SUCCESS", "f8")]
@@ -135,7 +143,40 @@ def fiber_qa(redshifts, fibermap, tsnr2, snr2time, tracer, goaltime, mintfrac=0.
     out["GOODZ"] = (out["ZWARN"] == 0) & (out["DELTACHI2"] > dchi2_min)
     low = np.isfinite(out["EFFTIME_SPEC"]) & (out["EFFTIME_SPEC"] < fiber_rel_mintfrac * mintfrac * goaltime)
     out["QAFIBERSTATUS"] = out["COADD_FIBERSTATUS"] | np.where(low, fibermask.mask("LOWEFFTIME"), 0)
+    out["SKY_RESID_SIG"] = out["SKY_RESID_WAVE"] = np.nan  # :func:`sky_residuals` fills the sky fibers
     return out
+
+
+def sky_residuals(objtype, bands, width=100.0):
+    """How far the coadd of each sky fiber is from zero: the largest significance of its
+    weighted mean in ``width`` Angstrom windows over the bands (what the sky subtraction left).
+
+    Parameters
+    ----------
+    objtype : (n,) OBJTYPE of the coadd's rows
+    bands : dict band -> (wave (nwave,), flux, ivar, mask (n, nwave))
+    width : window [Angstrom]
+
+    Returns
+    -------
+    sig, wave : (n,) signed significance and window centre of the worst window (NaN for the rows
+        that are not sky fibers, or have no good window)
+    """
+    from .metrics import window_residuals
+
+    sky = np.char.strip(np.asarray(objtype).astype(str)) == "SKY"
+    sig = np.full(len(sky), np.nan)
+    wav = np.full(len(sky), np.nan)
+    rows = np.flatnonzero(sky)
+    if not rows.size:
+        return sig, wav
+    best = np.zeros(rows.size)
+    for wave, flux, ivar, mask in bands.values():
+        r = window_residuals(wave, np.asarray(flux)[rows], np.asarray(ivar)[rows], np.asarray(mask)[rows], None, width)
+        up = np.isfinite(r["SIG_WAVE"]) & (np.abs(r["SIG"]) >= np.abs(best))
+        best[up] = r["SIG"][up]
+        sig[rows[up]], wav[rows[up]] = r["SIG"][up], r["SIG_WAVE"][up]
+    return sig, wav
 
 
 def valid(fqa):
@@ -208,11 +249,12 @@ def nz_excess(fqa, ref_nz, ref_success):
     return out
 
 
-def petal_qa(fqa, ref_success):
+def petal_qa(fqa, ref_success, sky_resid_sigma=DEFAULTS["sky_resid_sigma"]):
     """PETALQA rows: counts, median depth and redshift success against the reference.
 
     SUCCESS_DEFICIT = (NGOODZ - NEXPECT) / sqrt(sum s (1 - s)) over the petal's valid LRG, ELG
     and QSO targets, with s each tracer's reference success rate (0 for a petal without any).
+    NSKY: sky fibers with a measured SKY_RESID_SIG; NSKY_RESID: those beyond ``sky_resid_sigma``.
     """
     succ = {str(r["TRACER"]).strip(): float(r["SUCCESS"]) for r in ref_success}
     petals = sorted(set(fqa["PETAL_LOC"].tolist()))
@@ -239,7 +281,15 @@ def petal_qa(fqa, ref_success):
         eff = fqa["EFFTIME_SPEC"][tgt]
         row["EFFTIME_MEDIAN"] = float(np.median(eff)) if eff.size else 0.0
         row["TSNR2_LRG_MEDIAN"] = float(np.median(fqa["TSNR2_LRG"][tgt])) if tgt.any() else 0.0
+        sky = sel & np.isfinite(fqa["SKY_RESID_SIG"])
+        row["NSKY"] = int(sky.sum())
+        row["NSKY_RESID"] = int((sky & (np.abs(np.nan_to_num(fqa["SKY_RESID_SIG"])) > sky_resid_sigma)).sum())
     return out
+
+
+def petal_sky_frac(row):
+    """A PETALQA row's fraction of sky fibers with flux left (None without measured sky fibers)."""
+    return float(row["NSKY_RESID"]) / row["NSKY"] if row["NSKY"] > 0 else None
 
 
 def tile_metrics(fqa, petals, ref_nz, ref_success, efftime, goaltime):
@@ -250,7 +300,9 @@ def tile_metrics(fqa, petals, ref_nz, ref_success, efftime, goaltime):
     dict
         NZ_EXCESS (max over tracers), NZ_EXCESS_TRACER / _ZLO / _ZHI / _N / _EXPECTED (where),
         NZ_EXCESS_BY_TRACER, SUCCESS_DEFICIT (worst petal) and SUCCESS_DEFICIT_PETAL,
-        VALID_FRAC, EFFTIME_FRAC, EFFTIME_SPEC, GOALTIME.
+        VALID_FRAC, EFFTIME_FRAC, EFFTIME_SPEC, GOALTIME; SKY_RESID_FRAC (worst petal, when some
+        petal has measured sky fibers) with SKY_RESID_PETAL, SKY_RESID_NSKY / _NRESID and the worst
+        sky fiber's SKY_RESID_FIBER, _SIG, _WAVE.
     """
     ex = nz_excess(fqa, ref_nz, ref_success)
     top = max(ex, key=lambda t: ex[t]["SIGMA"]) if ex else None
@@ -266,6 +318,15 @@ def tile_metrics(fqa, petals, ref_nz, ref_success, efftime, goaltime):
         k = int(np.argmin(petals["SUCCESS_DEFICIT"]))
         m["SUCCESS_DEFICIT"] = round(float(petals["SUCCESS_DEFICIT"][k]), 2)
         m["SUCCESS_DEFICIT_PETAL"] = int(petals["PETAL_LOC"][k])
+    fracs = [(petal_sky_frac(r), r) for r in petals if petal_sky_frac(r) is not None]
+    if fracs:
+        frac, row = max(fracs, key=lambda x: x[0])
+        m.update({"SKY_RESID_FRAC": round(frac, 4), "SKY_RESID_PETAL": int(row["PETAL_LOC"]),
+                  "SKY_RESID_NSKY": int(row["NSKY"]), "SKY_RESID_NRESID": int(row["NSKY_RESID"])})
+        sig = np.abs(np.nan_to_num(fqa["SKY_RESID_SIG"]))
+        k = int(np.argmax(sig))
+        m.update({"SKY_RESID_FIBER": int(fqa["FIBER"][k]), "SKY_RESID_SIG": round(float(fqa["SKY_RESID_SIG"][k]), 1),
+                  "SKY_RESID_WAVE": round(float(fqa["SKY_RESID_WAVE"][k]), 1)})
     return m
 
 
@@ -284,16 +345,20 @@ def score_tile(metrics, petals, specs):
         SCORES {metric: score dict}, STATUS (worst), NALARM.
     """
     scores = {name: score_metric(metrics.get(name), spec, "") for name, spec in specs.items() if name in metrics}
-    if "SUCCESS_DEFICIT" in specs:
-        for row in petals:
-            row["STATUS"] = score_metric(float(row["SUCCESS_DEFICIT"]), specs["SUCCESS_DEFICIT"], "")["STATUS"]
+    for row in petals:
+        st = []
+        if "SUCCESS_DEFICIT" in specs:
+            st.append(score_metric(float(row["SUCCESS_DEFICIT"]), specs["SUCCESS_DEFICIT"], "")["STATUS"])
+        if "SKY_RESID_FRAC" in specs and petal_sky_frac(row) is not None:
+            st.append(score_metric(petal_sky_frac(row), specs["SKY_RESID_FRAC"], "")["STATUS"])
+        row["STATUS"] = worst(st)
     return {"SCORES": scores, "STATUS": worst(s["STATUS"] for s in scores.values()),
             "NALARM": sum(s["STATUS"] == "ALARM" for s in scores.values())}
 
 
 def settings(thresholds):
-    """The ``tile_qa`` section of a thresholds mapping with defaults: dchi2_min, reference (path
-    or None for the shipped one), metrics (name -> ranges).
+    """The ``tile_qa`` section of a thresholds mapping with defaults: dchi2_min, sky_resid_sigma,
+    reference (path or None for the shipped one), metrics (name -> ranges).
 
     Raises
     ------
@@ -304,10 +369,11 @@ def settings(thresholds):
     from .scoring import _range
 
     sec = dict((thresholds or {}).get("tile_qa") or {})
-    bad = set(sec) - {"dchi2_min", "reference", "metrics"}
+    bad = set(sec) - {"dchi2_min", "sky_resid_sigma", "reference", "metrics"}
     if bad:
         raise ConfigError(f"qa.yaml: tile_qa: unknown key(s) {', '.join(sorted(bad))}")
     out = {"dchi2_min": float(sec.get("dchi2_min", DEFAULTS["dchi2_min"])), "reference": sec.get("reference"),
+           "sky_resid_sigma": float(sec.get("sky_resid_sigma", DEFAULTS["sky_resid_sigma"])),
            "metrics": {k: dict(v) for k, v in DEFAULTS["metrics"].items()}}
     for name, spec in (sec.get("metrics") or {}).items():
         where = f"qa.yaml: tile_qa.metrics.{name}"

@@ -643,17 +643,20 @@ class Plan:
 
     def _tile_qa(self):
         """Tile QA (redshift.enabled) of every cumulative tile and night from its petals' redrock
-        files; the tile's program comes from its exposures."""
+        files and coadds (sky fibers); the tile's program comes from its exposures."""
         if not self.cfg["redshift"]["enabled"]:
             return
-        groups = {}
+        groups, coadds = {}, {}
         for j in self.steps("cumulative_redrock"):
             groups.setdefault((j.ids["tileid"], j.ids["night"]), []).append(j.output)
+        for j in self.steps("cumulative_coadd"):
+            coadds.setdefault((j.ids["tileid"], j.ids["night"]), []).append(j.output)
         texps = self.tile_exposures()
         for (tileid, night), files in sorted(groups.items()):
             program = texps[tileid][0][1]["PROGRAM"] if texps.get(tileid) else ""
             self._add("tile_qa", dict(tileid=tileid, night=night), f"{tileid}/{night}",
-                      {"redrock": sorted(files), "thresholds": self.qa_thresholds},
+                      {"redrock": sorted(files), "coadd": sorted(coadds[(tileid, night)]),
+                       "thresholds": self.qa_thresholds},
                       options=f"--program {program}" if program else "", night=night)
         for nq in self.steps("qa_night"):
             night = nq.ids["night"]
