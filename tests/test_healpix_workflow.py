@@ -267,7 +267,8 @@ def test_tile_qa_night_report_and_inspection_tools(production, tmp_path):
         assert set(qa.fiberqa["FIBER"]) <= set(range(500)) and (qa.fiberqa["FIBER"] >= 0).all()
         assert qa.petalqa["PETAL_LOC"].tolist() == [0] and qa.petalqa["NTARGET"][0] > 10
         assert {str(n).strip() for n in qa.metrics["NAME"]} == {"NZ_EXCESS", "SUCCESS_DEFICIT", "VALID_FRAC",
-                                                               "EFFTIME_FRAC"}
+                                                               "EFFTIME_FRAC", "SKY_RESID_FRAC"}
+        assert qa.metric("SKY_RESID_FRAC")["STATUS"].strip() == "NORMAL"  # clean sky fibers in the coadds
         worst = max((str(r["STATUS"]).strip() for r in qa.metrics), key=["NA", "NORMAL", "WARNING", "ALARM"].index)
         assert qa.status == worst and qa.metric("NZ_EXCESS")["VALUE"] >= 0
         if tileid == 78:  # one exposure with b and r only: a third of the goal, every target LOWEFFTIME

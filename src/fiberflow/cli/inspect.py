@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -44,6 +45,9 @@ def add_arguments(p, name):
                        help="fiberflats applied to the frames (matched by camera; sframes already have it)")
         p.add_argument("--wave-min", type=float, default=6500.0)
         p.add_argument("--wave-max", type=float, default=6700.0)
+        p.add_argument("--flank", type=float, default=0.0,
+                       help="subtract each fiber's median over this many Angstrom on both sides of the window "
+                            "(its own continuum cancels: light or residuals confined to the window stand out)")
         p.add_argument("--table", default=None, help="CSV of the values plotted (camera, fiber, x, y, median, residual)")
 
 
@@ -230,7 +234,7 @@ def _frame(args):
     return 0
 
 
-def focalplane_values(frames, fiberflats, wmin, wmax):
+def focalplane_values(frames, fiberflats, wmin, wmax, flank=0.0):
     """Median flux of every fiber in [wmin, wmax] and its residual from the median of the fibers
     of the same camera and kind.
 
@@ -240,26 +244,43 @@ def focalplane_values(frames, fiberflats, wmin, wmax):
     fiberflats : dict camera -> FiberFlat
         Applied to frames in electron/Angstrom that are not sky-subtracted (HDU header: no
         SKYFLAG / IN_SKY) when their camera has one.
+    flank : float
+        When > 0, each fiber's median is taken relative to the mean of its medians over
+        [wmin - flank, wmin) and (wmax, wmax + flank] (where the camera covers them): a target's
+        continuum and the sky continuum cancel, so light confined to the window stands out.
 
     Returns
     -------
     list of dict
-        kind (frame or sframe / cframe), camera, fiber, x, y, objtype, median, residual.
+        kind (frame or sframe / cframe), camera, fiber, x, y, objtype, median, residual (NaN for
+        a fiber with less than half its bins good in the window or in both flanks).
     """
     rows = []
     for path, fr in frames:
         cam = fr.camera
         kind = os.path.basename(path).split("-")[0]
-        sel = (fr.wave >= wmin) & (fr.wave <= wmax)
-        if not sel.any():
+        if not ((fr.wave >= wmin) & (fr.wave <= wmax)).any():
             continue
-        flux = fr.flux[:, sel].astype(float)
-        good = (fr.ivar[:, sel] > 0) & (fr.mask[:, sel] == 0)
-        if kind == "frame" and cam in fiberflats:
-            ff = fiberflats[cam].fiberflat[:, sel]
-            good &= ff > 0.1
-            flux = np.where(good, flux / np.where(ff > 0.1, ff, 1.0), 0.0)
-        med = np.array([np.median(flux[i][good[i]]) if good[i].any() else np.nan for i in range(fr.nspec)])
+
+        def medians(sel):
+            flux = fr.flux[:, sel].astype(float)
+            good = (fr.ivar[:, sel] > 0) & (fr.mask[:, sel] == 0)
+            if kind == "frame" and cam in fiberflats:
+                ff = fiberflats[cam].fiberflat[:, sel]
+                good &= ff > 0.1
+                flux = np.where(good, flux / np.where(ff > 0.1, ff, 1.0), 0.0)
+            # a fiber with less than half its bins good (a masked CCD defect) has no honest median
+            return np.array([np.median(flux[i][good[i]]) if good[i].sum() >= 0.5 * sel.sum() else np.nan
+                             for i in range(fr.nspec)])
+
+        med = medians((fr.wave >= wmin) & (fr.wave <= wmax))
+        if flank > 0:
+            sides = [s for s in ((fr.wave >= wmin - flank) & (fr.wave < wmin), (fr.wave > wmax) & (fr.wave <= wmax + flank))
+                     if s.sum() >= 10]
+            if sides:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a fiber without good flank bins: NaN
+                    med = med - np.nanmean([medians(s) for s in sides], axis=0)
         ref = np.nanmedian(med) if np.isfinite(med).any() else np.nan
         fm = fr.fibermap
         for i in range(fr.nspec):
@@ -291,7 +312,7 @@ def _focalplane(args):
     for f in args.fiberflat:
         ff = FiberFlat.read(f)
         ffs[str(ff.header.get("CAMERA", "")).strip().lower()] = ff
-    rows = focalplane_values(frames, ffs, args.wave_min, args.wave_max)
+    rows = focalplane_values(frames, ffs, args.wave_min, args.wave_max, args.flank)
     if not rows:
         raise DataError(args.infiles[0], f"no input covers {args.wave_min:.0f}-{args.wave_max:.0f} A")
     kinds = sorted({r["kind"] for r in rows}, key=["frame", "sframe", "cframe"].index)
@@ -302,7 +323,8 @@ def _focalplane(args):
         # a robust scale (5 sigma of the fibers' scatter): bright targets saturate, the sky level shows
         lim = 5 * 1.4826 * np.nanmedian(np.abs(res - np.nanmedian(res))) if np.isfinite(res).any() else 1.0
         label = {"frame": "frame / fiberflat", "sframe": "sframe (sky subtracted)", "cframe": "cframe"}[kind]
-        panels.append((f"{label}: median {args.wave_min:.0f}-{args.wave_max:.0f} A - median of fibers",
+        what = f"median {args.wave_min:.0f}-{args.wave_max:.0f} A" + (f" - {args.flank:.0f} A flanks" if args.flank > 0 else "")
+        panels.append((f"{label}: {what} - median of fibers",
                        [r["x"] for r in rs], [r["y"] for r in rs], res, [r["fiber"] for r in rs],
                        (-max(lim, 1e-9), max(lim, 1e-9)), "RdBu_r"))
     plots.focal_plane(args.png, f"exposure {expids.pop()}: focal plane of {', '.join(sorted({r['camera'] for r in rows}))}",
