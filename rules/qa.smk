@@ -121,7 +121,8 @@ rule tile_qa:
         opts=options("tile_qa"),
     shell:
         "fiberflow tile-qa --config {params.configfile} --thresholds {input.thresholds} -i {input.redrock} "
-        "--coadd {input.coadd} {params.opts} -o {output.fits} --png {output.png} > {log} 2>&1"
+        "--coadd {input.coadd} --history {input.history} {params.opts} -o {output.fits} --png {output.png} "
+        "> {log} 2>&1"
 
 
 # the night QA report: every tile QA of the night with its picture, scores and exposures

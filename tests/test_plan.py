@@ -163,3 +163,24 @@ def test_a_job_that_cannot_run_as_configured_fails_alone(tiny):
     states = {(j.step, j.night): (j.state, j.reason) for j in job_states(plan, str(tiny["root"]))}
     assert states[("psfnight", NIGHT_B)][0] == "failed" and "default_psf" in states[("psfnight", NIGHT_B)][1]
     assert states[("psfnight", NIGHT_A)][0] == "waiting"
+
+
+def test_tile_qa_history_reference_reads_the_earlier_nights_tile_qa(tiny):
+    """``tile_qa.reference: history``: a tile's QA reads the latest tile QA of every other tile of
+    earlier nights (Snakemake's DAG agrees); the first night's tiles have none."""
+    root = tiny["root"]
+    thr = root / "qa-history.yaml"
+    thr.write_text(open(os.path.join(PROJECT, "config", "qa.yaml")).read().replace(
+        "  reference: null\n", "  reference: history\n  history_min_tiles: 1\n"))
+    cfg = root / "config-history.yaml"
+    cfg.write_text(open(tiny["cfg"]).read().replace("redshift: {enabled: false}\n", "redshift: {enabled: true}\n")
+                   + f"qa: {{thresholds: {thr}}}\n")
+    res = snakemake(root, cfg, "-n", "--forceall")
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan = Plan(load_config(str(cfg)), workdir=str(root), configfile=str(cfg))
+    compare(dry_run_jobs(res.stdout + res.stderr), plan_jobs(plan))
+    qa = {(j.ids["tileid"], j.ids["night"]): j for j in plan.steps("tile_qa")}
+    first = sorted(t for t, n in qa if n == NIGHT_A)
+    assert first and (82, NIGHT_B) in qa
+    assert all(qa[(t, NIGHT_A)].inputs["history"] == [] for t in first)
+    assert qa[(82, NIGHT_B)].inputs["history"] == [qa[(t, NIGHT_A)].output for t in first]

@@ -139,3 +139,32 @@ def test_settings_refuse_unknown_metrics_and_bad_ranges():
         T.settings({"tile_qa": {"metrics": {"NZ_EXCESS": {"normal": [None, 5], "warning": [None, 4]}}}})
     with pytest.raises(ConfigError, match="unknown key"):
         T.settings({"tile_qa": {"dchi2": 9}})
+
+
+def test_history_reference_uses_only_normal_tiles_of_other_tiles_and_earlier_nights():
+    from fiberflow.io.tileqa import TileQA
+
+    rng = np.random.default_rng(8)
+
+    def tile(tileid, night, status, z):
+        return TileQA(_fqa(len(z), 0, z, tracer="LRG"), np.zeros(0, T.PETALQA_DTYPE), np.zeros(0),
+                      {"TILEID": tileid, "LASTNIGHT": night, "QASTATUS": status})
+
+    low, high = rng.uniform(0.4, 0.5, 30), rng.uniform(0.9, 1.0, 30)
+    tiles = [tile(1, 20250101, "NORMAL", low), tile(2, 20250102, "NORMAL", low),
+             tile(3, 20250102, "ALARM", high),  # a bad tile never enters the reference
+             tile(9, 20250102, "NORMAL", high),  # the tile itself neither
+             tile(4, 20250103, "NORMAL", high)]  # nor a later night
+    assert T.history_reference(tiles, 9, 20250103, 3) is None  # only two good tiles
+    nz, success, ntile = T.history_reference(tiles, 9, 20250103, 2)
+    assert ntile == 2
+    lrg = nz[np.char.strip(nz["TRACER"].astype(str)) == "LRG"]
+    assert lrg["N"].sum() == 60 and lrg["N"][lrg["ZLO"] == np.float32(0.4)][0] == 60
+    assert success[np.char.strip(success["TRACER"].astype(str)) == "LRG"]["SUCCESS"][0] == 1.0
+    # an excess at z 0.9-1.0 against that history
+    ex = T.nz_excess(_fqa(30, 0, high, tracer="LRG"), nz, success)
+    assert ex["LRG"]["ZLO"] == pytest.approx(0.9) and ex["LRG"]["SIGMA"] > 5
+    st = T.settings({"tile_qa": {"reference": "history", "history_min_tiles": 3}})
+    assert st["reference"] == "history" and st["history_min_tiles"] == 3 and st["history_tiles"] == 200
+    with pytest.raises(ConfigError, match="history_min_tiles"):
+        T.settings({"tile_qa": {"history_min_tiles": 0}})

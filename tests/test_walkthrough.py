@@ -64,7 +64,7 @@ def production(tmp_path_factory):
     return {"root": root, "prod": prod, "plan": plan, "glow": glow, "expids": expids}
 
 
-def test_scattered_light_walkthrough(production, tmp_path):
+def test_scattered_light_walkthrough(production, tmp_path, capsys):
     from fiberflow.cli.main import main
     from fiberflow.io.tileqa import TileQA
     from fiberflow.sim.lightpath import scattered_light
@@ -80,6 +80,8 @@ def test_scattered_light_walkthrough(production, tmp_path):
     assert abs(float(m.group(3)) - glow["wave"]) < 100, detail
     row = qa.fiberqa[qa.fiberqa["FIBER"] == SKY_FIBER][0]
     assert row["SKY_RESID_SIG"] > 8 and qa.petalqa["STATUS"][0].strip() == "ALARM"
+    # the tutorial's signature: redrock takes the bump at 6600 A for Lyman alpha (z = 6600 / 1216 - 1)
+    assert str(row["SPECTYPE"]).strip() == "QSO" and abs(row["Z"] - (glow["wave"] / 1215.67 - 1)) < 0.15, row
     others = qa.fiberqa[(np.char.strip(qa.fiberqa["OBJTYPE"].astype(str)) == "SKY") & (qa.fiberqa["FIBER"] != SKY_FIBER)]
     assert len(others) >= 1 and np.all(np.abs(others["SKY_RESID_SIG"]) < 8)
 
@@ -132,3 +134,20 @@ def test_scattered_light_walkthrough(production, tmp_path):
         clean = TileQA.read(paths.findfile("tile_qa", prod=str(prod), tileid=tile, night=NIGHT))
         assert clean.status == "NORMAL" and int(clean.header["NALARM"]) == 0, clean.metrics
         assert by_expid[expids[tile]]["FIRST_BAD"] is None, by_expid[expids[tile]]["FIRST_BAD"]
+        assert str(clean.header["REFSRC"]).startswith("shipped")
+
+    # the production's history as the reference: tiles of the same night never count (the shipped
+    # reference stays); a coadd of another tile is refused before any work, in one line
+    redrock = paths.findfile("redrock_cumulative", prod=str(prod), tileid=FAULTY, night=NIGHT, spectrograph=0)
+    coadd = paths.findfile("coadd_cumulative", prod=str(prod), tileid=FAULTY, night=NIGHT, spectrograph=0)
+    history = [paths.findfile("tile_qa", prod=str(prod), tileid=t, night=NIGHT) for t in TILES if t != FAULTY]
+    out = tmp_path / "tile-qa-again.fits"
+    assert main(["tile-qa", "-i", redrock, "--coadd", coadd, "--history", *history, "-o", str(out)]) == 0
+    again = TileQA.read(out)
+    assert str(again.header["REFSRC"]).startswith("shipped") and again.status == "ALARM"
+    other = paths.findfile("coadd_cumulative", prod=str(prod), tileid=TILES[0], night=NIGHT, spectrograph=0)
+    capsys.readouterr()
+    assert main(["tile-qa", "-i", redrock, "--coadd", other, "-o", str(tmp_path / "refused.fits")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and other in err[0] and f"is of tile {TILES[0]}" in err[0], err
+    assert not (tmp_path / "refused.fits").exists()

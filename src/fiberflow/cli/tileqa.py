@@ -27,6 +27,9 @@ def add_arguments(p, name):
         p.add_argument("--reference", default=None, help="tile QA reference (default: tile_qa.reference, else the shipped one)")
         p.add_argument("--png", default=None, help="tile QA picture")
         p.add_argument("--program", default=None, help="the tile's program when the files do not say (dark, bright)")
+        p.add_argument("--history", nargs="*", default=None,
+                       help="tile QA files of earlier nights: with enough NORMAL ones of other tiles (tile_qa."
+                            "history_min_tiles), they are the reference")
         p.add_argument("--coadd", nargs="*", default=None,
                        help="the petals' cumulative coadds coadd-{petal}-{tileid}-thru{night}.fits (sky fiber residuals)")
 
@@ -172,12 +175,21 @@ def _tile_qa(args):
     thr_path = args.thresholds or cfg.get("qa", {}).get("thresholds", "config/qa.yaml")
     thr = load_thresholds(thr_path) if os.path.exists(thr_path) or args.thresholds else {}
     st = T.settings(thr)
-    ref = read_reference(args.reference or st["reference"])
+    history = [TileQA.read(f) for f in (args.history or [])]  # every input read before the work
     tileid, night, prog, goaltime, fqa = _fiberqa(args.redrock, cfg, args.program, st["dchi2_min"], args.coadd)
-    petals = T.petal_qa(fqa, ref.success, st["sky_resid_sigma"])
+    ref_path = args.reference or (st["reference"] if st["reference"] != "history" else None)
+    own = T.history_reference(history, tileid, night, st["history_min_tiles"]) if history else None
+    if own is not None:
+        ref_nz, ref_success, ntile = own
+        refsrc = f"history: {ntile} NORMAL tiles before {night}"
+    else:
+        ref = read_reference(ref_path)
+        ref_nz, ref_success = ref.nz, ref.success
+        refsrc = os.path.basename(ref_path) if ref_path else "shipped tile-qa-reference.fits"
+    petals = T.petal_qa(fqa, ref_success, st["sky_resid_sigma"])
     tgt = np.char.strip(fqa["OBJTYPE"].astype(str)) == "TGT"
     efftime = float(np.median(fqa["EFFTIME_SPEC"][tgt])) if tgt.any() else 0.0
-    metrics = T.tile_metrics(fqa, petals, ref.nz, ref.success, efftime, goaltime)
+    metrics = T.tile_metrics(fqa, petals, ref_nz, ref_success, efftime, goaltime)
     scored = T.score_tile(metrics, petals, st["metrics"])
     rows = np.zeros(len(scored["SCORES"]), METRICS_DTYPE)
     detail = {"NZ_EXCESS": (f"{metrics.get('NZ_EXCESS_TRACER', '')} z {metrics.get('NZ_EXCESS_ZLO', '')}-"
@@ -201,12 +213,13 @@ def _tile_qa(args):
                 "PROGRAM": prog, "EFFTIME": (round(efftime, 1) if np.isfinite(efftime) else -1.0,
                             "median EFFTIME_SPEC of the targets [s] (-1: no TSNR2)"),
                 "GOALTIME": (goaltime, "goal effective time [s]"), "QASTATUS": (scored["STATUS"], "worst tile QA score"),
-                "NALARM": (scored["NALARM"], "tile QA metrics at ALARM")})
+                "NALARM": (scored["NALARM"], "tile QA metrics at ALARM"),
+                "REFSRC": (refsrc[:60], "n(z) and success reference")})
     out = TileQA(fqa, petals, rows, hdr)
     if args.png:
         title = (f"tile {tileid} thru {night} ({prog}): {scored['STATUS']}, EFFTIME {efftime:.0f} s / goal "
                  f"{goaltime:.0f} s, {int(fqa['GOODZ'][tgt].sum())}/{int(tgt.sum())} good redshifts")
-        plots.tile_qa(args.png, title, fqa, petals, ref.nz, metrics, scored["SCORES"], goaltime, st["sky_resid_sigma"])
+        plots.tile_qa(args.png, title, fqa, petals, ref_nz, metrics, scored["SCORES"], goaltime, st["sky_resid_sigma"])
     out.write(args.outfile)
     bad = [f"{n} {sc['STATUS']} ({sc['VALUE']})" for n, sc in scored["SCORES"].items() if sc["STATUS"] in ("WARNING", "ALARM")]
     print(f"tile-qa {tileid} thru {night}: {scored['STATUS']}" + (f" - {', '.join(bad)}" if bad else "")

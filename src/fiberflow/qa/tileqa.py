@@ -24,7 +24,9 @@ Inputs are the tile's redrock files (one per petal: REDSHIFTS, the coadd FIBERMA
 
 The reference (``tile-qa-reference.fits``: n(z) and success rate per tracer) is built by
 ``fiberflow tile-qa-reference`` from the catalogs of a production known to be good; one made from
-a clean simulated production ships with fiberflow.
+a clean simulated production ships with fiberflow. With ``reference: history`` a tile is compared
+with the production's own NORMAL tiles of earlier nights (:func:`history_reference`) once there
+are enough of them, and with the reference file until then.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ ZBINS = np.round(np.arange(0.0, 6.01, 0.1), 2)
 
 DEFAULTS = {
     "dchi2_min": 25.0,
+    # reference "history": the n(z) and success of the production's own NORMAL tiles of earlier
+    # nights (the latest QA of each, at most history_tiles of them) once there are history_min_tiles
+    "history_min_tiles": 5,
+    "history_tiles": 200,
     # a clean sky fiber of the validation production reaches 3 sigma in its worst window
     "sky_resid_sigma": 8.0,
     "metrics": {
@@ -356,9 +362,34 @@ def score_tile(metrics, petals, specs):
             "NALARM": sum(s["STATUS"] == "ALARM" for s in scores.values())}
 
 
+def history_reference(tiles, tileid, night, min_tiles):
+    """A reference from the production's own history: the n(z) and success of the tile QAs of
+    other tiles, of earlier nights, whose status is NORMAL.
+
+    Parameters
+    ----------
+    tiles : list of TileQA
+    tileid, night : int
+        The tile being checked (its own QA and later nights never count).
+    min_tiles : int
+        Fewest good tiles a reference needs (None is returned below it).
+
+    Returns
+    -------
+    (nz, success, ntile) or None
+    """
+    good = [t.fiberqa for t in tiles if t.status == "NORMAL" and int(t.header["TILEID"]) != int(tileid)
+            and int(t.header["LASTNIGHT"]) < int(night)]
+    if len(good) < max(int(min_tiles), 1):
+        return None
+    nz, success = reference_tables(np.concatenate(good))
+    return nz, success, len(good)
+
+
 def settings(thresholds):
     """The ``tile_qa`` section of a thresholds mapping with defaults: dchi2_min, sky_resid_sigma,
-    reference (path or None for the shipped one), metrics (name -> ranges).
+    reference (a path, None for the shipped one, or ``history``: the production's own good tiles,
+    with history_min_tiles / history_tiles), metrics (name -> ranges).
 
     Raises
     ------
@@ -369,12 +400,17 @@ def settings(thresholds):
     from .scoring import _range
 
     sec = dict((thresholds or {}).get("tile_qa") or {})
-    bad = set(sec) - {"dchi2_min", "sky_resid_sigma", "reference", "metrics"}
+    bad = set(sec) - {"dchi2_min", "sky_resid_sigma", "reference", "history_min_tiles", "history_tiles", "metrics"}
     if bad:
         raise ConfigError(f"qa.yaml: tile_qa: unknown key(s) {', '.join(sorted(bad))}")
     out = {"dchi2_min": float(sec.get("dchi2_min", DEFAULTS["dchi2_min"])), "reference": sec.get("reference"),
            "sky_resid_sigma": float(sec.get("sky_resid_sigma", DEFAULTS["sky_resid_sigma"])),
+           "history_min_tiles": sec.get("history_min_tiles", DEFAULTS["history_min_tiles"]),
+           "history_tiles": sec.get("history_tiles", DEFAULTS["history_tiles"]),
            "metrics": {k: dict(v) for k, v in DEFAULTS["metrics"].items()}}
+    for key in ("history_min_tiles", "history_tiles"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
+            raise ConfigError(f"qa.yaml: tile_qa.{key}: must be a whole number of tiles >= 1, not {out[key]!r}")
     for name, spec in (sec.get("metrics") or {}).items():
         where = f"qa.yaml: tile_qa.metrics.{name}"
         if name not in DEFAULTS["metrics"]:

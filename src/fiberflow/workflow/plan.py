@@ -643,7 +643,9 @@ class Plan:
 
     def _tile_qa(self):
         """Tile QA (redshift.enabled) of every cumulative tile and night from its petals' redrock
-        files and coadds (sky fibers); the tile's program comes from its exposures."""
+        files and coadds (sky fibers); the tile's program comes from its exposures. With the
+        thresholds' ``tile_qa.reference: history`` each also reads the latest tile QA of the other
+        tiles of earlier nights (its reference once enough of them are NORMAL)."""
         if not self.cfg["redshift"]["enabled"]:
             return
         groups, coadds = {}, {}
@@ -652,10 +654,23 @@ class Plan:
         for j in self.steps("cumulative_coadd"):
             coadds.setdefault((j.ids["tileid"], j.ids["night"]), []).append(j.output)
         texps = self.tile_exposures()
+        from ..qa.scoring import load_thresholds
+        from ..qa.tileqa import settings
+
+        st = settings(load_thresholds(self.qa_thresholds))
         for (tileid, night), files in sorted(groups.items()):
             program = texps[tileid][0][1]["PROGRAM"] if texps.get(tileid) else ""
+            history = []
+            if st["reference"] == "history":
+                # the latest QA of every other tile before this night, the most recent tiles first
+                latest = {}
+                for (t, n) in groups:
+                    if t != tileid and n < night and n > latest.get(t, 0):
+                        latest[t] = n
+                recent = sorted(latest.items(), key=lambda tn: (-tn[1], tn[0]))[:st["history_tiles"]]
+                history = [self.find("tile_qa", tileid=t, night=n) for t, n in sorted(recent)]
             self._add("tile_qa", dict(tileid=tileid, night=night), f"{tileid}/{night}",
-                      {"redrock": sorted(files), "coadd": sorted(coadds[(tileid, night)]),
+                      {"redrock": sorted(files), "coadd": sorted(coadds[(tileid, night)]), "history": history,
                        "thresholds": self.qa_thresholds},
                       options=f"--program {program}" if program else "", night=night)
         for nq in self.steps("qa_night"):
