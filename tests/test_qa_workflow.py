@@ -197,3 +197,29 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     rec = _night(production["prod"], NIGHT_C)
     flat = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "FLAT")
     assert flat["FRAMES"]["r0"]["SCORES"]["FIBERFLAT"]["GRADIENT"]["STATUS"] == "NORMAL"
+
+
+def test_qc1_database_holds_every_scored_metric_of_the_nights(production, tmp_path):
+    """``fiberflow qc ingest`` of the three nights' QA records: every scored number is a QC1 row
+    with the version of the thresholds that scored it, and a metric's history shows the faults."""
+    from fiberflow.cli.main import main
+    from fiberflow.io import qcdb
+    from fiberflow.qa.scoring import thresholds_version
+
+    prod = production["prod"]
+    files = [paths.findfile("qa_night", prod=str(prod), night=n) for n in (NIGHT_A, NIGHT_B, NIGHT_C)]
+    db = tmp_path / "qc1.sqlite"
+    assert main(["qc", "ingest", "--db", str(db), *files]) == 0
+    conn = qcdb.connect(str(db))
+    rows = qcdb.query(conn)
+    nscored = sum(sum(1 for st in fr["SCORES"].values() for s in st.values()
+                      if isinstance(s.get("VALUE"), (int, float)) and not isinstance(s.get("VALUE"), bool))
+                  for f in files for e in json.load(open(f))["EXPOSURES"] for fr in e["FRAMES"].values())
+    assert sum(r["KIND"] == "frame" for r in rows) <= nscored and sum(r["KIND"] == "frame" for r in rows) > 0.9 * nscored
+    assert {r["THRESHOLDS"] for r in rows} == {thresholds_version(production["root"] / "qa.yaml")}
+    night, k, step, metric, cams = FAULTS["sky_contamination"]
+    expid = science(production["plans"][1])[k].expid
+    hist = qcdb.query(conn, metric=metric, camera="r0")
+    assert [r["STATUS"] for r in hist if r["EXPID"] == expid] == ["ALARM"]
+    assert all(r["STATUS"] == "NORMAL" for r in hist if r["NIGHT"] == NIGHT_A)
+    conn.close()

@@ -321,7 +321,7 @@ def _night(args):
     from .. import paths
     from ..qa import plots, tables
     from ..qa.html import night_page
-    from ..qa.scoring import load_thresholds
+    from ..qa.scoring import load_thresholds, thresholds_version
 
     thr = load_thresholds(args.thresholds)
     frames = []
@@ -337,6 +337,7 @@ def _night(args):
     history = tables.history_from_nights(earlier, thr["history"]["nights"])
     rec = tables.score_night(args.night, frames, thr, history)
     rec["THRESHOLDS"] = os.path.abspath(args.thresholds)
+    rec["THRESHOLDS_VERSION"] = thresholds_version(args.thresholds)
     rec["HISTORY_NIGHTS"] = sorted(int(r["NIGHT"]) for r in earlier)
     _night_plots(rec, args.trends, args.hist, f"night {args.night}", plots)
     write_json(args.outfile, "qa_night", rec)

@@ -167,7 +167,7 @@ def _tile_qa(args):
     from ..provenance import step_header
     from ..qa import plots
     from ..qa import tileqa as T
-    from ..qa.scoring import load_thresholds
+    from ..qa.scoring import load_thresholds, thresholds_version
     from .common import prod_root
 
     t0 = time.time()
@@ -214,7 +214,9 @@ def _tile_qa(args):
                             "median EFFTIME_SPEC of the targets [s] (-1: no TSNR2)"),
                 "GOALTIME": (goaltime, "goal effective time [s]"), "QASTATUS": (scored["STATUS"], "worst tile QA score"),
                 "NALARM": (scored["NALARM"], "tile QA metrics at ALARM"),
-                "REFSRC": (refsrc[:60], "n(z) and success reference")})
+                "REFSRC": (refsrc[:60], "n(z) and success reference"),
+                "QAVER": (thresholds_version(thr_path) if os.path.exists(thr_path) else "",
+                          "sha256[:12] of the thresholds that scored it")})
     out = TileQA(fqa, petals, rows, hdr)
     if args.png:
         title = (f"tile {tileid} thru {night} ({prog}): {scored['STATUS']}, EFFTIME {efftime:.0f} s / goal "

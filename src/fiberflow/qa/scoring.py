@@ -146,6 +146,15 @@ def validate_petal_bits(section, metrics, source="qa.yaml"):
     return {"bits": bits, "snr_frac": (lo, hi)}
 
 
+def thresholds_version(path):
+    """The version of a thresholds file: the first 12 hex digits of the sha256 of its bytes (what
+    the QC1 database records with every score it made)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
+
+
 def load_thresholds(path):
     """Read and validate a thresholds YAML file."""
     import yaml

@@ -1,0 +1,177 @@
+"""``fiberflow qc``: the QC1 database (:mod:`fiberflow.io.qcdb`).
+
+- ``fiberflow qc ingest --config CFG FILES...``: ingest night QA records (``qa-night-*.json``) and
+  tile QAs (``tile-qa-*.fits``); every file is read and checked before anything is written, and
+  each product is replaced in its own transaction.
+- ``fiberflow qc history --config CFG --metric M [--camera C] [--step S] [--kind K] [--nights A B]``:
+  the metric's values over the nights, as CSV (default) or JSON.
+- ``fiberflow qc products --config CFG [--night N]``: what the database holds.
+
+``--db PATH`` gives the database directly (default: ``{prod}/qa/qc1.sqlite`` of ``--config``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def add_arguments(p, name):
+    sub = p.add_subparsers(dest="qc_command", metavar="action", required=True)
+    for action, text in (("ingest", "ingest night QA records and tile QAs"),
+                         ("history", "a metric's values over the nights (CSV or JSON)"),
+                         ("products", "the products the database holds")):
+        s = sub.add_parser(action, help=text, description=text)
+        s.add_argument("--config", default=None, help="workflow configuration (the database under its production)")
+        s.add_argument("--db", default=None, help="the database file (default {prod}/qa/qc1.sqlite)")
+        if action == "ingest":
+            s.add_argument("files", nargs="+", help="qa-night-{night}.json and tile-qa-{tileid}-thru{night}.fits files")
+        elif action == "history":
+            s.add_argument("--metric", required=True)
+            s.add_argument("--camera", default=None)
+            s.add_argument("--step", default=None)
+            s.add_argument("--kind", default=None, choices=("frame", "exposure", "tile"))
+            s.add_argument("--nights", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"))
+            s.add_argument("--format", default="csv", choices=("csv", "json"))
+            s.add_argument("-o", "--outfile", default=None, help="write here instead of the terminal")
+        else:
+            s.add_argument("--night", type=int, default=None)
+            s.add_argument("--format", default="csv", choices=("csv", "json"))
+
+
+def run(args):
+    return {"ingest": _ingest, "history": _history, "products": _products}[args.qc_command](args)
+
+
+def _db(args):
+    """The database path and the production root (None without --config)."""
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..io.qcdb import default_path
+    from .common import prod_root
+
+    prod = prod_root(load_config(args.config)) if args.config else None
+    if args.db:
+        return args.db, prod
+    if prod is None:
+        raise ConfigError("give --db, or --config of a production (the database is {prod}/qa/qc1.sqlite)")
+    return default_path(prod), prod
+
+
+def read_product(path):
+    """(kind, night, rows) of one QA product, read and checked.
+
+    Raises
+    ------
+    DataError
+        Naming the file: missing, unreadable, or not a night QA record or tile QA.
+    """
+    from .. import paths
+    from ..errors import DataError
+    from ..qa import qc1
+
+    try:
+        ftype, _ = paths.parse_path(path)
+    except ValueError:
+        ftype = None
+    if ftype == "qa_night":
+        from ..io.datamodel import read_json
+
+        rec = read_json(path, "qa_night", "night QA JSON")
+        if "EXPOSURES" not in rec or "NIGHT" not in rec:
+            raise DataError(path, "night QA JSON without NIGHT / EXPOSURES")
+        return "night", int(rec["NIGHT"]), qc1.night_rows(rec)
+    if ftype == "tile_qa":
+        from ..io.tileqa import TileQA
+
+        qa = TileQA.read(path)
+        return "tile", int(qa.header["LASTNIGHT"]), qc1.tile_rows(qa, str(qa.header.get("QAVER", "")))
+    raise DataError(path, "is neither a night QA record (qa-night-{night}.json) nor a tile QA "
+                          "(tile-qa-{tileid}-thru{night}.fits)")
+
+
+def _key(path, prod):
+    """The product's key: its path relative to the production when it lies in it."""
+    a = os.path.abspath(path)
+    if prod:
+        p = os.path.abspath(prod)
+        if a.startswith(p + os.sep):
+            return os.path.relpath(a, p)
+    return a
+
+
+def _ingest(args):
+    from ..io import qcdb
+
+    db, prod = _db(args)
+    t0 = time.time()
+    items = [(f, *read_product(f)) for f in args.files]  # everything checked before the first write
+    conn = qcdb.connect(db)
+    n = 0
+    try:
+        for f, kind, night, rows in items:
+            n += qcdb.ingest(conn, _key(f, prod), kind, night, rows, qcdb.file_sha256(f))
+    finally:
+        conn.close()
+    print(f"qc ingest: {len(items)} product(s), {n} QC1 rows [{time.time() - t0:.2f} s] -> {db}")
+    return 0
+
+
+def _write(rows, columns, fmt, outfile=None):
+    import csv
+    import json
+
+    from ..io.fitsutil import atomic_path
+
+    def emit(fh):
+        if fmt == "json":
+            json.dump(rows, fh, indent=1)
+            fh.write("\n")
+        else:
+            w = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+
+    if outfile:
+        with atomic_path(outfile) as tmp, open(tmp, "w", newline="") as fh:
+            emit(fh)
+    else:
+        emit(sys.stdout)
+
+
+def _history(args):
+    from ..errors import DataError
+    from ..io import qcdb
+    from ..qa.qc1 import COLUMNS
+
+    db, _ = _db(args)
+    if not os.path.exists(db):
+        raise DataError(db, "QC1 database not found (fiberflow qc ingest writes it)")
+    conn = qcdb.connect(db)
+    try:
+        lo, hi = args.nights or (None, None)
+        rows = qcdb.query(conn, metric=args.metric, camera=args.camera, step=args.step, kind=args.kind,
+                          night_min=lo, night_max=hi)
+    finally:
+        conn.close()
+    _write(rows, ("PRODUCT", *COLUMNS), args.format, args.outfile)
+    if args.outfile:
+        print(f"qc history {args.metric}: {len(rows)} rows -> {args.outfile}")
+    return 0
+
+
+def _products(args):
+    from ..errors import DataError
+    from ..io import qcdb
+
+    db, _ = _db(args)
+    if not os.path.exists(db):
+        raise DataError(db, "QC1 database not found (fiberflow qc ingest writes it)")
+    conn = qcdb.connect(db)
+    try:
+        rows = qcdb.products(conn, args.night)
+    finally:
+        conn.close()
+    _write(rows, ("PRODUCT", "KIND", "NIGHT", "NROWS", "INGESTED", "SHA256"), args.format)
+    return 0
