@@ -145,3 +145,25 @@ rule nightqa:
     shell:
         "fiberflow nightqa --night {wildcards.night} --prod {params.prod} --qa-night {input.qa_night} "
         "--tile-qa {input.tile_qa} -o {output} > {log} 2>&1"
+
+
+# the night's QC1 parameters (night QA record, tile QAs) into the QC1 database; the output is a receipt
+rule qc_ingest:
+    input:
+        unpack(inputs("qc_ingest")),
+    output:
+        out("qc_ingest"),
+    log:
+        logfile("qc_ingest", "{night}"),
+    benchmark:
+        benchfile("qc_ingest", "{night}")
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        configfile=CONFIGFILE,
+    shell:
+        "fiberflow qc ingest --config {params.configfile} --receipt {output} {input.qa_night} {input.tile_qa} "
+        "> {log} 2>&1"

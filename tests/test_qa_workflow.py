@@ -191,7 +191,7 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     assert res.returncode == 0, res.stderr[-2000:]
     table = res.stdout[res.stdout.index("Job stats"):].split("\n\n")[0]
     rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)) - {"total"}
-    assert rules == {"qa_night", "qa_exposure", "qa_production", "qa"}, table
+    assert rules == {"qa_night", "qa_exposure", "qa_production", "qc_ingest", "qa"}, table
     res = snakemake(root, cfg, "qa")
     assert res.returncode == 0, res.stderr[-2000:]
     rec = _night(production["prod"], NIGHT_C)
@@ -199,18 +199,24 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     assert flat["FRAMES"]["r0"]["SCORES"]["FIBERFLAT"]["GRADIENT"]["STATUS"] == "NORMAL"
 
 
-def test_qc1_database_holds_every_scored_metric_of_the_nights(production, tmp_path):
-    """``fiberflow qc ingest`` of the three nights' QA records: every scored number is a QC1 row
-    with the version of the thresholds that scored it, and a metric's history shows the faults."""
-    from fiberflow.cli.main import main
+def test_qc1_database_holds_every_scored_metric_of_the_nights(production):
+    """The workflow's ``qc_ingest`` jobs put the three nights' QA records into the production's QC1
+    database: every scored number is a row with the version of the thresholds that scored it (the
+    edited ones after the threshold edit above: the rerun re-ingested), a receipt per night, and a
+    metric's history shows the faults."""
     from fiberflow.io import qcdb
     from fiberflow.qa.scoring import thresholds_version
 
     prod = production["prod"]
     files = [paths.findfile("qa_night", prod=str(prod), night=n) for n in (NIGHT_A, NIGHT_B, NIGHT_C)]
-    db = tmp_path / "qc1.sqlite"
-    assert main(["qc", "ingest", "--db", str(db), *files]) == 0
-    conn = qcdb.connect(str(db))
+    res = snakemake(production["root"], production["cfg"], "qa")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for n, f in zip((NIGHT_A, NIGHT_B, NIGHT_C), files):
+        receipt = json.load(open(paths.findfile("qc_ingest", prod=str(prod), night=n)))
+        assert [p["PRODUCT"] for p in receipt["PRODUCTS"]] == [os.path.relpath(f, prod)]
+    db = qcdb.default_path(str(prod))
+    conn = qcdb.connect(db)
+    assert [p["NIGHT"] for p in qcdb.products(conn)] == [NIGHT_A, NIGHT_B, NIGHT_C]
     rows = qcdb.query(conn)
     nscored = sum(sum(1 for st in fr["SCORES"].values() for s in st.values()
                       if isinstance(s.get("VALUE"), (int, float)) and not isinstance(s.get("VALUE"), bool))

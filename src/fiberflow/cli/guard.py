@@ -14,7 +14,7 @@ from ..errors import DataError
 
 #: argument names that are output files of a step
 OUTPUT_ARGS = ("outfile", "sframe", "model", "png", "blink", "html", "trends", "hist", "table", "details", "tiles_out", "tiles_csv",
-               "exposures_out", "exposures_csv")
+               "exposures_out", "exposures_csv", "receipt")
 #: commands that are not steps of a production (no output guard, no all-or-none block)
 NOT_STEPS = {"findfile", "parsepath", "describe", "config", "simulate", "status", "dag", "workflow", "demo",
              "calibinit", "validate-redshifts"}

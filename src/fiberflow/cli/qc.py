@@ -27,6 +27,8 @@ def add_arguments(p, name):
         s.add_argument("--db", default=None, help="the database file (default {prod}/qa/qc1.sqlite)")
         if action == "ingest":
             s.add_argument("files", nargs="+", help="qa-night-{night}.json and tile-qa-{tileid}-thru{night}.fits files")
+            s.add_argument("--receipt", default=None,
+                           help="write a JSON receipt of what went in (the workflow's qc_ingest output)")
         elif action == "history":
             s.add_argument("--metric", required=True)
             s.add_argument("--camera", default=None)
@@ -51,11 +53,16 @@ def _db(args):
     from ..io.qcdb import default_path
     from .common import prod_root
 
-    prod = prod_root(load_config(args.config)) if args.config else None
+    cfg = load_config(args.config) if args.config else {}
+    prod = prod_root(cfg) if args.config else None
     if args.db:
         return args.db, prod
+    configured = (cfg.get("qa") or {}).get("database")
+    if configured:
+        return (configured if os.path.isabs(configured) or prod is None else os.path.join(prod, configured)), prod
     if prod is None:
-        raise ConfigError("give --db, or --config of a production (the database is {prod}/qa/qc1.sqlite)")
+        raise ConfigError("give --db, or --config of a production (the database is {prod}/qa/qc1.sqlite, "
+                          "or its qa.database)")
     return default_path(prod), prod
 
 
@@ -109,11 +116,18 @@ def _ingest(args):
     items = [(f, *read_product(f)) for f in args.files]  # everything checked before the first write
     conn = qcdb.connect(db)
     n = 0
+    done = []
     try:
         for f, kind, night, rows in items:
-            n += qcdb.ingest(conn, _key(f, prod), kind, night, rows, qcdb.file_sha256(f))
+            sha = qcdb.file_sha256(f)
+            n += qcdb.ingest(conn, _key(f, prod), kind, night, rows, sha)
+            done.append({"PRODUCT": _key(f, prod), "KIND": kind, "NIGHT": night, "NROWS": len(rows), "SHA256": sha})
     finally:
         conn.close()
+    if args.receipt:
+        from ..io.datamodel import write_json
+
+        write_json(args.receipt, "qc_ingest", {"DATABASE": os.path.abspath(db), "PRODUCTS": done, "NROWS": n})
     print(f"qc ingest: {len(items)} product(s), {n} QC1 rows [{time.time() - t0:.2f} s] -> {db}")
     return 0
 

@@ -65,6 +65,7 @@ OUTPUTS = {
     "qa_exposure": ("qa_exposure_html", "qa_exposure_png"),
     "tile_qa": ("tile_qa", "tile_qa_png"),
     "nightqa": ("nightqa_html",),
+    "qc_ingest": ("qc_ingest",),
     "qa_production": ("qa_production_html", "qa_production_table", "qa_production_trends",
                       "qa_production_hist"),
 }
@@ -354,6 +355,7 @@ class Plan:
         self._qa()
         self._catalogs()
         self._tile_qa()
+        self._qc_ingest()
         self._qa_production()
 
     def _simulate(self):
@@ -679,6 +681,15 @@ class Plan:
             if tiles:
                 self._add("nightqa", dict(night=night), str(night), {"qa_night": nq.output, "tile_qa": tiles},
                           night=night)
+
+    def _qc_ingest(self):
+        """The QC1 parameters of every night with QA (its night QA record and tile QAs) into the QC1
+        database; the job's output is a receipt of what went in."""
+        for nq in self.steps("qa_night"):
+            night = nq.ids["night"]
+            tiles = [j.output for j in self.steps("tile_qa") if j.ids["night"] == night]
+            self._add("qc_ingest", dict(night=night), str(night), {"qa_night": nq.output, "tile_qa": tiles},
+                      night=night)
 
     def _qa_production(self):
         """Production QA index of every night with QA (linking the night QA reports)."""
