@@ -154,21 +154,28 @@ def _write(rows, columns, fmt, outfile=None):
         emit(sys.stdout)
 
 
-def _history(args):
+def _read(args, fn):
+    """``fn(connection)`` on the existing database of ``args`` (DataError when there is none)."""
     from ..errors import DataError
     from ..io import qcdb
-    from ..qa.qc1 import COLUMNS
 
     db, _ = _db(args)
     if not os.path.exists(db):
         raise DataError(db, "QC1 database not found (fiberflow qc ingest writes it)")
     conn = qcdb.connect(db)
     try:
-        lo, hi = args.nights or (None, None)
-        rows = qcdb.query(conn, metric=args.metric, camera=args.camera, step=args.step, kind=args.kind,
-                          night_min=lo, night_max=hi)
+        return fn(conn)
     finally:
         conn.close()
+
+
+def _history(args):
+    from ..io import qcdb
+    from ..qa.qc1 import COLUMNS
+
+    lo, hi = args.nights or (None, None)
+    rows = _read(args, lambda conn: qcdb.query(conn, metric=args.metric, camera=args.camera, step=args.step,
+                                               kind=args.kind, night_min=lo, night_max=hi))
     _write(rows, ("PRODUCT", *COLUMNS), args.format, args.outfile)
     if args.outfile:
         print(f"qc history {args.metric}: {len(rows)} rows -> {args.outfile}")
@@ -176,16 +183,8 @@ def _history(args):
 
 
 def _products(args):
-    from ..errors import DataError
     from ..io import qcdb
 
-    db, _ = _db(args)
-    if not os.path.exists(db):
-        raise DataError(db, "QC1 database not found (fiberflow qc ingest writes it)")
-    conn = qcdb.connect(db)
-    try:
-        rows = qcdb.products(conn, args.night)
-    finally:
-        conn.close()
+    rows = _read(args, lambda conn: qcdb.products(conn, args.night))
     _write(rows, ("PRODUCT", "KIND", "NIGHT", "NROWS", "INGESTED", "SHA256"), args.format)
     return 0
