@@ -126,6 +126,24 @@ def test_bad_flat_is_the_first_bad_step_of_its_night(production):
     assert "First bad step: FIBERFLAT" in html
 
 
+def test_the_bad_flat_lamp_night_rejects_its_fiberflats_and_the_clean_night_certifies(production):
+    """Certification from the nights' scores: night C's fiberflatnight is REJECTED with the flat's
+    GRADIENT alarm as the reason; night A has nothing rejected and nothing to review but the random
+    share of green calibrations."""
+    from fiberflow.qa import certify
+
+    rec = _night(production["prod"], NIGHT_C)
+    flat = next(e.expid for e in production["plans"][2].exposures if e.obstype == "FLAT")
+    final = certify.decide(certify.automatic(rec, review_fraction=0.0), [])
+    flats = [d for d in final if d["CALIBRATION"] == "fiberflatnight"]
+    bad = [d for d in flats if d["STATUS"] == "REJECTED"]
+    assert bad and all(not d["USABLE"] for d in bad) and any(f"{flat}:GRADIENT=ALARM" in d["REASON"] for d in bad), flats
+    assert {d["STATUS"] for d in final if d["CALIBRATION"] != "fiberflatnight"} <= {"AUTO", "REVIEW"}
+    clean = certify.automatic(_night(production["prod"], NIGHT_A), review_fraction=0.0)
+    assert {d["CALIBRATION"] for d in clean} == set(certify.CALIBRATIONS)
+    assert {d["STATUS"] for d in clean} <= {"AUTO", "REVIEW"} and "REJECTED" not in {d["STATUS"] for d in clean}
+
+
 def test_production_table_loads_in_one_line(production):
     import pandas as pd
 

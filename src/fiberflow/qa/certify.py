@@ -1,0 +1,163 @@
+"""Certification of the nightly calibrations (ESO's QC certification, Handbook section 1.5).
+
+A nightly calibration of a camera is judged by the scores of the exposures it is made from, in
+the night QA record (``qa-night-{night}.json``):
+
+======================  ==========  ===========
+calibration             exposures   step scored
+======================  ==========  ===========
+biasnight-{cam}-{night}  ZERO        BIAS
+psfnight-{cam}-{night}   ARC         PSF
+fiberflatnight-...      FLAT        FIBERFLAT
+======================  ==========  ===========
+
+Automatic decision: **REJECTED** when any of those frames has an ALARM in the step (the metrics
+are the reason), **REVIEW** on a WARNING, and for a configurable random share of the green ones
+(drawn reproducibly from the calibration's name), else **AUTO** (certified). A calibration none of
+whose exposures was scored is **NA**.
+
+A human-editable ledger (YAML: a list of entries ``{calibration, night, camera, decision:
+CERTIFIED | REJECTED, who, when, reason}``) overrides any automatic decision; the last entry of a
+calibration wins. A calibration is *usable* unless its final state is REJECTED.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+from ..errors import ConfigError
+
+#: calibration -> (OBSTYPE of its exposures, step whose scores judge it)
+CALIBRATIONS = {"biasnight": ("ZERO", "BIAS"), "psfnight": ("ARC", "PSF"), "fiberflatnight": ("FLAT", "FIBERFLAT")}
+DECISIONS = ("CERTIFIED", "REJECTED")
+LEDGER_KEYS = {"calibration", "night", "camera", "decision", "who", "when", "reason"}
+
+
+def drawn_for_review(calibration, night, camera, fraction):
+    """Whether a green calibration is among the random ``fraction`` reviewed by hand (the draw is
+    a hash of its name, so the same calibration is always drawn the same way)."""
+    if fraction <= 0:
+        return False
+    h = hashlib.sha256(f"{calibration}-{camera}-{night}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < fraction
+
+
+def automatic(rec, review_fraction=0.2):
+    """Automatic decisions for the nightly calibrations of one night.
+
+    Parameters
+    ----------
+    rec : dict
+        The night QA record.
+    review_fraction : float
+        Share of the green calibrations also sent to review.
+
+    Returns
+    -------
+    list of dict
+        CALIBRATION, NIGHT, CAMERA, STATUS (AUTO / REVIEW / REJECTED / NA), REASON, EXPIDS (the
+        exposures judged), METRICS (the metrics at WARNING or ALARM, "EXPID:METRIC=STATUS"),
+        SOURCE ("auto").
+    """
+    night = int(rec["NIGHT"])
+    out = []
+    for calib, (obstype, step) in CALIBRATIONS.items():
+        cams = {}
+        for exp in rec.get("EXPOSURES", []):
+            if exp.get("OBSTYPE") != obstype:
+                continue
+            for cam, frame in (exp.get("FRAMES") or {}).items():
+                st = (frame.get("STEP_STATUS") or {}).get(step)
+                if st is None:
+                    continue
+                c = cams.setdefault(cam, {"EXPIDS": [], "STATUS": [], "METRICS": []})
+                c["EXPIDS"].append(int(exp["EXPID"]))
+                c["STATUS"].append(st)
+                for name, score in sorted(((frame.get("SCORES") or {}).get(step) or {}).items()):
+                    if isinstance(score, dict) and score.get("STATUS") in ("WARNING", "ALARM"):
+                        c["METRICS"].append(f"{exp['EXPID']}:{name}={score['STATUS']}")
+        for cam, c in sorted(cams.items()):
+            if "ALARM" in c["STATUS"]:
+                status, reason = "REJECTED", f"{step} ALARM: " + ", ".join(m for m in c["METRICS"] if m.endswith("ALARM"))
+            elif "WARNING" in c["STATUS"]:
+                status, reason = "REVIEW", f"{step} WARNING: " + ", ".join(c["METRICS"])
+            elif all(s == "NA" for s in c["STATUS"]):
+                status, reason = "NA", f"no {step} score"
+            elif drawn_for_review(calib, night, cam, review_fraction):
+                status, reason = "REVIEW", f"green, drawn for review ({100 * review_fraction:.0f}% of green ones)"
+            else:
+                status, reason = "AUTO", f"every {step} score NORMAL"
+            out.append({"CALIBRATION": calib, "NIGHT": night, "CAMERA": cam, "STATUS": status, "REASON": reason,
+                        "EXPIDS": c["EXPIDS"], "METRICS": c["METRICS"], "SOURCE": "auto"})
+    return out
+
+
+def parse_ledger(entries, where="certification ledger"):
+    """Check the entries of a certification ledger.
+
+    Returns
+    -------
+    list of dict (the entries, night as int, decision upper case)
+
+    Raises
+    ------
+    ConfigError
+        Naming the entry and the problem.
+    """
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: must be a list of entries")
+    out = []
+    for k, e in enumerate(entries):
+        at = f"{where}: entry {k + 1}"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{at}: must be a mapping with {', '.join(sorted(LEDGER_KEYS))}")
+        missing, unknown = LEDGER_KEYS - set(e), set(e) - LEDGER_KEYS
+        if missing or unknown:
+            raise ConfigError(f"{at}: " + "; ".join(p for p in (
+                f"missing {', '.join(sorted(missing))}" if missing else "",
+                f"unknown {', '.join(sorted(unknown))}" if unknown else "") if p))
+        if e["calibration"] not in CALIBRATIONS:
+            raise ConfigError(f"{at}: calibration {e['calibration']!r} is not one of {', '.join(CALIBRATIONS)}")
+        decision = str(e["decision"]).upper()
+        if decision not in DECISIONS:
+            raise ConfigError(f"{at}: decision {e['decision']!r} is not CERTIFIED or REJECTED")
+        try:
+            night = int(e["night"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{at}: night {e['night']!r} is not a night (YYYYMMDD)") from None
+        if not str(e["who"]).strip() or not str(e["reason"]).strip():
+            raise ConfigError(f"{at}: who and reason must not be empty")
+        when = e["when"]
+        if not isinstance(when, (datetime.date, datetime.datetime)):
+            try:
+                datetime.datetime.fromisoformat(str(when))
+            except ValueError:
+                raise ConfigError(f"{at}: when {when!r} is not an ISO date or time") from None
+        out.append(dict(e, night=night, decision=decision, camera=str(e["camera"]).strip().lower(), when=str(when)))
+    return out
+
+
+def decide(auto, ledger):
+    """Final states: the automatic decisions with the ledger's overrides (the last entry of a
+    calibration wins; its SOURCE is the reviewer).
+
+    Returns
+    -------
+    list of dict (as :func:`automatic`, plus USABLE: not REJECTED)
+    """
+    last = {}
+    for e in ledger:
+        last[(e["calibration"], e["night"], e["camera"])] = e
+    out = []
+    for a in auto:
+        d = dict(a)
+        e = last.get((a["CALIBRATION"], a["NIGHT"], a["CAMERA"]))
+        if e is not None:
+            d.update({"STATUS": e["decision"], "REASON": f"{e['who']} {e['when']}: {e['reason']}",
+                      "SOURCE": f"ledger:{e['who']}", "AUTO_STATUS": a["STATUS"]})
+        d["USABLE"] = d["STATUS"] != "REJECTED"
+        out.append(d)
+    return out
