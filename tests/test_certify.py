@@ -76,3 +76,41 @@ def test_a_bad_ledger_entry_is_named(entry, message):
     with pytest.raises(ConfigError, match=message) as exc:
         C.parse_ledger([entry], where="calibnight/certification.yaml")
     assert "certification.yaml: entry 1" in str(exc.value)
+
+
+def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(tmp_path, capsys):
+    """``fiberflow qc certify``: the automatic decisions of a night into the database (and JSON);
+    a ledger entry re-certifies the rejected flat on the next run; a broken ledger is refused in
+    one line before anything is stored."""
+    import json
+
+    from fiberflow.cli.main import main
+    from fiberflow.io import qcdb
+
+    qa = tmp_path / "qa-night-20250101.json"
+    qa.write_text(json.dumps(_night(("ALARM", "NORMAL"))))
+    db, ledger = tmp_path / "qc1.sqlite", tmp_path / "certification.yaml"
+    args = ["qc", "certify", "--db", str(db), "--night", "20250101", "--qa-night", str(qa), "--ledger", str(ledger),
+            "--review-fraction", "0"]
+    assert main(args + ["-o", str(tmp_path / "cert.json")]) == 0  # no ledger file yet: an empty ledger
+    assert "fiberflatnight-b0-20250101: REJECTED" in capsys.readouterr().out
+    conn = qcdb.connect(str(db))
+    state = {(r["CALIBRATION"], r["CAMERA"]): r for r in qcdb.certification(conn, night=20250101)}
+    assert state[("fiberflatnight", "b0")]["STATUS"] == "REJECTED" and not state[("fiberflatnight", "b0")]["USABLE"]
+    assert json.loads((tmp_path / "cert.json").read_text())["DECISIONS"][0]["SOURCE"] == "auto"
+    ledger.write_text("- {calibration: fiberflatnight, night: 20250101, camera: b0, decision: CERTIFIED,\n"
+                      "   who: sb, when: 2026-12-03, reason: tilt within tolerance}\n")
+    assert main(args) == 0
+    state = {(r["CALIBRATION"], r["CAMERA"]): r for r in qcdb.certification(conn, night=20250101)}
+    flat = state[("fiberflatnight", "b0")]
+    assert flat["STATUS"] == "CERTIFIED" and flat["USABLE"] and flat["AUTO_STATUS"] == "REJECTED"
+    assert flat["SOURCE"] == "ledger:sb"
+    capsys.readouterr()
+    ledger.write_text("- {calibration: fiberflatnight, night: 20250101, camera: b0, decision: maybe,\n"
+                      "   who: sb, when: 2026-12-03, reason: x}\n")
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ledger) in err[0] and "not CERTIFIED or REJECTED" in err[0]
+    assert {r["STATUS"] for r in qcdb.certification(conn) if r["CALIBRATION"] == "fiberflatnight"} == \
+        {"CERTIFIED", "AUTO"}  # unchanged by the refused run
+    conn.close()

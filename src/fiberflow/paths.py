@@ -88,6 +88,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "qa_night_html": ("prod", "qa/nights/{night}/qa-night-{night}.html"),
     "nightqa_html": ("prod", "qa/nights/{night}/nightqa-{night}.html"),
     "qc_ingest": ("prod", "qa/nights/{night}/qc1-ingest-{night}.json"),
+    "certification": ("prod", "calibnight/{night}/certification-{night}.json"),
+    "certification_ledger": ("prod", "calibnight/certification.yaml"),
     "qa_night_trends": ("prod", "qa/nights/{night}/qa-night-trends-{night}.png"),
     "qa_night_hist": ("prod", "qa/nights/{night}/qa-night-hist-{night}.png"),
     "qa_production_table": ("prod", "qa/qa-production.csv"),

@@ -21,7 +21,10 @@ def add_arguments(p, name):
     sub = p.add_subparsers(dest="qc_command", metavar="action", required=True)
     for action, text in (("ingest", "ingest night QA records and tile QAs"),
                          ("history", "a metric's values over the nights (CSV or JSON)"),
-                         ("products", "the products the database holds")):
+                         ("products", "the products the database holds"),
+                         ("certify", "certify a night's nightly calibrations (AUTO / REVIEW / REJECTED, the ledger's "
+                                     "overrides) into the database"),
+                         ("calibrations", "the certification state of the nightly calibrations")):
         s = sub.add_parser(action, help=text, description=text)
         s.add_argument("--config", default=None, help="workflow configuration (the database under its production)")
         s.add_argument("--db", default=None, help="the database file (default {prod}/qa/qc1.sqlite)")
@@ -37,13 +40,22 @@ def add_arguments(p, name):
             s.add_argument("--nights", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"))
             s.add_argument("--format", default="csv", choices=("csv", "json"))
             s.add_argument("-o", "--outfile", default=None, help="write here instead of the terminal")
+        elif action == "certify":
+            s.add_argument("--night", type=int, required=True)
+            s.add_argument("--qa-night", default=None, help="the night's QA record (default: the production's)")
+            s.add_argument("--ledger", default=None,
+                           help="certification ledger YAML (default: qa.ledger, else {prod}/calibnight/certification.yaml)")
+            s.add_argument("--review-fraction", type=float, default=None,
+                           help="share of green calibrations sent to review (default: qa.review_fraction, 0.2)")
+            s.add_argument("-o", "--outfile", default=None, help="also write the decisions as JSON")
         else:
             s.add_argument("--night", type=int, default=None)
             s.add_argument("--format", default="csv", choices=("csv", "json"))
 
 
 def run(args):
-    return {"ingest": _ingest, "history": _history, "products": _products}[args.qc_command](args)
+    return {"ingest": _ingest, "history": _history, "products": _products, "certify": _certify,
+            "calibrations": _calibrations}[args.qc_command](args)
 
 
 def _db(args):
@@ -187,4 +199,65 @@ def _products(args):
 
     rows = _read(args, lambda conn: qcdb.products(conn, args.night))
     _write(rows, ("PRODUCT", "KIND", "NIGHT", "NROWS", "INGESTED", "SHA256"), args.format)
+    return 0
+
+
+def read_ledger(path):
+    """The entries of a certification ledger file (an absent file is an empty ledger)."""
+    from ..errors import ConfigError
+    from ..qa.certify import parse_ledger
+
+    if not os.path.exists(path):
+        return []
+    import yaml
+
+    try:
+        with open(path) as fh:
+            entries = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not a readable YAML certification ledger ({str(exc).splitlines()[0]})") from None
+    return parse_ledger(entries, where=path)
+
+
+def _certify(args):
+    from .. import paths
+    from ..config import load_config
+    from ..errors import ConfigError, DataError
+    from ..io import qcdb
+    from ..io.datamodel import read_json, write_json
+    from ..qa import certify
+
+    db, prod = _db(args)
+    cfg = (load_config(args.config).get("qa") or {}) if args.config else {}
+    qa_night = args.qa_night or (paths.findfile("qa_night", prod=prod, night=args.night) if prod else None)
+    if qa_night is None:
+        raise ConfigError("give --qa-night, or --config of a production")
+    ledger_path = args.ledger or cfg.get("ledger") or (paths.findfile("certification_ledger", prod=prod) if prod else None)
+    fraction = args.review_fraction if args.review_fraction is not None else float(cfg.get("review_fraction", 0.2))
+    if not 0 <= fraction <= 1:
+        raise ConfigError(f"--review-fraction {fraction}: must be between 0 and 1")
+    rec = read_json(qa_night, "qa_night", "night QA JSON")
+    if int(rec.get("NIGHT", -1)) != args.night:
+        raise DataError(qa_night, f"is the QA of night {rec.get('NIGHT')}, not {args.night}")
+    ledger = read_ledger(ledger_path) if ledger_path else []
+    decisions = certify.decide(certify.automatic(rec, fraction), ledger)
+    conn = qcdb.connect(db)
+    try:
+        qcdb.store_certification(conn, decisions)
+    finally:
+        conn.close()
+    if args.outfile:
+        write_json(args.outfile, "certification", {"NIGHT": args.night, "LEDGER": ledger_path, "REVIEW_FRACTION": fraction,
+                                                   "DECISIONS": decisions})
+    for d in decisions:
+        print(f"{d['CALIBRATION']}-{d['CAMERA']}-{d['NIGHT']}: {d['STATUS']} ({d['REASON']})")
+    return 0
+
+
+def _calibrations(args):
+    from ..io import qcdb
+
+    rows = _read(args, lambda conn: qcdb.certification(conn, night=args.night))
+    _write(rows, ("CALIBRATION", "NIGHT", "CAMERA", "STATUS", "USABLE", "REASON", "SOURCE", "AUTO_STATUS", "DECIDED"),
+           args.format)
     return 0

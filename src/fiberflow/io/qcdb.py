@@ -1,11 +1,12 @@
 """The QC1 database: every scored metric of every product, with where it was measured and how it
 was judged (rows from :mod:`fiberflow.qa.qc1`).
 
-Embedded SQLite under the production by default (``{prod}/qa/qc1.sqlite``). Two tables:
+Embedded SQLite under the production by default (``{prod}/qa/qc1.sqlite``). Tables:
 
 - ``products``: one row per ingested product (PRODUCT = its path relative to the production,
   KIND, NIGHT, NROWS, INGESTED UTC time, SHA256 of the file);
-- ``qc1``: the parameters, keyed to their product.
+- ``qc1``: the parameters, keyed to their product;
+- ``certification``: the state of each nightly calibration (:mod:`fiberflow.qa.certify`).
 
 Ingestion is idempotent (re-ingesting a product replaces its rows), transactional (one
 transaction per product: a crash leaves the old rows or the new ones, never a mix) and safe with
@@ -36,6 +37,9 @@ SCHEMA = [
     "nrows INTEGER NOT NULL, ingested TEXT NOT NULL, sha256 TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS qc1 (product TEXT NOT NULL, "
     + ", ".join(f"{c.lower()} {_TYPES[c]}" for c in COLUMNS) + ")",
+    "CREATE TABLE IF NOT EXISTS certification (calibration TEXT NOT NULL, night INTEGER NOT NULL, "
+    "camera TEXT NOT NULL, status TEXT NOT NULL, usable INTEGER NOT NULL, reason TEXT, source TEXT, "
+    "auto_status TEXT, decided TEXT NOT NULL, PRIMARY KEY (calibration, night, camera))",
     "CREATE INDEX IF NOT EXISTS qc1_product ON qc1 (product)",
     "CREATE INDEX IF NOT EXISTS qc1_metric ON qc1 (metric, camera, night)",
     "CREATE INDEX IF NOT EXISTS qc1_night ON qc1 (night, expid)",
@@ -114,6 +118,34 @@ def ingest(conn, product, kind, night, rows, sha256=""):
         raise
     conn.execute("COMMIT")
     return len(values)
+
+
+def store_certification(conn, decisions):
+    """Replace the certification rows of the calibrations in ``decisions`` (one transaction)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    rows = [(d["CALIBRATION"], int(d["NIGHT"]), d["CAMERA"], d["STATUS"], int(bool(d["USABLE"])), d["REASON"],
+             d["SOURCE"], d.get("AUTO_STATUS", d["STATUS"]), now) for d in decisions]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR REPLACE INTO certification VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return len(rows)
+
+
+def certification(conn, night=None, calibration=None):
+    """Certification rows (CALIBRATION, NIGHT, CAMERA, STATUS, USABLE, REASON, SOURCE, AUTO_STATUS,
+    DECIDED), by night, calibration and camera."""
+    where, args = [], []
+    for col, val in (("night", night), ("calibration", calibration)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    sql = "SELECT * FROM certification" + (" WHERE " + " AND ".join(where) if where else "")
+    cols = ("CALIBRATION", "NIGHT", "CAMERA", "STATUS", "USABLE", "REASON", "SOURCE", "AUTO_STATUS", "DECIDED")
+    return [dict(zip(cols, r), USABLE=bool(r[4])) for r in conn.execute(sql + " ORDER BY night, calibration, camera", args)]
 
 
 def query(conn, metric=None, camera=None, step=None, kind=None, night_min=None, night_max=None, night=None,
