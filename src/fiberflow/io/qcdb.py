@@ -22,9 +22,12 @@ import os
 import sqlite3
 
 from ..errors import DataError
-from ..qa.qc1 import COLUMNS
 
 SCHEMA_VERSION = "1"
+
+#: columns of a QC1 row (:mod:`fiberflow.qa.qc1` makes them), in database order
+COLUMNS = ("KIND", "NIGHT", "EXPID", "TILEID", "CAMERA", "OBSTYPE", "MJD", "STEP", "METRIC", "VALUE", "UNIT", "STATUS",
+           "SCORE", "SOURCE", "NORMAL_LO", "NORMAL_HI", "WARNING_LO", "WARNING_HI", "THRESHOLDS")
 
 _TYPES = {"KIND": "TEXT NOT NULL", "NIGHT": "INTEGER", "EXPID": "INTEGER", "TILEID": "INTEGER", "CAMERA": "TEXT",
           "OBSTYPE": "TEXT", "MJD": "REAL", "STEP": "TEXT NOT NULL", "METRIC": "TEXT NOT NULL", "VALUE": "REAL",
@@ -98,7 +101,7 @@ def ingest(conn, product, kind, night, rows, sha256=""):
         The product's path relative to the production (its key).
     kind : str
     night : int or None
-    rows : list of dict (:data:`fiberflow.qa.qc1.COLUMNS`)
+    rows : list of dict (:data:`COLUMNS`)
     sha256 : str
 
     Returns
@@ -154,7 +157,7 @@ def query(conn, metric=None, camera=None, step=None, kind=None, night_min=None, 
 
     Returns
     -------
-    list of dict (PRODUCT plus :data:`fiberflow.qa.qc1.COLUMNS`)
+    list of dict (PRODUCT plus :data:`COLUMNS`)
     """
     where, args = [], []
     for col, val in (("metric", metric), ("camera", camera), ("step", step), ("kind", kind), ("night", night),

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 
-#: columns of a QC1 row, in database order
-COLUMNS = ("KIND", "NIGHT", "EXPID", "TILEID", "CAMERA", "OBSTYPE", "MJD", "STEP", "METRIC", "VALUE", "UNIT", "STATUS",
-           "SCORE", "SOURCE", "NORMAL_LO", "NORMAL_HI", "WARNING_LO", "WARNING_HI", "THRESHOLDS")
+from ..io.qcdb import COLUMNS  # noqa: F401  (the columns of a QC1 row, in database order)
 
 #: units of the metrics that have one (the rest are counts, fractions or ratios)
 UNITS = {"EFFTIME": "s", "EXPTIME": "s", "SKY_MEDIAN": "electron/Angstrom", "MED_RESID": "electron/Angstrom",
