@@ -42,6 +42,16 @@ def run(args):
     return _tile_qa(args)
 
 
+def _parsed(path):
+    """(file type, ids) of a production path; (None, {}) for a name the path table does not know."""
+    from .. import paths
+
+    try:
+        return paths.parse_path(path)
+    except ValueError:
+        return None, {}
+
+
 def read_tile(files, program=None):
     """The petals of one cumulative tile.
 
@@ -55,17 +65,13 @@ def read_tile(files, program=None):
         A file not named as a cumulative tile redrock file, of another tile or night, or a
         petal given twice.
     """
-    from .. import paths
     from ..errors import DataError
     from ..io.zcatalog import read_redrock
 
     tiles, petals = set(), {}
     out = []
     for f in files:
-        try:
-            ftype, ids = paths.parse_path(f)
-        except ValueError:
-            ftype, ids = None, {}
+        ftype, ids = _parsed(f)
         if ftype != "redrock_cumulative":
             raise DataError(f, "is not named as a cumulative tile redrock file (redrock-{petal}-{tileid}-thru{night}.fits)")
         tiles.add((int(ids["tileid"]), int(ids["night"])))
@@ -93,15 +99,11 @@ def read_coadds(files, tileid, night, petals):
         A file not named as a cumulative tile coadd, of another tile or night, or a petal without
         its coadd (checked before any work).
     """
-    from .. import paths
     from ..errors import DataError
 
     out = {}
     for f in files:
-        try:
-            ftype, ids = paths.parse_path(f)
-        except ValueError:
-            ftype, ids = None, {}
+        ftype, ids = _parsed(f)
         if ftype != "coadd_cumulative":
             raise DataError(f, "is not named as a cumulative tile coadd (coadd-{petal}-{tileid}-thru{night}.fits)")
         if (int(ids["tileid"]), int(ids["night"])) != (tileid, night):
@@ -118,15 +120,14 @@ def read_coadds(files, tileid, night, petals):
 def coadd_sky_residuals(path, fqa):
     """Fill FIBERQA's SKY_RESID_SIG / _WAVE of the sky fibers from one petal's coadd (rows matched
     by TARGETID)."""
+    from ..io.fitsutil import open_fits, read_table
     from ..io.spectra import read_spectra_band
     from ..qa.tileqa import sky_residuals
 
     bands = {}
     for b in ("b", "r", "z"):
-        wave, flux, ivar, mask, _, _ = read_spectra_band(path, b)
+        wave, flux, ivar, mask, _, _ = read_spectra_band(path, b, resolution=False)
         bands[b] = (wave, flux, ivar, mask)
-    from ..io.fitsutil import open_fits, read_table
-
     with open_fits(path) as fx:
         fm = read_table(fx, "FIBERMAP", path, required=("TARGETID", "OBJTYPE"))[0]
     sig, wav = sky_residuals(fm["OBJTYPE"], bands)
@@ -140,11 +141,10 @@ def coadd_sky_residuals(path, fqa):
 def _fiberqa(files, cfg, program, dchi2_min, coadds=None):
     from ..qa.tables import efftime_tracer, shipped_snr2time
     from ..qa.tileqa import fiber_qa
+    from ..steps.summary import COMPLETENESS
 
     tileid, night, prog, petals = read_tile(files, program)
     coadd = read_coadds(coadds, tileid, night, [p for p, _ in petals]) if coadds is not None else {}
-    from ..steps.summary import COMPLETENESS
-
     comp = dict(COMPLETENESS, **(cfg.get("completeness") or {}))
     goal = dict(COMPLETENESS["goaltime"], **(comp.get("goaltime") or {}))
     goaltime = float(goal.get(prog.lower(), goal["dark"]))
@@ -237,14 +237,10 @@ def _reference(args):
     from .common import prod_root
 
     cfg = load_config(args.config)
-    from .. import paths
 
     by_tile = {}
     for f in args.redrock:
-        try:
-            _, ids = paths.parse_path(f)
-        except ValueError:
-            ids = {}
+        _, ids = _parsed(f)
         by_tile.setdefault((ids.get("tileid"), ids.get("night")), []).append(f)
     parts = [_fiberqa(files, cfg, None, T.DEFAULTS["dchi2_min"])[4] for files in by_tile.values()]
     fqa = np.concatenate(parts)

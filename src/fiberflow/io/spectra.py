@@ -152,8 +152,11 @@ def spectra_layout(path):
     return out
 
 
-def read_spectra_band(path, band):
+def read_spectra_band(path, band, resolution=True):
     """One band of a spectra/coadd file (so a coadd can work band by band).
+
+    ``resolution=False`` skips the resolution data (the largest HDU) for callers that do not
+    use it.
 
     Returns
     -------
@@ -171,7 +174,7 @@ def read_spectra_band(path, band):
         else:  # DESI's datamodel makes MASK optional; fiberflow always writes it
             mask = np.zeros(flux.shape, "i4")
         res = (fitsutil.read_image(fx, f"{B}_RESOLUTION", path, dtype="f4", ndim=3)[0]
-               if f"{B}_RESOLUTION" in names else None)
+               if resolution and f"{B}_RESOLUTION" in names else None)
     for name, arr in (("IVAR", ivar), ("MASK", mask)):
         check_shape(path, f"{B}_{name}", arr, flux.shape)
     if res is not None:
