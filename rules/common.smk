@@ -71,8 +71,16 @@ def _job(step, wildcards):
 
 
 def inputs(step):
-    """Input function (used with unpack): the named inputs of the planned job."""
-    return lambda wildcards: _job(step, wildcards).inputs
+    """Input function (used with unpack): the named inputs of the planned job (those that only
+    order it as ``ancient``)."""
+
+    def named(wildcards):
+        job = _job(step, wildcards)
+        return {
+            k: ancient(v) if k in job.ordering else v for k, v in job.inputs.items()
+        }
+
+    return named
 
 
 def options(step):

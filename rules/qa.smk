@@ -1,6 +1,9 @@
 # Quality assurance. qa_frame (per exposure x camera) computes the metrics of every product of
-# a frame; it does not read the thresholds, so editing config/qa.yaml reruns only qa_night,
-# qa_exposure and qa_production, never a science step. qa_night scores the night against the
+# a frame; it does not read the thresholds, so editing config/qa.yaml reruns only certify,
+# qa_night, qa_exposure, qa_production and qc_ingest, never a science step (a certification
+# that the edit changes only orders psfnight / fiberflatnight: `fiberflow status` flags the
+# files made under the other decision). certify scores the frame QA of a night's ZEROs, arcs
+# or flats and decides on its nightly calibration before the science uses it. qa_night scores the
 # thresholds and the history of earlier nights (dynamic ranges), qa_exposure draws the
 # exposure's maps and page, qa_production the production table, trends and index page.
 
@@ -28,6 +31,32 @@ rule qa_frame:
         "{params.opts} -o {output.json} --png {output.png} --blink {output.blink} > {log} 2>&1"
 
 
+# certification of a nightly calibration (biasnight, psfnight, fiberflatnight) from its exposures'
+# frame QA, before psfnight / fiberflatnight use it; the ledger's entries of the night are in the
+# options (an edit reruns this job and the calibrations whose decision it changed)
+rule certify:
+    input:
+        unpack(inputs("certify")),
+    output:
+        out("certification"),
+    log:
+        logfile("certify", "{night}-{calibration}"),
+    benchmark:
+        benchfile("certify", "{night}-{calibration}")
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        configfile=CONFIGFILE,
+        opts=options("certify"),
+    shell:
+        "fiberflow certify --calibration {wildcards.calibration} --night {wildcards.night} "
+        "--config {params.configfile} --thresholds {input.thresholds} -i {input.frames} "
+        "--history {input.history} {params.opts} -o {output} > {log} 2>&1"
+
+
 rule qa_night:
     input:
         unpack(inputs("qa_night")),
@@ -49,7 +78,8 @@ rule qa_night:
         prod=lambda wc, output: prod_of(output[0]),
     shell:
         "fiberflow qa-night --night {wildcards.night} --prod {params.prod} --thresholds {input.thresholds} "
-        "-i {input.frames} --history {input.history} -o {output.json} --html {output.html} "
+        "-i {input.frames} --history {input.history} --certification {input.certification} "
+        "-o {output.json} --html {output.html} "
         "--trends {output.trends} --hist {output.hist} > {log} 2>&1"
 
 
@@ -166,4 +196,5 @@ rule qc_ingest:
         configfile=CONFIGFILE,
     shell:
         "fiberflow qc ingest --config {params.configfile} --receipt {output} {input.qa_night} {input.tile_qa} "
+        "{input.certification} "
         "> {log} 2>&1"

@@ -114,3 +114,87 @@ def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(tmp_path, caps
     assert {r["STATUS"] for r in qcdb.certification(conn) if r["CALIBRATION"] == "fiberflatnight"} == \
         {"CERTIFIED", "AUTO"}  # unchanged by the refused run
     conn.close()
+
+
+def _write_flat(path, night, seed):
+    import os
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _factories as fac
+
+    ff = fac.fiberflat(nspec=25, rng=np.random.default_rng(seed))
+    ff.header.update({"CAMERA": "r0", "NIGHT": night})
+    ff.write(str(path))
+    return ff
+
+
+def test_fiberflatnight_takes_its_fallback_when_its_flats_are_rejected(tmp_path, capsys):
+    """``fiberflow fiberflatnight --qa``: the night's own flats certified from their frame QA as the
+    certify job does; an ALARM (a tilted lamp) -> the fallback is copied (FALLBACK, IN_FLAT, the
+    certification in the header); the ledger's CERTIFIED -> the night's own; no fallback, or the
+    frame QA of another camera: one line, exit 1, no file."""
+    import os
+
+    import numpy as np
+    from _workflow import PROJECT
+
+    from fiberflow.cli.main import main
+    from fiberflow.io.calib import read_fiberflat
+    from fiberflow.io.datamodel import write_json
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {tmp_path / 'raw'}\nredux: {tmp_path / 'redux'}\nspecprod: t\n")
+    _write_flat(tmp_path / "fiberflat-r0-own.fits", 20250102, 1)
+    fallback = _write_flat(tmp_path / "fiberflatnight-r0-20250101.fits", 20250101, 2)
+    qa = {}
+    for cam, gradient in (("r0", 0.2), ("b0", 0.0)):
+        qa[cam] = str(tmp_path / f"qa-{cam}-00000007.json")
+        write_json(qa[cam], "qa_frame", {"NIGHT": 20250102, "EXPID": 7, "CAMERA": cam, "OBSTYPE": "FLAT",
+                                         "METRICS": {"FIBERFLAT": {"GRADIENT": gradient}}})
+    out = tmp_path / "out" / "fiberflatnight-r0-20250102.fits"
+    base = ["fiberflatnight", "--config", str(cfg), "--camera", "r0", "--night", "20250102",
+            "-i", str(tmp_path / "fiberflat-r0-own.fits"), "--thresholds", os.path.join(PROJECT, "config", "qa.yaml"),
+            "-o", str(out)]
+    fb = ["--fallback", str(tmp_path / "fiberflatnight-r0-20250101.fits")]
+    assert main(base + fb + ["--qa", qa["r0"]]) == 0
+    assert "REJECTED (FIBERFLAT ALARM: 7:GRADIENT=ALARM); taking the fallback" in capsys.readouterr().out
+    got = read_fiberflat(str(out))
+    assert got.header["FALLBACK"] and fb[1].endswith(got.header["IN_FLAT"]) and got.header["CERTSTAT"] == "REJECTED"
+    assert got.header["CERTSRC"] == "auto" and np.array_equal(got.fiberflat, fallback.fiberflat)
+    out.unlink()
+    # the ledger certifies it: the night's own flat
+    assert main(base + fb + ["--qa", qa["r0"], "--ledger-decision", "CERTIFIED"]) == 0
+    got = read_fiberflat(str(out))
+    assert not got.header["FALLBACK"] and got.header["CERTSTAT"] == "CERTIFIED" and got.header["NFLATS"] == 1
+    assert got.header["CERTSRC"] == "ledger"
+    out.unlink()
+    capsys.readouterr()
+    for args, words in ((base + ["--qa", qa["r0"]], [str(tmp_path), "REJECTED", "no earlier night's"]),
+                        (base + fb + ["--qa", qa["b0"]], [qa["b0"], "not of a FLAT r0 of night 20250102"])):
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(w in err[0] for w in words), err
+        assert not out.exists()
+
+
+def test_certify_refuses_frames_of_another_obstype_or_night(tmp_path, capsys):
+    import os
+
+    from _workflow import PROJECT
+
+    from fiberflow.cli.main import main
+    from fiberflow.io.datamodel import write_json
+
+    qa = tmp_path / "qa-r0-00000005.json"
+    write_json(str(qa), "qa_frame", {"NIGHT": 20250102, "EXPID": 5, "CAMERA": "r0", "OBSTYPE": "SCIENCE",
+                                     "METRICS": {}})
+    args = ["certify", "--calibration", "fiberflatnight", "--night", "20250102", "-i", str(qa),
+            "--thresholds", os.path.join(PROJECT, "config", "qa.yaml"), "--ledger", str(tmp_path / "none.yaml"),
+            "-o", str(tmp_path / "cert.json")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(qa) in err[0] and "not of a FLAT of night 20250102" in err[0], err
+    assert not (tmp_path / "cert.json").exists()

@@ -184,3 +184,41 @@ def test_tile_qa_history_reference_reads_the_earlier_nights_tile_qa(tiny):
     assert first and (82, NIGHT_B) in qa
     assert all(qa[(t, NIGHT_A)].inputs["history"] == [] for t in first)
     assert qa[(82, NIGHT_B)].inputs["history"] == [qa[(t, NIGHT_A)].output for t in first]
+
+
+def test_certification_orders_the_nightly_calibrations_and_breakpoints_cut_the_fallbacks(tiny):
+    """Night A's psfnight / fiberflatnight are certified from their exposures' frame QA (the
+    thresholds and earlier certifications only order them; the ledger's decision is in the
+    options); night B (no arc, no flat) falls back to night A's,
+    unless a breakpoint on night B cuts the chain (then the nominal PSF, and no fiberflat: no
+    default one is configured)
+    and the QA history too."""
+    import copy
+
+    cfg = load_config(tiny["cfg"])
+    plan = Plan(cfg, workdir=str(tiny["root"]), configfile=tiny["cfg"])
+    for step in ("psfnight", "fiberflatnight"):
+        job = plan.job(step, night=NIGHT_A, camera="r0")
+        obstype = "ARC" if step == "psfnight" else "FLAT"
+        qa = [paths.findfile("qa_frame", prod=str(tiny["prod"]), night=NIGHT_A, expid=r["EXPID"], camera="r0")
+              for r in plan.rows(NIGHT_A, (obstype,))]
+        assert job.inputs["qa"] == qa and {"thresholds", "history", "fallback"} & set(job.ordering) == \
+            {"thresholds", "history"} | ({"fallback"} if "fallback" in job.inputs else set())
+        assert f"--qa {' '.join(qa)}" in job.options and "--ledger-decision auto" in job.options
+        cert = paths.findfile("certification", prod=str(tiny["prod"]), night=NIGHT_A, calibration=step)
+        assert plan.job("certify", night=NIGHT_A, calibration=step).output == cert
+        fb = plan.job(step, night=NIGHT_B, camera="r0")
+        assert fb.inputs["fallback"] == paths.findfile(step, prod=str(tiny["prod"]), night=NIGHT_A, camera="r0")
+        assert not fb.ordering  # a night without its own: the fallback is a real input
+    assert plan.job("qa_night", night=NIGHT_B).inputs["history"] == [
+        paths.findfile("qa_night", prod=str(tiny["prod"]), night=NIGHT_A)]
+    cut = copy.deepcopy(cfg)
+    cut["calibration"]["breakpoints"] = [NIGHT_B]
+    plan = Plan(cut, workdir=str(tiny["root"]), configfile=tiny["cfg"])
+    assert plan.job("psfnight", night=NIGHT_B, camera="r0").inputs["fallback"] == plan.default_psf("r0")
+    assert plan.job("fiberflatnight", night=NIGHT_B, camera="r0").inputs == {}  # its command says why
+    assert plan.job("qa_night", night=NIGHT_B).inputs["history"] == []
+    off = copy.deepcopy(cfg)
+    off["calibration"]["certify"] = False
+    plan = Plan(off, workdir=str(tiny["root"]), configfile=tiny["cfg"])
+    assert not plan.steps("certify") and "qa" not in plan.job("psfnight", night=NIGHT_A, camera="r0").inputs

@@ -59,7 +59,7 @@ def production(tmp_path_factory):
     for p in plans:
         simulate_night(parse_plan(p), "tiny", 7, str(root / "raw"), str(root / "truth"), cameras=CAMERAS)
     shutil.copy(os.path.join(PROJECT, "config", "qa.yaml"), root / "qa.yaml")
-    cfg = tiny_config(root, "qa", f"qa: {{thresholds: {root / 'qa.yaml'}}}\n")
+    cfg = tiny_config(root, "qa", f"qa: {{thresholds: {root / 'qa.yaml'}, review_fraction: 0.0}}\n")
     res = snakemake(root, cfg, "--profile", LOCAL_PROFILE, "qa")
     assert res.returncode == 0, res.stderr[-3000:]
     prod = root / "redux" / "qa"
@@ -120,10 +120,12 @@ def test_bad_flat_is_the_first_bad_step_of_its_night(production):
     flat = next(e.expid for e in plan.exposures if e.obstype == "FLAT")
     assert rec["FIRST_BAD"]["STEP"] == "FIBERFLAT" and flat in rec["FIRST_BAD"]["EXPIDS"]
     assert "GRADIENT" in rec["FIRST_BAD"]["METRICS"]
+    # the science did not use the rejected flat (an earlier night's instead): nothing blames it
     sci = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "SCIENCE")
-    assert sci["FIRST_BAD"]["STEP"] == "FIBERFLAT" and sci["FIRST_BAD"]["SOURCE"] == f"flat {flat}"
+    assert sci["FIRST_BAD"] is None or sci["FIRST_BAD"]["STEP"] != "FIBERFLAT", sci["FIRST_BAD"]
     html = open(paths.findfile("qa_night_html", prod=str(production["prod"]), night=NIGHT_C)).read()
     assert "First bad step: FIBERFLAT" in html
+    assert re.search(r"fiberflatnight-r0</td><td class=\"st REJECTED\">REJECTED</td><td>not used", html)
 
 
 def test_the_bad_flat_lamp_night_rejects_its_fiberflats_and_the_clean_night_certifies(production):
@@ -142,6 +144,65 @@ def test_the_bad_flat_lamp_night_rejects_its_fiberflats_and_the_clean_night_cert
     clean = certify.automatic(_night(production["prod"], NIGHT_A), review_fraction=0.0)
     assert {d["CALIBRATION"] for d in clean} == set(certify.CALIBRATIONS)
     assert {d["STATUS"] for d in clean} <= {"AUTO", "REVIEW"} and "REJECTED" not in {d["STATUS"] for d in clean}
+
+
+def _certification(prod, night, calibration):
+    with open(paths.findfile("certification", prod=str(prod), night=night, calibration=calibration)) as fh:
+        return {d["CAMERA"]: d for d in json.load(fh)["DECISIONS"]}
+
+
+def _job_stats(stdout):
+    table = stdout[stdout.index("Job stats"):].split("\n\n")[0]
+    return {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if r != "total"}
+
+
+def test_a_rejected_flat_is_replaced_by_the_previous_nights_until_the_ledger_certifies_it(production):
+    """The closed QC loop in the workflow: night C's flats are REJECTED by the certify job before
+    the science uses them, so its fiberflatnight is night B's (FALLBACK, the certification in the
+    header) and the science is flat-fielded with it; the clean nights are all AUTO. A ledger entry
+    certifying r0's flat reruns exactly the r0 fiberflatnight and what depends on it."""
+    from fiberflow.io.calib import read_fiberflat
+
+    prod = production["prod"]
+    for night in (NIGHT_A, NIGHT_B):
+        for calib in ("biasnight", "psfnight", "fiberflatnight"):
+            assert {d["STATUS"] for d in _certification(prod, night, calib).values()} == {"AUTO"}, (night, calib)
+    flats = _certification(prod, NIGHT_C, "fiberflatnight")
+    flat = next(e.expid for e in production["plans"][2].exposures if e.obstype == "FLAT")
+    assert flats["r0"]["STATUS"] == "REJECTED" and f"{flat}:GRADIENT=ALARM" in flats["r0"]["REASON"], flats
+    for cam in CAMERAS:
+        ffc = read_fiberflat(paths.findfile("fiberflatnight", prod=str(prod), night=NIGHT_C, camera=cam))
+        ffb = read_fiberflat(paths.findfile("fiberflatnight", prod=str(prod), night=NIGHT_B, camera=cam))
+        rejected = flats[cam]["STATUS"] == "REJECTED"
+        assert bool(ffc.header["FALLBACK"]) == rejected and ffc.header["CERTSTAT"] == flats[cam]["STATUS"]
+        if rejected:
+            assert ffc.header["IN_FLAT"] == f"fiberflatnight-{cam}-{NIGHT_B}.fits"
+            assert (ffc.fiberflat == ffb.fiberflat).all()
+    # the science of night C was flat-fielded with that file
+    expid = science(production["plans"][2])[0].expid
+    from astropy.io import fits
+
+    hdr = fits.getheader(paths.findfile("sframe", prod=str(prod), night=NIGHT_C, expid=expid, camera="r0"))
+    assert hdr["IN_FFLAT"].endswith(f"fiberflatnight-r0-{NIGHT_C}.fits")
+
+    # a reviewer certifies r0's flat: exactly its fiberflatnight and what depends on it rerun
+    ledger = prod / "calibnight" / "certification.yaml"
+    ledger.write_text(f"- {{calibration: fiberflatnight, night: {NIGHT_C}, camera: r0, decision: CERTIFIED,\n"
+                      "   who: qc-scientist, when: 2026-12-04, reason: gradient within the science tolerance}\n")
+    res = snakemake(production["root"], production["cfg"], "qa", "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    stats = _job_stats(res.stdout)
+    assert stats["certify"] == 1 and stats["fiberflatnight"] == 1 and stats["sky"] == 1, stats
+    assert not {"preproc", "psf", "psfnight", "traceshift", "extract", "fiberflat", "biasnight"} & set(stats), stats
+    res = snakemake(production["root"], production["cfg"], "qa")
+    assert res.returncode == 0, res.stderr[-2000:]
+    flats = _certification(prod, NIGHT_C, "fiberflatnight")
+    assert flats["r0"]["STATUS"] == "CERTIFIED" and flats["r0"]["SOURCE"] == "ledger:qc-scientist"
+    assert flats["r0"]["AUTO_STATUS"] == "REJECTED"
+    ffc = read_fiberflat(paths.findfile("fiberflatnight", prod=str(prod), night=NIGHT_C, camera="r0"))
+    assert not ffc.header["FALLBACK"] and ffc.header["CERTSTAT"] == "CERTIFIED" and ffc.header["NFLATS"] == 1
+    res = snakemake(production["root"], production["cfg"], "qa", "-n")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]
 
 
 def test_production_table_loads_in_one_line(production):
@@ -209,12 +270,34 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     assert res.returncode == 0, res.stderr[-2000:]
     table = res.stdout[res.stdout.index("Job stats"):].split("\n\n")[0]
     rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)) - {"total"}
-    assert rules == {"qa_night", "qa_exposure", "qa_production", "qc_ingest", "qa"}, table
+    # the certifications are rescored too, but a changed decision does not re-associate the
+    # calibrations (their certification only orders them): the ledger does that
+    assert rules == {"certify", "qa_night", "qa_exposure", "qa_production", "qc_ingest", "qa"}, table
     res = snakemake(root, cfg, "qa")
     assert res.returncode == 0, res.stderr[-2000:]
     rec = _night(production["prod"], NIGHT_C)
     flat = next(e for e in rec["EXPOSURES"] if e["OBSTYPE"] == "FLAT")
     assert flat["FRAMES"]["r0"]["SCORES"]["FIBERFLAT"]["GRADIENT"]["STATUS"] == "NORMAL"
+    # `fiberflow status` shows the states, and flags a rescored flat whose file was made under the
+    # other decision (used / not used)
+    import subprocess
+    import sys
+
+    from fiberflow.io.calib import read_fiberflat
+
+    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "status", "--config", cfg, "-d", str(root),
+                          "--json"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    certs = [c for c in json.loads(res.stdout)["certification"] if c["NIGHT"] == NIGHT_C]
+    flats = {c["CAMERA"]: c for c in certs if c["CALIBRATION"] == "fiberflatnight"}
+    assert flats["r0"]["STATUS"] == "CERTIFIED" and not flats["r0"]["STALE"]
+    fallback = {cam for cam in CAMERAS if read_fiberflat(paths.findfile(
+        "fiberflatnight", prod=str(production["prod"]), night=NIGHT_C, camera=cam)).header["FALLBACK"]}
+    assert {cam for cam, c in flats.items() if c["STALE"]} == {
+        cam for cam, c in flats.items() if (cam in fallback) != (c["STATUS"] == "REJECTED")}
+    res = subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "status", "--config", cfg, "-d", str(root)],
+                         capture_output=True, text=True, check=False)
+    assert "nightly calibrations:" in res.stdout and f"{NIGHT_C} fiberflatnight-r0  CERTIFIED" in res.stdout, res.stdout
 
 
 def test_qc1_database_holds_every_scored_metric_of_the_nights(production):
@@ -231,7 +314,8 @@ def test_qc1_database_holds_every_scored_metric_of_the_nights(production):
     assert res.returncode == 0, res.stderr[-2000:]
     for n, f in zip((NIGHT_A, NIGHT_B, NIGHT_C), files):
         receipt = json.load(open(paths.findfile("qc_ingest", prod=str(prod), night=n)))
-        assert [p["PRODUCT"] for p in receipt["PRODUCTS"]] == [os.path.relpath(f, prod)]
+        assert [p["PRODUCT"] for p in receipt["PRODUCTS"] if p["KIND"] == "night"] == [os.path.relpath(f, prod)]
+        assert {p["KIND"] for p in receipt["PRODUCTS"]} == {"night", "certification"}
     db = qcdb.default_path(str(prod))
     conn = qcdb.connect(db)
     assert [p["NIGHT"] for p in qcdb.products(conn)] == [NIGHT_A, NIGHT_B, NIGHT_C]
@@ -246,4 +330,8 @@ def test_qc1_database_holds_every_scored_metric_of_the_nights(production):
     hist = qcdb.query(conn, metric=metric, camera="r0")
     assert [r["STATUS"] for r in hist if r["EXPID"] == expid] == ["ALARM"]
     assert all(r["STATUS"] == "NORMAL" for r in hist if r["NIGHT"] == NIGHT_A)
+    # the certification states came in with the night (the ledger's decision on r0's flat of night C)
+    state = {(r["CALIBRATION"], r["CAMERA"]): r for r in qcdb.certification(conn, night=NIGHT_C)}
+    assert state[("fiberflatnight", "r0")]["STATUS"] == "CERTIFIED" and state[("fiberflatnight", "r0")]["USABLE"]
+    assert {r["STATUS"] for r in qcdb.certification(conn, night=NIGHT_A)} == {"AUTO"}
     conn.close()

@@ -88,7 +88,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "qa_night_html": ("prod", "qa/nights/{night}/qa-night-{night}.html"),
     "nightqa_html": ("prod", "qa/nights/{night}/nightqa-{night}.html"),
     "qc_ingest": ("prod", "qa/nights/{night}/qc1-ingest-{night}.json"),
-    "certification": ("prod", "calibnight/{night}/certification-{night}.json"),
+    "certification": ("prod", "calibnight/{night}/certification-{calibration}-{night}.json"),
     "certification_ledger": ("prod", "calibnight/certification.yaml"),
     "qa_night_trends": ("prod", "qa/nights/{night}/qa-night-trends-{night}.png"),
     "qa_night_hist": ("prod", "qa/nights/{night}/qa-night-hist-{night}.png"),
@@ -117,6 +117,7 @@ ID_REGEX: dict[str, str] = {
     "pixgroup": r"\d+",
     "yyyymm": r"\d{6}",
     "specprod": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    "calibration": r"biasnight|psfnight|fiberflatnight",
 }
 
 #: identifiers converted to int when parsed

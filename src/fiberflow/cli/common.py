@@ -140,3 +140,74 @@ def read_camera_frame(path, cam, inst, obstypes=None):
             raise DataError(path, f"FIBERMAP has {len(fm)} rows for {frame.nspec} spectra")
         check_fibermap(fm, {}, path, petal, inst.nfiber)
     return frame
+
+
+def add_certification_arguments(p):
+    """The certification options of psfnight and fiberflatnight: the frame QA of the night's own
+    exposures, scored as the certify job scores them, and the ledger's decision."""
+    p.add_argument("--qa", nargs="*", default=[],
+                   help="frame QA JSON of the night's own exposures of this camera (qa-{camera}-{expid}.json): "
+                        "certified before use, a REJECTED calibration is replaced by --fallback")
+    p.add_argument("--thresholds", default=None, help="QA thresholds YAML (with --qa)")
+    p.add_argument("--history", nargs="*", default=[],
+                   help="earlier nights' certification records of this calibration (dynamic thresholds)")
+    p.add_argument("--ledger-decision", default="auto", choices=("auto", "CERTIFIED", "REJECTED"),
+                   help="the certification ledger's decision on this calibration (overrides the automatic one)")
+
+
+def certification_state(args, calibration, cam):
+    """Certify the night's own calibration of one camera before using it: the automatic decision
+    from its exposures' frame QA (:func:`fiberflow.qa.certify.certify_night`, as the workflow's
+    certify job decides it), unless the ledger decided.
+
+    Returns
+    -------
+    usable : bool
+    cards : dict
+        Header cards CERTSTAT, CERTSRC, CERTWHY (empty without ``--qa``).
+    why : str
+        The decision's reason.
+
+    Raises
+    ------
+    DataError
+        A frame QA of another night, camera or OBSTYPE; an unreadable record.
+    """
+    if not getattr(args, "qa", None):
+        return True, {}, ""
+    from ..errors import ConfigError, DataError
+    from ..io.datamodel import read_json
+    from ..qa import certify
+    from ..qa.scoring import load_thresholds
+    from ..qa.tables import history_from_nights
+
+    if not args.thresholds:
+        raise ConfigError("--qa needs --thresholds")
+    obstype = certify.CALIBRATIONS[calibration][0]
+    frames = []
+    for f in args.qa:
+        fr = read_json(f, "qa_frame", "frame QA JSON")
+        if int(fr.get("NIGHT", -1)) != int(args.night) or fr.get("OBSTYPE") != obstype or fr.get("CAMERA") != cam:
+            raise DataError(f, f"is the frame QA of {fr.get('OBSTYPE')} {fr.get('CAMERA')} of night {fr.get('NIGHT')}, "
+                               f"not of a {obstype} {cam} of night {args.night}")
+        frames.append(fr)
+    thr = load_thresholds(args.thresholds)
+    earlier = []
+    for f in args.history:
+        rec = read_json(f, "certification", "certification record")
+        if rec.get("CALIBRATION") == calibration and int(rec.get("NIGHT", 0)) < int(args.night):
+            earlier.append(rec)
+    ledger = []
+    if args.ledger_decision != "auto":
+        ledger = [{"calibration": calibration, "night": int(args.night), "camera": cam, "decision": args.ledger_decision,
+                   "who": "ledger", "when": "", "reason": "decided in the certification ledger"}]
+    rec = certify.certify_night(int(args.night), calibration, frames, thr,
+                                history_from_nights(earlier, thr["history"]["nights"]), ledger, 0.0)
+    d = certify.decision_of(rec, cam)
+    if d is None:
+        return True, {"CERTSTAT": ("NA", "the night's own was not scored")}, ""
+    src = "ledger" if d["SOURCE"].startswith("ledger") else "auto"
+    cards = {"CERTSTAT": (d["STATUS"], "certification of the night's own"),
+             "CERTSRC": (src, "auto or ledger"),
+             "CERTWHY": (str(d["REASON"])[:48], "reason (abridged)")}
+    return bool(d["USABLE"]), cards, str(d["REASON"])

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .common import camera_step, check_identity, prod_root, read_camera_frame
+from .common import add_certification_arguments, camera_step, check_identity, prod_root, read_camera_frame
 
 
 def add_arguments(p, name):
@@ -17,6 +17,7 @@ def add_arguments(p, name):
         p.add_argument("--night", type=int, required=True)
         p.add_argument("--fallback", default=None,
                        help="fiberflat used when the night has no usable flat (an earlier night's or a default)")
+        add_certification_arguments(p)
 
 
 def run(args):
@@ -81,6 +82,7 @@ def _fiberflatnight(args, cfg, inst, cam):
     from ..io.calib import FiberFlat, read_fiberflat
     from ..provenance import step_header
     from ..steps import fiberflat
+    from .common import certification_state
 
     flats, used = [], []
     for path in args.infiles:
@@ -97,7 +99,10 @@ def _fiberflatnight(args, cfg, inst, cam):
             print(f"fiberflatnight {cam}: {path} has no valid bin; not used")
     prod = prod_root(cfg)
     nsig = cfg["fiberflat"]["night_nsig"]
-    if flats:
+    usable, cards, why = certification_state(args, "fiberflatnight", cam)
+    if flats and not usable:
+        print(f"fiberflatnight {cam} {args.night}: the night's flats are REJECTED ({why}); taking the fallback")
+    if flats and usable:
         f, iv, m = fiberflat.average_fiberflats([x.fiberflat for x in flats], [x.ivar for x in flats],
                                                 [x.mask for x in flats], nsig)
         # the mean lamp spectrum of a lamp that may have drifted: the plain mean is fine (QA only)
@@ -110,6 +115,10 @@ def _fiberflatnight(args, cfg, inst, cam):
         what = f"{len(flats)} flat(s)"
     else:
         if not args.fallback:
+            if flats:
+                raise DataError(args.qa[0], f"fiberflatnight {cam} {args.night} is REJECTED ({why}) and "
+                                "there is no earlier night's to take: set calibration.default_fiberflat, or "
+                                "certify it in the ledger")
             raise DataError(None, f"night {args.night} camera {cam}: no usable flat and no --fallback fiberflat "
                                   "(set calibration.default_fiberflat)")
         out = read_fiberflat(args.fallback)
@@ -118,10 +127,12 @@ def _fiberflatnight(args, cfg, inst, cam):
             raise DataError(args.fallback, f"fiberflat has {out.fiberflat.shape[0]} fibers; instrument has {inst.nfiber}")
         hdr = step_header("fiberflatnight", {"fallback": True}, {"IN_FLAT": (args.fallback, "fallback fiberflat")},
                           cfg, prod)
-        hdr["FALLBACK"] = (True, "no usable flat this night: copied from IN_FLAT")
+        hdr["FALLBACK"] = (True, ("the night's flats are REJECTED" if flats else "no usable flat this night")
+                           + ": copied from IN_FLAT")
         what = f"fallback {args.fallback}"
     out.header = {k: v for k, v in out.header.items() if k in ("CAMERA",)}
     out.header.update(hdr)
+    out.header.update(cards)
     out.header["CAMERA"] = cam
     out.header["NIGHT"] = int(args.night)
     out.write(args.outfile)

@@ -47,6 +47,8 @@ COMMANDS = {
     "tile-qa": ("fiberflow.cli.tileqa", "tile QA of one cumulative tile (FIBERQA, PETALQA, scored anomalies, picture)"),
     "tile-qa-reference": ("fiberflow.cli.tileqa",
                           "n(z) and redshift success of a good production, the reference of the tile QA"),
+    "certify": ("fiberflow.cli.certify", "certify a nightly calibration (biasnight, psfnight, fiberflatnight) of a night "
+                "from its exposures' frame QA and the ledger"),
     "qc": ("fiberflow.cli.qc", "the QC1 database: ingest QA records, a metric's history, the products held"),
     "nightqa": ("fiberflow.cli.tileqa", "night QA report: every tile QA of a night with its exposures (nightqa-{night}.html)"),
     "plot-spectra": ("fiberflow.cli.inspect", "plot spectra of a coadd or spectra file (by TARGETID, FIBER or "

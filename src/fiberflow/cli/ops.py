@@ -41,6 +41,8 @@ def _status(args):
     from ..config import load_config
     from ..workflow.plan import Plan
     from ..workflow.status import (
+        certification_states,
+        format_certification,
         format_table,
         job_states,
         snakemake_running,
@@ -62,10 +64,11 @@ def _status(args):
     failed = [j for j in jobs if j.state == "failed"]
     running = snakemake_running(args.directory)  # one /proc scan for the whole report
     stale = stale_lock(args.directory, running)
+    certs = certification_states(prod)
     if args.json:
         json.dump({"prod": prod.prod, "nights": prod.nights, "snakemake_running": running,
                    "stale_lock": stale, "stale_products": orphans,
-                   "steps": table,
+                   "steps": table, "certification": certs,
                    "failed": [{"step": j.step, "output": j.output, "log": j.log, "reason": j.reason} for j in failed]},
                   sys.stdout, indent=1)
         print()
@@ -76,6 +79,8 @@ def _status(args):
     print(f"production {prod.prod}: {len(prod.nights)} night(s), "
           f"{sum(len(prod.rows(n)) for n in prod.nights)} exposure(s); {state}")
     print(format_table(table))
+    for line in format_certification(certs):
+        print(line)
     if failed:
         print(f"\n{len(failed)} failed job(s)" + ("" if args.failed else " (--failed lists them all)") + ":")
         for j in failed if args.failed else failed[:10]:

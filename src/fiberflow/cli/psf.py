@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .common import camera_step, check_identity, check_psf, prod_root
+from .common import add_certification_arguments, camera_step, check_identity, check_psf, prod_root
 
 
 def add_arguments(p, name):
@@ -21,6 +21,7 @@ def add_arguments(p, name):
         p.add_argument("--night", type=int, required=True)
         p.add_argument("--fallback", default=None,
                        help="PSF used when the night has no usable arc PSF (nominal or an earlier night's)")
+        add_certification_arguments(p)
 
 
 def run(args):
@@ -113,6 +114,7 @@ def _psfnight(args, cfg, inst, cam):
     from ..io.psf import read_psf
     from ..provenance import step_header
     from ..steps import psffit
+    from .common import certification_state
 
     psfs, used = [], []
     for path in args.infiles:
@@ -124,7 +126,10 @@ def _psfnight(args, cfg, inst, cam):
         else:
             print(f"psfnight {cam}: {path} has no good fiber; not used")
     prod = prod_root(cfg)
-    if psfs:
+    usable, cards, why = certification_state(args, "psfnight", cam)
+    if psfs and not usable:
+        print(f"psfnight {cam} {args.night}: the night's arc PSFs are REJECTED ({why}); taking the fallback")
+    if psfs and usable:
         try:
             out = psffit.combine_psfs(psfs, inst.bundlesize, cfg["psf"]["night_nsig"])
         except ValueError as exc:
@@ -134,15 +139,20 @@ def _psfnight(args, cfg, inst, cam):
         what = f"{len(psfs)} arc PSF(s)"
     else:
         if not args.fallback:
+            if psfs:
+                raise DataError(args.qa[0], f"psfnight {cam} {args.night} is REJECTED ({why}) and there is "
+                                "no earlier night's to take: set calibration.default_psf, or certify it in the ledger")
             raise DataError(None, f"night {args.night} camera {cam}: no usable arc PSF and no --fallback PSF")
         out = read_psf(args.fallback)
         check_psf(out, args.fallback, inst, camera=cam)
         hdr = step_header("psfnight", {"fallback": True}, {"IN_PSF": (args.fallback, "fallback PSF")}, cfg, prod)
-        hdr["FALLBACK"] = (True, "no usable arc this night: PSF copied from IN_PSF")
+        hdr["FALLBACK"] = (True, ("the night's arc PSFs are REJECTED" if psfs else "no usable arc this night")
+                           + ": PSF copied from IN_PSF")
         what = f"fallback {args.fallback}"
     out.header = {k: v for k, v in out.header.items()
                   if k not in ("TRUTH", "NOMINAL", "EXPID", "EXPTIME", "MJD-OBS", "IN_IMAGE") and not k.startswith("FF")}
     out.header.update(hdr)
+    out.header.update(cards)
     out.header["CAMERA"] = cam
     out.header["NIGHT"] = int(args.night)
     out.spots = None

@@ -39,6 +39,9 @@ def add_arguments(p, name):
         p.add_argument("--thresholds", required=True, help="QA thresholds YAML (config/qa.yaml)")
         p.add_argument("-i", "--infiles", nargs="*", default=[], help="frame QA JSON files of the night")
         p.add_argument("--history", nargs="*", default=[], help="night QA JSON files of earlier nights")
+        p.add_argument("--certification", nargs="*", default=[],
+                       help="the night's certification records (a REJECTED calibration is not blamed for the "
+                            "science, which did not use it)")
         p.add_argument("-o", "--outfile", required=True, help="night QA JSON")
         p.add_argument("--html", required=True)
         p.add_argument("--trends", required=True, help="PNG: zero point, sky, EFFTIME versus time")
@@ -335,7 +338,15 @@ def _night(args):
     earlier = [read_json(f, "qa_night", "night QA JSON") for f in args.history]
     earlier = [r for r in earlier if int(r["NIGHT"]) < args.night]
     history = tables.history_from_nights(earlier, thr["history"]["nights"])
-    rec = tables.score_night(args.night, frames, thr, history)
+    certification = []
+    for f in args.certification:
+        cert = read_json(f, "certification", "certification record")
+        if int(cert.get("NIGHT", -1)) != args.night:
+            from ..errors import DataError
+
+            raise DataError(f, f"certification of night {cert.get('NIGHT')} given to the QA of night {args.night}")
+        certification += cert.get("DECISIONS", [])
+    rec = tables.score_night(args.night, frames, thr, history, certification)
     rec["THRESHOLDS"] = os.path.abspath(args.thresholds)
     rec["THRESHOLDS_VERSION"] = thresholds_version(args.thresholds)
     rec["HISTORY_NIGHTS"] = sorted(int(r["NIGHT"]) for r in earlier)

@@ -1,7 +1,8 @@
 """``fiberflow qc``: the QC1 database (:mod:`fiberflow.io.qcdb`).
 
 - ``fiberflow qc ingest --config CFG FILES...``: ingest night QA records (``qa-night-*.json``) and
-  tile QAs (``tile-qa-*.fits``); every file is read and checked before anything is written, and
+  tile QAs (``tile-qa-*.fits``), and the certification states of certification records
+  (``certification-*.json``); every file is read and checked before anything is written, and
   each product is replaced in its own transaction.
 - ``fiberflow qc history --config CFG --metric M [--camera C] [--step S] [--kind K] [--nights A B]``:
   the metric's values over the nights, as CSV (default) or JSON.
@@ -101,13 +102,22 @@ def read_product(path):
         if "EXPOSURES" not in rec or "NIGHT" not in rec:
             raise DataError(path, "night QA JSON without NIGHT / EXPOSURES")
         return "night", int(rec["NIGHT"]), qc1.night_rows(rec)
+    if ftype == "certification":
+        from ..io.datamodel import read_json
+
+        rec = read_json(path, "certification", "certification record")
+        decisions = rec.get("DECISIONS")
+        if not isinstance(decisions, list) or "NIGHT" not in rec:
+            raise DataError(path, "certification record without NIGHT / DECISIONS")
+        return "certification", int(rec["NIGHT"]), decisions
     if ftype == "tile_qa":
         from ..io.tileqa import TileQA
 
         qa = TileQA.read(path)
         return "tile", int(qa.header["LASTNIGHT"]), qc1.tile_rows(qa, str(qa.header.get("QAVER", "")))
-    raise DataError(path, "is neither a night QA record (qa-night-{night}.json) nor a tile QA "
-                          "(tile-qa-{tileid}-thru{night}.fits)")
+    raise DataError(path, "is not a night QA record (qa-night-{night}.json), a tile QA "
+                          "(tile-qa-{tileid}-thru{night}.fits) or a certification record "
+                          "(certification-{calibration}-{night}.json)")
 
 
 def _key(path, prod):
@@ -132,6 +142,11 @@ def _ingest(args):
     try:
         for f, kind, night, rows in items:
             sha = qcdb.file_sha256(f)
+            if kind == "certification":  # the calibrations' states, not QC1 rows
+                qcdb.store_certification(conn, rows)
+                done.append({"PRODUCT": _key(f, prod), "KIND": kind, "NIGHT": night, "NROWS": len(rows),
+                             "SHA256": sha})
+                continue
             n += qcdb.ingest(conn, _key(f, prod), kind, night, rows, sha)
             done.append({"PRODUCT": _key(f, prod), "KIND": kind, "NIGHT": night, "NROWS": len(rows), "SHA256": sha})
     finally:
@@ -202,23 +217,6 @@ def _products(args):
     return 0
 
 
-def read_ledger(path):
-    """The entries of a certification ledger file (an absent file is an empty ledger)."""
-    from ..errors import ConfigError
-    from ..qa.certify import parse_ledger
-
-    if not os.path.exists(path):
-        return []
-    import yaml
-
-    try:
-        with open(path) as fh:
-            entries = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not a readable YAML certification ledger ({str(exc).splitlines()[0]})") from None
-    return parse_ledger(entries, where=path)
-
-
 def _certify(args):
     from .. import paths
     from ..config import load_config
@@ -239,7 +237,7 @@ def _certify(args):
     rec = read_json(qa_night, "qa_night", "night QA JSON")
     if int(rec.get("NIGHT", -1)) != args.night:
         raise DataError(qa_night, f"is the QA of night {rec.get('NIGHT')}, not {args.night}")
-    ledger = read_ledger(ledger_path) if ledger_path else []
+    ledger = certify.load_ledger(ledger_path)
     decisions = certify.decide(certify.automatic(rec, fraction), ledger)
     conn = qcdb.connect(db)
     try:

@@ -161,3 +161,105 @@ def decide(auto, ledger):
         d["USABLE"] = d["STATUS"] != "REJECTED"
         out.append(d)
     return out
+
+
+def load_ledger(path):
+    """The checked entries of a certification ledger file (an absent file is an empty ledger).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the entry: unreadable YAML, a missing or unknown key, a bad value.
+    """
+    import os
+
+    if not path or not os.path.exists(path):
+        return []
+    import yaml
+
+    try:
+        with open(path) as fh:
+            entries = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not a readable YAML certification ledger ({str(exc).splitlines()[0]})") from None
+    return parse_ledger(entries, where=path)
+
+
+def ledger_path(cfg):
+    """The certification ledger of a validated configuration: ``qa.ledger``, else the
+    production's ``calibnight/certification.yaml``."""
+    from .. import paths
+    from ..config import resolve_roots
+
+    if cfg["qa"].get("ledger"):
+        return cfg["qa"]["ledger"]
+    return paths.findfile("certification_ledger", prod=resolve_roots(cfg)["prod"])
+
+
+def ledger_entries(ledger, calibration, night, camera=None):
+    """The ledger's entries of one calibration and night (and camera), in ledger order."""
+    return [e for e in ledger if e["calibration"] == calibration and e["night"] == int(night)
+            and (camera is None or e["camera"] == camera)]
+
+
+def ledger_digest(entries):
+    """A short digest of ledger entries: the workflow's rerun trigger of a certification (an edit
+    of one night's entries reruns that night's certification and nothing else)."""
+    text = "\n".join(f"{e['calibration']}|{e['night']}|{e['camera']}|{e['decision']}|{e['who']}|{e['when']}|{e['reason']}"
+                     for e in entries)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def ledger_decision(ledger, calibration, night, camera):
+    """The ledger's last decision (CERTIFIED / REJECTED) of one calibration, or "auto"."""
+    entries = ledger_entries(ledger, calibration, night, camera)
+    return entries[-1]["decision"] if entries else "auto"
+
+
+def certify_night(night, calibration, frames, thresholds, history=None, ledger=(), review_fraction=0.2):
+    """Certify one nightly calibration of every camera from its exposures' frame QA.
+
+    Parameters
+    ----------
+    night : int
+    calibration : str
+        A key of :data:`CALIBRATIONS`.
+    frames : list of dict
+        Frame QA records of the night's exposures of that calibration's OBSTYPE.
+    thresholds : dict
+        Validated QA thresholds.
+    history : dict, optional
+        Earlier values (:func:`fiberflow.qa.tables.history_from_nights` of earlier certification
+        records, which hold their scored exposures as night QA records do).
+    ledger : list of dict
+        Checked ledger entries (:func:`parse_ledger`).
+    review_fraction : float
+
+    Returns
+    -------
+    dict
+        NIGHT, CALIBRATION, DECISIONS (:func:`decide` of that calibration), EXPOSURES (the scored
+        exposures, as in a night QA record).
+    """
+    from .tables import score_night
+
+    obstype, _step = CALIBRATIONS[calibration]
+    bad = [f for f in frames if f.get("OBSTYPE") != obstype or int(f.get("NIGHT", -1)) != int(night)]
+    if bad:
+        f = bad[0]
+        raise ValueError(f"frame QA of {f.get('OBSTYPE')} {f.get('EXPID')} night {f.get('NIGHT')} given to the "
+                         f"certification of {calibration} {night} ({obstype} frames of that night)")
+    rec = score_night(night, frames, thresholds, history)
+    auto = [d for d in automatic(rec, review_fraction) if d["CALIBRATION"] == calibration]
+    return {"NIGHT": int(night), "CALIBRATION": calibration, "REVIEW_FRACTION": review_fraction,
+            "DECISIONS": decide(auto, [e for e in ledger if e["calibration"] == calibration]),
+            "EXPOSURES": rec["EXPOSURES"]}
+
+
+def decision_of(record, camera):
+    """The final decision of one camera in a certification record, or None when the camera's
+    exposures were not scored."""
+    for d in record.get("DECISIONS", []):
+        if d["CAMERA"] == camera:
+            return d
+    return None

@@ -25,6 +25,7 @@ img{max-width:100%%;border:1px solid #ddd;margin:4px 0}
 .small{font-size:12px;color:#555}
 .blink img{max-width:none;object-fit:none;object-position:0 0;image-rendering:pixelated}
 .blink button{margin:2px 4px 2px 0}
+.AUTO,.CERTIFIED{background:%(NORMAL)s}.REVIEW{background:%(WARNING)s}.REJECTED{background:%(ALARM)s}
 """ % STATUS_COLORS
 
 #: blinking between the same-scale panels of a frame's strip (one PNG, one panel shown at a
@@ -160,10 +161,37 @@ def night_page(path, rec, prod, exposure_pages, plots, production_page):
                    f'<td class="st {esc(e["STATUS"])}">{esc(e["STATUS"])}</td>'
                    f'<td>{esc(fb["STEP"] + " (" + ", ".join(fb["CAMERAS"]) + ")") if fb else ""}</td>{"".join(cells)}</tr>')
     out.append("</table>")
+    out.append(certification_html(rec.get("CERTIFICATION") or []))
     for p in plots:
         out.append(f'<p><img src="{esc(rel(p, path))}" alt="{esc(os.path.basename(p))}"></p>')
     crumbs = [("production", rel(production_page, path))]
     write_page(path, page(f"Night {rec['NIGHT']}", "\n".join(out), crumbs))
+
+
+def certification_html(decisions):
+    """Table of the night's calibrations and their certification states (AUTO, REVIEW,
+    REJECTED, CERTIFIED), who decided and why."""
+    if not decisions:
+        return ""
+    rows = [f'<tr><td>{esc(d["CALIBRATION"])}-{esc(d["CAMERA"])}</td><td class="st {esc(d["STATUS"])}">'
+            f'{esc(d["STATUS"])}</td><td>{_use(d)}'
+            f'</td><td>{esc(d.get("SOURCE", ""))}</td><td>{esc(d.get("REASON", ""))}</td></tr>'
+            for d in sorted(decisions, key=lambda d: (list(CERT_ORDER).index(d["CALIBRATION"])
+                                                       if d["CALIBRATION"] in CERT_ORDER else 9, d["CAMERA"]))]
+    return ('<h2>Nightly calibrations</h2><table class="certification"><tr><th>calibration</th><th>state</th>'
+            '<th>science</th><th>decided by</th><th>reason</th></tr>' + "".join(rows) + "</table>")
+
+
+CERT_ORDER = ("biasnight", "psfnight", "fiberflatnight")
+
+
+def _use(decision):
+    """What the night's science did with a calibration of this certification."""
+    if decision.get("USABLE", True):
+        return "used"
+    if decision["CALIBRATION"] == "biasnight":
+        return "used: the nightly bias is certified, not gated"
+    return "not used: an earlier night&#39;s instead"
 
 
 def petal_qa_html(petal_qa):

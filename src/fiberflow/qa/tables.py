@@ -117,7 +117,12 @@ def shipped_snr2time():
     return {t: ens.snr2time(t) for t in ens.names if ens.snr2time(t) > 0}
 
 
-def score_night(night, frames, thresholds, history=None):
+#: OBSTYPE of the exposures of each nightly calibration a REJECTED certification keeps from the
+#: science (biasnight is certified but not gated)
+CALIB_OBSTYPE = {"psfnight": "ARC", "fiberflatnight": "FLAT"}
+
+
+def score_night(night, frames, thresholds, history=None, certification=()):
     """Score every frame of a night and roll up.
 
     Parameters
@@ -130,14 +135,21 @@ def score_night(night, frames, thresholds, history=None):
         ``efftime.reference`` gives the reference zero point and sky of each arm.
     history : dict, optional
         From :func:`history_from_nights`.
+    certification : list of dict, optional
+        The night's certification decisions (:func:`fiberflow.qa.certify.decide`): the arcs and
+        flats of a camera whose psfnight / fiberflatnight is REJECTED are not a science
+        exposure's first bad step (its science took an earlier night's instead).
 
     Returns
     -------
     dict
         NIGHT, STATUS, NALARM, NSCORED, EXPOSURES (one record per exposure with its frames'
         scores, CAMERAS / PETALS statuses, EFFTIME, FIRST_BAD), FIRST_BAD (earliest bad step
-        of the night in data-flow order, with the exposures where it shows).
+        of the night in data-flow order, with the exposures where it shows), CERTIFICATION
+        (the decisions given).
     """
+    rejected = {(CALIB_OBSTYPE[d["CALIBRATION"]], d["CAMERA"]) for d in certification
+                if not d.get("USABLE", True) and d["CALIBRATION"] in CALIB_OBSTYPE}
     byexp = {}
     for fr in frames:
         byexp.setdefault(int(fr["EXPID"]), []).append(fr)
@@ -155,7 +167,7 @@ def score_night(night, frames, thresholds, history=None):
             for c in sorted(byexp):
                 if c != e and obstype[c] in want:
                     for cam, sc in scored[c].items():
-                        if cam in scored[e]:
+                        if cam in scored[e] and (obstype[c], cam) not in rejected:
                             calib.append((f"{obstype[c].lower()} {c}", dict(sc, CAMERA=cam)))
         sframes = [dict(scored[e][fr["CAMERA"]], CAMERA=fr["CAMERA"]) for fr in frs]
         roll = rollup(sframes)
@@ -191,7 +203,7 @@ def score_night(night, frames, thresholds, history=None):
     return {"NIGHT": int(night), "STATUS": worst(x["STATUS"] for x in exposures),
             "NALARM": sum(x["NALARM"] for x in exposures), "NSCORED": sum(x["NSCORED"] for x in exposures),
             "NEXP": len(exposures), "NEXP_ALARM": sum(x["STATUS"] == "ALARM" for x in exposures),
-            "FIRST_BAD": night_first, "EXPOSURES": exposures}
+            "FIRST_BAD": night_first, "EXPOSURES": exposures, "CERTIFICATION": list(certification)}
 
 
 def _flatten(prefix, value, row):

@@ -39,6 +39,7 @@ OUTPUTS = {
     "preproc": ("preproc",),
     "tilepix": ("tilepix",),
     "psf": ("fitpsf",),
+    "certify": ("certification",),  # of biasnight, psfnight, fiberflatnight, before their use
     "psfnight": ("psfnight",),
     "traceshift": ("psf",),
     "extract": ("frame",),  # + model with extract.model
@@ -115,6 +116,10 @@ class Job:
     error : str
         Why the job cannot run as configured (e.g. no starting PSF for a night without arcs);
         :meth:`Plan.job` raises it when Snakemake asks for the job.
+    ordering : tuple of str
+        Names of inputs that only order the job (Snakemake's ``ancient``): a newer file does not
+        rerun it (a nightly calibration's certification and fallback: what reruns it on a ledger
+        edit is the ledger's decision in its options).
     """
 
     step: str
@@ -127,6 +132,7 @@ class Job:
     error: str = ""
     state: str = ""
     reason: str = ""
+    ordering: tuple = ()
 
     @property
     def output(self):
@@ -178,6 +184,14 @@ class Plan:
         self.pixflat_dir = default_psf_dir(cfg, key="pixflat")
         self.nside = int(cfg["healpix"]["nside"])
         self.qa_thresholds = qa_thresholds_path(cfg, self.workdir)
+        self.breakpoints = sorted(int(b) for b in cfg["calibration"]["breakpoints"])
+        self.certify = bool(cfg["calibration"]["certify"])
+        if self.certify:
+            from ..qa.certify import ledger_path, load_ledger
+
+            self.ledger = load_ledger(ledger_path(cfg))
+        else:
+            self.ledger = []
         self.jobs = []
         self._index = {}
         self._found = {}
@@ -217,14 +231,20 @@ class Plan:
         """Cameras an exposure-table row processes."""
         return ffexp.cameras_of(r, self.cameras)
 
+    def breakpoint_of(self, night):
+        """The latest configured breakpoint (instrument change) on or before ``night``, else 0."""
+        return max([b for b in self.breakpoints if b <= int(night)], default=0)
+
     def fallback_night(self, night, obstype, camera):
         """Nearest earlier production night with a usable ``obstype`` exposure of ``camera``,
-        within ``calibration.fallback_nights`` days; None when there is none."""
+        within ``calibration.fallback_nights`` days and not before the night's latest breakpoint;
+        None when there is none."""
         night = int(night)
         limit = self.cfg["calibration"]["fallback_nights"]
+        since = self.breakpoint_of(night)
         best = None
         for n in sorted(self.nights):
-            if n < night and ffexp.nights_apart(n, night) <= limit and \
+            if since <= n < night and ffexp.nights_apart(n, night) <= limit and \
                     any(camera in self.cams(r) for r in self.rows(n, (obstype,))):
                 best = n
         return best
@@ -332,12 +352,13 @@ class Plan:
         return self.cams(r)
 
     # ---- building --------------------------------------------------------------------
-    def _add(self, step, ids, ident, inputs=None, options="", night=None, error=""):
+    def _add(self, step, ids, ident, inputs=None, options="", night=None, error="", ordering=()):
         ids = {k: v for k, v in ids.items() if v is not None}
         outputs = [self.find(ft, **ids) for ft in OUTPUTS[step]]
         if step == "extract" and self.cfg["extract"].get("model"):
             outputs.append(self.find("model", **ids))
-        job = Job(step, ids, outputs, self.log(step, ident), dict(inputs or {}), options, night, error)
+        job = Job(step, ids, outputs, self.log(step, ident), dict(inputs or {}), options, night, error,
+                  ordering=tuple(ordering))
         key = (step, _key({k: ids[k] for k in paths.template_fields(OUTPUTS[step][0])}))
         if key in self._index:
             raise ValueError(f"the plan has two {step} jobs writing {outputs[0]}")
@@ -449,19 +470,41 @@ class Plan:
         """A nightly calibration (psfnight, fiberflatnight) from the night's per-exposure
         products, else the nearest earlier night's nightly file, else the default one."""
         exps = [r for r in self.rows(night, (obstype,)) if cam in self.cams(r)]
-        error = ""
+        earlier = self.fallback_night(night, obstype, cam)
+        if earlier is not None:
+            fallback, error = self.find(step, night=earlier, camera=cam), ""
+        else:
+            fallback, error = self._default(default, cam)
+        ordering = ()
         if exps:
             files = [self.find(per_exposure, night=night, expid=r["EXPID"], camera=cam) for r in exps]
-            inputs, opts = {name: files}, "-i " + " ".join(files)
+            inputs, opts = {name: files}, ["-i " + " ".join(files)]
+            error = ""
+            if self.certify:
+                # certified before use, from the frame QA of its exposures (as the certify job, which
+                # records the decision; the ledger's decision is in the options, so editing it reruns
+                # exactly this job); a REJECTED one is replaced by the fallback. The thresholds, the
+                # earlier certifications and the fallback only order the job: a threshold edit does
+                # not re-associate the calibrations (`fiberflow status` flags what it would change)
+                from ..qa.certify import ledger_decision
+
+                qa = [self.find("qa_frame", night=night, expid=r["EXPID"], camera=cam) for r in exps]
+                history = self._cert_history(night, step)
+                inputs.update({"qa": qa, "thresholds": self.qa_thresholds, "history": history})
+                opts += [f"--qa {' '.join(qa)}", f"--thresholds {self.qa_thresholds}",
+                         f"--ledger-decision {ledger_decision(self.ledger, step, night, cam)}"]
+                if history:
+                    opts.append(f"--history {' '.join(history)}")
+                ordering = ("thresholds", "history")
+                if fallback:
+                    inputs["fallback"] = fallback
+                    opts.append(f"--fallback {fallback}")
+                    ordering += ("fallback",)
         else:
-            earlier = self.fallback_night(night, obstype, cam)
-            if earlier is not None:
-                fallback = self.find(step, night=earlier, camera=cam)
-            else:
-                fallback, error = self._default(default, cam)
             inputs = {"fallback": fallback} if fallback else {}
-            opts = f"--fallback {fallback}" if fallback else ""
-        self._add(step, dict(night=night, camera=cam), f"{night}-{cam}", inputs, opts, night=night, error=error)
+            opts = [f"--fallback {fallback}"] if fallback else []
+        self._add(step, dict(night=night, camera=cam), f"{night}-{cam}", inputs, " ".join(opts), night=night,
+                  error=error, ordering=ordering)
 
     @staticmethod
     def _default(default, cam):
@@ -600,14 +643,53 @@ class Plan:
             frames = {}
             for r in qa_rows[night]:
                 frames[r["EXPID"]] = [self._qa_frame(night, r, cam).output for cam in self.qa_cameras(night, r)]
-            earlier = [n for n in sorted(qa_nights) if n < night][-history:] if history else []
+            since = self.breakpoint_of(night)
+            earlier = [n for n in sorted(qa_nights) if since <= n < night][-history:] if history else []
+            certs = self._certify(night, qa_rows[night], frames) if self.certify else []
             nightqa = self._add("qa_night", dict(night=night), str(night),
                                 {"frames": [f for fs in frames.values() for f in fs],
                                  "history": [self.find("qa_night", night=n) for n in earlier],
+                                 "certification": certs,
                                  "thresholds": self.qa_thresholds}, night=night).output
             for r in qa_rows[night]:
                 self._add("qa_exposure", dict(night=night, expid=r["EXPID"]), f"{night}/{r['EXPID']:08d}",
                           {"nightqa": nightqa, "frames": frames[r["EXPID"]]}, night=night)
+
+    def _cert_history(self, night, calibration):
+        """Certification records of ``calibration`` of the earlier production nights with its
+        exposures, since the night's breakpoint, within the QA history window."""
+        from ..qa.certify import CALIBRATIONS
+        from ..qa.scoring import load_thresholds
+
+        if not hasattr(self, "_history_nights"):
+            self._history_nights = load_thresholds(self.qa_thresholds)["history"]["nights"]
+        if not self._history_nights:
+            return []
+        obstype = CALIBRATIONS[calibration][0]
+        since = self.breakpoint_of(night)
+        nights = [n for n in sorted(self.nights) if since <= n < int(night) and self.rows(n, (obstype,))]
+        return [self.find("certification", night=n, calibration=calibration) for n in nights[-self._history_nights:]]
+
+    def _certify(self, night, rows, frames):
+        """Certification of the night's biasnight, psfnight and fiberflatnight from the frame QA
+        of their exposures (ZERO, ARC, FLAT), with the earlier certifications of the same
+        calibration since the night's breakpoint as history (ordering only); the ledger's entries
+        of the calibration and night are in the options, so editing them reruns this job alone.
+        Returns the certification files of the night."""
+        from ..qa.certify import CALIBRATIONS, ledger_digest, ledger_entries
+
+        out = []
+        for calib, (obstype, _step) in CALIBRATIONS.items():
+            files = [f for r in rows if r["OBSTYPE"] == obstype for f in frames[r["EXPID"]]]
+            if not files:
+                continue
+            digest = ledger_digest(ledger_entries(self.ledger, calib, night))
+            job = self._add("certify", dict(night=night, calibration=calib), f"{night}-{calib}",
+                            {"frames": files, "history": self._cert_history(night, calib),
+                             "thresholds": self.qa_thresholds},
+                            f"--ledger-digest {digest}", night=night, ordering=("history",))
+            out.append(job.output)
+        return out
 
     def _catalogs(self):
         """Redshift catalogs (redshift.enabled): ztile of each survey/program from every tile's
@@ -688,7 +770,8 @@ class Plan:
         for nq in self.steps("qa_night"):
             night = nq.ids["night"]
             tiles = [j.output for j in self.steps("tile_qa") if j.ids["night"] == night]
-            self._add("qc_ingest", dict(night=night), str(night), {"qa_night": nq.output, "tile_qa": tiles},
+            self._add("qc_ingest", dict(night=night), str(night),
+                      {"qa_night": nq.output, "tile_qa": tiles, "certification": nq.inputs["certification"]},
                       night=night)
 
     def _qa_production(self):

@@ -178,3 +178,64 @@ def format_table(table):
     lines.append("-" * len(head))
     lines.append(f"{'all':<16}{sum(total.values()):>7}" + "".join(f"{total[s]:>12}" for s in STATES))
     return "\n".join(lines)
+
+
+def certification_states(plan):
+    """The certification state of every nightly calibration the production has certified so far.
+
+    Returns
+    -------
+    list of dict
+        NIGHT, CALIBRATION, CAMERA, STATUS (AUTO / REVIEW / REJECTED / CERTIFIED / NA), SOURCE,
+        REASON, and STALE: the psfnight / fiberflatnight file on disk was made under the other
+        decision (used / not used, by its CERTSTAT header; a threshold edit rescored it: rerun
+        that file with ``snakemake --forcerun``, or decide in the ledger).
+    """
+    import json
+
+    out = []
+    for job in plan.steps("certify"):
+        try:
+            with open(job.output) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        calib = job.ids["calibration"]
+        for d in rec.get("DECISIONS", []):
+            stale = False
+            if calib in ("psfnight", "fiberflatnight") and plan.certify:
+                made = _made_under(plan.find(calib, night=job.ids["night"], camera=d["CAMERA"]))
+                stale = made is not None and (made == "REJECTED") != (d["STATUS"] == "REJECTED")
+            out.append({"NIGHT": int(job.ids["night"]), "CALIBRATION": calib, "CAMERA": d["CAMERA"],
+                        "STATUS": d["STATUS"], "SOURCE": d.get("SOURCE", ""), "REASON": d.get("REASON", ""),
+                        "STALE": stale})
+    return out
+
+
+def _made_under(path):
+    """The CERTSTAT header of a nightly calibration file (None: no file or no such card)."""
+    if not os.path.exists(path):
+        return None
+    from astropy.io import fits
+
+    try:
+        return fits.getheader(path, 0).get("CERTSTAT")
+    except (OSError, ValueError):
+        return None
+
+
+def format_certification(states):
+    """Lines for ``fiberflow status``: counts per state, then every calibration that is not
+    plainly AUTO (to review, rejected, decided in the ledger) or whose file is stale."""
+    if not states:
+        return []
+    counts = {}
+    for s in states:
+        counts[s["STATUS"]] = counts.get(s["STATUS"], 0) + 1
+    lines = ["nightly calibrations: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))]
+    for s in states:
+        if s["STATUS"] != "AUTO" or s["STALE"]:
+            lines.append(f"  {s['NIGHT']} {s['CALIBRATION']}-{s['CAMERA']:<3} {s['STATUS']:<9} {s['SOURCE']:<14} "
+                         f"{s['REASON'][:90]}" + ("  [file made under another decision: --forcerun it]"
+                                                  if s["STALE"] else ""))
+    return lines
