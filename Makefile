@@ -21,7 +21,7 @@ help:
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test,mpi]'
+	$(BIN)/python -m pip install -q --no-binary connection_pool -e '.[test,mpi,postgres]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -35,14 +35,19 @@ browser:
 	  ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null ) || \
 	  echo "make: chromium could not be installed; the browser tests will skip"
 
-# Debian's graphviz (fiberflow dag) and Slurm + munge (the tests start a real single-node
-# Slurm with scripts/local-slurm and run a night through the slurm executor)
+# Debian's graphviz (fiberflow dag), Slurm + munge (the tests start a real single-node Slurm
+# with scripts/local-slurm and run a night through the slurm executor) and PostgreSQL (the tests
+# start a server for the site QC1 database)
 tools:
 	@command -v dot >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1 || \
 	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null ) ) || \
 	  echo "make: graphviz could not be installed; the DAG drawing test will skip"
 	@scripts/local-slurm install || echo "make: Slurm could not be installed; the Slurm tests will skip"
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1 || \
+	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null ) ) || \
+	  echo "make: PostgreSQL could not be installed; the PostgreSQL QC1 database tests will skip"
 
 test: setup browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests

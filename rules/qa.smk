@@ -198,3 +198,27 @@ rule qc_ingest:
         "fiberflow qc ingest --config {params.configfile} --receipt {output} {input.qa_night} {input.tile_qa} "
         "{input.certification} "
         "> {log} 2>&1"
+
+
+# the health check: every QC1 parameter of the production's last night against its history in
+# the database (breakpoints cut it), with a trend plot per parameter under qa/health/trends/
+rule qc_health:
+    input:
+        unpack(inputs("qc_health")),
+    output:
+        html=out("qc_health_html"),
+        table=out("qc_health_table"),
+    log:
+        logfile("qc_health", "production"),
+    benchmark:
+        benchfile("qc_health", "production")
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        configfile=CONFIGFILE,
+    shell:
+        "fiberflow qc health --config {params.configfile} --thresholds {input.thresholds} "
+        "--receipts {input.receipts} -o {output.table} --html {output.html} > {log} 2>&1"

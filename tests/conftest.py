@@ -35,3 +35,26 @@ LONG_MODULES = ("test_slurm.py", "test_qa_workflow.py", "test_cli.py", "test_ope
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(LONG_MODULES)}
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(LONG_MODULES)))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a real PostgreSQL server the tests started (tests/_postgres.py), stopped at the end."""
+    import _postgres
+
+    why = _postgres.available()
+    if why:
+        pytest.skip(why)
+    with _postgres.server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def qc_database(request, tmp_path):
+    """A fresh QC1 database: a SQLite file, then a database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "qc1.sqlite")
+    import _postgres
+
+    url = request.getfixturevalue("postgres_server")
+    return _postgres.new_database(url, "qc_" + request.node.name.split("[")[0][-40:].lower())

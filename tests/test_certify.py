@@ -78,7 +78,7 @@ def test_a_bad_ledger_entry_is_named(entry, message):
     assert "certification.yaml: entry 1" in str(exc.value)
 
 
-def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(tmp_path, capsys):
+def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(qc_database, tmp_path, capsys):
     """``fiberflow qc certify``: the automatic decisions of a night into the database (and JSON);
     a ledger entry re-certifies the rejected flat on the next run; a broken ledger is refused in
     one line before anything is stored."""
@@ -89,7 +89,7 @@ def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(tmp_path, caps
 
     qa = tmp_path / "qa-night-20250101.json"
     qa.write_text(json.dumps(_night(("ALARM", "NORMAL"))))
-    db, ledger = tmp_path / "qc1.sqlite", tmp_path / "certification.yaml"
+    db, ledger = qc_database, tmp_path / "certification.yaml"
     args = ["qc", "certify", "--db", str(db), "--night", "20250101", "--qa-night", str(qa), "--ledger", str(ledger),
             "--review-fraction", "0"]
     assert main(args + ["-o", str(tmp_path / "cert.json")]) == 0  # no ledger file yet: an empty ledger
@@ -105,6 +105,12 @@ def test_qc_certify_stores_the_decisions_and_a_ledger_recertifies(tmp_path, caps
     flat = state[("fiberflatnight", "b0")]
     assert flat["STATUS"] == "CERTIFIED" and flat["USABLE"] and flat["AUTO_STATUS"] == "REJECTED"
     assert flat["SOURCE"] == "ledger:sb"
+    capsys.readouterr()
+    assert main(["qc", "calibrations", "--db", str(db), "--who", "sb", "--format", "json"]) == 0
+    mine = json.loads(capsys.readouterr().out)
+    assert [(r["CALIBRATION"], r["CAMERA"], r["STATUS"]) for r in mine] == [("fiberflatnight", "b0", "CERTIFIED")]
+    assert main(["qc", "calibrations", "--db", str(db), "--status", "REJECTED"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1:] == []
     capsys.readouterr()
     ledger.write_text("- {calibration: fiberflatnight, night: 20250101, camera: b0, decision: maybe,\n"
                       "   who: sb, when: 2026-12-03, reason: x}\n")
@@ -198,3 +204,68 @@ def test_certify_refuses_frames_of_another_obstype_or_night(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(qa) in err[0] and "not of a FLAT of night 20250102" in err[0], err
     assert not (tmp_path / "cert.json").exists()
+
+
+def test_preproc_takes_an_earlier_master_bias_when_the_nights_is_rejected(tmp_path, capsys):
+    """``fiberflow preproc --qa``: the night's master bias certified from its ZEROs' frame QA; a
+    hot-pixel ALARM -> the earlier night's master bias (BIASFB, CERTSTAT in the header), without
+    one -> overscan only; the ledger's CERTIFIED -> the night's own."""
+    import os
+
+    import numpy as np
+    from _workflow import PROJECT
+
+    from fiberflow import paths
+    from fiberflow.cli.main import main
+    from fiberflow.io.datamodel import write_json
+    from fiberflow.io.image import BiasNight, PreprocImage
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+
+    night = 20250105
+    simulate_night(parse_plan({"night": night, "first_expid": 50, "exposures": [
+        {"obstype": "ZERO", "count": 2}, {"obstype": "ARC", "exptime": 5.0}]}), "tiny", 3, str(tmp_path / "raw"),
+        str(tmp_path / "truth"), cameras=["r0"])
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {tmp_path / 'raw'}\nredux: {tmp_path / 'redux'}\nspecprod: t\n")
+    raw = lambda e: paths.findfile("raw", raw=str(tmp_path / "raw"), night=night, expid=e)  # noqa: E731
+    own = str(tmp_path / "biasnight-r0-own.fits")
+    assert main(["biasnight", "--config", str(cfg), "--camera", "r0", "-i", raw(50), raw(51), "-o", own]) == 0
+    b = BiasNight.read(own)
+    earlier = str(tmp_path / "biasnight-r0-20250104.fits")
+    BiasNight(b.image + 7.0, b.mask, dict(b.header, NIGHT=20250104)).write(earlier)
+    qa = str(tmp_path / "qa-r0-00000050.json")
+    write_json(qa, "qa_frame", {"NIGHT": night, "EXPID": 50, "CAMERA": "r0", "OBSTYPE": "ZERO",
+                                "METRICS": {"BIAS": {"HOT_FRAC": 0.2}}})
+    base = ["preproc", "--config", str(cfg), "--camera", "r0", "-i", raw(52), "--biasnight", own, "--no-cosmics",
+            "--qa", qa, "--thresholds", os.path.join(PROJECT, "config", "qa.yaml")]
+    images = {}
+    for name, extra in (("fallback", ["--fallback-bias", earlier]), ("overscan", []),
+                        ("ledger", ["--fallback-bias", earlier, "--ledger-decision", "CERTIFIED"])):
+        out = str(tmp_path / f"preproc-{name}.fits")
+        assert main(base + extra + ["-o", out]) == 0
+        images[name] = PreprocImage.read(out)
+    assert "master bias is REJECTED (BIAS ALARM: 50:HOT_FRAC=ALARM); taking" in capsys.readouterr().out
+    assert images["fallback"].header["CERTSTAT"] == "REJECTED" and images["fallback"].header["BIASFB"] == \
+        os.path.basename(earlier)
+    assert images["overscan"].header["BIASFB"] == "none" and images["ledger"].header["CERTSTAT"] == "CERTIFIED"
+    assert "BIASFB" not in images["ledger"].header
+    good = images["ledger"].mask == 0
+    # the earlier bias is 7 ADU higher: the image is 7 x gain lower
+    gain = float(np.median(images["ledger"].image[good] - images["fallback"].image[good])) / 7.0
+    assert 0.5 < gain < 3.0
+
+
+def test_the_average_flux_calibration_is_certified_from_its_qc1_parameters():
+    by = lambda n, s, thr=None, ledger=(): C.certify_average({"NAVERAGE": n, "SCATTER": s}, "r0", 20250110, thr,  # noqa: E731
+                                                             ledger)
+    assert by(8, 0.02)["STATUS"] == "AUTO" and by(8, 0.02)["USABLE"]
+    assert by(4, 0.02)["STATUS"] == "REVIEW" and "NAVERAGE=4:WARNING" in by(4, 0.02)["REASON"]
+    bad = by(8, 0.3)
+    assert bad["STATUS"] == "REJECTED" and not bad["USABLE"] and "SCATTER=0.3:ALARM" in bad["REASON"]
+    loose = {"certification": {"fluxcalib-average": {"SCATTER": {"normal": [0, 0.5]}}}}
+    assert by(8, 0.3, loose)["STATUS"] == "AUTO"
+    ledger = C.parse_ledger([{"calibration": "fluxcalib-average", "night": 20250110, "camera": "r0",
+                              "decision": "CERTIFIED", "who": "sb", "when": "2026-12-04", "reason": "checked"}])
+    ok = by(8, 0.3, None, ledger)
+    assert ok["STATUS"] == "CERTIFIED" and ok["AUTO_STATUS"] == "REJECTED" and ok["SOURCE"] == "ledger:sb"

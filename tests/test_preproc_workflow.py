@@ -392,6 +392,18 @@ def _check_calibration_chain(root, cfg, prod, sim):
     avg = root / "fluxcalib-avg-r0.fits"
     res = _ff("fluxcalib-average", "--camera", "r0", "-i", good, str(root / "fc-few.fits"), "-o", str(avg))
     assert res.returncode == 0 and "skipping fc-few.fits (FLUXFLAG NOCALIB)" in res.stdout, res.stdout + res.stderr
+    # an average of one exposure is REJECTED (NAVERAGE below 3) and fluxcalib does not use it ...
+    assert "REJECTED (ALARM: NAVERAGE=1:ALARM)" in res.stdout and read_fluxcalib(str(avg)).header["CERTSTAT"] == "REJECTED"
+    res = _ff("fluxcalib", "--config", str(strict), "--camera", "r0", "-i", sframe, "--stdstars", std,
+              "--average", str(avg), "-o", str(root / "fc-rejected.fits"))
+    assert res.returncode == 0 and "is REJECTED" in res.stdout, res.stdout + res.stderr
+    assert read_fluxcalib(str(root / "fc-rejected.fits")).header["FLUXFLAG"] == "NOCALIB"
+    # ... until a reviewer certifies it in the ledger
+    ledger = root / "certification.yaml"
+    ledger.write_text(f"- {{calibration: fluxcalib-average, night: {NIGHT}, camera: r0, decision: CERTIFIED, who: sb,\n"
+                      "   when: 2026-12-04, reason: one clear exposure is enough for this test}\n")
+    res = _ff("fluxcalib-average", "--camera", "r0", "-i", good, "--ledger", str(ledger), "-o", str(avg))
+    assert res.returncode == 0 and read_fluxcalib(str(avg)).header["CERTSRC"] == "ledger:sb", res.stdout + res.stderr
     res = _ff("fluxcalib", "--config", str(strict), "--camera", "r0", "-i", sframe, "--stdstars", std,
               "--average", str(avg), "-o", str(root / "fc-avg.fits"))
     assert res.returncode == 0 and "average calibration" in res.stdout, res.stdout + res.stderr

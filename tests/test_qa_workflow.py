@@ -203,6 +203,22 @@ def test_a_rejected_flat_is_replaced_by_the_previous_nights_until_the_ledger_cer
     assert not ffc.header["FALLBACK"] and ffc.header["CERTSTAT"] == "CERTIFIED" and ffc.header["NFLATS"] == 1
     res = snakemake(production["root"], production["cfg"], "qa", "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]
+    # rejecting night A's r0 master bias would redo exactly night A's r0 preprocessing (its arc,
+    # flat and science exposure) with night A's certification of the bias; taking it back, nothing
+    certified = ledger.read_text()
+    ledger.write_text(certified + f"- {{calibration: biasnight, night: {NIGHT_A}, camera: r0, decision: REJECTED,\n"
+                                  "   who: qc-scientist, when: 2026-12-04, reason: hot columns}\n")
+    res = snakemake(production["root"], production["cfg"], "qa", "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    stats = _job_stats(res.stdout)
+    nexp = len([e for e in production["plans"][0].exposures if e.obstype in ("ARC", "FLAT", "SCIENCE")])
+    # (night A's three certifications: the bias's by its ledger entry, the others by their new r0 frames)
+    assert stats["preproc"] == nexp and stats["certify"] == 3 and "biasnight" not in stats, stats
+    redone = re.findall(r"output: \S*/(preproc-[brz]\d)-\d{8}\.fits", res.stdout)
+    assert redone == ["preproc-r0"] * nexp, redone
+    ledger.write_text(certified)
+    res = snakemake(production["root"], production["cfg"], "qa", "-n")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]
 
 
 def test_production_table_loads_in_one_line(production):
@@ -272,7 +288,7 @@ def test_editing_a_threshold_reruns_only_the_qa_rules(production):
     rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.MULTILINE)) - {"total"}
     # the certifications are rescored too, but a changed decision does not re-associate the
     # calibrations (their certification only orders them): the ledger does that
-    assert rules == {"certify", "qa_night", "qa_exposure", "qa_production", "qc_ingest", "qa"}, table
+    assert rules == {"certify", "qa_night", "qa_exposure", "qa_production", "qc_ingest", "qc_health", "qa"}, table
     res = snakemake(root, cfg, "qa")
     assert res.returncode == 0, res.stderr[-2000:]
     rec = _night(production["prod"], NIGHT_C)
@@ -335,3 +351,15 @@ def test_qc1_database_holds_every_scored_metric_of_the_nights(production):
     assert state[("fiberflatnight", "r0")]["STATUS"] == "CERTIFIED" and state[("fiberflatnight", "r0")]["USABLE"]
     assert {r["STATUS"] for r in qcdb.certification(conn, night=NIGHT_A)} == {"AUTO"}
     conn.close()
+    # the health check of the last night against the database: every parameter of night C, those
+    # with enough history judged, a trend plot each, linked from the production page
+    import csv
+
+    with open(paths.findfile("qc_health_table", prod=str(prod))) as fh:
+        health = list(csv.DictReader(fh))
+    assert health and {r["NIGHT"] for r in health} == {str(NIGHT_C)}
+    judged = [r for r in health if r["STATUS"] != "NA"]
+    assert judged and all(int(r["HIST_N"]) >= 5 and r["HIST_FIRST"] == str(NIGHT_A) for r in judged)
+    page = open(paths.findfile("qc_health_html", prod=str(prod))).read()
+    assert "trends/trend-SKY-SKYCHI2.png" in page
+    assert "health/index.html" in open(paths.findfile("qa_production_html", prod=str(prod))).read()

@@ -57,41 +57,53 @@ def _write_nights(tmp_path, nights, **kw):
     return files
 
 
-def test_ingestion_is_idempotent_and_transactional(tmp_path):
-    db = tmp_path / "qc1.sqlite"
-    conn = qcdb.connect(str(db))
+def test_ingestion_is_idempotent_and_transactional(qc_database, tmp_path):
+    """SQLite and PostgreSQL alike: re-ingesting replaces, a failed re-ingestion leaves the old
+    rows, a database of another schema version is refused."""
+    conn = qcdb.connect(qc_database)
     rows = qc1.night_rows(_night(20250101))
     assert qcdb.ingest(conn, "qa/nights/20250101/qa-night-20250101.json", "night", 20250101, rows) == 15
     assert qcdb.ingest(conn, "qa/nights/20250101/qa-night-20250101.json", "night", 20250101, rows) == 15
     assert len(qcdb.query(conn)) == 15 and len(qcdb.products(conn)) == 1
     # a re-ingestion that fails half way (an unstorable value in its last row) leaves the old rows
     broken = [dict(r) for r in rows[:3]] + [dict(rows[3], VALUE={"not": "a number"})]
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(Exception) as exc:
         qcdb.ingest(conn, "qa/nights/20250101/qa-night-20250101.json", "night", 20250101, broken)
+    assert "sqlite3" in type(exc.value).__module__ or "psycopg" in type(exc.value).__module__, exc.value
     assert len(qcdb.query(conn)) == 15 and qcdb.products(conn)[0]["NROWS"] == 15
     hist = qcdb.query(conn, metric="SKYCHI2", camera="r0")
     assert [r["VALUE"] for r in hist] == pytest.approx([1.0, 1.01, 1.02])
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     conn.close()
-    # a file that is not a database, and a database of another schema version
+    with pytest.raises(qcdb.DataError, match="schema version 0"):
+        qcdb.connect(qc_database)
+
+
+def test_a_file_that_is_not_a_database_or_a_server_that_is_not_there(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(qcdb.DataError, match="not a QC1 database"):
         qcdb.connect(str(tmp_path / "junk.sqlite"))
-    c = sqlite3.connect(str(db))
-    c.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    c = sqlite3.connect(str(tmp_path / "other.sqlite"))
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    c.execute("INSERT INTO meta VALUES ('schema_version', '7')")
     c.commit()
     c.close()
-    with pytest.raises(qcdb.DataError, match="schema version 0"):
-        qcdb.connect(str(db))
+    with pytest.raises(qcdb.DataError, match="schema version 7"):
+        qcdb.connect(str(tmp_path / "other.sqlite"))
+    pytest.importorskip("psycopg")
+    with pytest.raises(qcdb.DataError, match="cannot open the PostgreSQL QC1 database") as exc:
+        qcdb.connect("postgresql://qc:secret@127.0.0.1:1/qc1", timeout=5)
+    assert "secret" not in str(exc.value) and "qc:***@127.0.0.1" in str(exc.value)
 
 
-def test_two_processes_ingesting_at_once_lose_no_row(tmp_path):
+def test_two_processes_ingesting_at_once_lose_no_row(qc_database, tmp_path):
     """Two ``fiberflow qc ingest`` processes, each with 40 nights (10 of them the same), into one
-    database at once: every product once, every row there."""
+    database (SQLite, PostgreSQL) at once: every product once, every row there."""
     nights_a = list(range(20250101, 20250141))
     nights_b = list(range(20250131, 20250171))
     fa = _write_nights(tmp_path, nights_a)
     fb = _write_nights(tmp_path, nights_b)
-    db = str(tmp_path / "qc1.sqlite")
+    db = qc_database
     cmd = [sys.executable, "-m", "fiberflow.cli.main", "qc", "ingest", "--db", db]
     procs = [subprocess.Popen(cmd + files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for files in ([f for f in fa for _ in range(3)], [f for f in fb for _ in range(3)])]  # each 3 times
@@ -121,7 +133,7 @@ def test_qc_commands_refuse_bad_input_before_writing(tmp_path, capsys):
     other = tmp_path / "notes.txt"
     other.write_text("x")
     assert main(["qc", "ingest", "--db", str(db), str(other)]) == 1
-    assert "neither a night QA record" in capsys.readouterr().err
+    assert "is not a night QA record" in capsys.readouterr().err
     assert main(["qc", "history", "--db", str(db), "--metric", "SKYCHI2"]) == 1
     assert "not found" in capsys.readouterr().err
     assert main(["qc", "ingest", "--db", str(db), good]) == 0
@@ -136,3 +148,56 @@ def test_qc_commands_refuse_bad_input_before_writing(tmp_path, capsys):
     assert len(prods) == 1 and prods[0]["NROWS"] == 15 and len(prods[0]["SHA256"]) == 64
     assert np.isclose(float(lines[1].split(",")[10]), 1.0)
     assert os.path.getsize(db) > 0
+
+
+def _rows(night, values, metric="SKYCHI2", camera="r0", step="SKY"):
+    base = dict.fromkeys(qcdb.COLUMNS)
+    return [dict(base, KIND="frame", NIGHT=night, EXPID=night % 10000 * 10 + k, CAMERA=camera, OBSTYPE="SCIENCE",
+                 STEP=step, METRIC=metric, VALUE=v, STATUS="NORMAL") for k, v in enumerate(values)]
+
+
+def test_health_check_judges_the_last_night_against_its_history(qc_database, tmp_path, capsys):
+    """40 nights of a sky chi2 (r0 ~1.00, b0 ~1.00); on the last night r0 jumps to 1.3: ALARM, b0
+    NORMAL. A breakpoint cuts the history (4 nights left; on the night before: too few values,
+    NA). The command writes the table, the page and a trend plot per parameter."""
+    from fiberflow.cli.main import main
+    from fiberflow.qa import health
+
+    rng = np.random.default_rng(3)
+    conn = qcdb.connect(qc_database)
+    nights = [20250101 + k for k in range(31)] + [20250201 + k for k in range(9)]
+    for n in nights:
+        rows = []
+        for cam in ("b0", "r0"):
+            vals = list(1.0 + 0.01 * rng.normal(size=3))
+            if n == nights[-1] and cam == "r0":
+                vals = [1.3, 1.0, 1.01]
+            rows += _rows(n, vals, camera=cam)
+        qcdb.ingest(conn, f"qa/nights/{n}/qa-night-{n}.json", "night", n, rows)
+    hist = {"min_values": 5, "warning_nsig": 4, "alarm_nsig": 6}
+    vals = qcdb.values(conn)
+    assert qcdb.nights(conn) == nights
+    conn.close()
+    got = {r["CAMERA"]: r for r in health.health_check(vals, nights[-1], hist, window=30)}
+    assert got["r0"]["STATUS"] == "ALARM" and got["r0"]["WORST_VALUE"] == 1.3 and got["r0"]["PULL"] > 15
+    assert got["b0"]["STATUS"] == "NORMAL" and got["r0"]["HIST_NIGHTS"] == 30 and got["r0"]["HIST_N"] == 90
+    assert got["r0"]["HIST_FIRST"] == nights[-31] and abs(got["r0"]["HIST_MEDIAN"] - 1.0) < 0.005
+    cut = {r["CAMERA"]: r for r in health.health_check(vals, nights[-1], hist, window=30, since=nights[-5])}
+    assert cut["r0"]["HIST_NIGHTS"] == 4 and cut["r0"]["HIST_FIRST"] == nights[-5] and cut["r0"]["STATUS"] == "ALARM"
+    na = {r["CAMERA"]: r for r in health.health_check(vals, nights[-1], hist, window=30, since=nights[-2])}
+    assert na["r0"]["STATUS"] == "NA" and na["r0"]["HIST_N"] == 3
+    # the command: table, page, trend plots
+    thr = os.path.join(os.path.dirname(__file__), "..", "config", "qa.yaml")
+    html = tmp_path / "health" / "index.html"
+    out = tmp_path / "health.csv"
+    assert main(["qc", "health", "--db", qc_database, "--thresholds", thr, "--breakpoints", str(nights[-5]),
+                 "-o", str(out), "--html", str(html)]) == 0
+    assert "2 parameters, 1 ALARM, 1 NORMAL (history since 20250205)" in capsys.readouterr().err
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("KIND,STEP,METRIC,CAMERA,NIGHT,STATUS") and lines[1].split(",")[3:6] == [
+        "r0", str(nights[-1]), "ALARM"]
+    page = html.read_text()
+    assert "trends/trend-SKY-SKYCHI2.png" in page and page.index(">ALARM<") < page.index(">NORMAL<")
+    assert (html.parent / "trends" / "trend-SKY-SKYCHI2.png").stat().st_size > 2000
+    assert main(["qc", "health", "--db", qc_database, "--thresholds", thr, "--night", "20240101"]) == 1
+    assert "not in the QC1 database" in capsys.readouterr().err

@@ -90,6 +90,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "qc_ingest": ("prod", "qa/nights/{night}/qc1-ingest-{night}.json"),
     "certification": ("prod", "calibnight/{night}/certification-{calibration}-{night}.json"),
     "certification_ledger": ("prod", "calibnight/certification.yaml"),
+    "qc_health_html": ("prod", "qa/health/index.html"),
+    "qc_health_table": ("prod", "qa/health/qc-health.csv"),
     "qa_night_trends": ("prod", "qa/nights/{night}/qa-night-trends-{night}.png"),
     "qa_night_hist": ("prod", "qa/nights/{night}/qa-night-hist-{night}.png"),
     "qa_production_table": ("prod", "qa/qa-production.csv"),

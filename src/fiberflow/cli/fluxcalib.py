@@ -33,6 +33,12 @@ def add_arguments(p, name):
         p.add_argument("--camera", required=True)
         p.add_argument("-i", "--infiles", nargs="+", required=True,
                        help="fluxcalib-{camera}-{expid}.fits of good exposures (FLUXFLAG OK)")
+        p.add_argument("--thresholds", default=None,
+                       help="QA thresholds YAML whose certification: fluxcalib-average: ranges judge it "
+                            "(default: NAVERAGE >= 5 normal, >= 3 warning; SCATTER <= 0.05 normal, <= 0.10 warning)")
+        p.add_argument("--ledger", default=None,
+                       help="certification ledger YAML (an entry {calibration: fluxcalib-average, night: the latest "
+                            "night of the inputs, camera, decision, who, when, reason} overrides)")
     else:
         p.add_argument("--camera", required=True)
         p.add_argument("-i", "--infile", required=True, help="sframe-{camera}-{expid}.fits")
@@ -82,7 +88,12 @@ def _average(args):
     from ..errors import DataError
     from ..io.calib import FluxCalib, read_fluxcalib
 
-    vectors, exptimes, used, wave = [], [], [], None
+    from ..qa.certify import certify_average, load_ledger
+    from ..qa.scoring import load_thresholds
+
+    thresholds = load_thresholds(args.thresholds) if args.thresholds else None
+    ledger = load_ledger(args.ledger)  # both checked before the work
+    vectors, exptimes, used, wave, nights = [], [], [], None, []
     for path in args.infiles:
         fc = read_fluxcalib(path)
         if str(fc.header.get("CAMERA", args.camera)).strip() != args.camera:
@@ -103,6 +114,7 @@ def _average(args):
         vectors.append(np.nan_to_num(vec, nan=0.0))
         exptimes.append(exptime)
         used.append(path)
+        nights.append(int(fc.header.get("NIGHT", 0) or 0))
     if not used:
         raise DataError(args.infiles[0], "no input calibration with FLUXFLAG OK")
     mean, scatter = average_calibration(np.array(vectors), np.array(exptimes))
@@ -111,13 +123,21 @@ def _average(args):
     frac = np.maximum(scatter, 0.05)
     ivar = np.where(mean > 0, 1.0 / np.where(mean > 0, (frac * mean) ** 2, 1.0), 0.0)
     mask = np.where(mean > 0, 0, specmask.mask("BADFIBER")).astype(np.int32)
+    med_scatter = float(np.median(scatter[mean > 0])) if np.any(mean > 0) else float("inf")
+    night = max(nights)
+    cert = certify_average({"NAVERAGE": len(used), "SCATTER": med_scatter}, args.camera, night, thresholds, ledger)
     hdr = {"CAMERA": args.camera, "NAVERAGE": (len(used), "exposures averaged"),
+           "SCATMED": (med_scatter, "median fractional scatter between them"),
+           "AVGNIGHT": (night, "latest night of the inputs (the ledger's key)"),
            "AVGUNIT": ("per second", "calibration per second of exposure"),
            "FLUXFLAG": ("OK", "average of good calibrations"),
-           "AVGFILES": (",".join(os.path.basename(p) for p in used)[:68], "inputs")}
+           "AVGFILES": (",".join(os.path.basename(p) for p in used)[:68], "inputs"),
+           "CERTSTAT": (cert["STATUS"], "certification (REJECTED: fluxcalib does not use it)"),
+           "CERTSRC": (str(cert["SOURCE"])[:40], "auto or ledger:who"),
+           "CERTWHY": (str(cert["REASON"])[:48], "reason (abridged)")}
     FluxCalib(wave, mean[None].astype("f4"), ivar[None].astype("f4"), mask[None], header=hdr).write(args.outfile)
     print(f"fluxcalib-average {args.camera}: {len(used)} calibration(s), median scatter "
-          f"{100 * float(np.median(scatter)):.2f}% -> {args.outfile}")
+          f"{100 * med_scatter:.2f}%, {cert['STATUS']} ({cert['REASON']}) -> {args.outfile}")
     return 0
 
 
@@ -188,7 +208,11 @@ def _fluxcalib(args):
     average = None
     if args.average:
         avg = read_fluxcalib(args.average)
-        average = (avg.wave, avg.calib)
+        if str(avg.header.get("CERTSTAT", "")).strip() == "REJECTED":
+            print(f"fluxcalib {cam}: the average calibration {os.path.basename(args.average)} is REJECTED "
+                  f"({avg.header.get('CERTWHY', '')}); not used")
+        else:
+            average = (avg.wave, avg.calib)
     try:
         res = fluxcalib.fluxcalib_step(fr.wave, fr.flux, fr.ivar, fr.mask, diags_to_rows(np.asarray(fr.resolution, float)),
                                        fibers, float(fr.header.get("EXPTIME", 0.0)),

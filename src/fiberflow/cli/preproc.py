@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .common import camera_step, check_fibermap, check_identity, prod_root
+from .common import add_certification_arguments, camera_step, check_fibermap, check_identity, prod_root
 
 
 def add_arguments(p, name):
@@ -18,6 +18,9 @@ def add_arguments(p, name):
         p.add_argument("--badamps", default="", help="amplifiers to mask, e.g. B or B,C")
         p.add_argument("--pixflat", default=None, help="pixel flat pixflat-{camera}.fits to divide by (default: none)")
         p.add_argument("--no-cosmics", action="store_true", help="skip cosmic-ray rejection")
+        p.add_argument("--fallback-bias", default=None,
+                       help="master bias used when the night's is REJECTED (an earlier night's; default: overscan only)")
+        add_certification_arguments(p)
     else:
         p.add_argument("-i", "--infiles", nargs="+", required=True, help="raw ZERO exposures of the night")
 
@@ -55,12 +58,24 @@ def run(args):
     bias = bmask = None
     nzero = 0
     inputs = [args.infile]
-    if args.biasnight:
-        b = BiasNight.read(args.biasnight)
-        check_identity(b.header, args.biasnight, "master bias", camera=cam)
+    cards = {}
+    biasfile = args.biasnight
+    if args.biasnight and args.qa:  # the night's master bias is certified from its ZEROs' frame QA first
+        from .common import certification_state
+
+        args.night = int(rc.header.get("NIGHT", -1))
+        usable, cards, why = certification_state(args, "biasnight", cam)
+        if not usable:
+            biasfile = args.fallback_bias
+            print(f"preproc {cam}: the night's master bias is REJECTED ({why}); "
+                  + (f"taking {biasfile}" if biasfile else "overscan only"))
+            cards["BIASFB"] = (os.path.basename(biasfile) if biasfile else "none", "master bias used instead")
+    if biasfile:
+        b = BiasNight.read(biasfile)
+        check_identity(b.header, biasfile, "master bias", camera=cam)
         bias, bmask = b.image, b.mask
         nzero = int(b.header.get("NZERO", 0))
-        inputs.append(args.biasnight)
+        inputs.append(biasfile)
     badamps = [a.strip().upper() for a in args.badamps.split(",") if a.strip()]
     pixflat = None
     if args.pixflat:
@@ -83,6 +98,7 @@ def run(args):
     hdr = step_header("preproc", {"camera": cam, "badamps": args.badamps, "cosmics": not args.no_cosmics}, inputs,
                       cfg, prod, base=raw, camera=cam)
     hdr.update(qa)
+    hdr.update(cards)
     PreprocImage(image, ivar, mask, rdnoise, fibermap, hdr).write(args.outfile)
     rdn = ", ".join("%.2f" % qa["OBSRDN" + a][0] for a in preproc.AMPS if "OBSRDN" + a in qa)
     print(f"preproc {cam} {os.path.basename(args.infile)}: {qa['NCOSMIC'][0]} cosmic-ray clusters, "

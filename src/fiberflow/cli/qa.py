@@ -467,7 +467,8 @@ def _production(args):
     for f in getattr(args, "nightqa", None) or []:
         _, ids = paths.parse_path(f)
         tile_pages[int(ids["night"])] = os.path.abspath(f)
-    production_page(args.outfile, records, night_pages, [args.trends, args.hist], args.table, tile_pages)
+    production_page(args.outfile, records, night_pages, [args.trends, args.hist], args.table, tile_pages,
+                    paths.findfile("qc_health_html", prod=args.prod))
     counts = tables.status_counts(records)
     print(f"qa-production: {len(records)} nights, {len(rows)} frames "
           f"({counts['ALARM']} ALARM, {counts['WARNING']} WARNING) -> {args.outfile}")

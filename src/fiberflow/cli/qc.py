@@ -25,10 +25,13 @@ def add_arguments(p, name):
                          ("products", "the products the database holds"),
                          ("certify", "certify a night's nightly calibrations (AUTO / REVIEW / REJECTED, the ledger's "
                                      "overrides) into the database"),
-                         ("calibrations", "the certification state of the nightly calibrations")):
+                         ("calibrations", "the certification state of the nightly calibrations"),
+                         ("health", "health check: every QC1 parameter of a night against its history in the "
+                                    "database (dynamic ranges; breakpoints cut the history), with trend pages")):
         s = sub.add_parser(action, help=text, description=text)
         s.add_argument("--config", default=None, help="workflow configuration (the database under its production)")
-        s.add_argument("--db", default=None, help="the database file (default {prod}/qa/qc1.sqlite)")
+        s.add_argument("--db", default=None, help="the database: a SQLite file (default {prod}/qa/qc1.sqlite) or a "
+                                                  "postgresql://user@host:port/dbname URL")
         if action == "ingest":
             s.add_argument("files", nargs="+", help="qa-night-{night}.json and tile-qa-{tileid}-thru{night}.fits files")
             s.add_argument("--receipt", default=None,
@@ -49,21 +52,38 @@ def add_arguments(p, name):
             s.add_argument("--review-fraction", type=float, default=None,
                            help="share of green calibrations sent to review (default: qa.review_fraction, 0.2)")
             s.add_argument("-o", "--outfile", default=None, help="also write the decisions as JSON")
+        elif action == "health":
+            s.add_argument("--night", type=int, default=None, help="the night checked (default: the database's last)")
+            s.add_argument("--nights", type=int, default=None,
+                           help="earlier nights with values in the history (default: the thresholds' history.nights)")
+            s.add_argument("--thresholds", default=None,
+                           help="QA thresholds YAML for the history settings (default: the production's qa.thresholds)")
+            s.add_argument("--breakpoints", type=int, nargs="*", default=None,
+                           help="nights of instrument changes (default: the config's calibration.breakpoints)")
+            s.add_argument("--format", default="csv", choices=("csv", "json"))
+            s.add_argument("-o", "--outfile", default=None, help="write the table here instead of the terminal")
+            s.add_argument("--html", default=None, help="write the health page here (trend plots beside it)")
+            s.add_argument("--receipts", nargs="*", default=[],
+                           help="the nights' qc_ingest receipts (the workflow's inputs; not read)")
         else:
             s.add_argument("--night", type=int, default=None)
             s.add_argument("--format", default="csv", choices=("csv", "json"))
+            if action == "calibrations":
+                s.add_argument("--who", default=None, help="only the decisions of this reviewer (the ledger's who)")
+                s.add_argument("--status", default=None, choices=("AUTO", "REVIEW", "REJECTED", "CERTIFIED", "NA"),
+                               help="only calibrations in this state (e.g. REVIEW: the review queue)")
 
 
 def run(args):
     return {"ingest": _ingest, "history": _history, "products": _products, "certify": _certify,
-            "calibrations": _calibrations}[args.qc_command](args)
+            "calibrations": _calibrations, "health": _health}[args.qc_command](args)
 
 
 def _db(args):
     """The database path and the production root (None without --config)."""
     from ..config import load_config
     from ..errors import ConfigError
-    from ..io.qcdb import default_path
+    from ..io.qcdb import default_path, is_url
     from .common import prod_root
 
     cfg = load_config(args.config) if args.config else {}
@@ -72,7 +92,8 @@ def _db(args):
         return args.db, prod
     configured = (cfg.get("qa") or {}).get("database")
     if configured:
-        return (configured if os.path.isabs(configured) or prod is None else os.path.join(prod, configured)), prod
+        return (configured if is_url(configured) or os.path.isabs(configured) or prod is None
+                else os.path.join(prod, configured)), prod
     if prod is None:
         raise ConfigError("give --db, or --config of a production (the database is {prod}/qa/qc1.sqlite, "
                           "or its qa.database)")
@@ -187,7 +208,7 @@ def _read(args, fn):
     from ..io import qcdb
 
     db, _ = _db(args)
-    if not os.path.exists(db):
+    if not qcdb.is_url(db) and not os.path.exists(db):
         raise DataError(db, "QC1 database not found (fiberflow qc ingest writes it)")
     conn = qcdb.connect(db)
     try:
@@ -256,6 +277,76 @@ def _calibrations(args):
     from ..io import qcdb
 
     rows = _read(args, lambda conn: qcdb.certification(conn, night=args.night))
+    if args.who:
+        rows = [r for r in rows if r["SOURCE"] == f"ledger:{args.who}"]
+    if args.status:
+        rows = [r for r in rows if r["STATUS"] == args.status]
     _write(rows, ("CALIBRATION", "NIGHT", "CAMERA", "STATUS", "USABLE", "REASON", "SOURCE", "AUTO_STATUS", "DECIDED"),
            args.format)
+    return 0
+
+
+def _health(args):
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..io import qcdb
+    from ..qa import health
+    from ..qa.scoring import load_thresholds
+
+    cfg = load_config(args.config) if args.config else None
+    thresholds = args.thresholds
+    if thresholds is None:
+        if cfg is None:
+            raise ConfigError("give --thresholds, or --config of a production")
+        from ..workflow.plan import qa_thresholds_path
+
+        thresholds = qa_thresholds_path(cfg, os.path.dirname(os.path.abspath(args.config)))
+    hist_cfg = load_thresholds(thresholds)["history"]
+    window = args.nights if args.nights is not None else int(hist_cfg["nights"])
+    breakpoints = args.breakpoints if args.breakpoints is not None else \
+        ([int(b) for b in cfg["calibration"]["breakpoints"]] if cfg else [])
+
+    def check(conn):
+        nights = qcdb.nights(conn)
+        if not nights:
+            raise ConfigError(f"{qcdb.redacted(_db(args)[0])}: the QC1 database holds no night yet")
+        night = args.night if args.night is not None else nights[-1]
+        if night not in nights:
+            raise ConfigError(f"night {night} is not in the QC1 database (it holds {nights[0]} .. {nights[-1]})")
+        since = max([b for b in breakpoints if b <= night], default=0)
+        hn = health.history_nights(nights, night, window, since)
+        vals = qcdb.values(conn, night_min=hn[0] if hn else night, night_max=night)
+        return night, since, vals, health.health_check(vals, night, hist_cfg, window, since)
+
+    t0 = time.time()
+    night, since, vals, rows = _read(args, check)
+    _write(rows, health.COLUMNS, args.format, args.outfile)
+    if args.html:
+        from ..qa import plots
+        from ..qa.html import health_page
+
+        out = os.path.dirname(os.path.abspath(args.html))
+        pngs = {}
+        for step, metric in sorted({(r["STEP"], r["METRIC"]) for r in rows if r["HIST_N"]}):
+            png = os.path.join(out, "trends", f"trend-{step}-{metric}.png")
+            bands = {r["CAMERA"] or "all": (r["NORMAL_LO"], r["NORMAL_HI"]) for r in rows
+                     if r["STEP"] == step and r["METRIC"] == metric}
+            plots.trend(png, f"{step} {metric}", health.series_of(vals, step, metric), night,
+                        [b for b in breakpoints if b <= night], bands)
+            pngs[(step, metric)] = png
+        settings = (f"the last {window} nights with values" if window else "every earlier night") + \
+            (f" since the breakpoint {since}" if since else "") + \
+            f"; ranges median +- {hist_cfg['warning_nsig']} / {hist_cfg['alarm_nsig']} robust sigma, " \
+            f"at least {hist_cfg['min_values']} values ({os.path.basename(thresholds)})"
+        prod_page = None
+        if cfg is not None:
+            from .. import paths
+
+            prod_page = paths.findfile("qa_production_html", prod=_db(args)[1]) if _db(args)[1] else None
+        health_page(args.html, rows, night, pngs, settings, prod_page)
+    counts = {}
+    for r in rows:
+        counts[r["STATUS"]] = counts.get(r["STATUS"], 0) + 1
+    print(f"qc health {night}: {len(rows)} parameters, " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+          + (f" (history since {since})" if since else "") + f" [{time.time() - t0:.2f} s]", file=sys.stderr)
     return 0

@@ -31,6 +31,14 @@ from ..errors import ConfigError
 #: calibration -> (OBSTYPE of its exposures, step whose scores judge it)
 CALIBRATIONS = {"biasnight": ("ZERO", "BIAS"), "psfnight": ("ARC", "PSF"), "fiberflatnight": ("FLAT", "FIBERFLAT")}
 DECISIONS = ("CERTIFIED", "REJECTED")
+#: the average flux calibration (``fiberflow fluxcalib-average``, per camera; its night is the
+#: latest night of its inputs): QC1 parameters and their default ranges (the thresholds file's
+#: ``certification: fluxcalib-average:`` section overrides them)
+AVERAGE = "fluxcalib-average"
+AVERAGE_RANGES = {"NAVERAGE": {"normal": [5, None], "warning": [3, None]},
+                  "SCATTER": {"normal": [0.0, 0.05], "warning": [0.0, 0.10]}}
+#: what the ledger can decide on
+LEDGER_CALIBRATIONS = (*CALIBRATIONS, AVERAGE)
 LEDGER_KEYS = {"calibration", "night", "camera", "decision", "who", "when", "reason"}
 
 
@@ -119,8 +127,8 @@ def parse_ledger(entries, where="certification ledger"):
             raise ConfigError(f"{at}: " + "; ".join(p for p in (
                 f"missing {', '.join(sorted(missing))}" if missing else "",
                 f"unknown {', '.join(sorted(unknown))}" if unknown else "") if p))
-        if e["calibration"] not in CALIBRATIONS:
-            raise ConfigError(f"{at}: calibration {e['calibration']!r} is not one of {', '.join(CALIBRATIONS)}")
+        if e["calibration"] not in LEDGER_CALIBRATIONS:
+            raise ConfigError(f"{at}: calibration {e['calibration']!r} is not one of {', '.join(LEDGER_CALIBRATIONS)}")
         decision = str(e["decision"]).upper()
         if decision not in DECISIONS:
             raise ConfigError(f"{at}: decision {e['decision']!r} is not CERTIFIED or REJECTED")
@@ -263,3 +271,48 @@ def decision_of(record, camera):
         if d["CAMERA"] == camera:
             return d
     return None
+
+
+def certify_average(values, camera, night, thresholds=None, ledger=()):
+    """Certify an average flux calibration from its QC1 parameters.
+
+    Parameters
+    ----------
+    values : dict
+        NAVERAGE (exposures averaged), SCATTER (median fractional scatter between them).
+    camera : str
+    night : int
+        The latest night of its inputs (the ledger's key).
+    thresholds : dict, optional
+        A thresholds mapping; its ``certification: fluxcalib-average:`` ranges replace the
+        defaults (:data:`AVERAGE_RANGES`).
+    ledger : list of dict
+
+    Returns
+    -------
+    dict
+        A decision as :func:`decide` makes them (CALIBRATION fluxcalib-average, STATUS, REASON,
+        METRICS, SOURCE, USABLE).
+    """
+    from .scoring import _range, status_of, worst
+
+    ranges = dict(AVERAGE_RANGES)
+    ranges.update(((thresholds or {}).get("certification") or {}).get(AVERAGE) or {})
+    statuses, metrics = [], []
+    for name, spec in ranges.items():
+        normal = _range(spec["normal"], f"certification.{AVERAGE}.{name}.normal")
+        warning = _range(spec.get("warning", spec["normal"]), f"certification.{AVERAGE}.{name}.warning")
+        st = status_of(values.get(name), normal, warning)
+        statuses.append(st)
+        if st in ("WARNING", "ALARM"):
+            metrics.append(f"{name}={values.get(name):.3g}:{st}")
+    st = worst(statuses)
+    if st == "ALARM":
+        status, reason = "REJECTED", "ALARM: " + ", ".join(m for m in metrics if m.endswith("ALARM"))
+    elif st == "WARNING":
+        status, reason = "REVIEW", "WARNING: " + ", ".join(metrics)
+    else:
+        status, reason = "AUTO", "every QC1 parameter NORMAL"
+    auto = {"CALIBRATION": AVERAGE, "NIGHT": int(night), "CAMERA": camera, "STATUS": status, "REASON": reason,
+            "EXPIDS": [], "METRICS": metrics, "SOURCE": "auto"}
+    return decide([auto], ledger)[0]

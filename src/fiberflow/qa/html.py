@@ -190,7 +190,7 @@ def _use(decision):
     if decision.get("USABLE", True):
         return "used"
     if decision["CALIBRATION"] == "biasnight":
-        return "used: the nightly bias is certified, not gated"
+        return "not used: an earlier night&#39;s instead, else overscan only"
     return "not used: an earlier night&#39;s instead"
 
 
@@ -249,7 +249,7 @@ def exposure_page(path, rec, exp, prod, focal_plane, night_page_path, production
     write_page(path, page(f"Exposure {exp['EXPID']}", "\n".join(out), crumbs, BLINK_JS))
 
 
-def production_page(path, records, night_pages, plots, table, tile_pages=None):
+def production_page(path, records, night_pages, plots, table, tile_pages=None, health=None):
     """Write the production index: one row per night with its status and first bad step (and
     its night QA report of tiles, ``tile_pages``: night -> nightqa page), trend plots and the
     production table."""
@@ -267,6 +267,9 @@ def production_page(path, records, night_pages, plots, table, tile_pages=None):
     out.append("</table>")
     out.append(f'<p>Production table (one row per frame, <code>pandas.read_csv</code>): '
                f'<a href="{esc(rel(table, path))}">{esc(os.path.basename(table))}</a></p>')
+    if health:
+        out.append(f'<p>Health check of the last night against the QC1 database, with the trend of every parameter: '
+                   f'<a href="{esc(rel(health, path))}">health</a></p>')
     for p in plots:
         out.append(f'<p><img src="{esc(rel(p, path))}" alt="{esc(os.path.basename(p))}"></p>')
     write_page(path, page("fiberflow production QA", "\n".join(out)))
@@ -337,3 +340,36 @@ def nightqa_page(path, rec, tiles, night_page_path, exposure_pages, production_p
     out.append("</table>")
     crumbs = [("production", rel(production_page_path, path)), (f"night {rec['NIGHT']}", rel(night_page_path, path))]
     write_page(path, page(f"Night QA {rec['NIGHT']}: tiles", "\n".join(out), crumbs))
+
+
+def health_page(path, rows, night, plots, settings, production_page_path=None):
+    """Write the health-check page: every QC1 parameter of ``night`` against its history, the
+    worst first, each with its trend plot (``plots``: (step, metric) -> PNG path)."""
+    counts = {}
+    for r in rows:
+        counts[r["STATUS"]] = counts.get(r["STATUS"], 0) + 1
+
+    def num(v):
+        return "" if v is None else f"{v:.4g}"
+
+    out = [f"<p>Night {night}: {len(rows)} parameters &middot; "
+           + " &middot; ".join(f"{badge(k)} {counts[k]}" for k in ("ALARM", "WARNING", "NORMAL", "NA") if k in counts)
+           + "</p>",
+           f'<p class="small">History: {esc(settings)}</p>',
+           "<table><tr><th>status</th><th>step</th><th>metric</th><th>camera</th><th>night value (median)</th>"
+           "<th>worst</th><th>pull</th><th>history median</th><th>robust sigma</th><th>values / nights</th>"
+           "<th>normal</th><th>trend</th></tr>"]
+    for r in rows:
+        png = plots.get((r["STEP"], r["METRIC"]))
+        link = f'<a href="{esc(rel(png, path))}">trend</a>' if png else ""
+        out.append(f'<tr><td class="st {esc(r["STATUS"])}">{esc(r["STATUS"])}</td><td>{esc(r["STEP"])}</td>'
+                   f'<td>{esc(r["METRIC"])}</td><td>{esc(r["CAMERA"] or "-")}</td><td>{num(r["VALUE"])}</td>'
+                   f'<td>{num(r["WORST_VALUE"])}</td><td>{num(r["PULL"])}</td><td>{num(r["HIST_MEDIAN"])}</td>'
+                   f'<td>{num(r["HIST_SIGMA"])}</td><td>{r["HIST_N"]} / {r["HIST_NIGHTS"]}</td>'
+                   f'<td>{num(r["NORMAL_LO"])} .. {num(r["NORMAL_HI"])}</td><td>{link}</td></tr>')
+    out.append("</table>")
+    for (step, metric), png in sorted(plots.items()):
+        out.append(f'<h3 id="{esc(step)}-{esc(metric)}">{esc(step)} {esc(metric)}</h3>'
+                   f'<p><img src="{esc(rel(png, path))}" alt="{esc(step)} {esc(metric)} trend"></p>')
+    crumbs = [("production", rel(production_page_path, path))] if production_page_path else []
+    write_page(path, page(f"Health check, night {night}", "\n".join(out), crumbs))

@@ -544,3 +544,42 @@ def frame_fibers(path, title, wave, flux, fibers, label):
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def trend(path, title, series, night=None, breakpoints=(), bands=None):
+    """A QC1 parameter's trend: value against night per camera (colour by arm), the checked night
+    marked, breakpoints as dashed lines and the dynamic normal range of each camera at that night.
+
+    Parameters
+    ----------
+    series : dict camera -> (nights, values)
+    night : int, optional
+    breakpoints : list of int
+    bands : dict camera -> (lo, hi), optional
+    """
+    import datetime
+
+    plt = _plt()
+
+    def day(n):
+        n = int(n)
+        return datetime.date(n // 10000, n // 100 % 100, n % 100)
+
+    colors = {"b": "tab:blue", "r": "tab:red", "z": "0.25"}
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for cam, (nights, vals) in sorted(series.items(), key=lambda kv: str(kv[0])):
+        c = colors.get(str(cam)[0], "tab:green")
+        ax.plot([day(n) for n in nights], vals, ".", ms=4, color=c, alpha=0.7, label=str(cam))
+        if bands and cam in bands and night is not None and None not in bands[cam]:
+            ax.errorbar([day(night)], [0.5 * (bands[cam][0] + bands[cam][1])],
+                        yerr=[[0.5 * (bands[cam][1] - bands[cam][0])]], color=c, capsize=4, lw=1, alpha=0.6)
+    for b in breakpoints:
+        ax.axvline(day(b), color="k", ls="--", lw=0.8)
+    if night is not None:
+        ax.axvline(day(night), color="tab:orange", lw=0.8, alpha=0.6)
+    ax.set_title(title, fontsize=10)
+    if len(series) <= 12:
+        ax.legend(fontsize=7, ncol=6, loc="best")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    _save(fig, path)

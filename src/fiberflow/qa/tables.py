@@ -118,7 +118,7 @@ def shipped_snr2time():
 
 
 #: OBSTYPE of the exposures of each nightly calibration a REJECTED certification keeps from the
-#: science (biasnight is certified but not gated)
+#: science (the master bias is not a first-bad-step source of the science in any case)
 CALIB_OBSTYPE = {"psfnight": "ARC", "fiberflatnight": "FLAT"}
 
 

@@ -67,6 +67,7 @@ OUTPUTS = {
     "tile_qa": ("tile_qa", "tile_qa_png"),
     "nightqa": ("nightqa_html",),
     "qc_ingest": ("qc_ingest",),
+    "qc_health": ("qc_health_html", "qc_health_table"),
     "qa_production": ("qa_production_html", "qa_production_table", "qa_production_trends",
                       "qa_production_hist"),
 }
@@ -75,7 +76,7 @@ OUTPUTS = {
 STEPS = tuple(s for s in OUTPUTS if s != "simulate_exposure")
 
 #: production-wide steps (no night): built by the target `all`, not by one night's
-PRODUCTION_STEPS = ("qa_production", "ztile", "zpix", "summary")
+PRODUCTION_STEPS = ("qa_production", "qc_health", "ztile", "zpix", "summary")
 
 #: OBSTYPEs that get frame QA
 QA_OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
@@ -377,6 +378,7 @@ class Plan:
         self._catalogs()
         self._tile_qa()
         self._qc_ingest()
+        self._qc_health()
         self._qa_production()
 
     def _simulate(self):
@@ -452,7 +454,28 @@ class Plan:
         amps = ",".join(sorted(ffexp.parse_badamps(r["BADAMPS"]).get(cam, set())))
         if amps:
             opts.append(f"--badamps {amps}")
-        self._add("preproc", ids, f"{night}/{r['EXPID']:08d}-{cam}", inputs, " ".join(opts), night=night)
+        ordering = ()
+        if has_bias and self.certify:
+            # the master bias is certified from the night's ZEROs' frame QA before use (as
+            # psfnight / fiberflatnight, _nightly); a REJECTED one: an earlier night's, else overscan only
+            from ..qa.certify import ledger_decision
+
+            qa = [self.find("qa_frame", night=night, expid=z["EXPID"], camera=cam)
+                  for z in self.rows(night, ("ZERO",)) if cam in self.cams(z)]
+            history = self._cert_history(night, "biasnight")
+            inputs.update({"qa": qa, "thresholds": self.qa_thresholds, "history": history})
+            opts += [f"--qa {' '.join(qa)}", f"--thresholds {self.qa_thresholds}",
+                     f"--ledger-decision {ledger_decision(self.ledger, 'biasnight', night, cam)}"]
+            if history:
+                opts.append(f"--history {' '.join(history)}")
+            ordering = ("thresholds", "history")
+            earlier = self.fallback_night(night, "ZERO", cam)
+            if earlier is not None:
+                inputs["fallback_bias"] = self.find("biasnight", night=earlier, camera=cam)
+                opts.append(f"--fallback-bias {inputs['fallback_bias']}")
+                ordering += ("fallback_bias",)
+        self._add("preproc", ids, f"{night}/{r['EXPID']:08d}-{cam}", inputs, " ".join(opts), night=night,
+                  ordering=ordering)
 
     def default_fiberflat(self, camera):
         """calibration.default_fiberflat/fiberflat-{camera}.fits, or None when not configured."""
@@ -773,6 +796,13 @@ class Plan:
             self._add("qc_ingest", dict(night=night), str(night),
                       {"qa_night": nq.output, "tile_qa": tiles, "certification": nq.inputs["certification"]},
                       night=night)
+
+    def _qc_health(self):
+        """The health check of the production's last night against the QC1 database's history,
+        after every night's ingestion (the receipts are its inputs)."""
+        receipts = [j.output for j in self.steps("qc_ingest")]
+        if receipts:
+            self._add("qc_health", {}, "production", {"receipts": receipts, "thresholds": self.qa_thresholds})
 
     def _qa_production(self):
         """Production QA index of every night with QA (linking the night QA reports)."""
