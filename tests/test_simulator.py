@@ -461,3 +461,67 @@ def test_scattered_light_fault_is_a_localized_glow(night):
     with pytest.raises(ConfigError, match="scattered_light needs camera, x, y"):
         parse_plan({"night": NIGHT, "exposures": [{"obstype": "SCIENCE", "tileid": 1,
                                                    "faults": {"scattered_light": {"camera": "r0"}}}]})
+
+
+def test_replay_delivers_a_night_exposure_by_exposure_half_written_then_checksummed(tmp_path):
+    """``simulate --replay``: the exposures arrive in order at the cadence / speed; a reader
+    polling the folder sees data files before the exposure is complete (half-written, no checksum
+    file) and never a complete exposure whose files differ from what the simulator writes directly;
+    a truncated file makes the exposure incomplete again."""
+    import threading
+    import time
+
+    from fiberflow.instrument import load_instrument
+    from fiberflow.sim.night import simulate_night
+    from fiberflow.sim.plan import parse_plan
+    from fiberflow.sim.replay import exposure_complete, replay_night, sha256
+
+    plan = parse_plan({"night": 20250901, "first_expid": 10, "exposures": [
+        {"obstype": "ZERO", "count": 1}, {"obstype": "ARC", "exptime": 5.0},
+        {"obstype": "SCIENCE", "tileid": 80, "exptime": 60.0}]})
+    inst = load_instrument("tiny")
+    raw = tmp_path / "raw"
+    speed = 100.0
+    seen, done = {}, {}
+    thread = threading.Thread(target=replay_night, args=(plan, inst, 4, str(raw), str(tmp_path / "truth"), speed),
+                              kwargs={"cameras": ["r0"], "log": lambda m: None})
+    t0 = time.monotonic()
+    thread.start()
+    while thread.is_alive() or len(done) < 3:
+        for e in plan.expids():
+            folder = raw / "20250901" / f"{e:08d}"
+            if e not in done and folder.exists() and any(folder.iterdir()):
+                ok, why = exposure_complete(str(raw), 20250901, e)
+                if ok:
+                    done[e] = time.monotonic() - t0
+                else:
+                    seen.setdefault(e, set()).add(why)
+        time.sleep(0.005)
+        assert time.monotonic() - t0 < 120
+    thread.join()
+    assert list(done) == plan.expids() and sorted(done.values()) == list(done.values())
+    # the cadence: each exposure at least (EXPTIME + 120 s) / speed after the one before (minus polling slack)
+    gaps = [done[b] - done[a] for a, b in zip(plan.expids(), plan.expids()[1:])]
+    want = [(plan.exposure(a).exptime + 120.0) / speed for a in plan.expids()[:-1]]
+    assert all(g > 0.8 * w for g, w in zip(gaps, want)), (gaps, want)
+    assert all("no checksum file yet" in seen.get(e, set()) for e in plan.expids()), seen
+    # the same bytes as a direct simulation
+    direct = tmp_path / "direct"
+    simulate_night(plan, inst, 4, str(direct), str(tmp_path / "truth2"), cameras=["r0"])
+    for e in plan.expids():
+        for f in (direct / "20250901" / f"{e:08d}").iterdir():
+            assert sha256(str(f)) == sha256(str(raw / "20250901" / f"{e:08d}" / f.name)), f.name
+    # a file cut short after delivery: not complete
+    rawfile = raw / "20250901" / f"{plan.expids()[-1]:08d}" / f"desi-{plan.expids()[-1]:08d}.fits.fz"
+    rawfile.write_bytes(rawfile.read_bytes()[:1000])
+    ok, why = exposure_complete(str(raw), 20250901, plan.expids()[-1])
+    assert not ok and "checksum differs" in why
+
+
+def test_replay_command_refuses_a_bad_speed(tmp_path, capsys):
+    from fiberflow.cli.main import main
+
+    assert main(["simulate", "--instrument", "tiny", "--night", "20250901", "--raw", str(tmp_path / "raw"),
+                 "--truth", str(tmp_path / "truth"), "--replay", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--replay SPEED must be > 0" in err[0] and not (tmp_path / "raw").exists()

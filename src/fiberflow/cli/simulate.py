@@ -26,6 +26,10 @@ def add_arguments(p, name):
                    help="rms of the pixels' fixed relative response (default 0: uniform); the true pixel flats "
                         "go to {truth}/pixflat/ for calibration.pixflat")
     p.add_argument("--print-plan", action="store_true", help="print the expanded plan and exit")
+    p.add_argument("--replay", type=float, default=None, metavar="SPEED",
+                   help="deliver the exposures into the raw folder one by one at the night's cadence (EXPTIME + "
+                        "120 s) divided by SPEED, each file half-written for a while, a checksum file last "
+                        "(fiberflow.sim.replay): a night for the watcher")
 
 
 def run(args):
@@ -75,6 +79,19 @@ def run(args):
     if not 0 <= args.pixflat < 0.2:
         raise ConfigError(f"simulate: --pixflat must be in [0, 0.2), not {args.pixflat}")
     t0 = time.time()
+    if args.replay is not None:
+        from ..sim.replay import replay_night
+
+        if not args.replay > 0:
+            raise ConfigError(f"simulate: --replay SPEED must be > 0, not {args.replay}")
+        if args.expid:
+            raise ConfigError("simulate: --replay delivers the whole plan; drop --expid")
+        written = replay_night(plan, inst, seed, roots["raw"], roots["truth"], args.replay, cameras=args.cameras,
+                               log=lambda m: print(m, flush=True), projection=args.projection,
+                               psf_shape=args.psf_shape, pixflat=args.pixflat)
+        print(f"replayed night {plan.night} ({inst.name}, seed {seed}) at {args.replay:g}x: {len(written)} file(s) "
+              f"in {time.time() - t0:.1f} s")
+        return 0
     written = simulate_night(plan, inst, seed, roots["raw"], roots["truth"], cameras=args.cameras, expids=args.expid,
                              projection=args.projection, psf_shape=args.psf_shape, pixflat=args.pixflat)
     nraw = sum(p.endswith(".fits.fz") for p in written)
