@@ -84,4 +84,6 @@ rule catalogs:
 
 rule qa:
     input:
-        step_targets("qa_night", "qa_exposure", "qa_production", "qc_ingest", "qc_health"),
+        step_targets(
+            "qa_night", "qa_exposure", "qa_production", "qc_ingest", "qc_health"
+        ),

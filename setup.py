@@ -1,4 +1,4 @@
-"""Build hook: a wheel of fiberflow carries the workflow (Snakefile, rules/, config/, profiles/,
+"""Build hook: a wheel of fiberflow carries the workflow (Snakefile, Snakefile.quicklook, rules/, config/, profiles/,
 envs/) inside the package as ``fiberflow/data/workflow/``, so that ``pip install .`` followed by
 ``fiberflow demo`` (or ``fiberflow workflow-dir``) finds it outside the source tree. An editable
 install (``make setup``) uses the project tree itself. Everything else is in pyproject.toml."""
@@ -10,7 +10,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKFLOW = ("Snakefile", "rules", "config", "profiles", "envs")
+WORKFLOW = ("Snakefile", "Snakefile.quicklook", "rules", "config", "profiles", "envs")
 
 
 class BuildWithWorkflow(build_py):

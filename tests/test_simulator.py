@@ -474,7 +474,8 @@ def test_replay_delivers_a_night_exposure_by_exposure_half_written_then_checksum
     from fiberflow.instrument import load_instrument
     from fiberflow.sim.night import simulate_night
     from fiberflow.sim.plan import parse_plan
-    from fiberflow.sim.replay import exposure_complete, replay_night, sha256
+    from fiberflow.io.delivery import exposure_complete, sha256
+    from fiberflow.sim.replay import replay_night
 
     plan = parse_plan({"night": 20250901, "first_expid": 10, "exposures": [
         {"obstype": "ZERO", "count": 1}, {"obstype": "ARC", "exptime": 5.0},

@@ -13,11 +13,13 @@ from _workflow import PROJECT
 RULE_FILES = sorted(os.path.join(PROJECT, "rules", f) for f in os.listdir(os.path.join(PROJECT, "rules")))
 
 
-@pytest.mark.parametrize("extra", ["", "nights: [20250101]\nsimulate: {rule: true}\n"])
-def test_snakemake_lint_reports_nothing(tmp_path, extra):
+@pytest.mark.parametrize("snakefile,extra", [("Snakefile", ""),
+                                             ("Snakefile", "nights: [20250101]\nsimulate: {rule: true}\n"),
+                                             ("Snakefile.quicklook", "")])
+def test_snakemake_lint_reports_nothing(tmp_path, snakefile, extra):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"instrument: tiny\nraw: {tmp_path / 'raw'}\nredux: {tmp_path / 'redux'}\nspecprod: lint\n{extra}")
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, "Snakefile"),
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", os.path.join(PROJECT, snakefile),
                           "--configfile", str(cfg), "--directory", str(tmp_path), "--lint"],
                          capture_output=True, text=True)
     text = res.stdout + res.stderr
@@ -29,7 +31,8 @@ def test_snakefmt_check_passes():
     exe = shutil.which("snakefmt") or os.path.join(os.path.dirname(sys.executable), "snakefmt")
     if not os.path.exists(exe):
         pytest.skip("snakefmt is not installed (pip install '.[test]')")
-    res = subprocess.run([exe, "--check", os.path.join(PROJECT, "Snakefile"), os.path.join(PROJECT, "rules")],
+    res = subprocess.run([exe, "--check", os.path.join(PROJECT, "Snakefile"), os.path.join(PROJECT, "Snakefile.quicklook"),
+                          os.path.join(PROJECT, "rules")],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -98,6 +98,18 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "qa_production_html": ("prod", "qa/index.html"),
     "qa_production_trends": ("prod", "qa/qa-production-trends.png"),
     "qa_production_hist": ("prod", "qa/qa-production-hist.png"),
+    # night-time quick-look (fiberflow watch): its own subtree, never read by the full reduction
+    "ql_calib": ("prod", "quicklook/{night}/{expid:08d}/qlcalib-{expid:08d}.json"),
+    "ql_preproc": ("prod", "quicklook/{night}/{expid:08d}/preproc-{camera}-{expid:08d}.fits"),
+    "ql_frame": ("prod", "quicklook/{night}/{expid:08d}/qframe-{camera}-{expid:08d}.fits"),
+    "ql_fiberflat": ("prod", "quicklook/{night}/{expid:08d}/qfiberflat-{camera}-{expid:08d}.fits"),
+    "ql_sky": ("prod", "quicklook/{night}/{expid:08d}/qsky-{camera}-{expid:08d}.fits"),
+    "ql_sframe": ("prod", "quicklook/{night}/{expid:08d}/qsframe-{camera}-{expid:08d}.fits"),
+    "ql_qa_frame": ("prod", "quicklook/{night}/{expid:08d}/qa-{camera}-{expid:08d}.json"),
+    "ql_qa_frame_png": ("prod", "quicklook/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
+    "ql_qa": ("prod", "quicklook/{night}/{expid:08d}/qa-{expid:08d}.json"),
+    "ql_html": ("prod", "quicklook/{night}/{expid:08d}/qa-{expid:08d}.html"),
+    "ql_table": ("prod", "quicklook/{night}/exposures-{night}.csv"),
     # simulator truth (never read by the pipeline)
     "truth": ("truth", "{night}/{expid:08d}/truth-{camera}-{expid:08d}.fits"),
     "truth_stdstars": ("truth", "{night}/{expid:08d}/truth-stdstars-{expid:08d}.fits"),

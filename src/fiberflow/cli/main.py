@@ -60,6 +60,11 @@ COMMANDS = {
     "qa-night": ("fiberflow.cli.qa", "score a night's QA against the thresholds; night page and plots"),
     "qa-exposure": ("fiberflow.cli.qa", "QA page and focal-plane maps of one exposure"),
     "qa-production": ("fiberflow.cli.qa", "production QA table (CSV), index page and trend plots"),
+    "quicklook": ("fiberflow.cli.quicklook", "night-time quick-look of one camera of an exposure (preproc, boxcar "
+                  "extraction, sky, QA) with the calibrations of its qlcalib record"),
+    "quicklook-exposure": ("fiberflow.cli.quicklook", "score an exposure's quick-look, ingest it into the QC1 database "
+                           "and write its record and page"),
+    "watch": ("fiberflow.cli.watch", "night-time watcher: quick-look of each exposure as its raw files arrive"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "status": ("fiberflow.cli.ops", "done / running / ready / waiting / failed jobs per step of a production"),
     "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG as SVG (snakemake + graphviz)"),

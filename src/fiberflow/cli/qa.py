@@ -131,7 +131,9 @@ def _frame(args):
         frame = read_frame(args.frame)
         header = header or dict(frame.header)
         obstype = str(header.get("OBSTYPE", frame.header.get("OBSTYPE", ""))).strip().upper()
-        out["EXTRACT"], f = M.frame_metrics(frame.flux, frame.ivar, frame.mask, frame.chi2pix, frame.fibermap, obstype)
+        # a boxcar extraction (quick-look) has no model: no extraction chi2 to judge
+        chi2pix = None if str(frame.header.get("EXTRACT", "")).strip() == "boxcar" else frame.chi2pix
+        out["EXTRACT"], f = M.frame_metrics(frame.flux, frame.ivar, frame.mask, chi2pix, frame.fibermap, obstype)
         fibers.update(f)
         files["frame"] = args.frame
     meta = _meta(header, args.night, args.expid, cam)

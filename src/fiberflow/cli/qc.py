@@ -82,22 +82,29 @@ def run(args):
 def _db(args):
     """The database path and the production root (None without --config)."""
     from ..config import load_config
-    from ..errors import ConfigError
-    from ..io.qcdb import default_path, is_url
     from .common import prod_root
 
     cfg = load_config(args.config) if args.config else {}
     prod = prod_root(cfg) if args.config else None
     if args.db:
         return args.db, prod
+    return database_of(cfg, prod), prod
+
+
+def database_of(cfg, prod):
+    """The QC1 database of a production: its ``qa.database`` (a URL, or a path relative to the
+    production), else ``{prod}/qa/qc1.sqlite``."""
+    from ..errors import ConfigError
+    from ..io.qcdb import default_path, is_url
+
     configured = (cfg.get("qa") or {}).get("database")
     if configured:
         return (configured if is_url(configured) or os.path.isabs(configured) or prod is None
-                else os.path.join(prod, configured)), prod
+                else os.path.join(prod, configured))
     if prod is None:
         raise ConfigError("give --db, or --config of a production (the database is {prod}/qa/qc1.sqlite, "
                           "or its qa.database)")
-    return default_path(prod), prod
+    return default_path(prod)
 
 
 def read_product(path):

@@ -27,10 +27,7 @@ def run(args):
     import numpy as np
 
     from ..errors import DataError
-    from ..io.calib import SkyModel, read_fiberflat
-    from ..io.frame import ELECTRON_UNITS, Frame
-    from ..provenance import step_header
-    from ..steps import sky as skymod
+    from ..io.calib import read_fiberflat
 
     t0 = time.time()
     cfg, inst, cam = camera_step(args)
@@ -41,23 +38,39 @@ def run(args):
         raise DataError(args.fiberflat, f"fiberflat is {ff.fiberflat.shape[0]}x{ff.fiberflat.shape[1]} on "
                                         f"{ff.wave[0]:.1f}-{ff.wave[-1]:.1f} A; the frame {args.infile} is "
                                         f"{frame.nspec}x{frame.nwave} on {frame.wave[0]:.1f}-{frame.wave[-1]:.1f} A")
+    return sky_and_write(cfg, cam, frame, (ff.fiberflat, ff.ivar, ff.mask), args.infile, args.fiberflat,
+                         args.outfile, args.sframe, t0)
+
+
+def sky_and_write(cfg, cam, frame, fiberflat, infile, fiberflat_name, outfile, sframe_path, t0=None):
+    """Sky model and sky subtraction of a read frame with fiberflat arrays (fiberflat, ivar, mask;
+    ``fiberflat_name`` says where they come from), written to ``outfile`` and ``sframe_path``."""
+    import numpy as np
+
+    from ..errors import DataError
+    from ..io.calib import SkyModel
+    from ..io.frame import ELECTRON_UNITS, Frame
+    from ..provenance import step_header
+    from ..steps import sky as skymod
+
+    t0 = time.time() if t0 is None else t0
     try:
         res = skymod.sky_step(frame.wave, frame.flux, frame.ivar, frame.mask, frame.resolution, frame.fibermap,
-                              (ff.fiberflat, ff.ivar, ff.mask), skymod.SkyOptions.from_config(cfg["sky"]))
+                              tuple(fiberflat), skymod.SkyOptions.from_config(cfg["sky"]))
     except ValueError as exc:
-        raise DataError(args.infile, str(exc)) from exc
+        raise DataError(infile, str(exc)) from exc
     for msg in res["warnings"]:
         print(f"sky {cam}: WARNING {msg}")
-    hdr = step_header("sky", cfg["sky"], {"IN_FRAME": (args.infile, "extracted frame"),
-                                          "IN_FFLAT": (args.fiberflat, "fiberflat applied")},
+    hdr = step_header("sky", cfg["sky"], {"IN_FRAME": (infile, "extracted frame"),
+                                          "IN_FFLAT": (fiberflat_name, "fiberflat applied")},
                       cfg, prod_root(cfg), base=frame.header, camera=cam)
     hdr.update(res["cards"])
     SkyModel(frame.wave, res["sky"].astype("f4"), res["sky_ivar"].astype("f4"), res["sky_mask"],
-             res["stat_ivar"].astype("f4"), res["throughput"].astype("f4"), dict(hdr)).write(args.outfile)
-    shdr = dict(hdr, BUNIT=ELECTRON_UNITS, IN_SKY=(os.path.basename(args.outfile), "sky model subtracted"))
+             res["stat_ivar"].astype("f4"), res["throughput"].astype("f4"), dict(hdr)).write(outfile)
+    shdr = dict(hdr, BUNIT=ELECTRON_UNITS, IN_SKY=(os.path.basename(outfile), "sky model subtracted"))
     sflux, sivar, smask = res["sframe"]
     Frame(frame.wave, sflux.astype("f4"), sivar.astype("f4"), smask.astype(np.int32), frame.resolution,
-          res["fibermap"], frame.chi2pix, None, shdr, ELECTRON_UNITS).write(args.sframe)
+          res["fibermap"], frame.chi2pix, None, shdr, ELECTRON_UNITS).write(sframe_path)
     print(f"sky {cam}: {res['nskyfib']} sky fibers, median chi2/dof {hdr['SKYCHI2'][0]:.2f}, "
-          f"{time.time() - t0:.1f} s -> {args.outfile}, {args.sframe}")
+          f"{time.time() - t0:.1f} s -> {outfile}, {sframe_path}")
     return 0

@@ -95,7 +95,8 @@ def check_product(header, path, name, version):
 
 
 #: datamodel versions of the JSON products (name -> version)
-JSON_VERSIONS = {"qa_frame": "1", "qa_night": "1", "tilepix": "1", "qc_ingest": "1", "certification": "2"}
+JSON_VERSIONS = {"qa_frame": "1", "qa_night": "1", "tilepix": "1", "qc_ingest": "1", "certification": "2",
+                 "ql_calib": "1", "ql_qa": "1"}
 
 
 def write_json(path, name, obj):

@@ -146,26 +146,45 @@ def validate_petal_bits(section, metrics, source="qa.yaml"):
     return {"bits": bits, "snr_frac": (lo, hi)}
 
 
-def thresholds_version(path):
-    """The version of a thresholds file: the first 12 hex digits of the sha256 of its bytes (what
-    the QC1 database records with every score it made)."""
+def thresholds_version(path, overrides=None):
+    """The version of a thresholds file (and its overrides): the first 12 hex digits of the
+    sha256 of their bytes (what the QC1 database records with every score it made)."""
     import hashlib
 
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:12]
+    h = hashlib.sha256()
+    for p in (path, overrides) if overrides else (path,):
+        with open(p, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:12]
 
 
-def load_thresholds(path):
-    """Read and validate a thresholds YAML file."""
+def _read_yaml(path, what):
     import yaml
 
     try:
         with open(path) as fh:
-            cfg = yamlio.safe_load(fh)
+            return yamlio.safe_load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: QA thresholds file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
+
+
+def load_thresholds(path, overrides=None):
+    """Read and validate a thresholds YAML file, with the metrics of an ``overrides`` file (only
+    ``metrics: {STEP: {METRIC: ranges}}``, e.g. the quick-look's looser ranges) replacing its own."""
+    cfg = _read_yaml(path, "QA thresholds file")
+    if overrides:
+        extra = _read_yaml(overrides, "QA threshold overrides file") or {}
+        if not isinstance(extra, dict) or set(extra) - {"metrics"} or not isinstance(extra.get("metrics", {}), dict):
+            raise ConfigError(f"{overrides}: threshold overrides hold only 'metrics: {{STEP: {{METRIC: ranges}}}}'")
+        if isinstance(cfg, dict) and isinstance(cfg.get("metrics"), dict):
+            cfg = dict(cfg, metrics={k: dict(v or {}) for k, v in cfg["metrics"].items()})
+            for step, metrics in (extra.get("metrics") or {}).items():
+                if step not in STEPS:
+                    raise ConfigError(f"{overrides}: unknown step {step!r} (steps: {', '.join(STEPS)})")
+                cfg["metrics"].setdefault(step, {}).update(metrics or {})
+        return validate_thresholds(cfg, source=f"{path} + {overrides}")
     return validate_thresholds(cfg, source=str(path))
 
 

@@ -8,9 +8,8 @@ while; the exposure's ``checksum-{expid:08d}.sha256sum`` (``sha256sum`` format, 
 transfer writes one per exposure) comes last, atomically.
 
 **An exposure is complete** when its checksum file exists and every file it lists has that
-checksum (:func:`exposure_complete`): the marker says the data system is done, the checksums
-that no file is half-written or truncated. fiberflow's night-time watcher reads an exposure only
-then.
+checksum (:func:`fiberflow.io.delivery.exposure_complete`, the contract the night-time watcher
+reads exposures by).
 """
 
 from __future__ import annotations
@@ -23,51 +22,6 @@ import time
 
 #: seconds between the end of one exposure and the start of the next (readout, slew, setup)
 OVERHEAD = 120.0
-
-
-def checksum_path(raw_root, night, expid):
-    """``{raw}/{night}/{expid:08d}/checksum-{expid:08d}.sha256sum``."""
-    return os.path.join(raw_root, str(int(night)), f"{int(expid):08d}", f"checksum-{int(expid):08d}.sha256sum")
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def exposure_complete(raw_root, night, expid):
-    """Whether an exposure's files are all delivered: its checksum file exists and lists files
-    that are all there with those checksums.
-
-    Returns
-    -------
-    (bool, str)
-        Complete, and else why not (for logs).
-    """
-    path = checksum_path(raw_root, night, expid)
-    if not os.path.exists(path):
-        return False, "no checksum file yet"
-    folder = os.path.dirname(path)
-    try:
-        with open(path) as fh:
-            lines = [ln.split() for ln in fh if ln.strip()]
-    except OSError as exc:
-        return False, f"checksum file unreadable ({exc})"
-    if not lines:
-        return False, "empty checksum file"
-    for parts in lines:
-        if len(parts) != 2:
-            return False, f"bad checksum line {' '.join(parts)!r}"
-        digest, name = parts[0], parts[1].lstrip("*")
-        f = os.path.join(folder, name)
-        if not os.path.exists(f):
-            return False, f"{name} missing"
-        if sha256(f) != digest:
-            return False, f"{name} not complete (checksum differs)"
-    return True, ""
 
 
 def deliver(files, folder, pause=0.0, expid=None):

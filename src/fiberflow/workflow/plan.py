@@ -813,10 +813,11 @@ class Plan:
                        "nightqa": [j.output for j in self.steps("nightqa")]})
 
 
-def qa_thresholds_path(cfg, workdir="."):
-    """config ``qa.thresholds``: absolute, else relative to the working directory, else the
-    workflow's own (the shipped ``config/qa.yaml``, :func:`fiberflow.reference.workflow_dir`)."""
-    path = cfg["qa"]["thresholds"]
+def qa_thresholds_path(cfg, workdir=".", section="qa"):
+    """config ``qa.thresholds`` (or ``quicklook.thresholds``): absolute, else relative to the
+    working directory, else the workflow's own (the shipped ``config/qa.yaml``,
+    :func:`fiberflow.reference.workflow_dir`)."""
+    path = cfg[section]["thresholds"]
     if os.path.isabs(path):
         return path
     if os.path.exists(os.path.join(workdir, path)):
