@@ -65,6 +65,7 @@ COMMANDS = {
     "quicklook-exposure": ("fiberflow.cli.quicklook", "score an exposure's quick-look, ingest it into the QC1 database "
                            "and write its record and page"),
     "watch": ("fiberflow.cli.watch", "night-time watcher: quick-look of each exposure as its raw files arrive"),
+    "serve": ("fiberflow.cli.serve", "live monitor of the night-time quick-look: web pages and a JSON API (127.0.0.1)"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "status": ("fiberflow.cli.ops", "done / running / ready / waiting / failed jobs per step of a production"),
     "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG as SVG (snakemake + graphviz)"),

@@ -19,8 +19,8 @@ exposure being processed; the watcher removes it); SIGTERM / SIGINT end it at on
 Snakemake is stopped, the exposure goes back to waiting). A restarted watcher resumes: what the
 table says is done or failed is not redone, an exposure that was running is run again through
 Snakemake (which keeps the cameras already finished), and every exposure not yet in the table is
-new. Exposures already in the raw folder when a night's table is first made are ``skipped``
-unless ``--catchup`` (which also takes those skipped earlier). One watcher per production:
+new. Exposures already in the raw folder when the watcher starts, of a night it has no table
+of yet, are ``skipped`` unless ``--catchup`` (which also takes those skipped earlier). One watcher per production:
 ``{prod}/quicklook/watch.pid`` says which process it is.
 """
 
@@ -165,11 +165,24 @@ class Watcher:
         return self.ql.find("ql_table", night=night)
 
     # ---- one look ---------------------------------------------------------------------
-    def look(self, night, first):
+    def snapshot(self):
+        """What is there when the watcher starts: the raw exposures, and the nights it has a
+        table of (without --catchup, the exposures of a night without a table are skipped)."""
+        self.preexisting = set()
+        self.had_table = set()
+        if os.path.isdir(self.ql.raw):
+            for n in os.listdir(self.ql.raw):
+                if n.isdigit() and len(n) == 8:
+                    self.preexisting |= {(int(n), e) for e in self.raw_expids(int(n))}
+                    if os.path.exists(self.table_path(int(n))):
+                        self.had_table.add(int(n))
+
+    def look(self, night):
         """Process every complete exposure of the night that needs it; returns how many ran."""
         path = self.table_path(night)
         new_table = not os.path.exists(path)
         rows = read_table(path)
+        self.take_requests(night, rows, path)
         ran = 0
         for expid in self.raw_expids(night):
             if self.stop_requested():
@@ -188,7 +201,7 @@ class Watcher:
             self.waiting.pop(expid, None)
             if row is None:
                 row = rows[expid] = {"EXPID": expid, "NIGHT": night, "STATE": "waiting", "ARRIVED": _iso(time.time())}
-                if first and new_table and not self.args.catchup:
+                if (night, expid) in self.preexisting and night not in self.had_table and not self.args.catchup:
                     row.update(STATE="skipped", COMMENT="there before the watcher started (--catchup takes it)")
                     write_table(path, rows)
                     continue
@@ -197,6 +210,25 @@ class Watcher:
         if new_table and not os.path.exists(path) and self.raw_expids(night):
             write_table(path, rows)
         return ran
+
+    def take_requests(self, night, rows, path):
+        """Rerun requests of the monitor (``{prod}/quicklook/requests/rerun-{night}-{expid}``):
+        the exposure's quick-look products go (its calibrations are chosen again) and it is
+        processed at this look."""
+        import glob
+        import shutil
+
+        for req in sorted(glob.glob(os.path.join(self.ql.root, "requests", f"rerun-{night}-*"))):
+            expid = int(req.rsplit("-", 1)[1])
+            os.remove(req)
+            if expid not in rows:
+                continue
+            folder = os.path.dirname(self.ql.exposure_target(night, expid))
+            shutil.rmtree(folder, ignore_errors=True)
+            rows[expid].update(STATE="waiting", STATUS="", CCD="", FIBERS="", SPECTRA="", LATENCY="", FINISHED="",
+                               ARRIVED=_iso(time.time()), COMMENT="rerun requested from the monitor")
+            write_table(path, rows)
+            self.log(f"{night}/{expid:08d}: rerun requested; its quick-look products removed")
 
     def process(self, night, expid, rows, path):
         from ..errors import FiberflowError
@@ -210,8 +242,9 @@ class Watcher:
                 self.log(f"{night}/{expid:08d}: the Snakemake of the previous watcher (pid {pid}) still runs; waiting")
                 while _alive(pid) and not self.stop_requested():
                     time.sleep(0.2)
-            else:
-                self.unlock()
+            if self.stop_requested():
+                return
+            self.unlock()  # the only watcher: a lock left now is a killed Snakemake's
         try:
             _, man = self.ql.write_manifest(night, expid)
         except (FiberflowError, OSError) as exc:
@@ -284,12 +317,11 @@ class Watcher:
         deadline = time.time() + 3600 * self.args.max_hours if self.args.max_hours else None
         self.log(f"watching {self.ql.raw} (night {self.args.night or 'newest'}) every {self.waittime:g} s; "
                  f"quick-look under {self.ql.root}; stop: touch {self.stopfile}")
-        first = True
+        self.snapshot()
         while True:
             night = self.night()
             if night is not None:
-                self.look(night, first)
-                first = False
+                self.look(night)
             if self.stop_requested():
                 break
             if self.args.once or (deadline and time.time() > deadline):
