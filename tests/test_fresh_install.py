@@ -85,6 +85,10 @@ def test_everything_comes_from_the_wheel(installed):
     for key in ("pkg", "psf", "ref", "wf"):
         assert info[key].startswith(installed["site"]), (key, info[key])
     assert os.path.exists(os.path.join(info["wf"], "Snakefile"))
+    # the night-time quick-look's workflow and the monitor's page script
+    assert os.path.exists(os.path.join(info["wf"], "Snakefile.quicklook"))
+    assert os.path.exists(os.path.join(info["wf"], "config", "qa-quicklook.yaml"))
+    assert os.path.exists(os.path.join(info["pkg"].rsplit("/", 1)[0], "data", "monitor", "monitor.js"))
     assert "rrtemplate-galaxy.fits" in info["rr"] and "rrtemplate-QSO-HIZ-v1.1.fits" in info["rr"]
     # every reference file the README beside the data lists is installed
     readme = open(os.path.join(info["ref"], "README.md")).read()

@@ -5,7 +5,7 @@ import pytest
 from fiberflow import paths
 
 IDS = dict(night=20251205, expid=1234, camera="z3", spectrograph=3, survey="main", program="dark", pix=11234, tileid=1000,
-           specprod="prod")
+           specprod="prod", calibration="psfnight")
 
 
 @pytest.mark.parametrize("filetype", paths.filetypes())

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from _workflow import tiny_config
+from _workflow import PROJECT, tiny_config
 
 NIGHT = 20250903
 PLAN = f"""night: {NIGHT}
@@ -37,7 +37,7 @@ def _ql(tmp_path):
 def _table(tmp_path):
     from fiberflow.cli.watch import read_table
 
-    return read_table(str(_ql(tmp_path) / str(NIGHT) / f"exposures-{NIGHT}.csv"))
+    return read_table(str(_ql(tmp_path) / str(NIGHT) / f"qlexposures-{NIGHT}.csv"))
 
 
 def _serve(cfg, token, *extra):
@@ -195,7 +195,9 @@ def test_watcher_killed_mid_exposure_loses_nothing_and_redoes_nothing(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in night.rglob("*") if p.is_file() and not p.name.startswith(".")}
     finished = [p for p in before if p.parent.name == "00000030" or p in done_before]
     assert any(p.parent.name == "00000030" for p in finished) and any(p.parent == exp31 for p in finished)
-    res = subprocess.run(_ff("watch", "--config", cfg, "--once"), capture_output=True, text=True, timeout=600)
+    profile = os.path.join(PROJECT, "profiles", "quicklook")  # as the scron job runs it
+    res = subprocess.run(_ff("watch", "--config", cfg, "--once", "--profile", profile), capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "00000031 SCIENCE: quick-look of 3 camera(s) resumed" in res.stdout, res.stdout
     table = _table(tmp_path)

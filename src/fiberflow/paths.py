@@ -109,7 +109,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "ql_qa_frame_png": ("prod", "quicklook/{night}/{expid:08d}/qa-{camera}-{expid:08d}.png"),
     "ql_qa": ("prod", "quicklook/{night}/{expid:08d}/qa-{expid:08d}.json"),
     "ql_html": ("prod", "quicklook/{night}/{expid:08d}/qa-{expid:08d}.html"),
-    "ql_table": ("prod", "quicklook/{night}/exposures-{night}.csv"),
+    "ql_table": ("prod", "quicklook/{night}/qlexposures-{night}.csv"),
     # simulator truth (never read by the pipeline)
     "truth": ("truth", "{night}/{expid:08d}/truth-{camera}-{expid:08d}.fits"),
     "truth_stdstars": ("truth", "{night}/{expid:08d}/truth-stdstars-{expid:08d}.fits"),

@@ -12,6 +12,8 @@ def add_arguments(p, name):
     p.add_argument("-o", "--outfile", required=True)
     if name == "fiberflat":
         p.add_argument("-i", "--infile", required=True, help="extracted flat frame-{camera}-{expid}.fits")
+        p.add_argument("--maxiter", type=int, default=None,
+                       help="at most this many fit / clip iterations (default config fiberflat.maxiter; the quick-look: 5)")
     else:
         p.add_argument("-i", "--infiles", nargs="*", default=[], help="the night's fiberflat-{camera}-{expid}.fits")
         p.add_argument("--night", type=int, required=True)
@@ -40,6 +42,12 @@ def _fiberflat(args, cfg, inst, cam):
     t0 = time.time()
     frame = read_camera_frame(args.infile, cam, inst, ("FLAT",))
     opts = fiberflat.FiberflatOptions.from_config(cfg["fiberflat"])
+    if args.maxiter is not None:
+        if args.maxiter < 1:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--maxiter {args.maxiter}: at least 1")
+        opts.maxiter = args.maxiter
     exclude = bad_fiberstatus(frame.fibermap, frame.nspec)
     try:
         res = fiberflat.compute_fiberflat(frame.wave, frame.flux, frame.ivar, frame.mask, frame.resolution, opts,

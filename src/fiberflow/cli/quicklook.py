@@ -129,8 +129,9 @@ def _camera(args):
             qa["frame"] = find("ql_frame")
     if obstype == "FLAT" and "frame" in qa:
         # the quick-look's own fiberflat (of the boxcar extraction, as the science it divides)
+        # (a few clipping iterations: the quick-look's flat need not converge to 1e-5)
         if step("FIBERFLAT", lambda: _call("fiberflat", "fiberflat", conf + ["-i", qa["frame"], "-o",
-                                                                         find("ql_fiberflat")])):
+                                                                         find("ql_fiberflat"), "--maxiter", "5"])):
             qa["fiberflat"] = find("ql_fiberflat")
     if obstype == "SCIENCE" and "frame" in qa:
         if step("SKY", lambda: _sky(args.config, cam, qa["frame"], calib.get("fiberflatnight"), find("ql_sky"),

@@ -5,7 +5,7 @@ Every ``--waittime`` seconds (``quicklook.waittime``) it looks at the night's ra
 (``quicklook.completeness``: the checksum file, or files unchanged for ``quicklook.settle``
 seconds; see :mod:`fiberflow.io.delivery`; a half-written file is never read) it
 
-1. adds it to the watcher's exposure table ``{prod}/quicklook/{night}/exposures-{night}.csv``
+1. adds it to the watcher's exposure table ``{prod}/quicklook/{night}/qlexposures-{night}.csv``
    (STATE waiting / running / done / failed / skipped, arrival and end times, latency, the
    exposure's status and its CCD / FIBERS / SPECTRA statuses), written atomically after every
    change;

@@ -4,7 +4,7 @@ amplifiers, fibers, spectra), the latest exposure, the watcher's state and step 
 metric's history. Every function returns plain JSON-able values; the web pages and the JSON API
 serve the same ones.
 
-The sources: the watcher's table ``{prod}/quicklook/{night}/exposures-{night}.csv`` (one row per
+The sources: the watcher's table ``{prod}/quicklook/{night}/qlexposures-{night}.csv`` (one row per
 exposure it has seen, with STATE, STATUS and the CCD / FIBERS / SPECTRA statuses), the
 exposure records ``qa-{expid}.json`` and camera records ``qa-{camera}-{expid}.json``, the
 extracted spectra ``qsframe`` / ``qframe``, ``watch.pid`` / ``watch.log``, and the database's
@@ -60,8 +60,8 @@ class Monitor:
         from .scoring import worst
 
         out = []
-        for f in glob.glob(os.path.join(self.root, "*", "exposures-*.csv")):
-            m = re.search(r"exposures-(\d{8})\.csv$", f)
+        for f in glob.glob(os.path.join(self.root, "*", "qlexposures-*.csv")):
+            m = re.search(r"qlexposures-(\d{8})\.csv$", f)
             if not m:
                 continue
             rows = self._table(int(m.group(1)))

@@ -96,7 +96,7 @@ function plot(series, opts) {
         const y = se.y[i];
         if (y === null || !isFinite(y)) return;
         const col = se.colours ? se.colours[i] : (se.colour || "#1565c0");
-        s += `<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="${se.r || 3}" fill="${col}">` +
+        s += `<circle cx="${px(x).toFixed(1)}" cy="${py(Math.min(Math.max(y, y0), y1)).toFixed(1)}" r="${se.r || 3}" fill="${col}">` +
              `<title>${esc((se.labels || [])[i] || "")} ${fmt(x, 2)}, ${fmt(y, 3)}</title></circle>`;
       });
     }
@@ -242,12 +242,16 @@ async function renderExposure() {
   const thru = Object.entries(fib).filter(([, f]) => f.THRU && f.FIBER);
   const armCol = {b: "#1565c0", r: "#c62828", z: "#6a1b9a"};
   if (thru.length) {
-    h += "<div>relative throughput by fiber<br>" + plot(thru.map(([cam, f]) => ({x: f.FIBER, y: f.THRU, colour: armCol[cam[0]], r: 2,
-      labels: f.FIBER.map(n => cam + " fiber " + n)})), {xlabel: "fiber", ylabel: "throughput / median", width: 520}) + "</div>";
+    // flats: relative throughput; science: median flux over the sky fibers' (targets are brighter: clipped at 3)
+    const sci = e.OBSTYPE === "SCIENCE";
+    h += `<div>${sci ? "median flux / sky fibers' median, clipped at 3" : "relative throughput"} by fiber (b blue, r red, z purple)<br>` +
+      plot(thru.map(([cam, f]) => ({x: f.FIBER, y: f.THRU, colour: armCol[cam[0]], r: 2,
+      labels: f.FIBER.map((n, i) => `${cam} fiber ${n}: ${fmt(f.THRU[i], 3)}`)})),
+      {xlabel: "fiber", ylabel: sci ? "flux / sky" : "throughput / median", width: 520, ymin: 0, ymax: sci ? 3 : undefined}) + "</div>";
     const withXY = thru.filter(([, f]) => f.X && f.Y);
     if (withXY.length) {
-      const vals = withXY.flatMap(([, f]) => f.THRU.filter(v => v !== null));
-      const lo = Math.min(...vals), hi = Math.max(...vals);
+      const vals = withXY.flatMap(([, f]) => f.THRU.filter(v => v !== null)).sort((a, b) => a - b);
+      const lo = vals[Math.floor(0.05 * (vals.length - 1))], hi = vals[Math.ceil(0.95 * (vals.length - 1))];
       h += "<div>focal plane, coloured by throughput (r cameras, else the first arm)<br>" + plot(withXY.filter(([cam], i, a) =>
         cam[0] === (a.some(([c]) => c[0] === "r") ? "r" : a[0][0][0])).map(([cam, f]) => ({x: f.X, y: f.Y, r: 4,
         colours: f.THRU.map(v => v === null ? "#ccc" : viridis((v - lo) / ((hi - lo) || 1))),
