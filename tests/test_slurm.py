@@ -138,8 +138,9 @@ def test_demo_night_reduced_through_slurm(slurm, tmp_path):
     # jobs really went through Slurm: sbatch submissions, group jobs among them
     submitted = [ln for ln in text.splitlines() if "has been submitted with SLURM jobid" in ln]
     assert len(submitted) >= 10, text[-3000:]
-    for group in ("preproc", "calibchain", "healpix", "qa"):
-        assert f"group_{group}_" in text, f"no {group} group job: " + text[-3000:]
+    # (the frame QA of one exposure: group qa{expid}; the night and production QA: qasummary)
+    for group in ("preproc", "calibchain", "healpix", "qa0", "qasummary"):
+        assert f"group_{group}" in text, f"no {group} group job: " + text[-3000:]
     sq = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], env=slurm["env"], capture_output=True,
                         text=True)
     jobids = {int(m.group(1)) for m in (re.search(r"SLURM jobid (\d+)", ln) for ln in submitted)}
