@@ -66,7 +66,8 @@ def _owner():
             "command": " ".join(sys.argv)[:500], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether a process of this host has that pid (one of another user counts as alive)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -114,7 +115,7 @@ def acquire(prod, keys, log=print):
                         other = _read(path)
                     if other is not None and other.get("pid") == me["pid"] and other.get("host") == me["host"]:
                         break  # ours already
-                    if other is not None and other.get("host") == me["host"] and not _alive(other.get("pid", -1)):
+                    if other is not None and other.get("host") == me["host"] and not pid_alive(other.get("pid", -1)):
                         log(f"fiberflow: taking over the stale lock {path} of a dead invocation "
                             f"(pid {other.get('pid')}, started {other.get('started')})")
                         os.unlink(path)

@@ -160,6 +160,7 @@ def _key(path, prod):
 
 def _ingest(args):
     from ..io import qcdb
+    from ..io.delivery import sha256
 
     db, prod = _db(args)
     t0 = time.time()
@@ -169,7 +170,7 @@ def _ingest(args):
     done = []
     try:
         for f, kind, night, rows in items:
-            sha = qcdb.file_sha256(f)
+            sha = sha256(f)
             if kind == "certification":  # the calibrations' states, not QC1 rows
                 qcdb.store_certification(conn, rows)
                 done.append({"PRODUCT": _key(f, prod), "KIND": kind, "NIGHT": night, "NROWS": len(rows),

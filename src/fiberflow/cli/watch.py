@@ -115,6 +115,7 @@ class Watcher:
     # ---- one watcher per production -------------------------------------------------
     def acquire(self):
         from ..errors import ConfigError
+        from ..prodlock import pid_alive
 
         os.makedirs(self.ql.root, exist_ok=True)
         for _ in range(2):
@@ -125,7 +126,7 @@ class Watcher:
                     pid = int(open(self.pidfile).read().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and _alive(pid):
+                if pid and pid_alive(pid):
                     raise ConfigError(f"{self.pidfile}: another watcher (pid {pid}) watches this production; "
                                       f"stop it first (touch {self.stopfile})") from None
                 os.remove(self.pidfile)  # a watcher that died without cleaning up
@@ -234,13 +235,15 @@ class Watcher:
         from ..errors import FiberflowError
         from ..io.datamodel import read_json
 
+        from ..prodlock import pid_alive
+
         row = rows[expid]
         resumed = row.get("STATE") == "running"
         if resumed:  # a watcher stopped mid-exposure: let its Snakemake finish, or clear its lock
             pid = int(row.get("PID") or 0)
-            if pid and _alive(pid):
+            if pid and pid_alive(pid):
                 self.log(f"{night}/{expid:08d}: the Snakemake of the previous watcher (pid {pid}) still runs; waiting")
-                while _alive(pid) and not self.stop_requested():
+                while pid_alive(pid) and not self.stop_requested():
                     time.sleep(0.2)
             if self.stop_requested():
                 return
@@ -338,16 +341,6 @@ class Watcher:
             self.log("signal received: stopped (the interrupted exposure is resumed by the next watcher)")
         else:
             self.log("stopped")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run(args):

@@ -174,14 +174,6 @@ def connect(path, timeout=120.0):
     return db
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ingest(conn, product, kind, night, rows, sha256=""):
     """Replace the rows of ``product`` by ``rows`` in one transaction.
 

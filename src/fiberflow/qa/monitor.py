@@ -153,6 +153,8 @@ class Monitor:
     def watcher(self, nlog=30):
         """Whether a watcher runs (its pid file and process), the exposure it is processing,
         the step durations of the cameras of the latest exposure, and the last lines of its log."""
+        from ..prodlock import pid_alive
+
         pidfile = os.path.join(self.root, "watch.pid")
         pid = None
         if os.path.exists(pidfile):
@@ -160,7 +162,7 @@ class Monitor:
                 pid = int(open(pidfile).read().strip() or 0) or None
             except (OSError, ValueError):
                 pid = None
-        running = bool(pid) and _alive(pid)
+        running = bool(pid) and pid_alive(pid)
         log = []
         logfile = os.path.join(self.root, "watch.log")
         if os.path.exists(logfile):
@@ -249,13 +251,3 @@ class Monitor:
             last = sorted({r["NIGHT"] for r in out})[-int(nights):]
             out = [r for r in out if r["NIGHT"] in set(last)]
         return out
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
