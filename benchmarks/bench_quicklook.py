@@ -4,6 +4,7 @@ serve` running as in the night.
 
     .venv/bin/python benchmarks/bench_quicklook.py                      # demo instrument (50 fibers)
     .venv/bin/python benchmarks/bench_quicklook.py --instrument desi    # one full-size petal: b, r, z x 500 fibers
+    .venv/bin/python benchmarks/bench_quicklook.py --instrument desi --keep /tmp/qlbench   # keep (and reuse) the night
 
 A flat and two science exposures are simulated beforehand into a staging folder (not timed),
 then delivered one by one into the watched raw folder the way a data system does (files, then
@@ -48,10 +49,20 @@ def main():
     ap.add_argument("--instrument", default="demo", help="demo (one petal of 50 fibers) or desi (one full petal)")
     ap.add_argument("--cores", type=int, default=2, help="cores of the quick-look Snakemake (default 2)")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="work in DIR and keep it; a night already simulated there is reused (its quick-look redone)")
     args = ap.parse_args()
+    import contextlib
+    import shutil
+
     from fiberflow.sim.replay import deliver
 
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        for sub in ("raw", "redux"):
+            shutil.rmtree(os.path.join(args.keep, sub), ignore_errors=True)
+    with (contextlib.nullcontext(os.path.abspath(args.keep)) if args.keep
+          else tempfile.TemporaryDirectory(dir=args.dir)) as tmp:
         cfg = os.path.join(tmp, "prod.yaml")
         with open(cfg, "w") as fh:
             fh.write(f"instrument: {args.instrument}\nraw: {tmp}/raw\nredux: {tmp}/redux\nspecprod: bench\n"
@@ -61,10 +72,11 @@ def main():
         subprocess.run(ff("calibinit", "--config", cfg), check=True, stdout=subprocess.DEVNULL)
         cams = ["--cameras", "b0", "r0", "z0"] if args.instrument == "desi" else []
         t0 = time.time()
-        subprocess.run(ff("simulate", "--config", cfg, "--plan", os.path.join(tmp, "plan.yaml"), "--raw",
-                          os.path.join(tmp, "staging"), "--truth", os.path.join(tmp, "truth"), *cams),
-                       check=True, stdout=subprocess.DEVNULL)
-        print(f"simulated the night ({args.instrument}) in {time.time() - t0:.0f} s (not timed below)")
+        if not os.path.exists(os.path.join(tmp, "staging", str(NIGHT), "00000102")):
+            subprocess.run(ff("simulate", "--config", cfg, "--plan", os.path.join(tmp, "plan.yaml"), "--raw",
+                              os.path.join(tmp, "staging"), "--truth", os.path.join(tmp, "truth"), *cams),
+                           check=True, stdout=subprocess.DEVNULL)
+            print(f"simulated the night ({args.instrument}) in {time.time() - t0:.0f} s (not timed below)")
         os.makedirs(os.path.join(tmp, "raw"))
         wlog = open(os.path.join(tmp, "watch.out"), "w")
         watcher = subprocess.Popen(ff("watch", "--config", cfg, "--waittime", "0.5"), stdout=wlog,

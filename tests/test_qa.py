@@ -373,3 +373,19 @@ def test_bright_sky_lines_ignore_unmeasured_bins():
     assert any(abs(w - wave[251]) < 3 for w in M.bright_sky_lines(wave, sky, nline=3))
     picked = M.bright_sky_lines(wave, sky, nline=3, good=good)
     assert np.allclose(picked, [5050.0, 5150.0, 5300.0], atol=0.8), picked
+
+
+def test_running_median_at_equals_the_full_median_filter():
+    """The sky-line residual's continuum, computed at the line windows only, is scipy's
+    median filter (mode nearest) at those columns, edges included."""
+    from scipy.ndimage import median_filter
+
+    from fiberflow.qa.metrics import running_median_at
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(20, 400)) + np.linspace(0, 5, 400)
+    cols = np.array([0, 1, 24, 25, 26, 200, 373, 374, 398, 399])
+    for width in (51, 7, 1):
+        ref = median_filter(a, size=(1, width), mode="nearest")[:, cols]
+        assert np.array_equal(running_median_at(a, cols, width), ref), width
+    assert running_median_at(a, np.array([], int), 51).shape == (20, 0)

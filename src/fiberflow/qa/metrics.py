@@ -598,20 +598,43 @@ def line_residuals(wave, sflux, sivar, smask, sky, skyfib, nline=5, halfwidth=2.
     -------
     (nspec,) fractional residual (nan where no line bin is good)
     """
-    from scipy.ndimage import median_filter
-
     rows = skyfib if np.any(skyfib) else np.ones(sflux.shape[0], bool)
     good = (sivar > 0) & (smask == 0)
     lines = bright_sky_lines(wave, np.median(sky[rows], axis=0), nline=nline, good=good[rows].any(axis=0))
     sel = np.zeros(wave.size, bool)
     for w in lines:
         sel |= np.abs(wave - w) <= halfwidth
-    res = sflux - median_filter(np.where(good, sflux, 0.0), size=(1, nbins), mode="nearest")
-    line = sky - median_filter(sky, size=(1, nbins), mode="nearest")
-    use = good & sel[None, :]
+    cols = np.flatnonzero(sel)
+    # the continuum only where it is used (the line windows: a few dozen columns of thousands)
+    res = sflux[:, cols] - running_median_at(np.where(good, sflux, 0.0), cols, nbins)
+    line = sky[:, cols] - running_median_at(sky, cols, nbins)
+    use = good[:, cols]
     num = np.sum(np.where(use, res, 0.0), axis=1)
     den = np.sum(np.where(use, line, 0.0), axis=1)
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def running_median_at(a, cols, width):
+    """Running median of each row of ``a`` over ``width`` bins centred on the columns ``cols``,
+    edges extended with the end values: ``scipy.ndimage.median_filter(a, size=(1, width),
+    mode="nearest")[:, cols]`` without filtering every column.
+
+    Parameters
+    ----------
+    a : (nrow, ncol)
+    cols : (k,) int
+    width : int, odd
+
+    Returns
+    -------
+    (nrow, k)
+    """
+    half = int(width) // 2
+    padded = np.pad(np.asarray(a, float), ((0, 0), (half, half)), mode="edge")
+    if len(cols) == 0:
+        return np.zeros((a.shape[0], 0))
+    windows = np.stack([padded[:, c:c + 2 * half + 1] for c in np.asarray(cols, int)], axis=1)
+    return np.median(windows, axis=2)
 
 
 # --------------------------------------------------------------------------- stars / calibration
