@@ -31,6 +31,22 @@ def test_findfile_and_parsepath(capsys):
     assert main(["parsepath", "/not/ours.txt"]) == 1
 
 
+
+def test_findfile_takes_the_roots_of_a_config_and_prints_absolute_paths(tmp_path, capsys, monkeypatch):
+    """A path findfile prints is a Snakemake target from anywhere: roots from --config resolved as
+    the workflow does, a relative --prod made absolute (the rules' outputs are absolute)."""
+    cfg = tmp_path / "prod.yaml"
+    cfg.write_text(f"instrument: tiny\nraw: {tmp_path / 'raw'}\nredux: {tmp_path / 'redux'}\nspecprod: p1\n")
+    assert main(["findfile", "certification", "--night", "20251205", "--calibration", "psfnight",
+                 "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "redux" / "p1" / "calibnight" / "20251205" /
+                                                  "certification-psfnight-20251205.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(["findfile", "psfnight", "--night", "20251205", "--camera", "r0", "--prod", "redux/p1"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "redux" / "p1" / "calibnight" / "20251205" /
+                                                  "psfnight-r0-20251205.fits")
+
+
 def test_describe(capsys):
     assert main(["describe", "frame"]) == 0
     assert "RESOLUTION" in capsys.readouterr().out

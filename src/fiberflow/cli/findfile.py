@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -19,8 +20,11 @@ def add_arguments(p, name):
         p.add_argument("--program")
         p.add_argument("--pix", type=int)
         p.add_argument("--tileid", type=int)
-        p.add_argument("--raw", help="raw root (default $DESI_SPECTRO_DATA)")
-        p.add_argument("--prod", help="production root (default $DESI_SPECTRO_REDUX/$SPECPROD)")
+        p.add_argument("--calibration", choices=["biasnight", "psfnight", "fiberflatnight"],
+                       help="the nightly calibration of a certification record")
+        p.add_argument("--config", help="a production's configuration: its roots, as the workflow resolves them")
+        p.add_argument("--raw", help="raw root (default: the config's, else $DESI_SPECTRO_DATA)")
+        p.add_argument("--prod", help="production root (default: the config's, else $DESI_SPECTRO_REDUX/$SPECPROD)")
         p.add_argument("--truth", help="truth root")
         p.add_argument("--relative", action="store_true", help="print the path relative to its root")
     else:
@@ -33,13 +37,21 @@ def run(args):
 
     if args._name == "findfile":
         ids = {k: getattr(args, k) for k in ("night", "expid", "camera", "spectrograph", "survey", "program", "pix",
-                                          "tileid")}
+                                          "tileid", "calibration")}
         ids = {k: v for k, v in ids.items() if v is not None}
+        raw, prod, truth = args.raw, args.prod, args.truth
+        if args.config:
+            from ..config import load_config, resolve_roots
+
+            roots = resolve_roots(load_config(args.config), need_prod=False)
+            raw, prod, truth = raw or roots["raw"], prod or roots["prod"], truth or roots["truth"]
+        # absolute, as the workflow's rule outputs are: the path works as a Snakemake target from anywhere
+        raw, prod, truth = (os.path.abspath(r) if r else r for r in (raw, prod, truth))
         try:
             if args.relative:
                 print(paths.relpath(args.filetype, **ids))
             else:
-                print(paths.findfile(args.filetype, raw=args.raw, prod=args.prod, truth=args.truth, **ids))
+                print(paths.findfile(args.filetype, raw=raw, prod=prod, truth=truth, **ids))
         except ValueError as exc:
             print(f"fiberflow findfile: error: {exc}", file=sys.stderr)
             return 1
