@@ -150,7 +150,9 @@ def _camera(args):
                "OBSTYPE": obstype, "TILEID": man.get("TILEID"), "PROGRAM": man.get("PROGRAM"),
                "EXPTIME": man.get("EXPTIME"), "MJD": man.get("MJD"), "METRICS": {}, "FIBERS": {}, "FILES": {},
                "LOGS": {}, "QAFILE": os.path.relpath(args.outfile, prod), "PLOT": None}
-        _blank_png(args.png, f"{obstype} {args.expid} {cam}: {failed['ERROR'] if failed else 'nothing to measure'}")
+        from ..qa.plots import message
+
+        message(args.png, f"{obstype} {args.expid} {cam}: {failed['ERROR'] if failed else 'nothing to measure'}")
     timing["QA"] = round(time.time() - t0, 3)
     rec["QUICKLOOK"] = {"TIMING": timing, "FAILED": failed, "CALIBRATIONS": man["CALIBRATIONS"].get(cam, {})}
     write_json(args.outfile, "qa_frame", rec)
@@ -185,21 +187,6 @@ def _sky(config, cam, frame_path, fiberflat, outfile, sframe):
         return sky_and_write(cfg, cam, frame, arrays, frame_path, name, outfile, sframe)
 
 
-def _blank_png(path, text):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.fitsutil import atomic_path
-
-    fig = plt.figure(figsize=(6, 1.2))
-    fig.text(0.02, 0.5, text, va="center", fontsize=9, wrap=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-
-
 def _exposure(args):
     from ..config import load_config, resolve_roots
     from ..errors import DataError
@@ -207,7 +194,7 @@ def _exposure(args):
     from ..qa import tables
     from ..qa.scoring import load_thresholds, thresholds_version, worst
     from ..workflow.plan import qa_thresholds_path
-    from ..workflow.quicklook import family_status
+    from ..workflow.quicklook import FAMILIES, family_status
 
     cfg = load_config(args.config)
     prod = resolve_roots(cfg)["prod"]
@@ -232,7 +219,7 @@ def _exposure(args):
         ql = fr.get("QUICKLOOK") or {}
         fams = family_status(scored)
         if ql.get("FAILED"):
-            fam = next((f for f, steps in _families().items() if ql["FAILED"]["STEP"] in steps), "CCD")
+            fam = next((f for f, steps in FAMILIES.items() if ql["FAILED"]["STEP"] in steps), "CCD")
             fams[fam] = "ALARM"
             scored["STATUS"] = "ALARM"
         cameras[cam] = {"STATUS": worst([scored["STATUS"], *fams.values()]), "FAMILIES": fams,
@@ -243,7 +230,7 @@ def _exposure(args):
                         "WARNINGS": sorted(f"{st}.{m}" for st, ms in scored["SCORES"].items() for m, s in ms.items()
                                            if s["STATUS"] == "WARNING"),
                         "PLOT": fr.get("PLOT"), "QAFILE": fr.get("QAFILE")}
-    families = {f: worst([c["FAMILIES"][f] for c in cameras.values()]) for f in _families()}
+    families = {f: worst([c["FAMILIES"][f] for c in cameras.values()]) for f in FAMILIES}
     rec = {"NIGHT": args.night, "EXPID": args.expid, "OBSTYPE": man["OBSTYPE"], "TILEID": man.get("TILEID"),
            "PROGRAM": man.get("PROGRAM"), "EXPTIME": man.get("EXPTIME"), "MJD": man.get("MJD"),
            "STATUS": worst(c["STATUS"] for c in cameras.values()), "FAMILIES": families, "CAMERAS": cameras,
@@ -259,12 +246,6 @@ def _exposure(args):
           + " ".join(f"{f} {s}" for f, s in families.items()) + (f"; ALARM on {', '.join(bad)}" if bad else "")
           + f" -> {args.outfile}")
     return 0
-
-
-def _families():
-    from ..workflow.quicklook import FAMILIES
-
-    return FAMILIES
 
 
 def _history(prod, night, thr):
@@ -306,17 +287,15 @@ def _ingest(cfg, prod, rec, night_rec):
     return qcdb.redacted(db)
 
 
-STATUS_COLOURS = {"NORMAL": "#2e7d32", "WARNING": "#f9a825", "ALARM": "#c62828", "NA": "#9e9e9e"}
-
-
 def _page(path, rec, prod):
     """A static page of one quick-look exposure (the monitor serves richer ones)."""
     import html
 
     from ..io.fitsutil import atomic_path
+    from ..qa.plots import STATUS_COLORS
 
     def cell(status):
-        return f'<td class="{status}" style="background:{STATUS_COLOURS.get(status, "#fff")};color:#fff">{status}</td>'
+        return f'<td class="{status}" style="background:{STATUS_COLORS.get(status, "#fff")};color:#fff">{status}</td>'
 
     rows = []
     for cam, c in sorted(rec["CAMERAS"].items()):

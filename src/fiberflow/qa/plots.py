@@ -33,6 +33,13 @@ def _save(fig, path):
         _plt().close(fig)
 
 
+def message(path, text):
+    """A small picture that only says something (a camera the quick-look could not measure)."""
+    fig = _plt().figure(figsize=(6, 1.2))
+    fig.text(0.02, 0.5, text, va="center", fontsize=9, wrap=True)
+    _save(fig, path)
+
+
 def _thumb(ax, img, title, vmin=None, vmax=None, extent=None):
     """An image of (nrow, ncol) downsampled along columns to at most 600 columns."""
     img = np.asarray(img, float)
