@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser tools demo test dag bench-workflow bench-redrock validate-redshifts clean-demo help
+.PHONY: setup browser graphviz tools demo test dag bench-workflow bench-redrock validate-redshifts clean-demo help
 
 help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
@@ -38,11 +38,13 @@ browser:
 # Debian's graphviz (fiberflow dag), Slurm + munge (the tests start a real single-node Slurm
 # with scripts/local-slurm and run a night through the slurm executor) and PostgreSQL (the tests
 # start a server for the site QC1 database)
-tools:
+graphviz:
 	@command -v dot >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1 || \
 	    ( $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends graphviz >/dev/null ) ) || \
 	  echo "make: graphviz could not be installed; the DAG drawing test will skip"
+
+tools: graphviz
 	@scripts/local-slurm install || echo "make: Slurm could not be installed; the Slurm tests will skip"
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1 || \
@@ -52,9 +54,11 @@ tools:
 test: setup browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
-# rule graph and the first night's job DAG of the demo production, as SVG under demo/dag/
-dag: setup tools
-	$(BIN)/fiberflow dag --config $(DEMO)/config.yaml --directory $(DEMO) -o $(DEMO)/dag
+# rule graph and the first night's job DAG of the demo production, and its first science
+# exposure's chain (camera-labelled nodes coloured by state), as SVG under demo/dag/
+dag: setup graphviz
+	$(BIN)/fiberflow dag --config $(DEMO)/config.yaml -o $(DEMO)/dag
+	$(BIN)/fiberflow dag --config $(DEMO)/config.yaml --expid 182807 --camera r0 -o $(DEMO)/dag
 
 bench-workflow: setup
 	$(BIN)/python benchmarks/bench_workflow.py

@@ -22,7 +22,7 @@ rule fiberflat:
         mem_mb=4000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "fiberflat"),
+        cfg=PLAN.config_hash("fiberflat"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow fiberflat --config {params.configfile} --camera {wildcards.camera} "
@@ -44,7 +44,7 @@ rule fiberflatnight:
         mem_mb=2000,
         runtime=5,
     params:
-        cfg=section_hash(config, "instrument", "fiberflat"),
+        cfg=PLAN.config_hash("fiberflatnight"),
         configfile=CONFIGFILE,
         opts=options("fiberflatnight"),
     shell:
@@ -69,7 +69,7 @@ rule sky:
         mem_mb=4000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "sky"),
+        cfg=PLAN.config_hash("sky"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow sky --config {params.configfile} --camera {wildcards.camera} -i {input.frame} "
@@ -91,7 +91,7 @@ rule stdstars:
         mem_mb=4000,
         runtime=20,
     params:
-        cfg=section_hash(config, "instrument", "stdstars"),
+        cfg=PLAN.config_hash("stdstars"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow stdstars --config {params.configfile} --spectrograph {wildcards.spectrograph} "
@@ -113,7 +113,7 @@ rule fluxcalib:
         mem_mb=4000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "fluxcalib"),
+        cfg=PLAN.config_hash("fluxcalib"),
         configfile=CONFIGFILE,
         average=AVERAGE_OPTION,
     shell:

@@ -10,7 +10,8 @@ import sys
 
 import fiberflow.paths as ffpaths
 import fiberflow.prodlock as ffprodlock
-from fiberflow.config import section_hash, validate_config
+import fiberflow.workflow.records as ffrecords
+from fiberflow.config import anchor_paths, section_hash, validate_config
 from fiberflow.workflow.plan import Plan
 
 
@@ -27,12 +28,26 @@ if os.path.exists(os.path.join(_BINDIR, "fiberflow")):
 # validate (and fill defaults of) the configuration; errors name the bad key
 validate_config(config, source="config")
 
-# the configuration file the steps read (command-line --config overrides do not reach them)
+# the configuration file the steps read (command-line --config overrides do not reach them);
+# relative paths in it are relative to its folder, as the steps read them
 CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles else ""
+anchor_paths(config, os.path.dirname(CONFIGFILE) if CONFIGFILE else os.getcwd())
 # every job of the production, from the exposure tables read now (CSV edits + raw exposures
 # not yet in the CSV + override file), so no checkpoint is needed
 PLAN = Plan(config, workdir=os.getcwd(), configfile=CONFIGFILE)
 PROD = PLAN.prod
+for _warning in PLAN.warnings:
+    print(f"fiberflow: WARNING: {_warning}", file=sys.stderr)
+# a production moved or copied with its folder keeps Snakemake's records of its outputs
+ffrecords.follow_move(
+    os.getcwd(),
+    {
+        "workdir": os.getcwd(),
+        "prod": PROD,
+        "raw": PLAN.raw,
+        "config": os.path.dirname(CONFIGFILE),
+    },
+)
 # the software of every rule (snakemake --software-deployment-method conda)
 CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 

@@ -23,7 +23,7 @@ rule extract:
         mpi="",
         tasks=1,
     params:
-        cfg=section_hash(config, "instrument", "extract"),
+        cfg=PLAN.config_hash("extract"),
         configfile=CONFIGFILE,
         launch=lambda wc, resources: mpi_launch(resources),
         model=MODEL_OPTION,

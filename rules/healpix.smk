@@ -40,7 +40,7 @@ rule spectra:
         mem_mb=lambda wc, input: 2000 + 60 * len(input),
         runtime=lambda wc, input: 5 + len(input) // 10,
     params:
-        cfg=section_hash(config, "instrument"),
+        cfg=PLAN.config_hash("spectra"),
         configfile=CONFIGFILE,
         nside=PLAN.nside,
     shell:
@@ -64,7 +64,7 @@ rule coadd:
         mem_mb=lambda wc: 1500 + config["healpix"]["coadd_max_rows"],
         runtime=15,
     params:
-        cfg=section_hash(config, "healpix"),
+        cfg=PLAN.config_hash("coadd"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow coadd --config {params.configfile} -i {input} -o {output} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule biasnight:
         mem_mb=4000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "preproc"),
+        cfg=PLAN.config_hash("biasnight"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow biasnight --config {params.configfile} --camera {wildcards.camera} "
@@ -39,7 +39,7 @@ rule preproc:
         mem_mb=3000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "preproc"),
+        cfg=PLAN.config_hash("preproc"),
         configfile=CONFIGFILE,
         opts=options("preproc"),
     shell:

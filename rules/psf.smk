@@ -19,7 +19,7 @@ rule psf:
         mem_mb=4000,
         runtime=15,
     params:
-        cfg=section_hash(config, "instrument", "psf"),
+        cfg=PLAN.config_hash("psf"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow psf --config {params.configfile} --camera {wildcards.camera} "
@@ -41,7 +41,7 @@ rule psfnight:
         mem_mb=2000,
         runtime=5,
     params:
-        cfg=section_hash(config, "instrument", "psf"),
+        cfg=PLAN.config_hash("psfnight"),
         configfile=CONFIGFILE,
         opts=options("psfnight"),
     shell:
@@ -65,7 +65,7 @@ rule traceshift:
         mem_mb=4000,
         runtime=10,
     params:
-        cfg=section_hash(config, "instrument", "traceshift"),
+        cfg=PLAN.config_hash("traceshift"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow traceshift --config {params.configfile} --camera {wildcards.camera} "

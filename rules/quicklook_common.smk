@@ -5,7 +5,7 @@ import os
 import sys
 
 import fiberflow.paths as ffpaths
-from fiberflow.config import validate_config
+from fiberflow.config import anchor_paths, validate_config
 from fiberflow.workflow.quicklook import QuickLook
 
 
@@ -19,6 +19,7 @@ if os.path.exists(os.path.join(_BINDIR, "fiberflow")):
 
 validate_config(config, source="config")
 CONFIGFILE = os.path.abspath(workflow.configfiles[-1]) if workflow.configfiles else ""
+anchor_paths(config, os.path.dirname(CONFIGFILE) if CONFIGFILE else os.getcwd())
 QL = QuickLook(config, configfile=CONFIGFILE)
 CONDA_ENV = os.path.join(workflow.basedir, "envs", "fiberflow.yaml")
 

@@ -22,7 +22,7 @@ rule redrock:
         mpi="",
         tasks=1,
     params:
-        cfg=section_hash(config, "redshift"),
+        cfg=PLAN.config_hash("redrock"),
         configfile=CONFIGFILE,
         launch=lambda wc, resources: mpi_launch(resources),
     shell:
@@ -48,7 +48,7 @@ rule cumulative_redrock:
         mpi="",
         tasks=1,
     params:
-        cfg=section_hash(config, "redshift"),
+        cfg=PLAN.config_hash("cumulative_redrock"),
         configfile=CONFIGFILE,
         launch=lambda wc, resources: mpi_launch(resources),
     shell:
@@ -74,7 +74,7 @@ rule pernight_redrock:
         mpi="",
         tasks=1,
     params:
-        cfg=section_hash(config, "redshift"),
+        cfg=PLAN.config_hash("pernight_redrock"),
         configfile=CONFIGFILE,
         launch=lambda wc, resources: mpi_launch(resources),
     shell:

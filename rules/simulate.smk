@@ -21,7 +21,7 @@ rule simulate_exposure:
         runtime=30,
     params:
         configfile=CONFIGFILE,
-        cfg=section_hash(config, "instrument", "simulate"),
+        cfg=PLAN.config_hash("simulate_exposure"),
     shell:
         "fiberflow simulate --config {params.configfile} --night {wildcards.night} "
         "--expid {wildcards.expid} > {log} 2>&1"

@@ -19,7 +19,7 @@ rule cumulative_spectra:
         mem_mb=lambda wc, input: 2000 + 60 * len(input),
         runtime=lambda wc, input: 5 + len(input) // 10,
     params:
-        cfg=section_hash(config, "instrument"),
+        cfg=PLAN.config_hash("cumulative_spectra"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow spectra --config {params.configfile} --tile {wildcards.tileid} --night {wildcards.night} "
@@ -41,7 +41,7 @@ rule cumulative_coadd:
         mem_mb=lambda wc: 1500 + config["healpix"]["coadd_max_rows"],
         runtime=15,
     params:
-        cfg=section_hash(config, "healpix"),
+        cfg=PLAN.config_hash("cumulative_coadd"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow coadd --config {params.configfile} -i {input} -o {output} > {log} 2>&1"
@@ -62,7 +62,7 @@ rule pernight_spectra:
         mem_mb=lambda wc, input: 2000 + 60 * len(input),
         runtime=lambda wc, input: 5 + len(input) // 10,
     params:
-        cfg=section_hash(config, "instrument"),
+        cfg=PLAN.config_hash("pernight_spectra"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow spectra --config {params.configfile} --tile {wildcards.tileid} --night {wildcards.night} "
@@ -84,7 +84,7 @@ rule pernight_coadd:
         mem_mb=lambda wc: 1500 + config["healpix"]["coadd_max_rows"],
         runtime=15,
     params:
-        cfg=section_hash(config, "healpix"),
+        cfg=PLAN.config_hash("pernight_coadd"),
         configfile=CONFIGFILE,
     shell:
         "fiberflow coadd --config {params.configfile} -i {input} -o {output} > {log} 2>&1"

@@ -134,7 +134,7 @@ def test_sigkill_mid_run_then_restart_finishes_and_failure_stays_local(ops):
     assert "HDU R0 cannot be read" in st["failed"][0]["reason"]
     assert st["steps"]["spectra"]["done"] >= 1 and st["steps"]["coadd"]["done"] >= 1
     assert st["steps"]["spectra"]["waiting"] >= 1
-    assert st["steps"]["cframe"] == {"done": 4, "running": 0, "interrupted": 0, "ready": 0, "waiting": 2, "failed": 0}
+    assert st["steps"]["cframe"] == {"done": 4, "stale": 0, "running": 0, "interrupted": 0, "ready": 0, "waiting": 2, "failed": 0}
     assert st["steps"]["stdstars"]["waiting"] == 1 and st["stale_lock"] is False
     # no partial or corrupt file anywhere: every FITS opens and reads, every JSON parses, no temp file
     for path in _products(prod):
@@ -277,6 +277,20 @@ def test_status_matches_snakemake_and_dag_is_drawn(ops, tmp_path):
         assert rule in rule_svg and rule in dag_svg, rule
     # one night's DAG: its exposures' jobs
     assert f"{BAD_EXPID:08d}" in dag_svg and f"{GOOD_EXPID:08d}" in dag_svg
+    # one camera's chain of one exposure, from the plan: every node names its camera
+    res = _ff("dag", "--config", ops["cfg"], "--directory", str(root), "--expid", str(GOOD_EXPID), "--camera", "b0",
+              "-o", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    svg = (tmp_path / f"dag-{NIGHT_A}-{GOOD_EXPID:08d}-b0.svg").read_text()
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    for node in ("preproc", "psfnight", "traceshift", "extract", "fiberflatnight", "sky", "stdstars", "cframe"):
+        assert node in texts, (node, texts)
+    # b0's chain: its own jobs, the spectrograph's standard stars (which read r0's sframe too)
+    assert texts.count("cframe") == 1 and "spectrograph 0" in texts and "r0" in texts and "b0" in texts
+    n = int(re.search(r"\((\d+) jobs\)", res.stdout).group(1))
+    assert svg.count('class="node"') == n
+    res = _ff("dag", "--config", ops["cfg"], "--directory", str(root), "--camera", "b0", "-o", str(tmp_path))
+    assert res.returncode == 1 and "--camera needs --expid" in res.stderr
 
 
 def test_every_profile_plans_a_cframe_with_its_launcher(ops):
@@ -342,3 +356,124 @@ def test_exposure_and_tile_targets_and_laststep_skysub(ops):
     # the exposure target of the skysub exposure asks for its sframes only
     res = snakemake(root, ops["cfg"], "-n", "-p", paths.findfile("exposure_done", prod=prod, night=NIGHT_B, expid=2201))
     assert "sframe-b0-00002201.fits" in res.stdout and "cframe-b0-00002201" not in res.stdout
+
+
+def _planned(root, cfg, *extra):
+    res = snakemake(root, cfg, "-n", *extra)
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = _job_counts(res.stdout + res.stderr)
+    counts.pop("all", None)
+    return counts
+
+
+def _stale_counts(root):
+    st = _status(root)
+    return {step: row["stale"] for step, row in st["steps"].items() if row["stale"]}, st
+
+
+def test_status_knows_stale_as_snakemake_does(ops):
+    """Finding 5 of the operator's first hour: a product that exists is not done when Snakemake
+    would remake it (a newer input, changed options); status counts exactly the jobs a dry run plans."""
+    root, prod, cfg = ops["root"], str(ops["prod"]), ops["cfg"]
+    assert _planned(root, cfg) == {} and _stale_counts(root)[0] == {}
+    sframe = paths.findfile("sframe", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
+    st0 = os.stat(sframe)
+    os.utime(sframe, (st0.st_atime, time.time() + 5))  # `touch` after its readers were made
+    try:
+        stale, st = _stale_counts(root)
+        planned = _planned(root, cfg)
+        assert stale and stale == planned, (stale, planned)
+        assert {"stdstars", "fluxcalib", "cframe"} <= set(stale) and "sky" not in stale, stale
+        why = {j["step"]: j["reason"] for j in st["stale"]}
+        assert "is newer than the output" in why["stdstars"] and "will be remade first" in why["cframe"], why
+        res = _ff("status", "--config", cfg, "--directory", str(root))
+        assert re.search(r"^stdstars\s+\d+\s+\d+\s+1\s", res.stdout, re.M) and "stale job(s)" in res.stdout, res.stdout
+    finally:
+        os.utime(sframe, ns=(st0.st_atime_ns, st0.st_mtime_ns))
+    assert _stale_counts(root)[0] == {}
+    # a changed option of the sky section: its hash differs from the one Snakemake recorded
+    original = open(cfg).read()
+    with open(cfg, "a") as fh:
+        fh.write("sky: {nsig_clipping: 3.5}\n")
+    try:
+        stale, st = _stale_counts(root)
+        planned = _planned(root, cfg)
+    finally:
+        with open(cfg, "w") as fh:
+            fh.write(original)
+    assert stale == planned and stale["sky"] == 5, (stale, planned)
+    assert any("configuration section(s) instrument, sky changed" in j["reason"] for j in st["stale"] if j["step"] == "sky")
+
+
+def test_rebuild_by_path(ops, tmp_path):
+    """Findings 1 and 3: a product named from anywhere, relative or absolute, is rebuilt alone or
+    from an earlier step; the job count comes first; a production-wide force needs --all."""
+    root, prod, cfg = ops["root"], str(ops["prod"]), ops["cfg"]
+    target = paths.findfile("cframe", prod=prod, night=NIGHT_A, expid=GOOD_EXPID, camera="b0")
+    # findfile with the production's configuration prints the path the rules write
+    res = _ff("findfile", "cframe", "--config", cfg, "--night", str(NIGHT_A), "--expid", str(GOOD_EXPID),
+              "--camera", "b0")
+    assert res.returncode == 0 and res.stdout.strip() == target, res.stdout
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    rel = os.path.relpath(target, here)
+
+    def rebuild(*argv):
+        return subprocess.run([sys.executable, "-m", "fiberflow.cli.main", "rebuild", *argv, "--config", cfg],
+                              capture_output=True, text=True, cwd=here)
+
+    res = rebuild(rel, "-n")
+    assert res.returncode == 0 and "fiberflow rebuild: 1 job(s) to run (cframe 1)" in res.stdout, res.stdout + res.stderr
+    res = rebuild(target, "--from", "sky", "-n")
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"(\d+) job\(s\) to run \((.*)\)", res.stdout)
+    assert m and dict((k, int(v)) for k, v in (x.split() for x in m.group(2).split(", "))) == \
+        {"sky": 2, "stdstars": 1, "fluxcalib": 1, "cframe": 1}, res.stdout
+    # what `snakemake --forcerun sky PATH` does by mistake is refused; --all says it is meant
+    res = rebuild("--from", "sky")
+    assert res.returncode == 1 and "would force all 5 sky job(s)" in res.stderr and "--all" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = rebuild("--from", "sky", "--all", "-n")
+    assert res.returncode == 0 and re.search(r"\bsky 5\b", res.stdout), res.stdout
+    for bad, msg in ((str(tmp_path / "x.fits"), "is not under the production"),
+                     (os.path.join(prod, "exposures", "nothing.fits"), "is written by no job"),
+                     (target, "no psf job lies upstream")):
+        res = rebuild(bad, *(["--from", "psf"] if bad == target else []), "-n")
+        assert res.returncode == 1 and msg in res.stderr, (bad, res.stderr)
+    # a real rebuild: only that product is remade; what reads it is then stale
+    before = {p: os.stat(p).st_mtime_ns for p in _products(prod)}
+    res = rebuild(rel, "--cores", "2")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "Warning" not in res.stdout + res.stderr, res.stderr[-2000:]  # a clean command prints no noise
+    changed = {p for p, t in before.items() if os.stat(p).st_mtime_ns != t}
+    assert target in changed and not {p for p in changed if p.endswith(".fits")} - {target}, sorted(changed)
+    stale, _st = _stale_counts(root)
+    assert stale and stale == _planned(root, cfg), stale
+    res = snakemake(root, cfg, "--profile", LOCAL_PROFILE)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_a_copied_production_plans_nothing_new(ops, tmp_path):
+    """Finding 2: a production folder holding its configuration (paths relative to it) can be
+    copied or moved; Snakemake's records follow, so the copy plans nothing and an option change
+    there still reruns what it changes."""
+    root, cfg = ops["root"], ops["cfg"]
+    copy = tmp_path / "moved"
+    shutil.copytree(root, copy, symlinks=True)  # copy2: mtimes kept, as cp -a
+    text = open(cfg).read().replace(str(root) + "/", "").replace(str(root), ".")
+    assert str(root) not in text
+    (copy / "config.yaml").write_text(text)
+    ccfg = str(copy / "config.yaml")
+    assert _planned(copy, ccfg) == {}
+    with open(copy / ".snakemake" / "fiberflow-roots.json") as fh:
+        assert json.load(fh)["workdir"] == str(copy)
+    assert _status(copy)["steps"]["cframe"]["stale"] == 0
+    with open(ccfg, "a") as fh:
+        fh.write("sky: {nsig_clipping: 3.5}\n")
+    counts = _planned(copy, ccfg)
+    assert counts.get("sky") == 5 and "preproc" not in counts, counts
+    (copy / "config.yaml").write_text(text)
+    # the original is untouched by the copy's run
+    assert _planned(root, cfg) == {}
+    with open(root / ".snakemake" / "fiberflow-roots.json") as fh:
+        assert json.load(fh)["workdir"] == str(root)

@@ -85,7 +85,69 @@ def load_config(path=None, overrides=None):
         from .instrument import _deep_update
 
         config = _deep_update(config, overrides)
-    return validate_config(config, source)
+    config = validate_config(config, source)
+    if path is not None:
+        anchor_paths(config, os.path.dirname(os.path.abspath(source)))
+    return config
+
+
+#: configuration keys that hold a file or folder; relative ones are relative to the
+#: configuration file (so a production folder holding its config can move or be copied)
+PATH_KEYS = (("raw",), ("redux",), ("truth",), ("simulate", "plan"), ("calibration", "default_psf"),
+             ("calibration", "default_fiberflat"), ("calibration", "default_fluxcalib"), ("calibration", "pixflat"),
+             ("psf", "line_list"), ("redshift", "templates"), ("qa", "ledger"))
+#: keys whose relative value is looked up beside the configuration file first, then in the
+#: working directory, then among the files shipped with fiberflow
+LOOKUP_KEYS = (("qa", "thresholds"), ("quicklook", "thresholds"))
+
+
+def anchor_paths(config, base):
+    """Make the relative paths of a validated configuration absolute against ``base`` (the
+    configuration file's folder), in place; return the configuration.
+
+    Paths in :data:`PATH_KEYS` are always anchored (``~`` expanded); those in
+    :data:`LOOKUP_KEYS` only when the file exists there; an instrument given as a path to a
+    preset YAML when it exists there. Absolute paths and nulls are left as they are.
+    """
+    base = os.path.abspath(base)
+
+    def anchored(val):
+        return os.path.normpath(os.path.join(base, os.path.expanduser(val)))
+
+    for keys in PATH_KEYS + LOOKUP_KEYS:
+        holder = config
+        for k in keys[:-1]:
+            holder = holder.get(k) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            continue
+        val = holder.get(keys[-1])
+        if not isinstance(val, str) or not val or os.path.isabs(os.path.expanduser(val)):
+            continue
+        if keys in PATH_KEYS or os.path.exists(anchored(val)):
+            holder[keys[-1]] = anchored(val)
+    inst = config.get("instrument")
+    if isinstance(inst, str) and inst.endswith((".yaml", ".yml")) and not os.path.isabs(inst) \
+            and os.path.exists(anchored(inst)):
+        config["instrument"] = anchored(inst)
+    return config
+
+
+def relative_paths(config, base):
+    """A copy of a configuration whose :data:`PATH_KEYS` paths under ``base`` are relative to it
+    again (what :func:`anchor_paths` undoes): what a hash of the configuration should see, so that
+    moving the folder of a production with its configuration changes nothing."""
+    config = copy.deepcopy(config)
+    base = os.path.abspath(base)
+    for keys in PATH_KEYS + LOOKUP_KEYS + (("instrument",),):
+        holder = config
+        for k in keys[:-1]:
+            holder = holder.get(k) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            continue
+        val = holder.get(keys[-1])
+        if isinstance(val, str) and os.path.isabs(val) and (val == base or val.startswith(base + os.sep)):
+            holder[keys[-1]] = os.path.relpath(val, base)
+    return config
 
 
 def resolve_roots(config, base=None, need_prod=True):

@@ -200,9 +200,11 @@ def _simulate_and_reduce(out, roots, inst, wdir, ledger, profile=None, nflat=Non
     snakefile = os.path.join(wdir, "Snakefile")
     cfgfile = os.path.join(out, "config.yaml")
     with open(cfgfile, "w") as fh:
-        yaml.safe_dump({"instrument": inst.name, "raw": roots["raw"], "redux": roots["redux"], "specprod": roots["specprod"],
-                        "truth": roots["truth"], "nights": [DEMO_NIGHT],
-                        "calibration": {"default_psf": os.path.join(out, "calib", "psf")},
+        # paths relative to the config file's folder (the demo folder): the demo can be moved or copied
+        fh.write("# the demo production; relative paths are relative to this file's folder\n")
+        yaml.safe_dump({"instrument": inst.name, "raw": rel(roots["raw"], out), "redux": rel(roots["redux"], out),
+                        "specprod": roots["specprod"], "truth": rel(roots["truth"], out), "nights": [DEMO_NIGHT],
+                        "calibration": {"default_psf": rel(os.path.join(out, "calib", "psf"), out)},
                         "redshift": {"enabled": True}}, fh, sort_keys=False)
     cmd = [sys.executable, "-m", "snakemake", "-s", snakefile, "--configfile", cfgfile, "--directory", out,
            "--profile", os.path.abspath(profile) if profile else os.path.join(wdir, "profiles", "local"),
@@ -271,7 +273,7 @@ def _status_summary(cfgfile, workdir):
     from ..workflow.status import job_states, summary
 
     t = time.time()
-    jobs = job_states(Plan(load_config(cfgfile), workdir), workdir)
+    jobs = job_states(Plan(load_config(cfgfile), workdir, configfile=cfgfile), workdir)
     table = summary(jobs)
     ndone = sum(r["done"] for r in table.values())
     line = (f"fiberflow status: {ndone} of {len(jobs)} jobs done over {len(table)} steps "

@@ -17,7 +17,7 @@ OUTPUT_ARGS = ("outfile", "sframe", "model", "png", "blink", "html", "trends", "
                "exposures_out", "exposures_csv", "receipt")
 #: commands that are not steps of a production (no output guard, no all-or-none block)
 NOT_STEPS = {"findfile", "parsepath", "describe", "config", "simulate", "status", "dag", "workflow", "demo",
-             "calibinit", "validate-redshifts", "watch", "quicklook", "serve"}
+             "calibinit", "validate-redshifts", "watch", "quicklook", "serve", "rebuild"}
 
 
 def _values(value):

@@ -68,7 +68,9 @@ COMMANDS = {
     "serve": ("fiberflow.cli.serve", "live monitor of the night-time quick-look: web pages and a JSON API (127.0.0.1)"),
     "exptable": ("fiberflow.cli.exptable", "write or update a night's exposure table from the raw headers"),
     "status": ("fiberflow.cli.ops", "done / running / ready / waiting / failed jobs per step of a production"),
-    "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG as SVG (snakemake + graphviz)"),
+    "rebuild": ("fiberflow.cli.rebuild", "remake chosen products (PATH ...), optionally from an earlier step; "
+                "prints the job count first"),
+    "dag": ("fiberflow.cli.ops", "draw the rule graph and one night's job DAG, or one exposure's chain (--expid), as SVG"),
     "workflow": ("fiberflow.cli.workflowcmd", "print where the installed workflow is (Snakefile, profiles)"),
     "demo": ("fiberflow.cli.demo", "simulate the demo night and reduce it end to end under ./demo"),
 }

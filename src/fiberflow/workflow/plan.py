@@ -72,6 +72,33 @@ OUTPUTS = {
                       "qa_production_hist"),
 }
 
+#: step -> configuration sections its outputs depend on: their hash is one of the step's
+#: params, so editing a section reruns exactly the steps that read it (Snakemake's params
+#: trigger; `fiberflow status` calls such outputs stale)
+HASHED_SECTIONS = {
+    "simulate_exposure": ("instrument", "simulate"),
+    "biasnight": ("instrument", "preproc"),
+    "preproc": ("instrument", "preproc"),
+    "psf": ("instrument", "psf"),
+    "psfnight": ("instrument", "psf"),
+    "traceshift": ("instrument", "traceshift"),
+    "extract": ("instrument", "extract"),
+    "fiberflat": ("instrument", "fiberflat"),
+    "fiberflatnight": ("instrument", "fiberflat"),
+    "sky": ("instrument", "sky"),
+    "stdstars": ("instrument", "stdstars"),
+    "fluxcalib": ("instrument", "fluxcalib"),
+    "spectra": ("instrument",),
+    "coadd": ("healpix",),
+    "cumulative_spectra": ("instrument",),
+    "cumulative_coadd": ("healpix",),
+    "pernight_spectra": ("instrument",),
+    "pernight_coadd": ("healpix",),
+    "redrock": ("redshift",),
+    "cumulative_redrock": ("redshift",),
+    "pernight_redrock": ("redshift",),
+}
+
 #: steps in production order
 STEPS = tuple(s for s in OUTPUTS if s != "simulate_exposure")
 
@@ -178,6 +205,18 @@ class Plan:
         self.raw, self.prod = roots["raw"], roots["prod"]
         self.cameras = load_instrument(cfg["instrument"]).camera_names()
         self.nights = [int(n) for n in cfg["nights"]] or ffexp.nights_with_raw(self.raw)
+        #: what the configuration makes of the raw data that is probably not meant (printed by the workflow)
+        self.warnings = []
+        if not cfg["simulate"]["rule"]:
+            if not os.path.isdir(self.raw):
+                self.warnings.append(f"raw: {self.raw} does not exist: the production has no exposure "
+                                     f"(`fiberflow config check` lists what is missing)")
+            elif not self.nights:
+                self.warnings.append(f"raw: {self.raw} holds no night folder (YYYYMMDD): the production has 0 nights")
+            else:
+                empty = [n for n in self.nights if not ffexp.raw_exposures(self.raw, n)]
+                if empty:
+                    self.warnings.append(f"night(s) {', '.join(map(str, empty))}: no exposure under {self.raw}")
         self.tables = {n: ffexp.night_table(self.raw, self.prod, n) for n in self.nights}
         self.default_psf_dir = default_psf_dir(cfg)
         self.default_fiberflat_dir = default_psf_dir(cfg, key="default_fiberflat")
@@ -207,6 +246,15 @@ class Plan:
         if path is None:
             path = self._found[key] = paths.findfile(filetype, raw=self.raw, prod=self.prod, **ids)
         return path
+
+    def config_hash(self, step):
+        """Hash of the configuration sections ``step`` depends on (:data:`HASHED_SECTIONS`), with
+        paths as relative to the configuration file as they were written (a moved production
+        keeps its hashes)."""
+        from ..config import relative_paths, section_hash
+
+        cfg = relative_paths(self.cfg, os.path.dirname(self.configfile)) if self.configfile else self.cfg
+        return section_hash(cfg, *HASHED_SECTIONS[step])
 
     def log(self, step, ident):
         """Log of one job: {prod}/logs/{step}/{ident}.log."""

@@ -4,6 +4,10 @@ The jobs are those of the production plan (:class:`fiberflow.workflow.plan.Plan`
 the workflow's rules run. Each job's state comes from the file system alone:
 
 - ``done``: its output exists and Snakemake has no incomplete marker for it;
+- ``stale``: its output exists but Snakemake would remake it, as its rerun triggers decide:
+  an input is newer than the output, an input will itself be remade, or the job's options or
+  the hash of the configuration sections it reads differ from those Snakemake recorded when it
+  wrote the output (``.snakemake/metadata``); the reason says which;
 - ``running``: its output is missing or marked incomplete and Snakemake marked it as being
   written (``.snakemake/incomplete``) while a Snakemake process runs in the working
   directory (``interrupted`` when no Snakemake runs: the next run redoes it, rerun-incomplete);
@@ -12,37 +16,24 @@ the workflow's rules run. Each job's state comes from the file system alone:
   message, a traceback, a kill); that line says why;
 - ``ready``: every input exists (those of other jobs done); ``waiting``: some do not.
 
-This costs a stat per output, so a DESI-size night (about 10,000 jobs) takes a fraction of
-a second, where a Snakemake dry run takes about 10 s.
+This costs a few stats and one small JSON read per job, so a DESI-size night (about 10,000
+jobs) takes about a second, where a Snakemake dry run takes about 10 s.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 
-from .plan import STEPS
+from .plan import HASHED_SECTIONS, STEPS
+from .records import iter_records, read_metadata
 
-STATES = ("done", "running", "interrupted", "ready", "waiting", "failed")
+STATES = ("done", "stale", "running", "interrupted", "ready", "waiting", "failed")
 
 
 def _incomplete_markers(workdir):
-    """Outputs Snakemake marked as being written, as absolute normalised paths.
-
-    Snakemake's file backend keeps one marker per output under ``.snakemake/incomplete``,
-    named by the URL-safe base64 of the path, split into folder levels of at most NAME_MAX-1
-    characters when long."""
-    folder = os.path.join(workdir, ".snakemake", "incomplete")
-    out = set()
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "")
-            try:
-                path = base64.urlsafe_b64decode(rel.encode()).decode()
-            except (ValueError, UnicodeDecodeError):
-                continue
-            out.add(os.path.normpath(os.path.join(workdir, path)))
-    return out
+    """Outputs Snakemake marked as being written (``.snakemake/incomplete``), as absolute
+    normalised paths."""
+    return {os.path.normpath(os.path.join(workdir, key)) for _path, key in iter_records(workdir, "incomplete")}
 
 
 def _locked(workdir):
@@ -94,8 +85,12 @@ def _last_error(log):
     return ""
 
 
+def _paths(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def job_states(plan, workdir="."):
-    """Set ``state`` (and ``reason`` for failures) on every job of ``plan``.
+    """Set ``state`` (and ``reason`` for failed and stale jobs) on every job of ``plan``.
 
     Parameters
     ----------
@@ -107,18 +102,60 @@ def job_states(plan, workdir="."):
     -------
     list of Job
     """
-    incomplete = _incomplete_markers(os.path.abspath(workdir))
+    workdir = os.path.abspath(workdir)
+    incomplete = _incomplete_markers(workdir)
     running = snakemake_running(workdir) if incomplete else False
-    exists = {}
+    exists, mtimes = {}, {}
+    producer = {os.path.normpath(o): j for j in plan.jobs for o in j.outputs}
+
+    def mtime(path):
+        if path not in mtimes:
+            try:
+                mtimes[path] = os.stat(path).st_mtime
+            except OSError:
+                mtimes[path] = None
+        return mtimes[path]
 
     def done(path):
         if path not in exists:
-            exists[path] = os.path.exists(path) and os.path.normpath(path) not in incomplete
+            exists[path] = mtime(path) is not None and os.path.normpath(path) not in incomplete
         return exists[path]
 
+    def stale_reason(job):
+        """Why Snakemake would remake a job whose outputs exist ('' when it would not)."""
+        if job.state:
+            return job.reason if job.state == "stale" else ""
+        job.state = "checking"  # a cycle cannot recurse
+        reason = ""
+        t_out = min((t for t in (mtime(o) for o in job.outputs) if t is not None), default=None)
+        for name, value in job.inputs.items():
+            if name in job.ordering or reason:
+                continue
+            for p in _paths(value):
+                up = producer.get(os.path.normpath(p))
+                if up is not None and up is not job and (not done(up.output) or stale_reason(up)):
+                    reason = f"its input {os.path.basename(p)} ({up.step}) will be remade first"
+                    break
+                t = mtime(p)
+                if t is not None and t_out is not None and t > t_out:
+                    reason = f"its input {os.path.basename(p)} is newer than the output"
+                    break
+        if not reason:
+            rec = read_metadata(workdir, job.output)
+            params = (rec or {}).get("params") if (rec or {}).get("record_format_version", 0) >= 6 else None
+            if params is not None:
+                if job.step in HASHED_SECTIONS and repr(plan.config_hash(job.step)) not in params:
+                    reason = f"configuration section(s) {', '.join(HASHED_SECTIONS[job.step])} changed since it was made"
+                elif job.options and repr(job.options) not in params:
+                    reason = "its options changed since it was made (exposure table, calibration choice, ledger)"
+        job.state, job.reason = ("stale", reason) if reason else ("done", "")
+        return reason
+
+    for job in plan.jobs:
+        job.state, job.reason = "", ""
     for job in plan.jobs:
         if done(job.output):
-            job.state = "done"
+            stale_reason(job)
         elif os.path.normpath(job.output) in incomplete:
             job.state = "running" if running else "interrupted"
         elif job.error:  # cannot run as configured (e.g. no starting PSF for a night without arcs)
