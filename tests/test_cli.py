@@ -136,6 +136,29 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
         assert read_psf(out / "calib" / "psf" / f"psf-{arm}0.fits").nfiber == 50
     _check_demo_redshifts(out / "redux" / "demo", text)
     _check_demo_depth_and_tile_qa(out / "redux" / "demo", text)
+    _check_demo_moves(out, tmp_path, capsys)
+
+
+def _check_demo_moves(out, tmp_path, capsys):
+    """The finished demo copied elsewhere (cp -a) plans no job; a second demo in place runs none."""
+    import shutil
+
+    from fiberflow.reference import workflow_dir
+
+    assert str(out) not in (out / "config.yaml").read_text()  # paths relative to the config file
+    copy = tmp_path / "copied" / "demo"
+    shutil.copytree(out, copy, symlinks=True)
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", os.path.join(workflow_dir(), "Snakefile"),
+                          "--configfile", str(copy / "config.yaml"), "--directory", str(copy), "--profile",
+                          os.path.join(workflow_dir(), "profiles", "local"), "-n"], capture_output=True, text=True)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
+    assert "Warning" not in res.stderr, res.stderr[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in (out / "redux" / "demo").rglob("*.fits")}
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Snakemake workflow" in text
+    changed = [p for p, t in before.items() if p.stat().st_mtime_ns != t]
+    assert changed == [], changed[:5]
 
 
 def _check_demo_redshifts(prod, text):

@@ -114,7 +114,8 @@ def run(args):
         calib_dir = os.path.join(out, "calib", "psf")
         from .calibinit import write_default_psfs
 
-        for p in write_default_psfs(inst, calib_dir, overwrite=True, log=_log):
+        # kept when there (deterministic): a rewritten PSF would be newer than every product made from it
+        for p in write_default_psfs(inst, calib_dir, overwrite=False, log=_log):
             npsf = read_psf(p)
             wmin, wmax = psfmodel.wavelength_range(npsf, [0])
             _log(f"nominal {npsf.header['CAMERA']} PSF for the {inst.name} instrument ({npsf.nfiber} fibers, "
