@@ -437,8 +437,8 @@ def test_rebuild_by_path(ops, tmp_path):
     assert res.returncode == 0 and re.search(r"\bsky 5\b", res.stdout), res.stdout
     for bad, msg in ((str(tmp_path / "x.fits"), "is not under the production"),
                      (os.path.join(prod, "exposures", "nothing.fits"), "is written by no job"),
-                     (target, "no psf job lies upstream")):
-        res = rebuild(bad, *(["--from", "psf"] if bad == target else []), "-n")
+                     (target, "no coadd job lies upstream of it (it is made by cframe)")):
+        res = rebuild(bad, *(["--from", "coadd"] if bad == target else []), "-n")
         assert res.returncode == 1 and msg in res.stderr, (bad, res.stderr)
     # a real rebuild: only that product is remade; what reads it is then stale
     before = {p: os.stat(p).st_mtime_ns for p in _products(prod)}

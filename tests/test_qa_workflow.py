@@ -109,9 +109,16 @@ def test_each_fault_turns_its_metric_red_and_names_the_first_bad_step(production
         assert FAULT_BITS[fault] in fibermask.names(exp["QAFIBERSTATUS"]["0"]), exp["PETAL_QA"]
         page = open(paths.findfile("qa_exposure_html", prod=str(production["prod"]), night=night, expid=expid)).read()
         assert re.search(rf"petal 0</td>.*?{FAULT_BITS[fault]}", page, re.DOTALL)
-    # the night page names it
+    # the night page names it, with every camera, value and range in its out-of-range table
     html = open(paths.findfile("qa_night_html", prod=str(production["prod"]), night=night)).read()
     assert re.search(rf">{expid}</a>.*?{step} \(", html, re.DOTALL)
+    for cam in cams:
+        assert re.search(rf'<tr class="flag"><td>{expid}</td><td>{cam}</td><td>{step}</td><td>{metric}</td><td>'
+                         rf'[^<]+</td><td>[^<]+</td><td>[^<]+</td><td class="st ALARM">ALARM</td></tr>', html), cam
+    # and the production index, on the night's row
+    index = open(paths.findfile("qa_production_html", prod=str(production["prod"]))).read()
+    row = re.search(rf">{night}</a></td>.*?</tr>", index, re.DOTALL).group(0)
+    assert re.search(rf"ALARM {step} {metric} {', '.join(cams)} \(exp [^)]*{expid}", row), row
 
 
 def test_bad_flat_is_the_first_bad_step_of_its_night(production):

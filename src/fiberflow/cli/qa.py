@@ -290,7 +290,8 @@ def _coversheet(png, title, obstype, img, psf, frame, ff, sky, sframe, fibers):
         arr = {k: np.array([np.nan if v is None else v for v in fibers.get(k, [None] * frame.nspec)], float)
                for k in ("THRU", "SKYRESID", "SNR", "MAG")}
         plots.science_coversheet(png, title, frame.wave, frame.flux, sframe.flux, sky.flux, skyfib, fib, arr["THRU"],
-                                 arr["SKYRESID"], arr["SNR"], arr["MAG"], fibers.get("CLASS", ["OTHER"] * frame.nspec))
+                                 arr["SKYRESID"], arr["SNR"], arr["MAG"], fibers.get("CLASS", ["OTHER"] * frame.nspec),
+                                 good=(sframe.ivar > 0) & (sframe.mask == 0))
     elif obstype == "FLAT" and frame is not None and ff is not None:
         fib = np.asarray(fibers.get("FIBER", range(frame.nspec)))
         flat = np.array([np.nan if v is None else v for v in fibers.get("FLAT", [])], float)
@@ -352,7 +353,7 @@ def _night(args):
     rec["THRESHOLDS"] = os.path.abspath(args.thresholds)
     rec["THRESHOLDS_VERSION"] = thresholds_version(args.thresholds)
     rec["HISTORY_NIGHTS"] = sorted(int(r["NIGHT"]) for r in earlier)
-    _night_plots(rec, args.trends, args.hist, f"night {args.night}", plots)
+    _night_plots(rec, args.trends, args.hist, f"night {args.night}", plots, thr)
     write_json(args.outfile, "qa_night", rec)
     exp_pages = {e["EXPID"]: paths.findfile("qa_exposure_html", prod=args.prod, night=args.night, expid=e["EXPID"])
                  for e in rec["EXPOSURES"]}
@@ -389,15 +390,33 @@ def _series(records):
     return out, eff
 
 
-def _night_plots(rec, trends, hist, label, plots):
+#: headline metrics drawn per channel on the night and production pages: (label, step, metric)
+HEADLINE = (("FIBERFLAT MAX_RMS", "FIBERFLAT", "MAX_RMS"), ("SKY MED_RESID_FRAC", "SKY", "MED_RESID_FRAC"),
+            ("FLUXCALIB MAX_ZP_OFF", "FLUXCALIB", "MAX_ZP_OFF"))
+
+
+def _bands(thr):
+    """label -> (normal, warning) static ranges of the headline metrics (None for an open end)."""
+    import math
+
+    from ..qa.scoring import ranges_for
+
+    out = {}
+    for label, step, name in HEADLINE:
+        spec = ((thr or {}).get("metrics", {}).get(step) or {}).get(name)
+        if spec and spec.get("normal") is not None:
+            normal, warning = ranges_for(spec, "")
+            out[label] = tuple(tuple(None if math.isinf(x) else x for x in r) for r in (normal, warning))
+    return out
+
+
+def _night_plots(rec, trends, hist, label, plots, thr=None):
     s, eff = _series([rec])
     plots.time_series(trends, f"{label}: zero point, sky, effective time", [
         ("zero point (AB mag at ZP_WAVE)", s["ZP"], "ZP"), ("median sky [e/A]", s["SKY"], "sky"),
         ("EFFTIME [s]", {"all": eff} if eff[0] else {}, "s")])
     plots.channel_histograms(hist, f"{label}: headline metrics per channel", [
-        ("FIBERFLAT MAX_RMS", {a: v for a, (_, v) in s["MAX_RMS"].items()}),
-        ("SKY MED_RESID_FRAC", {a: v for a, (_, v) in s["MED_RESID_FRAC"].items()}),
-        ("FLUXCALIB MAX_ZP_OFF", {a: v for a, (_, v) in s["MAX_ZP_OFF"].items()})])
+        (lab, {a: v for a, (_, v) in s[name].items()}) for lab, _step, name in HEADLINE], bands=_bands(thr))
 
 
 def _exposure(args):
@@ -460,10 +479,13 @@ def _production(args):
         ("zero point (AB mag)", s["ZP"], "ZP"), ("median sky [e/A]", s["SKY"], "sky"),
         ("FIDSNR_ELG (S/N per bin at r=23)", s["FIDSNR_ELG"], "S/N"),
         ("EFFTIME [s]", {"all": eff} if eff[0] else {}, "s")])
+    thr = None
+    if records and records[-1].get("THRESHOLDS") and os.path.exists(records[-1]["THRESHOLDS"]):
+        from ..qa.scoring import load_thresholds
+
+        thr = load_thresholds(records[-1]["THRESHOLDS"])
     plots.channel_histograms(args.hist, "production: headline metrics per channel", [
-        ("FIBERFLAT MAX_RMS", {a: v for a, (_, v) in s["MAX_RMS"].items()}),
-        ("SKY MED_RESID_FRAC", {a: v for a, (_, v) in s["MED_RESID_FRAC"].items()}),
-        ("FLUXCALIB MAX_ZP_OFF", {a: v for a, (_, v) in s["MAX_ZP_OFF"].items()})])
+        (lab, {a: v for a, (_, v) in s[name].items()}) for lab, _step, name in HEADLINE], bands=_bands(thr))
     night_pages = {r["NIGHT"]: paths.findfile("qa_night_html", prod=args.prod, night=r["NIGHT"]) for r in records}
     tile_pages = {}
     for f in getattr(args, "nightqa", None) or []:

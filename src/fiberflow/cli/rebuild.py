@@ -72,9 +72,10 @@ def run(args):
         full = os.path.normpath(os.path.abspath(path))
         job = producer.get(full)
         if job is None:
-            where = "is not under the production" if not full.startswith(plan.prod + os.sep) else \
-                "is written by no job of the production (see `fiberflow findfile`)"
-            raise ConfigError(f"{path}: {where} {plan.prod}")
+            if not full.startswith(plan.prod + os.sep):
+                raise ConfigError(f"{path}: is not under the production {plan.prod}")
+            raise ConfigError(f"{path}: is written by no job of production {plan.prod} (`fiberflow findfile` "
+                              f"prints product paths)")
         if args.from_step and not _upstream(job, args.from_step, producer):
             raise ConfigError(f"{path}: no {args.from_step} job lies upstream of it (it is made by {job.step})")
         targets.append(full)

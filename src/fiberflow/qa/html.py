@@ -87,8 +87,11 @@ def fmt(v):
     return esc(v)
 
 
-def first_bad_html(fb, what="exposure"):
+def first_bad_html(fb, what="exposure", nwarning=0):
     if not fb:
+        if nwarning:
+            return (f"<p>No alarm; {nwarning} metric(s) of this {what} in WARNING, each named in "
+                    f"<a href=\"#out-of-range\">out of range</a> below.</p>")
         return f"<p>No alarm: no step of this {what} is out of range.</p>"
     extra = ""
     if "EXPIDS" in fb:
@@ -97,6 +100,66 @@ def first_bad_html(fb, what="exposure"):
         extra = f" (from {esc(fb['SOURCE'])})"
     return (f'<div class="firstbad"><b>First bad step: {esc(fb["STEP"])}</b>{extra}; cameras '
             f'{esc(", ".join(fb["CAMERAS"]))}; metrics out of range: {esc(", ".join(fb["METRICS"]))}</div>')
+
+
+def out_of_range(rec):
+    """Every scored metric of a night record in WARNING or ALARM, alarms first, in step order.
+
+    Returns
+    -------
+    list of dict
+        EXPID, OBSTYPE, CAMERA, STEP, METRIC, VALUE, NORMAL, WARNING (ranges), STATUS.
+    """
+    out = []
+    for e in rec["EXPOSURES"]:
+        for cam, fr in e["FRAMES"].items():
+            for step in STEPS:
+                for name, sc in (fr.get("SCORES", {}).get(step) or {}).items():
+                    if sc.get("STATUS") in ("WARNING", "ALARM"):
+                        out.append({"EXPID": e["EXPID"], "OBSTYPE": e.get("OBSTYPE"), "CAMERA": cam, "STEP": step,
+                                    "METRIC": name, "VALUE": sc.get("VALUE"), "NORMAL": sc.get("NORMAL"),
+                                    "WARNING": sc.get("WARNING"), "STATUS": sc["STATUS"]})
+    return sorted(out, key=lambda r: (r["STATUS"] != "ALARM", STEPS.index(r["STEP"]), r["EXPID"], r["CAMERA"]))
+
+
+def out_of_range_summary(items):
+    """One short line per (status, step, metric): cameras, exposures, values and the normal range."""
+    groups = {}
+    for r in items:
+        groups.setdefault((r["STATUS"], r["STEP"], r["METRIC"]), []).append(r)
+    lines = []
+    for (status, step, metric), rows in groups.items():
+        cams = sorted({r["CAMERA"] for r in rows})
+        exps = sorted({r["EXPID"] for r in rows})
+        vals = [r["VALUE"] for r in rows if isinstance(r["VALUE"], (int, float))]
+        if vals:
+            val = f"{min(vals):.4g}" if len(set(vals)) == 1 else f"{min(vals):.4g}..{max(vals):.4g}"
+        else:
+            val = "; ".join(fmt(r["VALUE"]) for r in rows[:2]) + ("; ..." if len(rows) > 2 else "")
+        lines.append(f"{status} {step} {metric} {', '.join(cams)} (exp {', '.join(map(str, exps))}): {val} "
+                     f"[normal {_span(rows[0]['NORMAL'])}]")
+    return lines
+
+
+def _span(rng):
+    """A [low, high] range as 'low..high'."""
+    if isinstance(rng, (list, tuple)) and len(rng) == 2:
+        return f"{fmt(float(rng[0]))}..{fmt(float(rng[1]))}"
+    return fmt(rng)
+
+
+def out_of_range_html(items):
+    """Table naming every WARNING and ALARM of a night: exposure, camera, step, metric, value,
+    ranges; '' when there is none."""
+    if not items:
+        return ""
+    rows = [f'<tr class="flag"><td>{r["EXPID"]}</td><td>{esc(r["CAMERA"])}</td><td>{esc(r["STEP"])}</td>'
+            f'<td>{esc(r["METRIC"])}</td><td>{fmt(r["VALUE"])}</td><td>{fmt(r["NORMAL"])}</td>'
+            f'<td>{fmt(r["WARNING"])}</td><td class="st {esc(r["STATUS"])}">{esc(r["STATUS"])}</td></tr>'
+            for r in items]
+    return ('<h2 id="out-of-range">Out of range</h2><table class="outofrange"><tr><th>EXPID</th><th>camera</th>'
+            '<th>step</th><th>metric</th><th>value</th><th>normal</th><th>warning</th><th>status</th></tr>'
+            + "".join(rows) + "</table>")
 
 
 def log_for(frame, prod):
@@ -129,8 +192,9 @@ def night_page(path, rec, prod, exposure_pages, plots, production_page):
     cams = sorted({c for e in rec["EXPOSURES"] for c in e["FRAMES"]}, key=lambda c: (int(c[1:]), "brz".index(c[0])))
     petals = sorted({int(c[1:]) for c in cams})
     out = [f"<p>Night status {badge(rec['STATUS'])} &middot; {rec['NEXP']} exposures, {rec['NEXP_ALARM']} with alarms"
-           f" &middot; {rec['NALARM']} of {rec['NSCORED']} scored metrics in alarm</p>",
-           first_bad_html(rec.get("FIRST_BAD"), "night")]
+           f" &middot; {rec['NALARM']} of {rec['NSCORED']} scored metrics in alarm</p>"]
+    flagged = out_of_range(rec)
+    out.append(first_bad_html(rec.get("FIRST_BAD"), "night", sum(r["STATUS"] == "WARNING" for r in flagged)))
     head = "".join(f"<th>{esc(c)}</th>" for c in cams)
     out.append('<table><tr><th>EXPID</th><th>OBSTYPE</th><th>TILEID</th><th>EXPTIME</th><th>EFFTIME</th>'
                f'<th>status</th><th>first bad step</th>{head}</tr>')
@@ -161,6 +225,7 @@ def night_page(path, rec, prod, exposure_pages, plots, production_page):
                    f'<td class="st {esc(e["STATUS"])}">{esc(e["STATUS"])}</td>'
                    f'<td>{esc(fb["STEP"] + " (" + ", ".join(fb["CAMERAS"]) + ")") if fb else ""}</td>{"".join(cells)}</tr>')
     out.append("</table>")
+    out.append(out_of_range_html(flagged))
     out.append(certification_html(rec.get("CERTIFICATION") or []))
     for p in plots:
         out.append(f'<p><img src="{esc(rel(p, path))}" alt="{esc(os.path.basename(p))}"></p>')
@@ -255,13 +320,18 @@ def production_page(path, records, night_pages, plots, table, tile_pages=None, h
     production table."""
     tile_pages = tile_pages or {}
     out = ['<table><tr><th>night</th><th>status</th><th>exposures</th><th>with alarms</th>'
-           '<th>metrics in alarm</th><th>first bad step</th><th>tiles</th></tr>']
+           '<th>metrics in alarm</th><th>first bad step</th><th>out of range (step, metric, cameras, value)</th>'
+           '<th>tiles</th></tr>']
     for rec in sorted(records, key=lambda r: r["NIGHT"], reverse=True):
         fb = rec.get("FIRST_BAD")
         fbs = f"{fb['STEP']} (exp {', '.join(map(str, fb['EXPIDS']))})" if fb else ""
+        why = out_of_range_summary(out_of_range(rec))
+        whys = "<br>".join(esc(w) for w in why[:5]) + (f"<br>... {len(why) - 5} more on the night page"
+                                                         if len(why) > 5 else "")
         out.append(f'<tr><td><a href="{esc(rel(night_pages[rec["NIGHT"]], path))}">{rec["NIGHT"]}</a></td>'
                    f'<td class="st {esc(rec["STATUS"])}">{esc(rec["STATUS"])}</td><td>{rec["NEXP"]}</td>'
                    f'<td>{rec["NEXP_ALARM"]}</td><td>{rec["NALARM"]} / {rec["NSCORED"]}</td><td>{esc(fbs)}</td>'
+                   f'<td class="small">{whys}</td>'
                    + (f'<td><a href="{esc(rel(tile_pages[rec["NIGHT"]], path))}">night QA of tiles</a></td>'
                       if rec["NIGHT"] in tile_pages else "<td></td>") + '</tr>')
     out.append("</table>")

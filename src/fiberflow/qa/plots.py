@@ -3,6 +3,8 @@ file atomically; none reads a product."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .metrics import BLOCK
@@ -13,13 +15,53 @@ STATUS_COLORS = {"NORMAL": "#2e9d48", "WARNING": "#e0a800", "ALARM": "#d62728", 
 ARM_COLORS = {"b": "tab:blue", "r": "tab:red", "z": "tab:purple"}
 
 
+#: resolution of every PNG [dots per inch]; with fonts of 10 pt and more (set below and in every
+#: call), text stays readable on a page at 100% zoom
+DPI = 100
+#: smallest font on a picture [pt]
+MIN_FONT = 10
+#: fixed colour range of the per-amplifier noise-ratio maps (1 = the expected noise): identical
+#: amplifiers look identical, whatever the spread of one exposure
+NOISE_RATIO_RANGE = (0.5, 1.5)
+
+
 def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update({"font.size": MIN_FONT, "axes.titlesize": 11, "axes.labelsize": MIN_FONT,
+                         "xtick.labelsize": MIN_FONT, "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
+                         "figure.titlesize": 12, "axes.formatter.useoffset": False})
     return plt
+
+
+def mjd_to_datetime(mjd):
+    """MJD (array) as datetime objects (UTC), for time axes in dates."""
+    import datetime
+
+    base = datetime.datetime(1858, 11, 17)
+    return [base + datetime.timedelta(days=float(t)) for t in np.atleast_1d(mjd)]
+
+
+def _ticks(n):
+    """A tick locator of at most ``n`` round values (10 pt labels that do not run together)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(n)
+
+
+def _band(ax, rng, orientation, color, alpha):
+    """Shade a [lo, hi] range (None: open) along x (vertical band) or y."""
+    if rng is None:
+        return
+    lo, hi = rng
+    lim = ax.get_xlim() if orientation == "x" else ax.get_ylim()
+    lo = lim[0] if lo is None else lo
+    hi = lim[1] if hi is None else hi
+    span = ax.axvspan if orientation == "x" else ax.axhspan
+    span(lo, hi, color=color, alpha=alpha, lw=0, zorder=0)
 
 
 def _save(fig, path):
@@ -28,7 +70,7 @@ def _save(fig, path):
 
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=72, format="png")
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         _plt().close(fig)
 
@@ -36,7 +78,7 @@ def _save(fig, path):
 def message(path, text):
     """A small picture that only says something (a camera the quick-look could not measure)."""
     fig = _plt().figure(figsize=(6, 1.2))
-    fig.text(0.02, 0.5, text, va="center", fontsize=9, wrap=True)
+    fig.text(0.02, 0.5, text, va="center", fontsize=11, wrap=True)
     _save(fig, path)
 
 
@@ -52,7 +94,7 @@ def _thumb(ax, img, title, vmin=None, vmax=None, extent=None):
         vmin, vmax = (np.percentile(fin, [2, 98]) if fin.size else (0, 1))
     ax.imshow(img, aspect="auto", origin="lower", vmin=vmin, vmax=vmax, cmap="gray", interpolation="nearest",
               extent=extent)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     return vmin, vmax
 
 
@@ -123,7 +165,8 @@ def _block_lines(ax, fibers):
         ax.axvline(b * BLOCK - 0.5, color="0.6", lw=0.6, ls=":")
 
 
-def science_coversheet(path, title, wave, frame, sframe, sky, skyfib, fibers, thru, skyresid, snr, mag, classes):
+def science_coversheet(path, title, wave, frame, sframe, sky, skyfib, fibers, thru, skyresid, snr, mag, classes,
+                       good=None):
     """Coversheet of a science camera.
 
     Parameters
@@ -132,6 +175,9 @@ def science_coversheet(path, title, wave, frame, sframe, sky, skyfib, fibers, th
     frame, sframe, sky : (nspec, nwave) electron/Angstrom, drawn with one grey scale so they
         can be blinked
     skyfib : (nspec,) bool
+    good : (nspec, nwave) bool, optional
+        Unmasked bins of the sframe (ivar > 0, mask 0): the sky residual against wavelength is
+        the median over the good bins of the sky fibers (a gap where every sky fiber is masked).
     fibers : (nspec,) FIBER
     thru, skyresid, snr, mag : (nspec,)
     classes : (nspec,) str
@@ -143,35 +189,39 @@ def science_coversheet(path, title, wave, frame, sframe, sky, skyfib, fibers, th
     _thumb(axes[0, 1], sframe, "sframe (same scale)", vmin, vmax, extent=ext)
     _thumb(axes[0, 2], sky, "sky model (same scale)", vmin, vmax, extent=ext)
     for ax in axes[0]:
-        ax.set_xlabel("wavelength [A]", fontsize=8)
-        ax.set_ylabel("fiber", fontsize=8)
+        ax.set_xlabel("wavelength [A]", fontsize=10)
+        ax.set_ylabel("fiber", fontsize=10)
     ax = axes[1, 0]
     if skyfib.any():
+        ok = np.ones(sframe.shape, bool) if good is None else np.asarray(good, bool)
         ms = np.median(sky[skyfib], axis=0)
-        mr = np.median(sframe[skyfib], axis=0)
-        ax.plot(wave, mr, lw=0.5, color="k", label="median sky-fiber residual")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-masked columns: NaN, a gap
+            mr = np.nanmedian(np.where(ok[skyfib], sframe[skyfib], np.nan), axis=0)
+        ax.plot(wave, mr, lw=0.5, color="k", label="median sky-fiber residual (masked bins excluded)")
         ax.plot(wave, 0.05 * ms, lw=0.5, color="tab:blue", alpha=0.6, label="5% of sky")
         ax.plot(wave, -0.05 * ms, lw=0.5, color="tab:blue", alpha=0.6)
-        ax.legend(fontsize=7)
-    ax.set_title("sky residual vs wavelength [e/A]", fontsize=9)
-    ax.set_xlabel("wavelength [A]", fontsize=8)
+        ax.legend(fontsize=10, loc="lower left", framealpha=0.85)
+    ax.set_title("sky residual vs wavelength [e/A]", fontsize=11)
+    ax.set_xlabel("wavelength [A]", fontsize=10)
     ax = axes[1, 1]
     for c in sorted(set(classes) - {"SKY"}):
         sel = (np.asarray(classes) == c) & np.isfinite(snr) & (snr > 0) & np.isfinite(mag)
         if sel.any():
             ax.semilogy(mag[sel], snr[sel], "o", ms=4, color=CLASS_COLORS.get(c, "k"), label=c)
-    ax.set_xlabel("r [AB mag]", fontsize=8)
-    ax.set_ylabel("median S/N per bin", fontsize=8)
-    ax.set_title("S/N vs magnitude", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("r [AB mag]", fontsize=10)
+    ax.set_ylabel("median S/N per bin", fontsize=10)
+    ax.set_title("S/N vs magnitude", fontsize=11)
+    ax.legend(fontsize=10)
     ax = axes[1, 2]
-    ax.plot(fibers, thru, ".", color="k", label="relative throughput")
+    ax.plot(fibers, thru, ".", color="k", label="fiber flux / median sky-fiber flux")
     ax.plot(fibers[skyfib], skyresid[skyfib] + 1.0, "s", mfc="none", color="tab:red", label="1 + sky-fiber residual")
     _block_lines(ax, fibers)
     ax.set_ylim(0.0, 2.0)
-    ax.set_xlabel("fiber", fontsize=8)
-    ax.set_title("per fiber (dotted: 50-fiber blocks)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("fiber", fontsize=10)
+    ax.set_ylabel("median flux ratio", fontsize=10)
+    ax.set_title("per fiber (dotted: 50-fiber blocks)", fontsize=11)
+    ax.legend(fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -187,12 +237,12 @@ def flat_coversheet(path, title, wave, frame, fiberflat, fibers, flat_median, me
     axes[1, 0].plot(fibers, flat_median, "o", ms=3, color="k")
     axes[1, 0].axhline(1.0, color="0.5", lw=0.8)
     _block_lines(axes[1, 0], fibers)
-    axes[1, 0].set_title("median fiberflat per fiber", fontsize=9)
-    axes[1, 0].set_xlabel("fiber", fontsize=8)
+    axes[1, 0].set_title("median fiberflat per fiber", fontsize=11)
+    axes[1, 0].set_xlabel("fiber", fontsize=10)
     if meanspec is not None:
         axes[1, 1].plot(wave, meanspec, lw=0.6, color="k")
-    axes[1, 1].set_title("deconvolved lamp spectrum [e/A]", fontsize=9)
-    axes[1, 1].set_xlabel("wavelength [A]", fontsize=8)
+    axes[1, 1].set_title("deconvolved lamp spectrum [e/A]", fontsize=11)
+    axes[1, 1].set_xlabel("wavelength [A]", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -233,8 +283,8 @@ def bias_coversheet(path, title, resid, master, expected):
     axes[2].plot(x, n * np.exp(-0.5 * x ** 2) / np.sqrt(2 * np.pi), "k:", label="expected")
     axes[2].set_yscale("log")
     axes[2].set_ylim(0.5, None)
-    axes[2].set_xlabel("(residual - median) / expected sigma", fontsize=8)
-    axes[2].legend(fontsize=7)
+    axes[2].set_xlabel("(residual - median) / expected sigma", fontsize=10)
+    axes[2].legend(fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -253,18 +303,18 @@ def arc_coversheet(path, title, image, fiberstatus, spots):
         axes[1].plot(f, fiberstatus["RMSY"], ".", label="RMS y (wavelength)")
         ax2 = axes[1].twinx()
         ax2.plot(f, fiberstatus["NLINE"], "k_", label="lines")
-        ax2.set_ylabel("lines", fontsize=8)
-        axes[1].legend(fontsize=7)
-        axes[1].set_xlabel("fiber", fontsize=8)
-        axes[1].set_ylabel("residual RMS [pixel]", fontsize=8)
+        ax2.set_ylabel("lines", fontsize=10)
+        axes[1].legend(fontsize=10)
+        axes[1].set_xlabel("fiber", fontsize=10)
+        axes[1].set_ylabel("residual RMS [pixel]", fontsize=10)
         _block_lines(axes[1], f)
     if spots is not None and len(spots):
         used = spots["USED"].astype(bool)
         axes[2].plot(spots["WAVE"][used], spots["SX"][used], ",", label="SX")
         axes[2].plot(spots["WAVE"][used], spots["SY"][used], ",", label="SY")
-        axes[2].legend(fontsize=7, markerscale=20)
-        axes[2].set_xlabel("wavelength [A]", fontsize=8)
-        axes[2].set_title("core widths [pixel]", fontsize=9)
+        axes[2].legend(fontsize=10, markerscale=20)
+        axes[2].set_xlabel("wavelength [A]", fontsize=10)
+        axes[2].set_title("core widths [pixel]", fontsize=11)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -277,7 +327,8 @@ def focal_plane(path, title, panels):
     ----------
     panels : list of (label, x, y, values, fibers, vrange, cmap)
         One panel per quantity: FIBER_X / FIBER_Y [mm], the value per fiber, FIBER numbers
-        (petal = fiber // 500, 50-fiber blocks shown underneath as value versus fiber).
+        (petal = fiber // 500, 50-fiber blocks shown underneath as value versus fiber), and the
+        panel's fixed colour range (values beyond it take the end colours).
     """
     plt = _plt()
     n = max(1, len(panels))
@@ -285,94 +336,135 @@ def focal_plane(path, title, panels):
     for k, (label, x, y, v, fib, vr, cmap) in enumerate(panels):
         ax = axes[0, k]
         v = np.asarray(v, float)
-        sc = ax.scatter(x, y, c=v, s=18, cmap=cmap, vmin=vr[0], vmax=vr[1], edgecolors="none")
-        fig.colorbar(sc, ax=ax, shrink=0.8)
+        # grey background and fiber outlines: a value at the centre of a diverging scale (white)
+        # stays visible; the colour range is the panel's fixed one, not the data's
+        ax.set_facecolor("0.82")
+        sc = ax.scatter(x, y, c=v, s=18, cmap=cmap, vmin=vr[0], vmax=vr[1], edgecolors="0.35", linewidths=0.3)
+        fig.colorbar(sc, ax=ax, shrink=0.8, extend="both")
         ax.set_aspect("equal")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("FIBER_X [mm]", fontsize=8)
-        ax.set_ylabel("FIBER_Y [mm]", fontsize=8)
+        ax.set_title(label, fontsize=11)
+        ax.set_xlabel("FIBER_X [mm]", fontsize=10)
+        ax.set_ylabel("FIBER_Y [mm]", fontsize=10)
         for p in sorted(set(np.asarray(fib) // 500)):
             sel = np.asarray(fib) // 500 == p
-            ax.annotate(f"petal {p}", (np.median(np.asarray(x)[sel]), np.median(np.asarray(y)[sel])), fontsize=7,
+            ax.annotate(f"petal {p}", (np.median(np.asarray(x)[sel]), np.median(np.asarray(y)[sel])), fontsize=10,
                         color="0.3")
         ax = axes[1, k]
         ax.plot(fib, v, ".", ms=3, color="k")
         ax.set_ylim(*vr)
         _block_lines(ax, np.asarray(fib))
-        ax.set_xlabel("fiber (dotted: 50-fiber blocks)", fontsize=8)
+        ax.set_xlabel("fiber (dotted: 50-fiber blocks)", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
 
 
-def amp_map(path, title, values, label):
-    """Per-amplifier values of every camera of an exposure: cameras x amps, annotated."""
+def amp_map(path, title, values, label, vrange=NOISE_RATIO_RANGE):
+    """Per-amplifier values of every camera of an exposure: cameras x amps, annotated.
+
+    The colour scale is fixed (``vrange``, default :data:`NOISE_RATIO_RANGE`, diverging about
+    its middle): identical amplifiers have one colour, and a colour means one value on every
+    exposure's map."""
     plt = _plt()
     cams = sorted(values)
     amps = ("A", "B", "C", "D")
     arr = np.array([[np.nan if values[c].get(a) is None else values[c][a] for a in amps] for c in cams], float)
-    fig, ax = plt.subplots(figsize=(4 + 0.2 * len(cams), 1 + 0.4 * len(cams)))
-    im = ax.imshow(arr, aspect="auto", cmap="viridis")
+    fig, ax = plt.subplots(figsize=(5 + 0.2 * len(cams), 1.6 + 0.45 * len(cams)))
+    ax.set_facecolor("0.82")
+    im = ax.imshow(arr, aspect="auto", cmap="RdBu_r", vmin=vrange[0], vmax=vrange[1])
     for i in range(len(cams)):
         for j in range(4):
             if np.isfinite(arr[i, j]):
-                ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=10, color="k")
     ax.set_xticks(range(4), amps)
     ax.set_yticks(range(len(cams)), cams)
-    fig.colorbar(im, ax=ax, label=label)
-    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label=f"{label} (fixed scale)", extend="both")
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     _save(fig, path)
 
 
-def time_series(path, title, series):
-    """Metrics versus time.
+def time_series(path, title, series, bands=None):
+    """Metrics versus time (UTC dates on the axis).
 
     Parameters
     ----------
     series : list of (label, {arm: (t, values)}, ylabel)
         One panel per metric; one colour per arm (b, r, z); t in MJD.
+    bands : dict label -> (normal, warning), optional
+        Threshold ranges ([lo, hi], None for open) shaded behind a panel's points: green normal,
+        yellow warning.
     """
+    import matplotlib.dates as mdates
+
     plt = _plt()
     n = max(1, len(series))
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.4 * n), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.8 * n), squeeze=False, sharex=True)
+    tmin, tmax = np.inf, -np.inf
     for k, (label, byarm, ylabel) in enumerate(series):
         ax = axes[k, 0]
         for arm, (t, v) in sorted(byarm.items()):
             t, v = np.asarray(t, float), np.asarray([np.nan if x is None else x for x in v], float)
             if t.size:
-                ax.plot(t, v, "o", ms=4, color=ARM_COLORS.get(arm, "k"), label=arm)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.set_title(label, fontsize=9)
+                ax.plot(mjd_to_datetime(t), v, "o", ms=4, color=ARM_COLORS.get(arm, "k"), label=arm)
+                tmin, tmax = min(tmin, t.min()), max(tmax, t.max())
+        normal, warning = (bands or {}).get(label, (None, None))
+        _band(ax, warning, "y", STATUS_COLORS["WARNING"], 0.12)
+        _band(ax, normal, "y", STATUS_COLORS["NORMAL"], 0.15)
+        ax.set_ylabel(ylabel, fontsize=10)
+        ax.set_title(label, fontsize=11)
         if byarm:
-            ax.legend(fontsize=7, ncol=3)
-    axes[-1, 0].set_xlabel("MJD", fontsize=8)
+            ax.legend(fontsize=10, ncol=3)
+    ax = axes[-1, 0]
+    if np.isfinite(tmin) and tmax - tmin < 1.5:  # one night: hours, the date in the label
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.set_xlabel(f"UTC time on {mjd_to_datetime(tmin)[0]:%Y-%m-%d}", fontsize=10)
+    else:
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+        ax.set_xlabel("UTC date", fontsize=10)
+        fig.autofmt_xdate()
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
 
 
-def channel_histograms(path, title, metrics):
-    """Histograms per arm of headline metrics.
+def channel_histograms(path, title, metrics, bands=None):
+    """Histograms per arm of headline metrics, with each value also drawn as a tick (a night has
+    a handful) and the metric's threshold ranges shaded.
 
     Parameters
     ----------
     metrics : list of (label, {arm: values})
+    bands : dict label -> (normal, warning), optional
+        Threshold ranges ([lo, hi], None for open): green normal, yellow warning.
     """
     plt = _plt()
     n = max(1, len(metrics))
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
     for k, (label, byarm) in enumerate(metrics):
         ax = axes[0, k]
         allv = [x for vals in byarm.values() for x in vals if x is not None and np.isfinite(x)]
-        bins = np.histogram_bin_edges(allv, bins=15) if allv else 10
-        for arm, vals in sorted(byarm.items()):
+        normal, warning = (bands or {}).get(label, (None, None))
+        edges = [x for r in (normal, warning) if r for x in r if x is not None]
+        span = allv + edges
+        bins = np.histogram_bin_edges(allv, bins=15, range=(min(span), max(span)) if span and min(span) < max(span)
+                                      else None) if allv else 10
+        for j, (arm, vals) in enumerate(sorted(byarm.items())):
             vals = [x for x in vals if x is not None and np.isfinite(x)]
             if vals:
                 ax.hist(vals, bins=bins, histtype="step", color=ARM_COLORS.get(arm, "k"), label=arm)
-        ax.set_title(label, fontsize=9)
+                ax.plot(vals, np.full(len(vals), 0.95 - 0.07 * j), "|", ms=10, color=ARM_COLORS.get(arm, "k"),
+                        transform=ax.get_xaxis_transform())
         if allv:
-            ax.legend(fontsize=7)
+            ax.set_xlim(*ax.get_xlim())
+        _band(ax, warning, "x", STATUS_COLORS["WARNING"], 0.12)
+        _band(ax, normal, "x", STATUS_COLORS["NORMAL"], 0.15)
+        ax.xaxis.set_major_locator(_ticks(5))
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the value ticks at the top
+        ax.set_ylabel("frames", fontsize=10)
+        ax.set_title(label, fontsize=11)
+        if allv:
+            ax.legend(fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -412,10 +504,10 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime, sky_sig
             r = ref_nz[np.char.strip(ref_nz["TRACER"].astype(str)) == t]
             if len(r):
                 ax.step(r["ZLO"], r["FRAC"] * sel.sum(), where="post", color=CLASS_COLORS[t], ls=":", lw=1)
-    ax.set_xlabel("Z (good redshifts; dotted: reference)", fontsize=8)
-    ax.set_ylabel("N per 0.1", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.set_title("n(z) per tracer", fontsize=9)
+    ax.set_xlabel("Z (good redshifts; dotted: reference)", fontsize=10)
+    ax.set_ylabel("N per 0.1", fontsize=10)
+    ax.legend(fontsize=10)
+    ax.set_title("n(z) per tracer", fontsize=11)
     maps = [("EFFTIME / GOALTIME", fqa["EFFTIME_SPEC"] / max(goaltime, 1e-9), (0, 1.5), "viridis"),
             ("good redshift (ZWARN 0, DELTACHI2 > min)", fqa["GOODZ"].astype(float), (0, 1), "RdYlGn"),
             ("ZWARN != 0", (fqa["ZWARN"] != 0).astype(float), (0, 1), "Reds"),
@@ -432,16 +524,16 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime, sky_sig
             ax.scatter(x[bad], y[bad], marker="s", s=40, facecolors="none", edgecolors="red", lw=1.4)
             label += f"\n(squares: sky fibers; red: flux left > {sky_sigma:g} sigma)"
         ax.set_aspect("equal")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("FIBER_X [mm]", fontsize=8)
-        ax.set_ylabel("FIBER_Y [mm]", fontsize=8)
+        ax.set_title(label, fontsize=11)
+        ax.set_xlabel("FIBER_X [mm]", fontsize=10)
+        ax.set_ylabel("FIBER_Y [mm]", fontsize=10)
     ax = fig.add_subplot(gs[1, 1])
     for row in petals:
         p = int(row["PETAL_LOC"])
         ax.bar(p, row["NGOODZ"], color=STATUS_COLORS.get(str(row["STATUS"]).strip(), "#bbbbbb"))
         ax.plot([p - 0.4, p + 0.4], [row["NEXPECT"]] * 2, "k-", lw=1)
-    ax.set_xlabel("petal (bar: good redshifts of valid targets, coloured by status; line: reference)", fontsize=7)
-    ax.set_title("redshift success per petal", fontsize=9)
+    ax.set_xlabel("petal (bar: good redshifts of valid targets, coloured by status; line: reference)", fontsize=10)
+    ax.set_title("redshift success per petal", fontsize=11)
     ax = fig.add_subplot(gs[1, 2:])
     ax.axis("off")
     lines = []
@@ -458,9 +550,9 @@ def tile_qa(path, title, fqa, petals, ref_nz, metrics, scores, goaltime, sky_sig
                       f"{metrics['SKY_RESID_FIBER']} {metrics['SKY_RESID_SIG']} sigma at {metrics['SKY_RESID_WAVE']} A",
                       "NA"))
     for k, (text, st) in enumerate(lines):
-        ax.text(0.0, 1 - 0.09 * k, text, fontsize=9, color=STATUS_COLORS.get(st, "k") if st != "NA" else "k",
+        ax.text(0.0, 1 - 0.09 * k, text, fontsize=11, color=STATUS_COLORS.get(st, "k") if st != "NA" else "k",
                 transform=ax.transAxes, va="top")
-    ax.set_title("scored metrics", fontsize=9)
+    ax.set_title("scored metrics", fontsize=11)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
@@ -517,8 +609,8 @@ def spectra_panels(path, title, panels, ncol=2):
             pad = 0.15 * (hi - lo + 1e-9)
             ax.set_ylim(lo - pad, hi + pad)
         ax.axhline(0, color="0.6", lw=0.5)
-        ax.set_title(p["label"], fontsize=8)
-        ax.set_xlabel("wavelength [A]", fontsize=8)
+        ax.set_title(p["label"], fontsize=10)
+        ax.set_xlabel("wavelength [A]", fontsize=10)
     for k in range(n, nrow * ncol):
         axes[k // ncol, k % ncol].axis("off")
     fig.suptitle(title)
@@ -539,14 +631,15 @@ def frame_fibers(path, title, wave, flux, fibers, label):
     lim = np.percentile(np.abs(fin), 99) if fin.size else 1.0
     ax.set_ylim(-1.2 * lim, 1.2 * lim)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel(label, fontsize=8)
+    ax.set_ylabel(label, fontsize=10)
     ax = axes[1]
     im = ax.imshow(np.nan_to_num(np.asarray(flux, float)), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
                    extent=(wave[0], wave[-1], len(fibers) - 0.5, -0.5), interpolation="nearest")
-    ax.set_yticks(range(len(fibers)))
-    ax.set_yticklabels([str(f) for f in fibers], fontsize=6)
-    ax.set_ylabel("fiber", fontsize=8)
-    ax.set_xlabel("wavelength [A]", fontsize=8)
+    every = max(1, int(np.ceil(len(fibers) / 25)))  # 10 pt labels that do not overlap
+    ax.set_yticks(range(0, len(fibers), every))
+    ax.set_yticklabels([str(f) for f in list(fibers)[::every]], fontsize=10)
+    ax.set_ylabel("fiber", fontsize=10)
+    ax.set_xlabel("wavelength [A]", fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -586,7 +679,7 @@ def trend(path, title, series, night=None, breakpoints=(), bands=None):
         ax.axvline(day(night), color="tab:orange", lw=0.8, alpha=0.6)
     ax.set_title(title, fontsize=10)
     if len(series) <= 12:
-        ax.legend(fontsize=7, ncol=6, loc="best")
+        ax.legend(fontsize=10, ncol=6, loc="best")
     fig.autofmt_xdate()
     fig.tight_layout()
     _save(fig, path)

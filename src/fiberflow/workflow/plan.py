@@ -253,8 +253,11 @@ class Plan:
         keeps its hashes)."""
         from ..config import relative_paths, section_hash
 
-        cfg = relative_paths(self.cfg, os.path.dirname(self.configfile)) if self.configfile else self.cfg
-        return section_hash(cfg, *HASHED_SECTIONS[step])
+        cache = self.__dict__.setdefault("_config_hashes", {})
+        if step not in cache:
+            cfg = relative_paths(self.cfg, os.path.dirname(self.configfile)) if self.configfile else self.cfg
+            cache[step] = section_hash(cfg, *HASHED_SECTIONS[step])
+        return cache[step]
 
     def log(self, step, ident):
         """Log of one job: {prod}/logs/{step}/{ident}.log."""
