@@ -48,8 +48,24 @@ def test_findfile_takes_the_roots_of_a_config_and_prints_absolute_paths(tmp_path
 
 
 def test_describe(capsys):
+    """Every file type fiberflow writes has a datamodel (finding 8 of the operator's first hour:
+    describe covered 8 of them), with its place and its writer."""
     assert main(["describe", "frame"]) == 0
-    assert "RESOLUTION" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "RESOLUTION" in out and out.startswith("frame: {prod}/exposures/{night}/{expid}/frame-{camera}-{expid}.fits")
+    from fiberflow import paths
+    from fiberflow.cli import describe
+
+    for ft in paths.filetypes():
+        assert main(["describe", ft]) == 0
+        text = capsys.readouterr().out
+        assert "no datamodel" not in text and len(text.strip().splitlines()) >= 2, (ft, text)
+    for ft in ("psf", "fitpsf", "redrock", "cframe", "raw", "qa_night", "certification"):
+        assert describe.expected_hdus(ft) or "keys" in describe.documented().get(ft, {}), ft
+    assert main(["describe", "psfnight"]) == 0
+    assert "Legendre coefficients" in capsys.readouterr().out  # "as fitpsf" resolved
+    assert main(["describe", "nonsense"]) == 1
+    assert "neither a file type" in capsys.readouterr().err
 
 
 def test_config_command(tmp_path, capsys):
@@ -137,6 +153,28 @@ def test_demo_runs_and_reports_honestly(tmp_path, capsys, real_psf_file):
     _check_demo_redshifts(out / "redux" / "demo", text)
     _check_demo_depth_and_tile_qa(out / "redux" / "demo", text)
     _check_demo_moves(out, tmp_path, capsys)
+    _check_demo_datamodel(out, capsys)
+
+
+def _check_demo_datamodel(out, capsys):
+    """Every FITS file of the demo holds exactly the HDUs its datamodel names (describe FILE)."""
+    from fiberflow import paths
+    from fiberflow.cli import describe
+
+    checked = set()
+    for path in sorted(out.rglob("*.fits*")):
+        try:
+            ft, _ids = paths.parse_path(str(path))
+        except ValueError:
+            continue
+        assert describe.compare(ft, describe.file_hdus(str(path))) == ([], []), path
+        checked.add(ft)
+    assert {"raw", "fibermap", "psf", "fitpsf", "psfnight", "cframe", "coadd", "redrock", "ztile", "tile_qa",
+            "truth"} <= checked, sorted(checked)
+    cframe = next(out.rglob("cframe-r0-*.fits"))
+    assert main(["describe", str(cframe)]) == 0
+    text = capsys.readouterr().out
+    assert "this file (" in text and "SCORES" in text and "against the datamodel" not in text
 
 
 def _check_demo_moves(out, tmp_path, capsys):
