@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser graphviz tools demo test dag bench-workflow bench-redrock validate-redshifts clean-demo help
+.PHONY: setup browser graphviz tools demo test dag bench-workflow bench-night bench-redrock validate-redshifts clean-demo help
 
 help:
 	@echo "make demo   # set up .venv and run the demo production under ./$(DEMO)/"
@@ -62,6 +62,12 @@ dag: setup graphviz
 
 bench-workflow: setup
 	$(BIN)/python benchmarks/bench_workflow.py
+
+# a full-size night (one petal: 500 fibers x b/r/z, 10 exposures) through the workflow on 2 cores,
+# then the survey-cost model from it (benchmarks/bench_night.py, benchmarks/survey_cost.py)
+bench-night: setup
+	$(BIN)/python benchmarks/bench_night.py --cores 2 --json bench-night.json
+	$(BIN)/python benchmarks/survey_cost.py bench-night.json
 
 # redrock seconds and peak memory per 500 targets (one process, two MPI ranks)
 bench-redrock: setup

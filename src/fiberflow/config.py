@@ -101,6 +101,16 @@ PATH_KEYS = (("raw",), ("redux",), ("truth",), ("simulate", "plan"), ("calibrati
 LOOKUP_KEYS = (("qa", "thresholds"), ("quicklook", "thresholds"))
 
 
+def _path_values(config, key_paths):
+    """(key path, the mapping holding its last key, value) of every key path whose value is a string."""
+    for keys in key_paths:
+        holder = config
+        for k in keys[:-1]:
+            holder = holder.get(k) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(holder.get(keys[-1]), str):
+            yield keys, holder, holder[keys[-1]]
+
+
 def anchor_paths(config, base):
     """Make the relative paths of a validated configuration absolute against ``base`` (the
     configuration file's folder), in place; return the configuration.
@@ -114,14 +124,8 @@ def anchor_paths(config, base):
     def anchored(val):
         return os.path.normpath(os.path.join(base, os.path.expanduser(val)))
 
-    for keys in PATH_KEYS + LOOKUP_KEYS:
-        holder = config
-        for k in keys[:-1]:
-            holder = holder.get(k) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict):
-            continue
-        val = holder.get(keys[-1])
-        if not isinstance(val, str) or not val or os.path.isabs(os.path.expanduser(val)):
+    for keys, holder, val in _path_values(config, PATH_KEYS + LOOKUP_KEYS):
+        if not val or os.path.isabs(os.path.expanduser(val)):
             continue
         if keys in PATH_KEYS or os.path.exists(anchored(val)):
             holder[keys[-1]] = anchored(val)
@@ -138,14 +142,8 @@ def relative_paths(config, base):
     moving the folder of a production with its configuration changes nothing."""
     config = copy.deepcopy(config)
     base = os.path.abspath(base)
-    for keys in PATH_KEYS + LOOKUP_KEYS + (("instrument",),):
-        holder = config
-        for k in keys[:-1]:
-            holder = holder.get(k) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict):
-            continue
-        val = holder.get(keys[-1])
-        if isinstance(val, str) and os.path.isabs(val) and (val == base or val.startswith(base + os.sep)):
+    for keys, holder, val in _path_values(config, PATH_KEYS + LOOKUP_KEYS + (("instrument",),)):
+        if os.path.isabs(val) and (val == base or val.startswith(base + os.sep)):
             holder[keys[-1]] = os.path.relpath(val, base)
     return config
 
