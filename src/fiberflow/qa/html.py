@@ -144,7 +144,8 @@ def out_of_range_summary(items):
 def _span(rng):
     """A [low, high] range as 'low..high'."""
     if isinstance(rng, (list, tuple)) and len(rng) == 2:
-        return f"{fmt(float(rng[0]))}..{fmt(float(rng[1]))}"
+        lo, hi = ("" if x is None else fmt(float(x)) for x in rng)  # an open end stays empty: "..4.5"
+        return f"{lo}..{hi}"
     return fmt(rng)
 
 
