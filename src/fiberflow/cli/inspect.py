@@ -184,9 +184,10 @@ def _spectra(args):
         p = {"bands": {}, "model": {}}
         zr = zrow.get(tid)
         for b in bands:
-            flux, ivar, _mask, res = data[b]
+            flux, ivar, mask, res = data[b]
             w = layout[b][0]
-            wb, fb, _ = plots.rebin(w, flux[k], ivar[k], args.rebin)
+            good_ivar = ivar[k] if mask is None else ivar[k] * (mask[k] == 0)  # masked bins are left out
+            wb, fb, _ = plots.rebin(w, flux[k], good_ivar, args.rebin)
             p["bands"][b] = (wb, fb)
             if zr is not None and templates is not None:
                 model = redrock_model(rr.redshifts[zr], templates, w, None if res is None else res[k])
@@ -226,7 +227,7 @@ def _frame(args):
             raise DataError(args.infile, "has no sky fiber")
     else:
         rows = np.arange(fr.nspec)
-    w, f, _ = plots.rebin(fr.wave, fr.flux[rows], fr.ivar[rows], args.rebin)
+    w, f, _ = plots.rebin(fr.wave, fr.flux[rows], fr.ivar[rows] * (fr.mask[rows] == 0), args.rebin)  # mask honoured
     what = "sky fibers" if args.sky_fibers else f"{rows.size} fibers"
     plots.frame_fibers(args.png, f"{os.path.basename(args.infile)}: {what} (rebin {args.rebin})", w, f, fib[rows],
                        f"flux [{fr.units}]")
