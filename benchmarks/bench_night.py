@@ -19,8 +19,8 @@ stage the default configuration runs (tile and HEALPix coadds, redrock and the c
   camera-frame on these cores);
 - the critical path: start -> the night's calibrations (last psfnight / fiberflatnight) -> the
   first cframe;
-- the fraction of job time spent starting Python (`fiberflow <step> --help`, which imports what
-  a step's command line imports, timed here, times the number of jobs).
+- the fraction of job time spent starting Python (a Python that only imports what a step's job
+  imports, timed here per rule, times the rule's jobs).
 
 ``--json`` writes the figures for ``benchmarks/survey_cost.py`` (the survey-cost model).
 """
@@ -81,15 +81,19 @@ def read_benchmarks(prod):
 
 
 def startup_seconds(steps, repeat=3):
-    """Median wall time of `fiberflow <step> --help` per step (Python start + the imports of its
-    command line)."""
+    """Median wall time, per step, of a Python that only imports what the step's job imports
+    (its command-line module, numpy, fitsio, scipy, numba and fiberflow's numba kernels from
+    their cache): the part of every job that is not the step's work."""
+    from fiberflow.cli.main import COMMANDS
+
     out = {}
     for step in steps:
+        mod = COMMANDS.get(step.replace("_", "-"), ("fiberflow.cli.main", ""))[0]
+        code = f"import {mod}, numpy, fitsio, scipy.linalg, numba, fiberflow._kernels, fiberflow.io.frame, fiberflow.io.psf"
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "fiberflow.cli.main", step.replace("_", "-"), "--help"],
-                           capture_output=True)
+            subprocess.run([sys.executable, "-c", code], capture_output=True)
             times.append(time.perf_counter() - t)
         out[step] = statistics.median(times)
     return out
@@ -192,7 +196,7 @@ def main(argv=None):
               f"camera-frame = {3600 * args.cores * nsci / sci_cpu:.1f} camera-frames per hour on {args.cores} cores")
         print(f"critical path: calibrations of the night done at {t_calib - t0:.0f} s, first cframe at "
               f"{t_cframes[0] - t0:.0f} s, last at {to_cframe:.0f} s")
-    print(f"Python start (`fiberflow <step> --help`: median {statistics.median(starts.values()):.2f} s, "
+    print(f"Python start (imports of a step's job: median {statistics.median(starts.values()):.2f} s, "
           f"{min(starts.values()):.2f}-{max(starts.values()):.2f} s by step) x {len(rows)} jobs = "
           f"{start_total:.0f} s = {100 * start_total / max(job_total, 1e-9):.0f}% of the job-seconds")
     if args.json:

@@ -148,7 +148,7 @@ def main(argv=None):
         print(f"(not measured, left out: {', '.join(missing)})")
     print(f"\nDESI night ({DESI['exposures']} exposures, {DESI['science']} science x {DESI['cameras']} cameras = "
           f"{frames} science camera-frames, {sum(counts.values())} jobs):")
-    print(f"  {night_core_h:.0f} core-hours = {node_h:.1f} Perlmutter CPU node-hours "
+    print(f"  {night_core_h:.1f} core-hours = {node_h:.2f} Perlmutter CPU node-hours "
           f"({NODE_CORES} cores, {NODE_GB} GB; largest job {peak:.0f} MB, "
           f"{'fits' if peak * NODE_CORES / 1024 <= NODE_GB else 'does NOT fit'} one job per core)")
     print(f"  {frames / node_h:.0f} science camera-frames per CPU node-hour (DESI: about "
