@@ -11,7 +11,7 @@ import sys
 import fiberflow.paths as ffpaths
 import fiberflow.prodlock as ffprodlock
 import fiberflow.workflow.records as ffrecords
-from fiberflow.config import anchor_paths, section_hash, validate_config
+from fiberflow.config import anchor_paths, validate_config
 from fiberflow.workflow.plan import Plan
 
 
