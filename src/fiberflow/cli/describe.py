@@ -80,9 +80,12 @@ def names():
 def _writer(filetype):
     from ..workflow.plan import OUTPUTS
 
+    from .main import COMMANDS
+
     steps = [s for s, fts in OUTPUTS.items() if filetype in fts]
     if steps:
-        return f"written by the {steps[0]} rule (`fiberflow {steps[0].replace('_', '-')}`)"
+        cmd = steps[0].replace("_", "-")
+        return f"written by the {steps[0]} rule" + (f" (`fiberflow {cmd}`)" if cmd in COMMANDS else "")
     if filetype.startswith("ql_"):
         return "written by the night-time quick-look (`fiberflow watch`)"
     if filetype.startswith("truth") or filetype in ("raw", "fibermap"):
