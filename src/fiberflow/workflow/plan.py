@@ -205,6 +205,7 @@ class Plan:
         self.raw, self.prod = roots["raw"], roots["prod"]
         self.cameras = load_instrument(cfg["instrument"]).camera_names()
         self.nights = [int(n) for n in cfg["nights"]] or ffexp.nights_with_raw(self.raw)
+        self.tables = {n: ffexp.night_table(self.raw, self.prod, n) for n in self.nights}
         #: what the configuration makes of the raw data that is probably not meant (printed by the workflow)
         self.warnings = []
         if not cfg["simulate"]["rule"]:
@@ -214,10 +215,9 @@ class Plan:
             elif not self.nights:
                 self.warnings.append(f"raw: {self.raw} holds no night folder (YYYYMMDD): the production has 0 nights")
             else:
-                empty = [n for n in self.nights if not ffexp.raw_exposures(self.raw, n)]
+                empty = [n for n in self.nights if not self.tables[n]]  # night_table read the raw folder
                 if empty:
                     self.warnings.append(f"night(s) {', '.join(map(str, empty))}: no exposure under {self.raw}")
-        self.tables = {n: ffexp.night_table(self.raw, self.prod, n) for n in self.nights}
         self.default_psf_dir = default_psf_dir(cfg)
         self.default_fiberflat_dir = default_psf_dir(cfg, key="default_fiberflat")
         self.default_fluxcalib_dir = default_psf_dir(cfg, key="default_fluxcalib")
@@ -253,11 +253,13 @@ class Plan:
         keeps its hashes)."""
         from ..config import relative_paths, section_hash
 
-        cache = self.__dict__.setdefault("_config_hashes", {})
-        if step not in cache:
-            cfg = relative_paths(self.cfg, os.path.dirname(self.configfile)) if self.configfile else self.cfg
-            cache[step] = section_hash(cfg, *HASHED_SECTIONS[step])
-        return cache[step]
+        if "_hashed_cfg" not in self.__dict__:  # the configuration as written, once per plan
+            self._hashed_cfg = relative_paths(self.cfg, os.path.dirname(self.configfile)) if self.configfile \
+                else self.cfg
+            self._config_hashes = {}
+        if step not in self._config_hashes:
+            self._config_hashes[step] = section_hash(self._hashed_cfg, *HASHED_SECTIONS[step])
+        return self._config_hashes[step]
 
     def log(self, step, ident):
         """Log of one job: {prod}/logs/{step}/{ident}.log."""
