@@ -227,8 +227,52 @@ def test_stamp_sums_and_cholesky_kernels_match_numpy(rng):
     np.testing.assert_allclose(c1, np.linalg.inv(a), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(x1, x2, rtol=1e-12)
     np.testing.assert_allclose(c1, c2, rtol=1e-12, atol=1e-16)
+    # the trailing block of the inverse after a reordering, from the factor's trailing rows only
+    perm = rng.permutation(30)
+    for k in (0, 12, 29):
+        x3, t3, i3 = extract.cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=True)
+        x4, t4, i4 = extract.cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=False)
+        assert i3 == 0 and i4 == 0 and t3.shape == (30 - k, 30 - k)
+        np.testing.assert_allclose(x3, np.linalg.solve(a, b)[perm], rtol=1e-10)
+        np.testing.assert_allclose(t3, np.linalg.inv(a)[np.ix_(perm[k:], perm[k:])], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(t3, t4, rtol=1e-12, atol=1e-16)
     a[5, 5] = -1.0  # not positive definite: reported, not raised
     assert extract.cholesky_solve_inverse(a, b)[2] > 0
+    assert extract.cholesky_solve_trailing_inverse(a, b, perm, 12)[2] > 0
+
+
+def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
+    stamps, x0, y0, data, weight = _small_problem(rng, n=12)
+    p1 = extract.overlap_pairs(x0, y0, 5, 7, use_numba=True)
+    p2 = extract.overlap_pairs(x0, y0, 5, 7, use_numba=False)
+    assert [list(p) for p in p1] == [list(p) for p in p2] and len(p1[0]) > 12
+    # the leverages from the covariances of the overlapping pairs only equal those of the full matrix
+    ata, _ = extract.normal_equations(stamps, x0, y0, data, weight, pairs=p1)
+    cov = np.linalg.inv(ata + np.eye(12))
+    np.testing.assert_allclose(extract.leverage(stamps, x0, y0, weight, None, True, p1, cov[p1]),
+                               extract.leverage(stamps, x0, y0, weight, cov), rtol=1e-12, atol=1e-15)
+    # a matrix banded in bin-major order (3 fibers x 40 bins, neighbours within 2 bins and 1 fiber)
+    nf, nw = 3, 40
+    perm = extract.bin_major(nf, nw)
+    fib, wbin = perm // nw, perm % nw
+    near = (np.abs(fib[:, None] - fib[None, :]) <= 1) & (np.abs(wbin[:, None] - wbin[None, :]) <= 2)
+    m = np.where(near, rng.normal(size=near.shape), 0.0)
+    band = m @ m.T + 5 * np.eye(nf * nw)  # bin-major order, kd = 2 * (2 nf + 1)
+    kd = int(max(abs(i - j) for i, j in zip(*np.nonzero(band))))
+    pos = np.empty_like(perm)
+    pos[perm] = np.arange(perm.size)
+    a = band[np.ix_(pos, pos)]  # the same matrix in fiber-major order
+    b = rng.normal(size=nf * nw)
+    x1, z1, i1 = extract.band_solve_inverse(a, b, perm, kd, use_numba=True)
+    x2, z2, i2 = extract.band_solve_inverse(a, b, perm, kd, use_numba=False)
+    assert i1 == 0 and i2 == 0
+    np.testing.assert_allclose(x1[pos], np.linalg.solve(a, b), rtol=1e-10)
+    np.testing.assert_allclose(z1, z2, rtol=1e-10, atol=1e-14)
+    inv = np.linalg.inv(band)
+    for d in range(kd + 1):
+        np.testing.assert_allclose(z1[: nf * nw - d, d], np.diagonal(inv, -d), rtol=1e-10, atol=1e-14)
+    a[pos[5], pos[5]] = -50.0  # not positive definite: reported, not raised
+    assert extract.band_solve_inverse(a, b, perm, kd)[2] > 0
 
 
 def test_patch_solve_numba_matches_numpy_reference(r0_problem):

@@ -63,3 +63,147 @@ def cholesky_solve_inverse_numba(a, b):
         for j in range(i + 1, n):
             u[i, j] = u[j, i]
     return x, u, info[0]
+
+
+
+@njit(nogil=True)
+def cholesky_solve_trailing_inverse_numba(a, b, perm, k):
+    """Solve ``a x = b`` and return the trailing block of the inverse, by Cholesky, after
+    reordering the unknowns by ``perm``.
+
+    With the reordered matrix ``[[P, B], [B^T, T]] = L L^T`` (``P`` the first ``k`` unknowns), the
+    inverse's trailing block is ``(T - B^T P^-1 B)^-1 = (L_T L_T^T)^-1``: ``dpotri`` on the factor's
+    trailing ``n - k`` rows only, ``(n - k)^3`` operations instead of ``n^3``.
+
+    Parameters
+    ----------
+    a : (n, n) float64, symmetric positive definite
+    b : (n,) float64
+    perm : (n,) int64
+    k : int
+
+    Returns
+    -------
+    x : (n,)
+        Solution in the reordered order (``x[i]`` is unknown ``perm[i]``).
+    inv : (n - k, n - k)
+        ``a^-1`` restricted to the unknowns ``perm[k:]`` (in that order).
+    info : int
+        LAPACK status (0 on success).
+    """
+    n = a.shape[0]
+    m = n - k
+    u = np.empty((n, n))
+    x = np.empty(n)
+    for i in range(n):
+        x[i] = b[perm[i]]
+        for j in range(n):
+            u[i, j] = a[perm[i], perm[j]]
+    t = np.zeros((m, m))
+    uplo = np.empty(1, np.uint8)
+    uplo[0] = 85  # Fortran 'U' of a C-order array: its lower triangle, L with a = L L^T
+    nn = np.empty(1, np.int32)
+    nn[0] = n
+    mm = np.empty(1, np.int32)
+    mm[0] = m
+    one = np.empty(1, np.int32)
+    one[0] = 1
+    info = np.zeros(1, np.int32)
+    _dpotrf(uplo.ctypes, nn.ctypes, u.ctypes, nn.ctypes, info.ctypes)
+    if info[0] != 0:
+        return x, t, info[0]
+    _dpotrs(uplo.ctypes, nn.ctypes, one.ctypes, u.ctypes, nn.ctypes, x.ctypes, nn.ctypes, info.ctypes)
+    if info[0] != 0:
+        return x, t, info[0]
+    for i in range(m):
+        for j in range(i + 1):
+            t[i, j] = u[k + i, k + j]
+    if m > 0:
+        _dpotri(uplo.ctypes, mm.ctypes, t.ctypes, mm.ctypes, info.ctypes)
+    for i in range(m):
+        for j in range(i + 1, m):
+            t[i, j] = t[j, i]
+    return x, t, info[0]
+
+_dpbtrf = _lapack("dpbtrf", 6)
+_dpbtrs = _lapack("dpbtrs", 9)
+
+
+@njit(nogil=True)
+def band_solve_inverse_numba(a, b, perm, kd):
+    """Solve ``a x = b`` for a symmetric positive definite matrix that is banded once its rows and
+    columns are reordered by ``perm``, and return the band of the reordered ``a^-1`` (banded
+    Cholesky ``dpbtrf``/``dpbtrs``, then the Takahashi recurrence on the factor).
+
+    Parameters
+    ----------
+    a : (n, n) float64
+        Symmetric; ``a[perm][:, perm]`` is zero beyond ``kd`` diagonals from the main one.
+    b : (n,) float64
+    perm : (n,) int64
+    kd : int
+
+    Returns
+    -------
+    x : (n,)
+        The solution, in the reordered order (``x[k]`` is unknown ``perm[k]``).
+    zb : (n, kd + 1)
+        ``zb[j, d] = Z[j + d, j]`` of ``Z = (a[perm][:, perm])^-1`` (0 where ``j + d >= n``).
+    info : int
+        LAPACK status (0 on success).
+
+    Notes
+    -----
+    With ``a = L L^T`` and ``Z = a^-1``, ``Z L = L^-T`` is upper triangular with diagonal
+    ``1 / L[j, j]``, so for ``i >= j``: ``Z[i, j] = (delta_ij / L[j, j] - sum_{k > j} Z[i, k] L[k, j]) / L[j, j]``.
+    The sum runs over the band of column j of L, and every ``Z[i, k]`` it needs lies inside the band and in a
+    later column: ``n kd^2`` operations instead of the ``n^3`` of a full inverse.
+    """
+    n = a.shape[0]
+    w = kd + 1
+    ab = np.zeros((n, w))  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
+    x = np.empty(n)
+    for j in range(n):
+        x[j] = b[perm[j]]
+        for d in range(min(w, n - j)):
+            ab[j, d] = a[perm[j + d], perm[j]]
+    zb = np.zeros((n, w))
+    uplo = np.empty(1, np.uint8)
+    uplo[0] = 76  # 'L'
+    nn = np.empty(1, np.int32)
+    nn[0] = n
+    kk = np.empty(1, np.int32)
+    kk[0] = kd
+    ldab = np.empty(1, np.int32)
+    ldab[0] = w
+    one = np.empty(1, np.int32)
+    one[0] = 1
+    info = np.zeros(1, np.int32)
+    _dpbtrf(uplo.ctypes, nn.ctypes, kk.ctypes, ab.ctypes, ldab.ctypes, info.ctypes)
+    if info[0] != 0:
+        return x, zb, info[0]
+    _dpbtrs(uplo.ctypes, nn.ctypes, kk.ctypes, one.ctypes, ab.ctypes, ldab.ctypes, x.ctypes, nn.ctypes, info.ctypes)
+    if info[0] != 0:
+        return x, zb, info[0]
+    _takahashi(ab, zb, kd)
+    return x, zb, info[0]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _takahashi(ab, zb, kd):
+    """Band ``zb`` of the inverse from the lower band Cholesky factor ``ab`` (both (n, kd + 1))."""
+    n = ab.shape[0]
+    for j in range(n - 1, -1, -1):
+        ljj = ab[j, 0]
+        m = min(kd, n - 1 - j)
+        for di in range(m, 0, -1):
+            s = 0.0
+            for dk in range(1, di):  # k = j + dk < i = j + di: Z[i, k] = zb[k, di - dk]
+                s += zb[j + dk, di - dk] * ab[j, dk]
+            for dk in range(di, m + 1):  # k >= i: Z[k, i] = zb[i, dk - di]
+                s += zb[j + di, dk - di] * ab[j, dk]
+            zb[j, di] = -s / ljj
+        s = 0.0
+        for dk in range(1, m + 1):
+            s += zb[j, dk] * ab[j, dk]
+        zb[j, 0] = (1.0 / ljj - s) / ljj

@@ -1,12 +1,60 @@
-"""numba kernel of the extraction normal equations (reference: fiberflow.steps.extract.normal_equations_numpy)."""
+"""numba kernels of the extraction: normal equations, leverages, model image, stamp sums (references:
+the ``*_numpy`` functions of fiberflow.steps.extract)."""
 
 import numpy as np
 from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def normal_equations_numba(stamps, x0, y0, data, weight):
+def overlap_pairs_numba(x0, y0, sy, sx):
+    """Pairs ``i <= j`` of stamps that share a pixel (the non-zero entries of A^T W A).
+
+    Parameters
+    ----------
+    x0, y0 : (n,) int64
+        Pixel of each stamp's [0, 0].
+    sy, sx : int
+        Stamp shape.
+
+    Returns
+    -------
+    pi, pj : (npair,) int64
+    """
+    n = x0.size
+    count = 0
+    for i in range(n):
+        for j in range(i, n):
+            if abs(y0[j] - y0[i]) < sy and abs(x0[j] - x0[i]) < sx:
+                count += 1
+    pi = np.empty(count, np.int64)
+    pj = np.empty(count, np.int64)
+    k = 0
+    for i in range(n):
+        for j in range(i, n):
+            if abs(y0[j] - y0[i]) < sy and abs(x0[j] - x0[i]) < sx:
+                pi[k] = i
+                pj[k] = j
+                k += 1
+    return pi, pj
+
+
+@njit(cache=True, nogil=True)
+def _inside(x0, y0, sy, sx, ny, nx):
+    """Stamps with at least one pixel on the (ny, nx) frame."""
+    n = x0.size
+    out = np.empty(n, np.bool_)
+    for i in range(n):
+        out[i] = -sy < y0[i] < ny and -sx < x0[i] < nx
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
     """A^T W A and A^T W d for unknowns whose model columns are pixel stamps.
+
+    The frame is padded by a stamp on every side (weight 0), so the inner loops run over
+    contiguous stamp rows without bounds checks; each stamp is multiplied by its pixels'
+    weights once.
 
     Parameters
     ----------
@@ -16,6 +64,8 @@ def normal_equations_numba(stamps, x0, y0, data, weight):
     x0, y0 : (n,) int64
     data, weight : (ny, nx) float64
         Pixels of the patch region and their weights (inverse variance, 0 = masked).
+    pi, pj : (npair,) int64
+        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`).
 
     Returns
     -------
@@ -24,41 +74,43 @@ def normal_equations_numba(stamps, x0, y0, data, weight):
     """
     n, sy, sx = stamps.shape
     ny, nx = data.shape
-    ata = np.zeros((n, n))
+    wp = np.zeros((ny + 2 * sy, nx + 2 * sx))
+    dp = np.zeros((ny + 2 * sy, nx + 2 * sx))
+    wp[sy:sy + ny, sx:sx + nx] = weight
+    dp[sy:sy + ny, sx:sx + nx] = data
+    inside = _inside(x0, y0, sy, sx, ny, nx)
+    ws = np.zeros((n, sy, sx))
     atd = np.zeros(n)
     for i in range(n):
+        if not inside[i]:
+            continue
+        yy = y0[i] + sy
+        xx = x0[i] + sx
         acc = 0.0
         for a in range(sy):
-            yy = y0[i] + a
-            if yy < 0 or yy >= ny:
-                continue
             for b in range(sx):
-                xx = x0[i] + b
-                if xx < 0 or xx >= nx:
-                    continue
-                acc += stamps[i, a, b] * weight[yy, xx] * data[yy, xx]
+                v = stamps[i, a, b] * wp[yy + a, xx + b]
+                ws[i, a, b] = v
+                acc += v * dp[yy + a, xx + b]
         atd[i] = acc
-        for j in range(i, n):
-            dy = y0[j] - y0[i]
-            dx = x0[j] - x0[i]
-            if dy >= sy or dy <= -sy or dx >= sx or dx <= -sx:
-                continue
-            a0 = max(0, dy)
-            a1 = min(sy, sy + dy)
-            b0 = max(0, dx)
-            b1 = min(sx, sx + dx)
-            s = 0.0
-            for a in range(a0, a1):
-                yy = y0[i] + a
-                if yy < 0 or yy >= ny:
-                    continue
-                for b in range(b0, b1):
-                    xx = x0[i] + b
-                    if xx < 0 or xx >= nx:
-                        continue
-                    s += stamps[i, a, b] * stamps[j, a - dy, b - dx] * weight[yy, xx]
-            ata[i, j] = s
-            ata[j, i] = s
+    ata = np.zeros((n, n))
+    for p in range(pi.size):
+        i = pi[p]
+        j = pj[p]
+        if not (inside[i] and inside[j]):
+            continue
+        dy = y0[j] - y0[i]
+        dx = x0[j] - x0[i]
+        a0 = max(0, dy)
+        a1 = min(sy, sy + dy)
+        b0 = max(0, dx)
+        b1 = min(sx, sx + dx)
+        s = 0.0
+        for a in range(a0, a1):
+            for b in range(b0, b1):
+                s += ws[i, a, b] * stamps[j, a - dy, b - dx]
+        ata[i, j] = s
+        ata[j, i] = s
     return ata, atd
 
 
@@ -80,32 +132,42 @@ def model_image_numba(stamps, x0, y0, flux, ny, nx):
     return out
 
 
-@njit(cache=True, nogil=True)
-def leverage_numba(stamps, x0, y0, weight, cov):
-    """Pixel leverages h = w * diag(A C A^T) (ny, nx) for stamp columns A and covariance C."""
+@njit(cache=True, nogil=True, fastmath=True)
+def leverage_numba(stamps, x0, y0, weight, pi, pj, cpair):
+    """Pixel leverages h = w * diag(A C A^T) (ny, nx) for stamp columns A.
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx) float64
+    x0, y0 : (n,) int64
+    weight : (ny, nx) float64
+    pi, pj : (npair,) int64
+        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`); only they contribute.
+    cpair : (npair,) float64
+        ``C[pi, pj]``.
+    """
     n, sy, sx = stamps.shape
     ny, nx = weight.shape
-    h = np.zeros((ny, nx))
-    for i in range(n):
-        for j in range(i, n):
-            dy = y0[j] - y0[i]
-            dx = x0[j] - x0[i]
-            if dy >= sy or dy <= -sy or dx >= sx or dx <= -sx:
-                continue
-            c = cov[i, j] if j == i else 2.0 * cov[i, j]
-            a0 = max(0, dy)
-            a1 = min(sy, sy + dy)
-            b0 = max(0, dx)
-            b1 = min(sx, sx + dx)
-            for a in range(a0, a1):
-                yy = y0[i] + a
-                if yy < 0 or yy >= ny:
-                    continue
-                for b in range(b0, b1):
-                    xx = x0[i] + b
-                    if 0 <= xx < nx:
-                        h[yy, xx] += c * stamps[i, a, b] * stamps[j, a - dy, b - dx]
-    return h * weight
+    hp = np.zeros((ny + 2 * sy, nx + 2 * sx))
+    inside = _inside(x0, y0, sy, sx, ny, nx)
+    for p in range(pi.size):
+        i = pi[p]
+        j = pj[p]
+        if not (inside[i] and inside[j]):
+            continue
+        dy = y0[j] - y0[i]
+        dx = x0[j] - x0[i]
+        c = cpair[p] if j == i else 2.0 * cpair[p]
+        a0 = max(0, dy)
+        a1 = min(sy, sy + dy)
+        b0 = max(0, dx)
+        b1 = min(sx, sx + dx)
+        yy = y0[i] + sy
+        xx = x0[i] + sx
+        for a in range(a0, a1):
+            for b in range(b0, b1):
+                hp[yy + a, xx + b] += c * stamps[i, a, b] * stamps[j, a - dy, b - dx]
+    return hp[sy:sy + ny, sx:sx + nx] * weight
 
 
 @njit(cache=True, nogil=True)

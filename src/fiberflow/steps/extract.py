@@ -55,10 +55,36 @@ class ExtractOptions(StepOptions):
 
 
 # ---------------------------------------------------------------------------- normal equations
-def normal_equations_numpy(stamps, x0, y0, data, weight):
-    """Numpy reference of :func:`fiberflow._kernels.normaleq.normal_equations_numba` (dense A)."""
+def overlap_pairs_numpy(x0, y0, sy, sx):
+    """Numpy reference of :func:`fiberflow._kernels.normaleq.overlap_pairs_numba`."""
+    x0 = np.asarray(x0, np.int64)
+    y0 = np.asarray(y0, np.int64)
+    i, j = np.triu_indices(x0.size)
+    keep = (np.abs(y0[j] - y0[i]) < sy) & (np.abs(x0[j] - x0[i]) < sx)
+    return i[keep].astype(np.int64), j[keep].astype(np.int64)
+
+
+def overlap_pairs(x0, y0, sy, sx, use_numba=True):
+    """Pairs ``i <= j`` of stamps (placed at x0, y0, shape (sy, sx)) that share a pixel: the
+    non-zero entries of ``A^T W A`` and the covariances the leverages need.
+
+    Returns
+    -------
+    pi, pj : (npair,) int64
+    """
+    x0 = np.ascontiguousarray(x0, np.int64)
+    y0 = np.ascontiguousarray(y0, np.int64)
+    if use_numba:
+        from .._kernels.normaleq import overlap_pairs_numba
+
+        return overlap_pairs_numba(x0, y0, int(sy), int(sx))
+    return overlap_pairs_numpy(x0, y0, sy, sx)
+
+
+def _dense_columns(stamps, x0, y0, shape):
+    """Dense design matrix (ny * nx, n) of stamp columns (for the numpy references)."""
+    ny, nx = shape
     n, sy, sx = stamps.shape
-    ny, nx = data.shape
     A = np.zeros((ny * nx, n))
     for k in range(n):
         for a in range(sy):
@@ -69,46 +95,60 @@ def normal_equations_numpy(stamps, x0, y0, data, weight):
                 xx = x0[k] + b
                 if 0 <= xx < nx:
                     A[yy * nx + xx, k] += stamps[k, a, b]
+    return A
+
+
+def normal_equations_numpy(stamps, x0, y0, data, weight):
+    """Numpy reference of :func:`fiberflow._kernels.normaleq.normal_equations_numba` (dense A)."""
+    A = _dense_columns(stamps, x0, y0, data.shape)
     w = weight.ravel()
     return A.T @ (w[:, None] * A), A.T @ (w * data.ravel())
 
 
-def normal_equations(stamps, x0, y0, data, weight, use_numba=True):
-    """A^T W A (n, n) and A^T W d (n,) for stamp columns (see the numba kernel)."""
+def normal_equations(stamps, x0, y0, data, weight, use_numba=True, pairs=None):
+    """A^T W A (n, n) and A^T W d (n,) for stamp columns (see the numba kernel).
+
+    ``pairs`` (from :func:`overlap_pairs`) saves finding the overlapping stamps again."""
     args = (np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
             np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(data, np.float64),
             np.ascontiguousarray(weight, np.float64))
     if use_numba:
         from .._kernels.normaleq import normal_equations_numba
 
-        return normal_equations_numba(*args)
+        if pairs is None:
+            pairs = overlap_pairs(args[1], args[2], *args[0].shape[1:])
+        return normal_equations_numba(*args, *pairs)
     return normal_equations_numpy(*args)
 
 
 def leverage_numpy(stamps, x0, y0, weight, cov):
     """Numpy reference of the pixel leverages ``w * diag(A C A^T)`` (ny, nx)."""
-    ny, nx = weight.shape
-    A = np.zeros((ny * nx, stamps.shape[0]))
-    n, sy, sx = stamps.shape
-    for k in range(n):
-        for a in range(sy):
-            yy = y0[k] + a
-            for b in range(sx):
-                xx = x0[k] + b
-                if 0 <= yy < ny and 0 <= xx < nx:
-                    A[yy * nx + xx, k] += stamps[k, a, b]
-    return (np.einsum("pi,ij,pj->p", A, cov, A) * weight.ravel()).reshape(ny, nx)
+    A = _dense_columns(stamps, x0, y0, weight.shape)
+    return (np.einsum("pi,ij,pj->p", A, cov, A) * weight.ravel()).reshape(weight.shape)
 
 
-def leverage(stamps, x0, y0, weight, cov, use_numba=True):
-    """Pixel leverages: the fraction of each pixel's noise the fit absorbs (ny, nx)."""
+def leverage(stamps, x0, y0, weight, cov, use_numba=True, pairs=None, cpair=None):
+    """Pixel leverages: the fraction of each pixel's noise the fit absorbs (ny, nx).
+
+    ``cov`` is the (n, n) covariance; or give ``pairs`` (:func:`overlap_pairs`) and ``cpair``, the
+    covariance of each pair (all the leverages need: a banded solve gives only those)."""
     if not use_numba:
+        if cov is None:
+            cov = np.zeros((len(stamps), len(stamps)))
+            cov[pairs] = cpair
+            cov[pairs[::-1]] = cpair
         return leverage_numpy(stamps, x0, y0, weight, cov)
     from .._kernels.normaleq import leverage_numba
 
-    return leverage_numba(np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
-                          np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(weight, np.float64),
-                          np.ascontiguousarray(cov, np.float64))
+    stamps = np.ascontiguousarray(stamps, np.float64)
+    x0 = np.ascontiguousarray(x0, np.int64)
+    y0 = np.ascontiguousarray(y0, np.int64)
+    if pairs is None:
+        pairs = overlap_pairs(x0, y0, *stamps.shape[1:])
+    if cpair is None:
+        cpair = cov[pairs]
+    return leverage_numba(stamps, x0, y0, np.ascontiguousarray(weight, np.float64), *pairs,
+                          np.ascontiguousarray(cpair, np.float64))
 
 
 def model_image(stamps, x0, y0, flux, shape, use_numba=True):
@@ -262,33 +302,35 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     st = stamps.reshape(nf * nw, sy, sx)
     lx = (sx0 - xlo).ravel()
     ly = (sy0 - ylo).ravel()
+    pairs = overlap_pairs(lx, ly, sy, sx, opts.use_numba)
     use_model_var = opts.model_variance and var_floor is not None
     if opts.psferr > 0 or use_model_var:
         # the model of a first solve sets the signal term of the pixel variance (it carries no
         # pixel's own noise, unlike the preproc's neighbour median, which misses trace peaks)
-        # and/or the PSF-error term (psferr * model)^2
-        f0, cov0, _ = _solve(st, lx, ly, data, weight, opts)
+        # and/or the PSF-error term (psferr * model)^2; it needs no full covariance (banded solve)
+        f0, cpair0 = _solve_band(st, lx, ly, data, weight, opts, pairs, bin_major(nf, nw))
         mod = model_image(st, lx, ly, f0, data.shape, opts.use_numba)
         if use_model_var:
             # leave-one-out model: a pixel's own noise must not set its weight (weights that
             # follow the data bias the flux low); for a linear fit it is exact with leverage h:
             # d - (d - m) / (1 - h)
-            lev = np.clip(leverage(st, lx, ly, weight, cov0, opts.use_numba), 0.0, 0.99)
+            lev = np.clip(leverage(st, lx, ly, weight, None, opts.use_numba, pairs, cpair0), 0.0, 0.99)
             loo = data - (data - mod) / (1.0 - lev)
             var = np.asarray(var_floor[ylo:yhi, xlo:xhi], np.float64) + np.clip(loo, 0.0, None)
         else:
             var = np.where(weight > 0, 1.0 / np.where(weight > 0, weight, 1.0), 0.0)
         var = var + (opts.psferr * mod) ** 2
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
-    f, cov, diag = _solve(st, lx, ly, data, weight, opts)
+    fidx = {int(fb): k for k, fb in enumerate(fibers)}
+    kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
+    f, ccore, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, bin_major(nf, nw), kcore, nw)
     mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
     good = weight > 0
     # expected chi2 of a pixel is 1 - leverage: CHI2PIX is normalised by it (median 1 when the
     # PSF and the variance are right)
-    dof = np.where(good, np.clip(1.0 - leverage(st, lx, ly, weight, cov, opts.use_numba), 0.0, 1.0), 0.0)
+    lev = leverage(st, lx, ly, weight, None, opts.use_numba, pairs, cpair)
+    dof = np.where(good, np.clip(1.0 - lev, 0.0, 1.0), 0.0)
     planes = np.stack([good.astype(np.float64), dof, weight * (data - mod) ** 2])
-    fidx = {int(fb): k for k, fb in enumerate(fibers)}
-    kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
     units = (kcore[:, None] * nw + core.start + np.arange(ncore)[None, :]).ravel()
     sums = stamp_sums(st[units], lx[units], ly[units], planes, opts.use_numba).reshape(nc, ncore, 3)
     tot = st[units].sum(axis=(1, 2)).reshape(nc, ncore)
@@ -303,9 +345,10 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     band = np.clip(band, 0, nw - 1)
     for c, k in enumerate(kcore):
         sl = slice(k * nw, (k + 1) * nw)
-        Rc = fiber_resolution(cov[sl, sl], ndiag, core, valid)
+        cf = ccore[c * nw:(c + 1) * nw, c * nw:(c + 1) * nw]
+        Rc = fiber_resolution(cf, ndiag, core, valid)
         out["flux"][c] = Rc @ f[sl]
-        var = np.sum((Rc @ cov[sl, sl]) * Rc, axis=1)
+        var = np.sum((Rc @ cf) * Rc, axis=1)
         info = diag[sl][core] > 0
         out["ivar"][c] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
         out["R"][c] = np.where(inb, np.take_along_axis(Rc, band, axis=1), 0.0)
@@ -387,21 +430,136 @@ def cholesky_solve_inverse(a, b, use_numba=True):
     return cholesky_solve_inverse_numpy(a, b)
 
 
-def _solve(st, lx, ly, data, weight, opts):
-    """Flux, covariance and information diagonal of one patch (Cholesky, LAPACK potrf/potrs/potri)."""
-    ata, atd = normal_equations(st, lx, ly, data, weight, opts.use_numba)
+def cholesky_solve_trailing_inverse_numpy(a, b, perm, k):
+    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_trailing_inverse_numba` (scipy LAPACK)."""
+    ap = a[np.ix_(perm, perm)]
+    x, inv, info = cholesky_solve_inverse_numpy(ap, b[perm])
+    return x, inv[k:, k:], info
+
+
+def cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=True):
+    """``x`` (reordered by ``perm``) and the block of ``a^-1`` of the unknowns ``perm[k:]``, and the
+    LAPACK status: one Cholesky, then the inverse of the factor's trailing rows only (see the numba
+    kernel)."""
+    a = np.ascontiguousarray(a, np.float64)
+    b = np.ascontiguousarray(b, np.float64)
+    perm = np.ascontiguousarray(perm, np.int64)
+    if use_numba:
+        from .._kernels.lapack import cholesky_solve_trailing_inverse_numba
+
+        return cholesky_solve_trailing_inverse_numba(a, b, perm, int(k))
+    return cholesky_solve_trailing_inverse_numpy(a, b, perm, int(k))
+
+
+def band_solve_inverse_numpy(a, b, perm, kd):
+    """Reference of :func:`fiberflow._kernels.lapack.band_solve_inverse_numba` (dense solve and inverse)."""
+    ap = a[np.ix_(perm, perm)]
+    n = len(perm)
+    try:
+        x = np.linalg.solve(ap, b[perm])
+        z = np.linalg.inv(ap)
+        np.linalg.cholesky(ap)
+    except np.linalg.LinAlgError:
+        return np.zeros(n), np.zeros((n, kd + 1)), 1
+    zb = np.zeros((n, kd + 1))
+    for d in range(min(kd + 1, n)):
+        zb[: n - d, d] = np.diagonal(z, -d)
+    return x, zb, 0
+
+
+def band_solve_inverse(a, b, perm, kd, use_numba=True):
+    """Solution and banded inverse of a symmetric positive definite matrix that is banded (``kd``
+    diagonals each side) once reordered by ``perm``: ``x`` and ``zb[j, d] = Z[j + d, j]`` in the
+    reordered order, and the LAPACK status (see the numba kernel)."""
+    a = np.ascontiguousarray(a, np.float64)
+    b = np.ascontiguousarray(b, np.float64)
+    perm = np.ascontiguousarray(perm, np.int64)
+    if use_numba:
+        from .._kernels.lapack import band_solve_inverse_numba
+
+        return band_solve_inverse_numba(a, b, perm, int(kd))
+    return band_solve_inverse_numpy(a, b, perm, int(kd))
+
+
+def bin_major(nf, nw):
+    """Order of the unknowns (fiber-major: ``fiber * nw + bin``) by wavelength bin, then fiber: the
+    one in which the normal equations of a patch are banded (spots only overlap their neighbours
+    in wavelength and fiber). Returns (nf * nw,) int64: position -> fiber-major index."""
+    return (np.arange(nf)[None, :] * nw + np.arange(nw)[:, None]).ravel().astype(np.int64)
+
+
+def _ridged(st, lx, ly, data, weight, opts, pairs):
+    """Normal equations with the tiny ridge that keeps bins without data solvable, and the
+    information diagonal (0 where it is at the ridge level: those bins carry no data)."""
+    ata, atd = normal_equations(st, lx, ly, data, weight, opts.use_numba, pairs)
     diag = np.diag(ata).copy()
     scale = np.median(diag[diag > 0]) if np.any(diag > 0) else 1.0
-    # tiny ridge keeps bins without data solvable; optional user regularisation on top
-    ridge = scale * (1e-8 + opts.regularize)
+    ridge = scale * (1e-8 + opts.regularize)  # optional user regularisation on top
     ata[np.diag_indices_from(ata)] += ridge
+    return ata, atd, np.where(diag > 1e-6 * scale, diag, 0.0), ridge
+
+
+def _pair_band(pairs, perm):
+    """Where each overlapping pair sits in the band of the bin-major inverse: (row, diagonal) and
+    the half-bandwidth kd."""
+    pos = np.empty(len(perm), np.int64)
+    pos[perm] = np.arange(len(perm))
+    pa, pb = pos[pairs[0]], pos[pairs[1]]
+    d = np.abs(pa - pb)
+    return np.minimum(pa, pb), d, (int(d.max()) if d.size else 0)
+
+
+def _solve_band(st, lx, ly, data, weight, opts, pairs, perm):
+    """Flux of one patch and the covariances of its overlapping pairs only (what the model image
+    and the leverages need): a banded Cholesky in the bin-major order ``perm`` and the band of the
+    inverse, ``n kd^2`` operations against the ``n^3`` of a full inverse.
+
+    Returns
+    -------
+    f : (n,) in the patch's own (fiber-major) order
+    cpair : (npair,) covariance of each pair of ``pairs``
+    """
+    ata, atd, _, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
     n = len(atd)
-    f, cov, info = cholesky_solve_inverse(ata, atd, opts.use_numba)
-    if info != 0 or not np.all(np.isfinite(f)):
-        return np.zeros(n), np.eye(n) / ridge, np.zeros(n)
-    # bins whose information is at the ridge level carry no data
-    diag = np.where(diag > 1e-6 * scale, diag, 0.0)
-    return f, cov, diag
+    lo, d, kd = _pair_band(pairs, perm)
+    x, zb, info = band_solve_inverse(ata, atd, perm, kd, opts.use_numba)
+    if info != 0 or not np.all(np.isfinite(x)):
+        return np.zeros(n), np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0)
+    f = np.empty(n)
+    f[perm] = x
+    return f, zb[lo, d]
+
+
+def _solve_core(st, lx, ly, data, weight, opts, pairs, perm, kcore, nw):
+    """Flux of one patch, the covariance of its core fibers' unknowns, the covariances of its
+    overlapping pairs (for the leverages) and the information diagonal.
+
+    The core fibers' block of the inverse comes from one Cholesky with the padding fibers' unknowns
+    first and the inverse of the factor's trailing rows only; the pairs' covariances from the band of
+    the inverse (:func:`_solve_band`'s banded factor).
+
+    Returns
+    -------
+    f : (n,) fiber-major
+    ccore : (nc * nw, nc * nw)
+        Covariance of the core fibers' unknowns, fiber-major in the order of ``kcore``.
+    cpair : (npair,)
+    diag : (n,) information diagonal (0 where a bin carries no data)
+    """
+    ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
+    n = len(atd)
+    nf = n // nw
+    pads = [k for k in range(nf) if k not in set(int(c) for c in kcore)]
+    order = np.concatenate([np.arange(k * nw, (k + 1) * nw) for k in pads + [int(c) for c in kcore]])
+    x, ccore, info = cholesky_solve_trailing_inverse(ata, atd, order, len(pads) * nw, opts.use_numba)
+    lo, d, kd = _pair_band(pairs, perm)
+    _, zb, info2 = band_solve_inverse(ata, atd, perm, kd, opts.use_numba) if info == 0 else (None, None, 1)
+    if info != 0 or info2 != 0 or not np.all(np.isfinite(x)):
+        return (np.zeros(n), np.eye(len(kcore) * nw) / ridge, np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0),
+                np.zeros(n))
+    f = np.empty(n)
+    f[order] = x
+    return f, ccore, zb[lo, d], diag
 
 
 # ---------------------------------------------------------------------------- frame
