@@ -191,19 +191,29 @@ def band_solve_inverse_numba(a, b, perm, kd):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _takahashi(ab, zb, kd):
-    """Band ``zb`` of the inverse from the lower band Cholesky factor ``ab`` (both (n, kd + 1))."""
+    """Band ``zb`` of the inverse from the lower band Cholesky factor ``ab`` (both (n, kd + 1)).
+
+    Works on both halves of the band (``zf[i, kd + k - i] = Z[i, k]``), so every sum is one
+    contiguous run of memory."""
     n = ab.shape[0]
+    zf = np.zeros((n, 2 * kd + 1))
     for j in range(n - 1, -1, -1):
         ljj = ab[j, 0]
         m = min(kd, n - 1 - j)
+        lj = ab[j, 1:m + 1]
         for di in range(m, 0, -1):
+            i = j + di
+            zi = zf[i, kd + 1 - di:kd + 1 - di + m]  # Z[i, j + 1 .. j + m]
             s = 0.0
-            for dk in range(1, di):  # k = j + dk < i = j + di: Z[i, k] = zb[k, di - dk]
-                s += zb[j + dk, di - dk] * ab[j, dk]
-            for dk in range(di, m + 1):  # k >= i: Z[k, i] = zb[i, dk - di]
-                s += zb[j + di, dk - di] * ab[j, dk]
-            zb[j, di] = -s / ljj
+            for t in range(m):
+                s += zi[t] * lj[t]
+            z = -s / ljj
+            zf[i, kd - di] = z
+            zf[j, kd + di] = z
         s = 0.0
         for dk in range(1, m + 1):
-            s += zb[j, dk] * ab[j, dk]
-        zb[j, 0] = (1.0 / ljj - s) / ljj
+            s += zf[j, kd + dk] * ab[j, dk]
+        zf[j, kd] = (1.0 / ljj - s) / ljj
+    for j in range(n):
+        for d in range(min(kd + 1, n - j)):
+            zb[j, d] = zf[j, kd + d]

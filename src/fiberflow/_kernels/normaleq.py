@@ -94,6 +94,8 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
                 acc += v * dp[yy + a, xx + b]
         atd[i] = acc
     ata = np.zeros((n, n))
+    wsf = ws.reshape(n, sy * sx)
+    stf = stamps.reshape(n, sy * sx)
     for p in range(pi.size):
         i = pi[p]
         j = pj[p]
@@ -103,12 +105,21 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
         dx = x0[j] - x0[i]
         a0 = max(0, dy)
         a1 = min(sy, sy + dy)
-        b0 = max(0, dx)
-        b1 = min(sx, sx + dx)
         s = 0.0
-        for a in range(a0, a1):
-            for b in range(b0, b1):
-                s += ws[i, a, b] * stamps[j, a - dy, b - dx]
+        # (slices indexed from 0: numba then vectorises the sums)
+        if dx == 0:  # same columns (spots of one fiber): the overlap is one contiguous run of rows
+            u = wsf[i, a0 * sx:a1 * sx]
+            v = stf[j, (a0 - dy) * sx:(a1 - dy) * sx]
+            for t in range(u.size):
+                s += u[t] * v[t]
+        else:
+            b0 = max(0, dx)
+            b1 = min(sx, sx + dx)
+            for a in range(a0, a1):
+                u = ws[i, a, b0:b1]
+                v = stamps[j, a - dy, b0 - dx:b1 - dx]
+                for t in range(u.size):
+                    s += u[t] * v[t]
         ata[i, j] = s
         ata[j, i] = s
     return ata, atd
@@ -164,9 +175,12 @@ def leverage_numba(stamps, x0, y0, weight, pi, pj, cpair):
         b1 = min(sx, sx + dx)
         yy = y0[i] + sy
         xx = x0[i] + sx
-        for a in range(a0, a1):
-            for b in range(b0, b1):
-                hp[yy + a, xx + b] += c * stamps[i, a, b] * stamps[j, a - dy, b - dx]
+        for a in range(a0, a1):  # (slices indexed from 0: numba then vectorises)
+            h = hp[yy + a, xx + b0:xx + b1]
+            u = stamps[i, a, b0:b1]
+            v = stamps[j, a - dy, b0 - dx:b1 - dx]
+            for t in range(u.size):
+                h[t] += c * u[t] * v[t]
     return hp[sy:sy + ny, sx:sx + nx] * weight
 
 

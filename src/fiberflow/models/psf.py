@@ -204,6 +204,27 @@ def spot_inputs(psf, wave, fibers=None):
     }
 
 
+def slice_inputs(p, lo, hi):
+    """The spot inputs (:func:`spot_inputs`) of wavelengths ``lo:hi`` of every fiber, flattened the
+    same way: a patch's inputs cut from those of its fibers over a whole wavelength grid."""
+    nf, nw = p["shape"]
+    out = {"shape": (nf, hi - lo)}
+    for key in ("xc", "yc", "sigx", "sigy", "gh", "tail"):
+        a = p[key]
+        a = a.reshape((nf, nw) + a.shape[1:])[:, lo:hi]
+        out[key] = np.ascontiguousarray(a.reshape((-1,) + a.shape[2:]))
+    return out
+
+
+def stamps_from_inputs(psf, p, use_numba=True, hsize=None, parallel=True):
+    """Spots (see :func:`spots`) of the spot inputs ``p`` (:func:`spot_inputs`)."""
+    func = _numba_stamps(parallel) if use_numba else spot_stamps_numpy
+    hx, hy = (psf.hsizex, psf.hsizey) if hsize is None else hsize
+    stamps, x0, y0 = func(p["xc"], p["yc"], p["sigx"], p["sigy"], p["gh"], p["tail"], int(hx), int(hy))
+    shape = tuple(p["shape"])
+    return stamps.reshape(shape + stamps.shape[1:]), x0.reshape(shape), y0.reshape(shape)
+
+
 def spots(psf, wave, fibers=None, use_numba=True, hsize=None, parallel=True):
     """Pixel-integrated, unit-sum spots of every (fiber, wavelength).
 
@@ -228,12 +249,7 @@ def spots(psf, wave, fibers=None, use_numba=True, hsize=None, parallel=True):
     x0, y0 : int (nfiber, nwave)
         CCD column/row of each stamp's pixel [0, 0].
     """
-    p = spot_inputs(psf, wave, fibers)
-    func = _numba_stamps(parallel) if use_numba else spot_stamps_numpy
-    hx, hy = (psf.hsizex, psf.hsizey) if hsize is None else hsize
-    stamps, x0, y0 = func(p["xc"], p["yc"], p["sigx"], p["sigy"], p["gh"], p["tail"], int(hx), int(hy))
-    shape = p["shape"]
-    return stamps.reshape(shape + stamps.shape[1:]), x0.reshape(shape), y0.reshape(shape)
+    return stamps_from_inputs(psf, spot_inputs(psf, wave, fibers), use_numba, hsize, parallel)
 
 
 def _numba_stamps(parallel=True):

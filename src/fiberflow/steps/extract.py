@@ -241,7 +241,7 @@ def fiber_resolution(cov_block, ndiag, rows, valid=None):
 
 # ---------------------------------------------------------------------------- one patch
 def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None, model=False,
-                  var_floor=None):
+                  var_floor=None, inputs=None):
     """Extract one patch.
 
     Parameters
@@ -268,6 +268,10 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         Solved bins that lie inside the output grid (see :func:`fiber_resolution`).
     model : bool
         Also return the model of the core unknowns' light (``model``, ``model_box``).
+    inputs : dict, optional
+        Spot inputs (:func:`fiberflow.models.psf.spot_inputs`) of ``fibers`` at ``wave`` plus one
+        bin on each side (the light just outside the solved range), (nf, nw + 2); computed here if
+        not given.
 
     Returns
     -------
@@ -277,7 +281,10 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     """
     nf, nw = len(fibers), len(wave)
     absf = psf.fibermin + np.asarray(fibers)
-    stamps, sx0, sy0 = psfmodel.spots(psf, wave, absf, use_numba=opts.use_numba, parallel=False)
+    if inputs is None:
+        inputs = psfmodel.spot_inputs(psf, np.concatenate([[wave[0] - dw[0]], wave, [wave[-1] + dw[-1]]]), absf)
+    stamps, sx0, sy0 = psfmodel.stamps_from_inputs(psf, psfmodel.slice_inputs(inputs, 1, nw + 1),
+                                                   use_numba=opts.use_numba, parallel=False)
     stamps = stamps * dw[None, :, None, None]
     sy, sx = stamps.shape[-2:]
     ny, nx = image.shape
@@ -298,7 +305,10 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     # patch: fitting them biases the pad bins and, through the deconvolution, the patch's
     # first and last bins (and a model-variance weight there misses that light: CHI2PIX of
     # hundreds at patch edges on flats)
-    weight = weight * _complete_pixels(psf, absf, wave, dw, sx0, sy0, (sy, sx), (ylo, yhi, xlo, xhi))
+    outside = psfmodel.slice_inputs(inputs, 0, 1), psfmodel.slice_inputs(inputs, nw + 1, nw + 2)
+    xc = np.stack([outside[0]["xc"], outside[1]["xc"]], axis=1)
+    yc = np.stack([outside[0]["yc"], outside[1]["yc"]], axis=1)
+    weight = weight * _complete_pixels(psf, xc, yc, sx0, sy0, (sy, sx), (ylo, yhi, xlo, xhi))
     st = stamps.reshape(nf * nw, sy, sx)
     lx = (sx0 - xlo).ravel()
     ly = (sy0 - ylo).ravel()
@@ -360,12 +370,12 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     return out
 
 
-def _complete_pixels(psf, absf, wave, dw, sx0, sy0, stamp_shape, box):
+def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     """1 on the pixels of a patch's box that no unsolved wavelength sends light to, else 0.
 
-    The spots of the wavelengths just outside the solved range (one bin beyond each end) reach
-    into the box; every row from that spot's nearest edge outwards gets light the patch does not
-    model, in the columns of that fiber's spots.
+    The spots of the wavelengths just outside the solved range (one bin beyond each end, trace
+    positions ``xc, yc`` (nf, 2)) reach into the box; every row from that spot's nearest edge
+    outwards gets light the patch does not model, in the columns of that fiber's spots.
 
     Returns
     -------
@@ -375,12 +385,9 @@ def _complete_pixels(psf, absf, wave, dw, sx0, sy0, stamp_shape, box):
     sy, sx = stamp_shape
     ok = np.ones((yhi - ylo, xhi - xlo))
     up = np.median(sy0[:, -1] - sy0[:, 0]) >= 0  # y grows with wavelength
-    outside = np.array([wave[0] - dw[0], wave[-1] + dw[-1]])
-    yc = psfmodel.trace_y(psf, outside, absf)
-    xc = psfmodel.trace_x(psf, outside, absf)
     oy0 = np.floor(yc + 0.5).astype(np.int64) - psf.hsizey
     ox0 = np.floor(xc + 0.5).astype(np.int64) - psf.hsizex
-    for k in range(len(absf)):
+    for k in range(len(xc)):
         for end in (0, 1):
             c0 = max(int(min(ox0[k, end], sx0[k].min())) - xlo, 0)
             c1 = min(int(max(ox0[k, end], sx0[k].max())) + sx - xlo, xhi - xlo)
@@ -612,15 +619,33 @@ def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False, var_f
 
     from threadpoolctl import threadpool_limits
 
+    import threading
+    from collections import OrderedDict
+
     nwave = wave.size
     step = float(np.median(np.diff(wave))) if nwave > 1 else 1.0
+    # the spot inputs (trace, shape parameters) of a patch's fibers over the whole grid, once per
+    # fiber set rather than once per patch; the few most recent sets are kept (patches come in order)
+    base = -opts.nwavepad - 1
+    cache, lock = OrderedDict(), threading.Lock()
+
+    def inputs(solved_f):
+        key = tuple(int(f) for f in solved_f)
+        with lock:
+            if key not in cache:
+                grid = wave[0] + step * np.arange(base, nwave + opts.nwavepad + 1)
+                cache[key] = psfmodel.spot_inputs(psf, grid, psf.fibermin + np.asarray(solved_f))
+                while len(cache) > 2 * max(nthreads, 1) + 2:
+                    cache.popitem(last=False)
+            return cache[key]
 
     def one(unit):
         _, core_f, solved_f, w0, w1 = unit
         lo, hi = w0 - opts.nwavepad, w1 + opts.nwavepad
         pw = wave[0] + step * np.arange(lo, hi)
+        p = psfmodel.slice_inputs(inputs(solved_f), lo - 1 - base, hi + 1 - base)
         return extract_patch(image, ivar, psf, solved_f, core_f, pw, slice(w0 - lo, w1 - lo),
-                             np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model, var_floor)
+                             np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model, var_floor, p)
 
     with threadpool_limits(limits=1):
         if nthreads <= 1 or len(plan) <= 1:
