@@ -201,15 +201,16 @@ def stamp_sums(stamps, x0, y0, planes, use_numba=True):
 
 # ---------------------------------------------------------------------------- resolution
 def fiber_resolution(cov_block, ndiag, rows, valid=None):
-    """Resolution rows of one fiber from its covariance block.
+    """Resolution rows of fibers from their covariance blocks.
 
     ``Q = C^(-1/2)`` (symmetric square root of the fiber's inverse covariance, from one
     eigen-decomposition of ``C``); ``R = Q / rowsum(Q)``.
 
     Parameters
     ----------
-    cov_block : (m, m)
-        Covariance of the fiber's deconvolved fluxes over the solved bins.
+    cov_block : (m, m) or (k, m, m)
+        Covariance of a fiber's deconvolved fluxes over the solved bins (or of k fibers: one
+        stacked eigen-decomposition).
     ndiag : int
     rows : slice
         The output bins (indices into the m solved bins).
@@ -219,23 +220,24 @@ def fiber_resolution(cov_block, ndiag, rows, valid=None):
 
     Returns
     -------
-    R : (nrows, m)
+    R : (nrows, m) or (k, nrows, m)
         Rows ``rows`` of R, truncated to ``ndiag`` diagonals and normalised to sum 1.
     """
-    m = cov_block.shape[0]
+    m = cov_block.shape[-1]
     lam, vecs = np.linalg.eigh(cov_block)
     isq = np.where(lam > 0, 1.0 / np.sqrt(np.where(lam > 0, lam, 1.0)), 0.0)
     idx = np.arange(rows.start, rows.stop)
-    Q = (vecs[idx] * isq) @ vecs.T
+    Q = (vecs[..., idx, :] * isq[..., None, :]) @ np.swapaxes(vecs, -1, -2)
     h = ndiag // 2
     vlo, vhi = (0, m) if valid is None else (valid.start, valid.stop)
     cols = np.arange(m)
     band = (np.abs(cols[None, :] - idx[:, None]) <= h) & (cols >= vlo)[None, :] & (cols < vhi)[None, :]
     Q = np.where(band, Q, 0.0)
-    s = Q.sum(axis=1)
+    s = Q.sum(axis=-1)
     ok = s > 0
-    R = np.where(ok[:, None], Q / np.where(ok, s, 1.0)[:, None], 0.0)
-    R[~ok, idx[~ok]] = 1.0
+    R = np.where(ok[..., None], Q / np.where(ok, s, 1.0)[..., None], 0.0)
+    r = np.arange(len(idx))
+    R[..., r, idx] = np.where(ok, R[..., r, idx], 1.0)  # a row without information: the identity
     return R
 
 
@@ -353,15 +355,14 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     band = core.start + np.arange(ncore)[:, None] + np.arange(-h, h + 1)[None, :]
     inb = (band >= 0) & (band < nw)
     band = np.clip(band, 0, nw - 1)
-    for c, k in enumerate(kcore):
-        sl = slice(k * nw, (k + 1) * nw)
-        cf = ccore[c * nw:(c + 1) * nw, c * nw:(c + 1) * nw]
-        Rc = fiber_resolution(cf, ndiag, core, valid)
-        out["flux"][c] = Rc @ f[sl]
-        var = np.sum((Rc @ cf) * Rc, axis=1)
-        info = diag[sl][core] > 0
-        out["ivar"][c] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
-        out["R"][c] = np.where(inb, np.take_along_axis(Rc, band, axis=1), 0.0)
+    cblocks = np.stack([ccore[c * nw:(c + 1) * nw, c * nw:(c + 1) * nw] for c in range(nc)])
+    Rs = fiber_resolution(cblocks, ndiag, core, valid)  # (nc, ncore, nw)
+    fk = f.reshape(nf, nw)[kcore]
+    out["flux"] = np.einsum("crw,cw->cr", Rs, fk)
+    var = np.sum((Rs @ cblocks) * Rs, axis=2)
+    info = diag.reshape(nf, nw)[kcore][:, core] > 0
+    out["ivar"] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
+    out["R"] = np.where(inb[None], np.take_along_axis(Rs, np.broadcast_to(band, (nc,) + band.shape), axis=2), 0.0)
     if model:
         fc = np.zeros_like(f)
         fc[units] = f[units]
