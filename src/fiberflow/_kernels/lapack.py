@@ -93,12 +93,7 @@ def cholesky_solve_trailing_inverse_numba(a, b, perm, k):
     """
     n = a.shape[0]
     m = n - k
-    u = np.empty((n, n))
-    x = np.empty(n)
-    for i in range(n):
-        x[i] = b[perm[i]]
-        for j in range(n):
-            u[i, j] = a[perm[i], perm[j]]
+    u, x = _gather(a, b, perm)
     t = np.zeros((m, m))
     uplo = np.empty(1, np.uint8)
     uplo[0] = 85  # Fortran 'U' of a C-order array: its lower triangle, L with a = L L^T
@@ -115,15 +110,60 @@ def cholesky_solve_trailing_inverse_numba(a, b, perm, k):
     _dpotrs(uplo.ctypes, nn.ctypes, one.ctypes, u.ctypes, nn.ctypes, x.ctypes, nn.ctypes, info.ctypes)
     if info[0] != 0:
         return x, t, info[0]
-    for i in range(m):
-        for j in range(i + 1):
-            t[i, j] = u[k + i, k + j]
+    _lower_block(u, k, t)
     if m > 0:
         _dpotri(uplo.ctypes, mm.ctypes, t.ctypes, mm.ctypes, info.ctypes)
-    for i in range(m):
-        for j in range(i + 1, m):
-            t[i, j] = t[j, i]
+    _symmetrize(t)
     return x, t, info[0]
+
+
+# the loops live in cached functions: the ones calling LAPACK through ctypes cannot be cached and are
+# compiled in every process, so they are kept small
+
+
+@njit(cache=True, nogil=True)
+def _gather(a, b, perm):
+    """``a[perm][:, perm]`` and ``b[perm]``."""
+    n = a.shape[0]
+    u = np.empty((n, n))
+    x = np.empty(n)
+    for i in range(n):
+        x[i] = b[perm[i]]
+        ai = a[perm[i]]
+        ui = u[i]
+        for j in range(n):
+            ui[j] = ai[perm[j]]
+    return u, x
+
+
+@njit(cache=True, nogil=True)
+def _lower_block(u, k, t):
+    """The lower triangle of ``u[k:, k:]`` into ``t``."""
+    for i in range(t.shape[0]):
+        for j in range(i + 1):
+            t[i, j] = u[k + i, k + j]
+
+
+@njit(cache=True, nogil=True)
+def _symmetrize(t):
+    """Lower triangle copied onto the upper one."""
+    for i in range(t.shape[0]):
+        for j in range(i + 1, t.shape[0]):
+            t[i, j] = t[j, i]
+
+
+@njit(cache=True, nogil=True)
+def _pack_band(a, b, perm, kd):
+    """Lower band storage ``ab[j, d] = a[perm[j + d], perm[j]]`` (n, kd + 1) and ``b[perm]``."""
+    n = a.shape[0]
+    w = kd + 1
+    ab = np.zeros((n, w))
+    x = np.empty(n)
+    for j in range(n):
+        x[j] = b[perm[j]]
+        for d in range(min(w, n - j)):
+            ab[j, d] = a[perm[j + d], perm[j]]
+    return ab, x
 
 _dpbtrf = _lapack("dpbtrf", 6)
 _dpbtrs = _lapack("dpbtrs", 9)
@@ -161,12 +201,7 @@ def band_solve_inverse_numba(a, b, perm, kd):
     """
     n = a.shape[0]
     w = kd + 1
-    ab = np.zeros((n, w))  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
-    x = np.empty(n)
-    for j in range(n):
-        x[j] = b[perm[j]]
-        for d in range(min(w, n - j)):
-            ab[j, d] = a[perm[j + d], perm[j]]
+    ab, x = _pack_band(a, b, perm, kd)  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
     zb = np.zeros((n, w))
     uplo = np.empty(1, np.uint8)
     uplo[0] = 76  # 'L'
