@@ -7,9 +7,13 @@ so light from outside it is modelled). For each patch:
 1. the model columns are the pixel-integrated PSF spots of every (fiber, wavelength) unknown,
    times the bin width, so fluxes are in electron/Angstrom;
 2. the normal equations ``A^T W A f = A^T W d`` (W = pixel inverse variance, masked pixels 0;
-   numba kernel with a numpy reference) get a tiny ridge prior so unconstrained bins (CCD
-   edges, masked regions) stay solvable, then a Cholesky solve gives the deconvolved flux and
-   its covariance C;
+   numba kernel over the overlapping stamp pairs, with a numpy reference) get a tiny ridge prior
+   so unconstrained bins (CCD edges, masked regions) stay solvable, then a Cholesky solve gives
+   the deconvolved flux and the covariance C of the core fibers' unknowns (the padding fibers
+   first, so only the factor's trailing block is inverted); the covariances of the overlapping
+   pairs, all the pixel leverages need, come from the band of the inverse (banded Cholesky in
+   wavelength-major order and the Takahashi recurrence). The first solve of the model-variance
+   weights needs only those and the flux: it is banded throughout;
 3. per fiber, the block of C is inverted and square-rooted (symmetric square root ``Q``);
    ``R = Q / rowsum(Q)`` is the fiber's resolution matrix, which never mixes fibers. Its rows
    are truncated to ``ndiag`` diagonals and renormalised; the reconvolved flux is ``R f`` and
