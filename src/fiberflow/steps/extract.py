@@ -406,61 +406,35 @@ def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     return ok
 
 
-def cholesky_solve_inverse_numpy(a, b):
-    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_inverse_numba` (scipy LAPACK)."""
-    u, info = lapack.dpotrf(a, lower=0, clean=1)
+def cholesky_solve_trailing_inverse_numpy(a, b, perm, k):
+    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_trailing_inverse_numba` (scipy LAPACK,
+    the full inverse)."""
+    ap = a[np.ix_(perm, perm)]
+    u, info = lapack.dpotrf(ap, lower=0, clean=1)
     if info != 0:
-        return np.zeros_like(b), np.zeros_like(a), info
-    x, info = lapack.dpotrs(u, b, lower=0)
+        return np.zeros(len(b)), np.zeros((len(b) - k,) * 2), info
+    x, info = lapack.dpotrs(u, b[perm], lower=0)
     inv, info2 = lapack.dpotri(u, lower=0)
     cov = np.triu(inv)
     cov += np.triu(inv, 1).T
-    return x, cov, info or info2
+    return x, cov[k:, k:], info or info2
 
 
-def cholesky_solve_inverse(a, b, use_numba=True):
-    """``a^-1 b`` and ``a^-1`` of a symmetric positive definite matrix, and the LAPACK status.
-
-    The numba path releases the GIL (so extraction threads run in parallel); the numpy path
-    is the scipy reference.
-
-    Parameters
-    ----------
-    a : (n, n)
-    b : (n,)
-
-    Returns
-    -------
-    x : (n,), inv : (n, n), info : int (0 = success)
-    """
-    a = np.ascontiguousarray(a, np.float64)
-    b = np.ascontiguousarray(b, np.float64)
-    if use_numba:
-        from .._kernels.lapack import cholesky_solve_inverse_numba
-
-        return cholesky_solve_inverse_numba(a, b)
-    return cholesky_solve_inverse_numpy(a, b)
-
-
-def cholesky_solve_trailing_inverse_numpy(a, b, perm, k):
-    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_trailing_inverse_numba` (scipy LAPACK)."""
-    ap = a[np.ix_(perm, perm)]
-    x, inv, info = cholesky_solve_inverse_numpy(ap, b[perm])
-    return x, inv[k:, k:], info
+def _lapack_args(a, b, perm):
+    return (np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64),
+            np.ascontiguousarray(perm, np.int64))
 
 
 def cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=True):
     """``x`` (reordered by ``perm``) and the block of ``a^-1`` of the unknowns ``perm[k:]``, and the
     LAPACK status: one Cholesky, then the inverse of the factor's trailing rows only (see the numba
-    kernel)."""
-    a = np.ascontiguousarray(a, np.float64)
-    b = np.ascontiguousarray(b, np.float64)
-    perm = np.ascontiguousarray(perm, np.int64)
+    kernel; ``k = 0`` is the whole inverse). The numba path releases the GIL (extraction threads run
+    in parallel)."""
     if use_numba:
         from .._kernels.lapack import cholesky_solve_trailing_inverse_numba
 
-        return cholesky_solve_trailing_inverse_numba(a, b, perm, int(k))
-    return cholesky_solve_trailing_inverse_numpy(a, b, perm, int(k))
+        return cholesky_solve_trailing_inverse_numba(*_lapack_args(a, b, perm), int(k))
+    return cholesky_solve_trailing_inverse_numpy(*_lapack_args(a, b, perm), int(k))
 
 
 def band_solve_inverse_numpy(a, b, perm, kd):
@@ -483,14 +457,11 @@ def band_solve_inverse(a, b, perm, kd, use_numba=True):
     """Solution and banded inverse of a symmetric positive definite matrix that is banded (``kd``
     diagonals each side) once reordered by ``perm``: ``x`` and ``zb[j, d] = Z[j + d, j]`` in the
     reordered order, and the LAPACK status (see the numba kernel)."""
-    a = np.ascontiguousarray(a, np.float64)
-    b = np.ascontiguousarray(b, np.float64)
-    perm = np.ascontiguousarray(perm, np.int64)
     if use_numba:
         from .._kernels.lapack import band_solve_inverse_numba
 
-        return band_solve_inverse_numba(a, b, perm, int(kd))
-    return band_solve_inverse_numpy(a, b, perm, int(kd))
+        return band_solve_inverse_numba(*_lapack_args(a, b, perm), int(kd))
+    return band_solve_inverse_numpy(*_lapack_args(a, b, perm), int(kd))
 
 
 def bin_major(nf, nw):
