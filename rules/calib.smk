@@ -63,6 +63,8 @@ rule sky:
         logfile("sky", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("sky", "{night}/{expid}-{camera}")
+    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -85,6 +87,8 @@ rule stdstars:
         logfile("stdstars", "{night}/{expid}-{spectrograph}"),
     benchmark:
         benchfile("stdstars", "{night}/{expid}-{spectrograph}")
+    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -107,6 +111,8 @@ rule fluxcalib:
         logfile("fluxcalib", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fluxcalib", "{night}/{expid}-{camera}")
+    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -131,6 +137,8 @@ rule cframe:
         logfile("cframe", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("cframe", "{night}/{expid}-{camera}")
+    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
+    priority: 10
     conda:
         CONDA_ENV
     resources:
