@@ -54,15 +54,9 @@ def cholesky_solve_trailing_inverse_numba(a, b, perm, k):
     m = n - k
     u, x = _gather(a, b, perm)
     t = np.zeros((m, m))
-    uplo = np.empty(1, np.uint8)
-    uplo[0] = 85  # Fortran 'U' of a C-order array: its lower triangle, L with a = L L^T
-    nn = np.empty(1, np.int32)
-    nn[0] = n
-    mm = np.empty(1, np.int32)
-    mm[0] = m
-    one = np.empty(1, np.int32)
-    one[0] = 1
-    info = np.zeros(1, np.int32)
+    uplo = np.full(1, 85, np.uint8)  # Fortran 'U' of a C-order array: its lower triangle, L with a = L L^T
+    ints = np.array([n, m, 1, 0], np.int32)  # LAPACK's integer arguments, passed by pointer
+    nn, mm, one, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4]
     _dpotrf(uplo.ctypes, nn.ctypes, u.ctypes, nn.ctypes, info.ctypes)
     if info[0] != 0:
         return x, t, info[0]
@@ -162,17 +156,9 @@ def band_solve_inverse_numba(a, b, perm, kd):
     w = kd + 1
     ab, x = _pack_band(a, b, perm, kd)  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
     zb = np.zeros((n, w))
-    uplo = np.empty(1, np.uint8)
-    uplo[0] = 76  # 'L'
-    nn = np.empty(1, np.int32)
-    nn[0] = n
-    kk = np.empty(1, np.int32)
-    kk[0] = kd
-    ldab = np.empty(1, np.int32)
-    ldab[0] = w
-    one = np.empty(1, np.int32)
-    one[0] = 1
-    info = np.zeros(1, np.int32)
+    uplo = np.full(1, 76, np.uint8)  # 'L'
+    ints = np.array([n, kd, w, 1, 0], np.int32)  # LAPACK's integer arguments, passed by pointer
+    nn, kk, ldab, one, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4], ints[4:5]
     _dpbtrf(uplo.ctypes, nn.ctypes, kk.ctypes, ab.ctypes, ldab.ctypes, info.ctypes)
     if info[0] != 0:
         return x, zb, info[0]
