@@ -38,6 +38,14 @@ def overlap_pairs_numba(x0, y0, sy, sx):
     return pi, pj
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _overlap(i, j, x0, y0, sy, sx):
+    """Offset of stamp j from stamp i and their shared rows [a0, a1) and columns [b0, b1) in i's frame."""
+    dy = y0[j] - y0[i]
+    dx = x0[j] - x0[i]
+    return dy, dx, max(0, dy), min(sy, sy + dy), max(0, dx), min(sx, sx + dx)
+
+
 @njit(cache=True, nogil=True)
 def _inside(x0, y0, sy, sx, ny, nx):
     """Stamps with at least one pixel on the (ny, nx) frame."""
@@ -97,14 +105,10 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
     wsf = ws.reshape(n, sy * sx)
     stf = stamps.reshape(n, sy * sx)
     for p in range(pi.size):
-        i = pi[p]
-        j = pj[p]
+        i, j = pi[p], pj[p]
         if not (inside[i] and inside[j]):
             continue
-        dy = y0[j] - y0[i]
-        dx = x0[j] - x0[i]
-        a0 = max(0, dy)
-        a1 = min(sy, sy + dy)
+        dy, dx, a0, a1, b0, b1 = _overlap(i, j, x0, y0, sy, sx)
         s = 0.0
         # (slices indexed from 0: numba then vectorises the sums)
         if dx == 0:  # same columns (spots of one fiber): the overlap is one contiguous run of rows
@@ -113,8 +117,6 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
             for t in range(u.size):
                 s += u[t] * v[t]
         else:
-            b0 = max(0, dx)
-            b1 = min(sx, sx + dx)
             for a in range(a0, a1):
                 u = ws[i, a, b0:b1]
                 v = stamps[j, a - dy, b0 - dx:b1 - dx]
@@ -162,17 +164,11 @@ def leverage_numba(stamps, x0, y0, weight, pi, pj, cpair):
     hp = np.zeros((ny + 2 * sy, nx + 2 * sx))
     inside = _inside(x0, y0, sy, sx, ny, nx)
     for p in range(pi.size):
-        i = pi[p]
-        j = pj[p]
+        i, j = pi[p], pj[p]
         if not (inside[i] and inside[j]):
             continue
-        dy = y0[j] - y0[i]
-        dx = x0[j] - x0[i]
+        dy, dx, a0, a1, b0, b1 = _overlap(i, j, x0, y0, sy, sx)
         c = cpair[p] if j == i else 2.0 * cpair[p]
-        a0 = max(0, dy)
-        a1 = min(sy, sy + dy)
-        b0 = max(0, dx)
-        b1 = min(sx, sx + dx)
         yy = y0[i] + sy
         xx = x0[i] + sx
         for a in range(a0, a1):  # (slices indexed from 0: numba then vectorises)
