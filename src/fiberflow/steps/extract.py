@@ -319,12 +319,13 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     lx = (sx0 - xlo).ravel()
     ly = (sy0 - ylo).ravel()
     pairs = overlap_pairs(lx, ly, sy, sx, opts.use_numba)
+    band = _pair_band(pairs, bin_major(nf, nw))
     use_model_var = opts.model_variance and var_floor is not None
     if opts.psferr > 0 or use_model_var:
         # the model of a first solve sets the signal term of the pixel variance (it carries no
         # pixel's own noise, unlike the preproc's neighbour median, which misses trace peaks)
         # and/or the PSF-error term (psferr * model)^2; it needs no full covariance (banded solve)
-        f0, cpair0 = _solve_band(st, lx, ly, data, weight, opts, pairs, bin_major(nf, nw))
+        f0, cpair0 = _solve_band(st, lx, ly, data, weight, opts, pairs, band)
         mod = model_image(st, lx, ly, f0, data.shape, opts.use_numba)
         if use_model_var:
             # leave-one-out model: a pixel's own noise must not set its weight (weights that
@@ -339,7 +340,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
     fidx = {int(fb): k for k, fb in enumerate(fibers)}
     kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
-    f, ccore, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, bin_major(nf, nw), kcore, nw)
+    f, ccore, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, band, kcore, nw)
     mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
     good = weight > 0
     # expected chi2 of a pixel is 1 - leverage: CHI2PIX is normalised by it (median 1 when the
@@ -483,19 +484,21 @@ def _ridged(st, lx, ly, data, weight, opts, pairs):
 
 
 def _pair_band(pairs, perm):
-    """Where each overlapping pair sits in the band of the bin-major inverse: (row, diagonal) and
-    the half-bandwidth kd."""
+    """The band layout of a patch, once for both solves: the bin-major order ``perm``, where each
+    overlapping pair sits in the band of the reordered inverse (row, diagonal) and the
+    half-bandwidth kd."""
     pos = np.empty(len(perm), np.int64)
     pos[perm] = np.arange(len(perm))
     pa, pb = pos[pairs[0]], pos[pairs[1]]
     d = np.abs(pa - pb)
-    return np.minimum(pa, pb), d, (int(d.max()) if d.size else 0)
+    return perm, np.minimum(pa, pb), d, (int(d.max()) if d.size else 0)
 
 
-def _solve_band(st, lx, ly, data, weight, opts, pairs, perm):
+def _solve_band(st, lx, ly, data, weight, opts, pairs, band):
     """Flux of one patch and the covariances of its overlapping pairs only (what the model image
-    and the leverages need): a banded Cholesky in the bin-major order ``perm`` and the band of the
-    inverse, ``n kd^2`` operations against the ``n^3`` of a full inverse.
+    and the leverages need): a banded Cholesky in the bin-major order of ``band``
+    (:func:`_pair_band`) and the band of the inverse, ``n kd^2`` operations against the ``n^3``
+    of a full inverse.
 
     Returns
     -------
@@ -504,7 +507,7 @@ def _solve_band(st, lx, ly, data, weight, opts, pairs, perm):
     """
     ata, atd, _, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
     n = len(atd)
-    lo, d, kd = _pair_band(pairs, perm)
+    perm, lo, d, kd = band
     x, zb, info = band_solve_inverse(ata, atd, perm, kd, opts.use_numba)
     if info != 0 or not np.all(np.isfinite(x)):
         return np.zeros(n), np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0)
@@ -513,7 +516,7 @@ def _solve_band(st, lx, ly, data, weight, opts, pairs, perm):
     return f, zb[lo, d]
 
 
-def _solve_core(st, lx, ly, data, weight, opts, pairs, perm, kcore, nw):
+def _solve_core(st, lx, ly, data, weight, opts, pairs, band, kcore, nw):
     """Flux of one patch, the covariance of its core fibers' unknowns, the covariances of its
     overlapping pairs (for the leverages) and the information diagonal.
 
@@ -532,10 +535,11 @@ def _solve_core(st, lx, ly, data, weight, opts, pairs, perm, kcore, nw):
     ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
     n = len(atd)
     nf = n // nw
-    pads = [k for k in range(nf) if k not in set(int(c) for c in kcore)]
-    order = np.concatenate([np.arange(k * nw, (k + 1) * nw) for k in pads + [int(c) for c in kcore]])
+    core = [int(c) for c in kcore]
+    pads = [k for k in range(nf) if k not in core]
+    order = np.concatenate([np.arange(k * nw, (k + 1) * nw) for k in pads + core])
     x, ccore, info = cholesky_solve_trailing_inverse(ata, atd, order, len(pads) * nw, opts.use_numba)
-    lo, d, kd = _pair_band(pairs, perm)
+    perm, lo, d, kd = band
     _, zb, info2 = band_solve_inverse(ata, atd, perm, kd, opts.use_numba) if info == 0 else (None, None, 1)
     if info != 0 or info2 != 0 or not np.all(np.isfinite(x)):
         return (np.zeros(n), np.eye(len(kcore) * nw) / ridge, np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0),
