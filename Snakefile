@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# Scheduling: every per-frame rule up to the cframe (and the frame QA and certification the
+# nightly calibrations wait for) has priority 10, the tile and HEALPix products, redrock and the
+# night-level QA 0: among ready jobs the night's cframes come first.
 include: "rules/common.smk"
 include: "rules/exptable.smk"
 include: "rules/preproc.smk"

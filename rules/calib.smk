@@ -16,6 +16,7 @@ rule fiberflat:
         logfile("fiberflat", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fiberflat", "{night}/{expid}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -38,6 +39,7 @@ rule fiberflatnight:
         logfile("fiberflatnight", "{night}-{camera}"),
     benchmark:
         benchfile("fiberflatnight", "{night}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -63,7 +65,6 @@ rule sky:
         logfile("sky", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("sky", "{night}/{expid}-{camera}")
-    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
     priority: 10
     conda:
         CONDA_ENV
@@ -87,7 +88,6 @@ rule stdstars:
         logfile("stdstars", "{night}/{expid}-{spectrograph}"),
     benchmark:
         benchfile("stdstars", "{night}/{expid}-{spectrograph}")
-    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
     priority: 10
     conda:
         CONDA_ENV
@@ -111,7 +111,6 @@ rule fluxcalib:
         logfile("fluxcalib", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fluxcalib", "{night}/{expid}-{camera}")
-    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
     priority: 10
     conda:
         CONDA_ENV
@@ -137,7 +136,6 @@ rule cframe:
         logfile("cframe", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("cframe", "{night}/{expid}-{camera}")
-    # the science chain after the extraction goes before ready redrock jobs: cframes sooner
     priority: 10
     conda:
         CONDA_ENV

@@ -11,6 +11,7 @@ rule biasnight:
         logfile("biasnight", "{night}-{camera}"),
     benchmark:
         benchfile("biasnight", "{night}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -33,6 +34,7 @@ rule preproc:
         logfile("preproc", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("preproc", "{night}/{expid}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:

@@ -13,6 +13,7 @@ rule psf:
         logfile("psf", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("psf", "{night}/{expid}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -35,6 +36,7 @@ rule psfnight:
         logfile("psfnight", "{night}-{camera}"),
     benchmark:
         benchfile("psfnight", "{night}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -59,6 +61,7 @@ rule traceshift:
         logfile("traceshift", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("traceshift", "{night}/{expid}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:

@@ -19,6 +19,7 @@ rule qa_frame:
         logfile("qa_frame", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("qa_frame", "{night}/{expid}-{camera}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:
@@ -43,6 +44,7 @@ rule certify:
         logfile("certify", "{night}-{calibration}"),
     benchmark:
         benchfile("certify", "{night}-{calibration}")
+    priority: 10
     conda:
         CONDA_ENV
     resources:

@@ -24,6 +24,42 @@ def test_cross_profile_derivative_and_normalisation(rng):
     np.testing.assert_allclose(dp, (p2 - p) / h, atol=1e-5)
 
 
+def test_row_fit_sums_kernel_matches_numpy(rng):
+    # every row position a trace takes: centred, half-pixel, at the image edges (weights 0 off
+    # the image), bright (flat-like) and faint rows, GH degree 0 and 6
+    n, hx = 400, 3
+    for deg in (0, 6):
+        xc = np.concatenate([rng.uniform(0.0, 2.0, n // 4), rng.uniform(4093.0, 4095.0, n // 4),
+                             rng.uniform(100, 4000, n // 2)])
+        xc[:10] = np.floor(xc[:10]) + 0.5
+        sig = rng.uniform(0.8, 1.4, n)
+        gh = np.concatenate([np.ones((n, 1)), rng.normal(0, 0.05, (n, deg))], axis=1)
+        cols = np.floor(xc + 0.5).astype(int)[:, None] + np.arange(-hx, hx + 1)[None, :]
+        scale = np.where(rng.uniform(size=n) < 0.5, 1e5, 10.0)
+        d = rng.normal(size=cols.shape) * scale[:, None]
+        w = np.where((cols >= 0) & (cols < 4096), rng.uniform(0.5, 2.0, cols.shape) / scale[:, None] ** 2, 0.0)
+        ref = traceshift.row_fit_sums_numpy(xc, sig, gh, cols, d, w)
+        got = traceshift.row_fit_sums(xc, sig, gh, cols, d, w)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("width", [1, 3, 31])
+def test_running_median_kernel_matches_scipy(rng, width):
+    from scipy import ndimage
+
+    a = rng.normal(size=(6, 500))
+    a[:, 200:260] = 5.0                # ties and a plateau
+    a[1] = np.round(a[1])              # many equal values
+    short = rng.normal(size=(2, 7))    # rows shorter than the window
+    for x in (a, short):
+        np.testing.assert_array_equal(traceshift.running_median(x, width),
+                                      ndimage.median_filter(x, size=(1, width), mode="nearest"))
+    x = a.copy()
+    x[0, 3] = np.nan                   # non-finite input goes to scipy
+    ref = ndimage.median_filter(x, size=(1, width), mode="nearest")
+    np.testing.assert_array_equal(traceshift.running_median(x, width), ref)
+
+
 def test_shift_surface_ignores_lone_blocks_and_extrapolation(rng):
     nfib = 50
     fib = np.repeat(np.arange(nfib), 3)

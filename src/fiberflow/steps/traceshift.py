@@ -85,6 +85,53 @@ def cross_profile(xc, sigx, gh, cols):
     return prof, dprof
 
 
+def row_fit_sums_numpy(xc, sigx, gh, cols, d, w):
+    """Weighted sums of the one-row fit ``d = a p + b p'`` (numpy reference of the kernel).
+
+    Parameters
+    ----------
+    xc, sigx : (n,)
+    gh : (n, deg+1)
+    cols : (n, ncol) int, consecutive columns of each row's window
+    d, w : (n, ncol) data and weights
+
+    Returns
+    -------
+    (n, 5): s_pp, s_pq, s_qq, s_pd, s_qd
+    """
+    p, q = cross_profile(xc, sigx, gh, cols)
+    return np.stack([np.sum(w * p * p, -1), np.sum(w * p * q, -1), np.sum(w * q * q, -1),
+                     np.sum(w * p * d, -1), np.sum(w * q * d, -1)], axis=-1)
+
+
+def row_fit_sums(xc, sigx, gh, cols, d, w, use_numba=True):
+    """:func:`row_fit_sums_numpy` by the numba kernel (same arguments and result)."""
+    if not use_numba:
+        return row_fit_sums_numpy(xc, sigx, gh, cols, d, w)
+    from .._kernels.traceshift import row_fit_sums_numba
+
+    return row_fit_sums_numba(np.ascontiguousarray(xc, float), np.ascontiguousarray(sigx, float),
+                              np.ascontiguousarray(gh, float), np.ascontiguousarray(cols[:, 0], np.int64),
+                              np.ascontiguousarray(d, float), np.ascontiguousarray(w, float))
+
+
+def running_median(a, width=31, use_numba=True):
+    """Median over ``width`` (odd) samples along the last axis, edge samples repeated:
+    ``ndimage.median_filter(a, size=(1, width), mode="nearest")`` for (n, m) arrays (the
+    reference, also used for non-finite input).
+
+    Returns
+    -------
+    (n, m) float64
+    """
+    a = np.asarray(a, float)
+    if not use_numba or width % 2 == 0 or a.ndim != 2 or not np.all(np.isfinite(a)):
+        return ndimage.median_filter(a, size=(1, width), mode="nearest")
+    from .._kernels.traceshift import running_median_numba
+
+    return running_median_numba(np.ascontiguousarray(a), int(width))
+
+
 def _row_geometry(psf, rows, fibers):
     """Wavelength and trace x of every (fiber, row): (nf, nrow) each."""
     wave = psfmodel.wavelength(psf, rows, fibers)
@@ -110,14 +157,14 @@ def continuum_rows(a, var_a, good, nsig, width=31, grow=4):
     -------
     (nf, ny) bool
     """
-    med = ndimage.median_filter(np.where(good, a, 0.0), size=(1, width), mode="nearest")
+    med = running_median(np.where(good, a, 0.0), width)
     dev = np.abs(a - med)
     line = good & (dev > nsig * np.sqrt(var_a)) & (dev > 0.05 * np.abs(med))
     line = ndimage.binary_dilation(line, structure=np.ones((1, 2 * grow + 1), bool))
     return ~line
 
 
-def measure_dx(image, ivar, psf, opts, fibers=None):
+def measure_dx(image, ivar, psf, opts, fibers=None, use_numba=True):
     """Cross-dispersion offsets per (fiber, block of rows).
 
     Returns
@@ -151,16 +198,11 @@ def measure_dx(image, ivar, psf, opts, fibers=None):
         continuum = np.ones((nf, ny), bool)
         for it in range(4):
             shift = dx[:, blk]  # (nf, ny)
-            p, dp = cross_profile((xc + shift).ravel(), sig.ravel(), gh.reshape(-1, gh.shape[-1]),
-                                  cols.reshape(-1, cols.shape[-1]))
-            p = p.reshape(cols.shape)
-            dp = dp.reshape(cols.shape)
             # per row: d = a p + b dp  (b = a * delta)
-            s_pp = np.sum(w * p * p, -1)
-            s_pq = np.sum(w * p * dp, -1)
-            s_qq = np.sum(w * dp * dp, -1)
-            s_pd = np.sum(w * p * d, -1)
-            s_qd = np.sum(w * dp * d, -1)
+            sums = row_fit_sums((xc + shift).ravel(), sig.ravel(), gh.reshape(-1, gh.shape[-1]),
+                                cols.reshape(-1, cols.shape[-1]), d.reshape(-1, cols.shape[-1]),
+                                w.reshape(-1, cols.shape[-1]), use_numba=use_numba)
+            s_pp, s_pq, s_qq, s_pd, s_qd = (sums[:, i].reshape(nf, ny) for i in range(5))
             det = s_pp * s_qq - s_pq**2
             ok = det > 1e-12 * np.maximum(s_pp * s_qq, 1e-300)
             a = np.where(ok, (s_qq * s_pd - s_pq * s_qd) / np.where(ok, det, 1), 0.0)
@@ -179,7 +221,10 @@ def measure_dx(image, ivar, psf, opts, fibers=None):
             step = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
             dx += np.clip(step, -0.5, 0.5)
             derr = np.where(den > 0, 1.0 / np.sqrt(np.maximum(den, 1e-300)), np.inf)
-        wc = np.array([[wave[k, (rows // opts.block_rows) == j].mean() for j in range(nb)] for k in range(nf)])
+        bid = rows // opts.block_rows
+        inb = bid < nb
+        nper = np.bincount(bid[inb], minlength=nb)
+        wc = np.stack([np.bincount(bid[inb], weights=wave[k, inb], minlength=nb) for k in range(nf)]) / nper
         for k in range(nf):
             for j in range(nb):
                 if np.isfinite(derr[k, j]):
@@ -238,7 +283,7 @@ def _reference_on_rows(psf, fabs, rows, dy, kind):
 
 
 def _highpass(s, width=31):
-    return s - ndimage.median_filter(s, size=(1, width), mode="nearest")
+    return s - running_median(s, width)
 
 
 def boxcar(image, ivar, xc, hx=3):
