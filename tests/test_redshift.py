@@ -122,3 +122,39 @@ def test_redrock_under_mpi_gives_the_same_redshifts(redshifts, tmp_path):
     assert list(one["TARGETID"]) == list(two["TARGETID"])
     for col in ("Z", "ZWARN", "SPECTYPE", "CHI2"):
         assert list(one[col]) == list(two[col]), col
+
+
+def test_redrock_in_slices_writes_what_one_call_writes(redshifts, tmp_path):
+    """A coadd of more than redshift.max_targets targets is fitted in slices, one after the other
+    (redrock's memory grows with the targets of a call); the merged file has the rows, units and
+    keywords of the one-call file, and the merged details file reads with redrock's own reader."""
+    import fitsio
+    import numpy as np
+    from redrock.results import read_zscan
+
+    from fiberflow.io.zcatalog import read_redrock
+
+    out, det = tmp_path / "redrock-sliced.fits", tmp_path / "rrdetails-sliced.h5"
+    res = _ff("redrock", "--config", str(redshifts["cfg"]), "-i", str(redshifts["tmp"] / "coadd-0-1234-thru20250301.fits"),
+              "-o", str(out), "--details", str(det), "--max-targets", "6")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "(slice 3 of 3)" in res.stdout and not list(tmp_path.glob(".rrslices-*"))
+    one, sliced = read_redrock(redshifts["out"]), read_redrock(out)
+    for name in ("redshifts", "fibermap", "exp_fibermap", "tsnr2"):
+        a, b = getattr(one, name), getattr(sliced, name)
+        assert a.dtype.names == b.dtype.names and len(a) == len(b), name
+        for col in a.dtype.names:
+            if a[col].dtype.kind == "f":
+                np.testing.assert_allclose(b[col], a[col], rtol=1e-6, atol=1e-12, err_msg=f"{name} {col}")
+            else:
+                assert np.array_equal(a[col], b[col]), f"{name} {col}"
+    h1, h2 = fitsio.read_header(str(redshifts["out"]), "REDSHIFTS"), fitsio.read_header(str(out), "REDSHIFTS")
+    assert {k: h1[k] for k in h1.keys() if k.startswith(("TTYPE", "TUNIT"))} == \
+        {k: h2[k] for k in h2.keys() if k.startswith(("TTYPE", "TUNIT"))}
+    assert sliced.header["RRVER"] == one.header["RRVER"] and sliced.header["SPGRP"] == one.header["SPGRP"]
+    zscan, zfit = read_zscan(str(det))
+    tids = [int(t) for t in sliced.redshifts["TARGETID"]]
+    assert sorted(zscan) == sorted(tids) and sorted(set(int(t) for t in zfit["targetid"])) == sorted(tids)
+    best = zfit[zfit["znum"] == 0]
+    zbest = {int(t): z for t, z in zip(best["targetid"], best["z"])}
+    np.testing.assert_allclose([zbest[t] for t in tids], sliced.redshifts["Z"], rtol=1e-6)

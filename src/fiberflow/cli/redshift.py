@@ -6,7 +6,9 @@ configuration's ``redshift.templates``) and writes DESI's ``redrock-*.fits`` (RE
 FIBERMAP, EXP_FIBERMAP, TSNR2) atomically; the primary header gains fiberflow's provenance, the
 redrock version (RRVER) and the template files used (RRTMPnn). With ``--details`` redrock's
 per-template chi2 scans go to an HDF5 file. Under MPI (``srun --mpi=pmi2 -n N``) the targets
-are spread over the ranks; otherwise ``--ncpu`` processes.
+are spread over the ranks; otherwise ``--ncpu`` processes, and a coadd of more than
+``redshift.max_targets`` targets is fitted in slices one after the other (redrock's memory grows
+with the targets of a call), the slices' files merged into the one redrock writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import contextlib
 import os
 import time
 
+import numpy as np
+
 
 def add_arguments(p, name):
     p.add_argument("--config", default=None, help="workflow configuration (redshift section)")
@@ -22,6 +26,9 @@ def add_arguments(p, name):
     p.add_argument("-o", "--outfile", required=True, help="redrock-*.fits")
     p.add_argument("--details", default=None, help="also write redrock's chi2 scans (rrdetails-*.h5)")
     p.add_argument("--ncpu", type=int, default=1, help="processes when not under MPI (default 1)")
+    p.add_argument("--max-targets", type=int, default=None,
+                   help="targets per redrock call when not under MPI, the slices' files merged "
+                        "(default: the configuration's redshift.max_targets; 0: all at once)")
 
 
 def template_files(folder):
@@ -46,6 +53,29 @@ def _check_coadd(path):
     if fibermap is None or len(fibermap) == 0 or not bands:
         raise DataError(path, "has no spectrum to fit")
     return header, len(fibermap)
+
+
+def _fit_in_slices(rrdesi, argv, ntarget, maxt, outfile, details, exp_targetids):
+    """redrock on consecutive slices of at most ``maxt`` targets, one after the other (the peak
+    memory of one call grows with its targets), and the slices' files merged into ``outfile``
+    (and ``details``) as one call would have written them."""
+    import tempfile
+
+    from ..io.zcatalog import merge_redrock, merge_rrdetails
+
+    nslice = -(-ntarget // maxt)
+    bounds = np.linspace(0, ntarget, nslice + 1).round().astype(int)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(outfile)), prefix=".rrslices-") as tmpdir:
+        parts, dparts = [], []
+        for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            parts.append(os.path.join(tmpdir, f"redrock-{k}.fits"))
+            dparts.append(os.path.join(tmpdir, f"rrdetails-{k}.h5"))
+            print(f"redrock: targets {lo}..{hi - 1} of {ntarget} (slice {k + 1} of {nslice})", flush=True)
+            rrdesi(argv + ["--mintarget", str(lo), "--ntargets", str(hi - lo), "-o", parts[-1]]
+                   + (["-d", dparts[-1]] if details else []), comm=None)
+        merge_redrock(parts, outfile, exp_targetids)
+        if details:
+            merge_rrdetails(dparts, details)
 
 
 def run(args):
@@ -78,11 +108,19 @@ def run(args):
             tmp_details = stack.enter_context(fitsutil.atomic_path(args.details)) if args.details else None
         if comm is not None:
             tmp, tmp_details = comm.bcast((tmp, tmp_details), root=0)
-        rrdesi(argv + ["-o", tmp] + (["-d", tmp_details] if tmp_details else []), comm=comm)
+        maxt = cfg["redshift"]["max_targets"] if args.max_targets is None else args.max_targets
+        if comm is None and 0 < maxt < ntarget:
+            exp_tids = fitsio.read(args.infile, "EXP_FIBERMAP", columns=["TARGETID"])["TARGETID"]
+            _fit_in_slices(rrdesi, argv, ntarget, maxt, tmp, tmp_details, exp_tids)
+        else:
+            rrdesi(argv + ["-o", tmp] + (["-d", tmp_details] if tmp_details else []), comm=comm)
         if rank == 0:
             if not os.path.exists(tmp):
                 raise DataError(args.infile, "redrock wrote no output")
-            hdr = step_header("redrock", {"ncpu": args.ncpu, "mpi": 0 if comm is None else comm.size},
+            opts = {"ncpu": args.ncpu, "mpi": 0} if comm is None else {"mpi": comm.size}
+            if comm is None:
+                opts["max_targets"] = maxt  # under MPI the ranks share the targets: no slices
+            hdr = step_header("redrock", opts,
                               [args.infile], cfg, prod_root(cfg))
             hdr["RRVER"] = (redrock.__version__, "redrock version")
             for k, t in enumerate(templates):
