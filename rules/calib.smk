@@ -16,7 +16,7 @@ rule fiberflat:
         logfile("fiberflat", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fiberflat", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: 20
     conda:
         CONDA_ENV
     resources:
@@ -39,7 +39,7 @@ rule fiberflatnight:
         logfile("fiberflatnight", "{night}-{camera}"),
     benchmark:
         benchfile("fiberflatnight", "{night}-{camera}")
-    priority: 10
+    priority: 30
     conda:
         CONDA_ENV
     resources:

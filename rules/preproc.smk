@@ -11,7 +11,7 @@ rule biasnight:
         logfile("biasnight", "{night}-{camera}"),
     benchmark:
         benchfile("biasnight", "{night}-{camera}")
-    priority: 10
+    priority: 30
     conda:
         CONDA_ENV
     resources:

@@ -13,7 +13,7 @@ rule psf:
         logfile("psf", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("psf", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: 20
     conda:
         CONDA_ENV
     resources:
@@ -36,7 +36,7 @@ rule psfnight:
         logfile("psfnight", "{night}-{camera}"),
     benchmark:
         benchfile("psfnight", "{night}-{camera}")
-    priority: 10
+    priority: 30
     conda:
         CONDA_ENV
     resources:

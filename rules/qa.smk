@@ -44,7 +44,7 @@ rule certify:
         logfile("certify", "{night}-{calibration}"),
     benchmark:
         benchfile("certify", "{night}-{calibration}")
-    priority: 10
+    priority: 30
     conda:
         CONDA_ENV
     resources:
