@@ -13,12 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# Scheduling (among ready jobs Snakemake runs the highest priority first, then those with the
-# largest inputs): the nightly calibrations and their certification (seconds each; every later
-# job of the night waits for them) 30, the arc PSF fits and flat fiberflats 20, every other
-# per-frame rule up to the cframe and the frame QA 10, the tile and HEALPix products, redrock
-# and the night-level QA 0. Without it a 1-s psfnight waited 10 minutes behind large-input
-# preproc and extract jobs of other cameras.
+# Scheduling: rules of the per-frame chain and the nightly calibrations take their priority
+# from the plan (fiberflow.workflow.plan.Plan.priority: calibrations first, then the arcs' and
+# flats' frames, then the science frames up to the cframe; coadds, redrock and QA last).
 include: "rules/common.smk"
 include: "rules/exptable.smk"
 include: "rules/preproc.smk"

@@ -16,7 +16,7 @@ rule fiberflat:
         logfile("fiberflat", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fiberflat", "{night}/{expid}-{camera}")
-    priority: 20
+    priority: priority("fiberflat")
     conda:
         CONDA_ENV
     resources:
@@ -39,7 +39,7 @@ rule fiberflatnight:
         logfile("fiberflatnight", "{night}-{camera}"),
     benchmark:
         benchfile("fiberflatnight", "{night}-{camera}")
-    priority: 30
+    priority: priority("fiberflatnight")
     conda:
         CONDA_ENV
     resources:
@@ -65,7 +65,7 @@ rule sky:
         logfile("sky", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("sky", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("sky")
     conda:
         CONDA_ENV
     resources:
@@ -88,7 +88,7 @@ rule stdstars:
         logfile("stdstars", "{night}/{expid}-{spectrograph}"),
     benchmark:
         benchfile("stdstars", "{night}/{expid}-{spectrograph}")
-    priority: 10
+    priority: priority("stdstars")
     conda:
         CONDA_ENV
     resources:
@@ -111,7 +111,7 @@ rule fluxcalib:
         logfile("fluxcalib", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("fluxcalib", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("fluxcalib")
     conda:
         CONDA_ENV
     resources:
@@ -136,7 +136,7 @@ rule cframe:
         logfile("cframe", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("cframe", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("cframe")
     conda:
         CONDA_ENV
     resources:

@@ -105,6 +105,11 @@ def options(step):
     return lambda wildcards: _job(step, wildcards).options
 
 
+def priority(step):
+    """Priority function: the planned job's scheduling priority (Plan.priority)."""
+    return lambda wildcards: PLAN.priority(step, **dict(wildcards.items()))
+
+
 def mpi_launch(resources):
     """Prefix that starts a step under MPI: '{launcher} -n {tasks} ' when the job's resources
     name a launcher (``mpi``) and more than one task, else '' (threads only)."""

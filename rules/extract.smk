@@ -12,7 +12,7 @@ rule extract:
         logfile("extract", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("extract", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("extract")
     conda:
         CONDA_ENV
     threads: config["extract"].get("threads", 2)

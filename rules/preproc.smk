@@ -11,7 +11,7 @@ rule biasnight:
         logfile("biasnight", "{night}-{camera}"),
     benchmark:
         benchfile("biasnight", "{night}-{camera}")
-    priority: 30
+    priority: priority("biasnight")
     conda:
         CONDA_ENV
     resources:
@@ -34,7 +34,7 @@ rule preproc:
         logfile("preproc", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("preproc", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("preproc")
     conda:
         CONDA_ENV
     resources:

@@ -13,7 +13,7 @@ rule psf:
         logfile("psf", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("psf", "{night}/{expid}-{camera}")
-    priority: 20
+    priority: priority("psf")
     conda:
         CONDA_ENV
     resources:
@@ -36,7 +36,7 @@ rule psfnight:
         logfile("psfnight", "{night}-{camera}"),
     benchmark:
         benchfile("psfnight", "{night}-{camera}")
-    priority: 30
+    priority: priority("psfnight")
     conda:
         CONDA_ENV
     resources:
@@ -61,7 +61,7 @@ rule traceshift:
         logfile("traceshift", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("traceshift", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("traceshift")
     conda:
         CONDA_ENV
     resources:

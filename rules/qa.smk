@@ -19,7 +19,7 @@ rule qa_frame:
         logfile("qa_frame", "{night}/{expid}-{camera}"),
     benchmark:
         benchfile("qa_frame", "{night}/{expid}-{camera}")
-    priority: 10
+    priority: priority("qa_frame")
     conda:
         CONDA_ENV
     resources:
@@ -44,7 +44,7 @@ rule certify:
         logfile("certify", "{night}-{calibration}"),
     benchmark:
         benchfile("certify", "{night}-{calibration}")
-    priority: 30
+    priority: priority("certify")
     conda:
         CONDA_ENV
     resources:

@@ -222,3 +222,34 @@ def test_certification_orders_the_nightly_calibrations_and_breakpoints_cut_the_f
     off["calibration"]["certify"] = False
     plan = Plan(off, workdir=str(tiny["root"]), configfile=tiny["cfg"])
     assert not plan.steps("certify") and "qa" not in plan.job("psfnight", night=NIGHT_A, camera="r0").inputs
+
+
+def test_snakemake_schedules_the_nightly_calibrations_first(tiny):
+    """Every job's Snakemake priority is the plan's (Plan.priority): the nightly calibrations
+    (40) before the arcs' and flats' frames (30), the science preprocs (20) and the rest of the
+    science chain (10); coadds, redrock and QA last (0)."""
+    root, cfg = tiny["root"], tiny["cfg"]
+    res = snakemake(root, cfg, "-n", "--forceall")
+    assert res.returncode == 0, res.stderr[-3000:]
+    seen = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", res.stdout + res.stderr):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        out = re.search(r"^    output: (.*)$", block, re.M)
+        if m and out:
+            pr = re.search(r"^    priority: (\d+)$", block, re.M)
+            for path in out.group(1).split(", "):
+                seen[path] = int(pr.group(1)) if pr else 0
+    plan = Plan(load_config(cfg), workdir=str(root), configfile=cfg)
+    want = {j.output: plan.priority(j.step, **j.ids) for j in plan.jobs}
+    assert {k: seen.get(k) for k in want} == want
+
+    def prio(step, **ids):
+        return plan.priority(step, night=NIGHT_A, **ids)
+
+    arc, flat, sci = 2101, 2102, 2103
+    assert prio("psfnight", camera="b0") == prio("fiberflatnight", camera="b0") == 40
+    assert prio("preproc", expid=arc, camera="b0") == prio("psf", expid=arc, camera="b0") == 30
+    assert prio("extract", expid=flat, camera="b0") == prio("fiberflat", expid=flat, camera="b0") == 30
+    assert prio("preproc", expid=sci, camera="b0") == 20
+    assert prio("extract", expid=sci, camera="b0") == prio("cframe", expid=sci, camera="b0") == 10
+    assert {plan.priority(j.step, **j.ids) for j in plan.jobs if j.step in ("spectra", "coadd", "qa_night")} == {0}

@@ -105,6 +105,13 @@ STEPS = tuple(s for s in OUTPUTS if s != "simulate_exposure")
 #: production-wide steps (no night): built by the target `all`, not by one night's
 PRODUCTION_STEPS = ("qa_production", "qc_health", "ztile", "zpix", "summary")
 
+#: jobs every later job of a night waits for (:meth:`Plan.priority`)
+NIGHTLY_GATES = ("biasnight", "psfnight", "fiberflatnight", "certify")
+
+#: per-exposure steps up to the cframe, with the frame QA (:meth:`Plan.priority`)
+FRAME_CHAIN = ("preproc", "psf", "traceshift", "extract", "fiberflat", "sky", "stdstars", "fluxcalib", "cframe",
+               "qa_frame")
+
 #: OBSTYPEs that get frame QA
 QA_OBSTYPES = ("ZERO", "DARK", "ARC", "FLAT", "SCIENCE")
 
@@ -280,6 +287,29 @@ class Plan:
             if r["EXPID"] == int(expid):
                 return r
         raise ValueError(f"exposure {int(expid)} is not in the exposure table of night {int(night)}")
+
+    def priority(self, step, **ids):
+        """Scheduling priority of a job (Snakemake runs the highest of the ready jobs first, then
+        those with the largest inputs).
+
+        A night's cframes wait for its nightly calibrations: the calibrations (and their
+        certification; seconds each) come first (40), then every per-frame job of the arcs and
+        flats they are made from (30), the science preprocs (20) and the rest of the science
+        chain up to the cframe with the frame QA (10); tile and HEALPix products, redrock and
+        night-level QA last (0). Without it a 1-s psfnight waited 10 minutes behind large-input
+        extractions, and the z arc's preproc behind the science extractions.
+        """
+        if step in NIGHTLY_GATES:
+            return 40
+        if step not in FRAME_CHAIN or "night" not in ids or "expid" not in ids:
+            return 0
+        try:
+            obstype = self.row(ids["night"], ids["expid"])["OBSTYPE"]
+        except ValueError:
+            return 0
+        if obstype in ("ARC", "FLAT"):
+            return 30
+        return 20 if step == "preproc" else 10
 
     def cams(self, r):
         """Cameras an exposure-table row processes."""
