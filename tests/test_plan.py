@@ -226,7 +226,7 @@ def test_certification_orders_the_nightly_calibrations_and_breakpoints_cut_the_f
 
 def test_snakemake_schedules_the_nightly_calibrations_first(tiny):
     """Every job's Snakemake priority is the plan's (Plan.priority): the nightly calibrations
-    (40) before the arcs' and flats' frames (30), the science preprocs (20) and the rest of the
+    (40) before the zeros', arcs' and flats' frames (30), the science preprocs (20) and the rest of the
     science chain (10); coadds, redrock and QA last (0)."""
     root, cfg = tiny["root"], tiny["cfg"]
     res = snakemake(root, cfg, "-n", "--forceall")
@@ -250,6 +250,7 @@ def test_snakemake_schedules_the_nightly_calibrations_first(tiny):
     assert prio("psfnight", camera="b0") == prio("fiberflatnight", camera="b0") == 40
     assert prio("preproc", expid=arc, camera="b0") == prio("psf", expid=arc, camera="b0") == 30
     assert prio("extract", expid=flat, camera="b0") == prio("fiberflat", expid=flat, camera="b0") == 30
+    assert prio("qa_frame", expid=2100, camera="b0") == 30  # a zero: it certifies the master bias
     assert prio("preproc", expid=sci, camera="b0") == 20
     assert prio("extract", expid=sci, camera="b0") == prio("cframe", expid=sci, camera="b0") == 10
     assert {plan.priority(j.step, **j.ids) for j in plan.jobs if j.step in ("spectra", "coadd", "qa_night")} == {0}

@@ -293,11 +293,12 @@ class Plan:
         those with the largest inputs).
 
         A night's cframes wait for its nightly calibrations: the calibrations (and their
-        certification; seconds each) come first (40), then every per-frame job of the arcs and
-        flats they are made from (30), the science preprocs (20) and the rest of the science
-        chain up to the cframe with the frame QA (10); tile and HEALPix products, redrock and
-        night-level QA last (0). Without it a 1-s psfnight waited 10 minutes behind large-input
-        extractions, and the z arc's preproc behind the science extractions.
+        certification; seconds each) come first (40), then every per-frame job of the zeros,
+        darks, arcs and flats they are made from or certified with (30), the science preprocs
+        (20) and the rest of the science chain up to the cframe with the frame QA (10); tile and
+        HEALPix products, redrock and night-level QA last (0). Without it a 1-s psfnight waited
+        10 minutes behind large-input extractions, and the b camera's preprocs behind the
+        science extractions until a zero's frame QA had run.
         """
         if step in NIGHTLY_GATES:
             return 40
@@ -307,8 +308,8 @@ class Plan:
             obstype = self.row(ids["night"], ids["expid"])["OBSTYPE"]
         except ValueError:
             return 0
-        if obstype in ("ARC", "FLAT"):
-            return 30
+        if obstype in ("ZERO", "DARK", "ARC", "FLAT"):
+            return 30  # the zeros' frame QA certifies the master bias every preproc reads
         return 20 if step == "preproc" else 10
 
     def cams(self, r):
