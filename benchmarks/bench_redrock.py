@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-mpi", action="store_true", help="skip the two-rank run")
+    ap.add_argument("--max-targets", type=int, default=150, help="slice size to predict (redshift.max_targets)")
     args = ap.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="bench-redrock-")
     os.makedirs(work, exist_ok=True)
@@ -50,17 +51,27 @@ def main():
         if not args.no_mpi and mpiexec:
             runs.append(("2 MPI ranks", [mpiexec, "-n", "2"]))
         for name, launcher in runs:
-            t = {}
+            t, mem = {}, {}
             for n in sizes:
                 out = os.path.join(work, f"redrock-{n}-{len(launcher)}.fits")
-                t[n], rss = run(["redrock", "-i", paths_[n], "-o", out, "--ncpu", "1"], 1, launcher)
-                print(f"redrock, {name}: {n} fibers {t[n]:.1f} s, peak memory {rss:.0f} MB")
+                # one redrock call per file here (--max-targets 0): the per-target cost and memory
+                t[n], mem[n] = run(["redrock", "-i", paths_[n], "-o", out, "--ncpu", "1", "--max-targets", "0"],
+                                   1, launcher)
+                print(f"redrock, {name}: {n} fibers {t[n]:.1f} s, peak memory {mem[n]:.0f} MB")
             if len(sizes) == 2:
                 lo, hi = sizes
                 per = (t[hi] - t[lo]) / (hi - lo)
                 fixed = t[lo] - lo * per
+                mper = (mem[hi] - mem[lo]) / (hi - lo)
                 print(f"redrock, {name}: {per:.2f} s per target + {fixed:.0f} s per file (templates, set-up): "
-                      f"{fixed + 500 * per:.0f} s per 500-target petal")
+                      f"{fixed + 500 * per:.0f} s per 500-target petal; memory {mem[lo] - lo * mper:.0f} MB "
+                      f"+ {mper:.2f} MB per target: {mem[lo] + (500 - lo) * mper:.0f} MB for 500 targets in one call")
+                if not launcher:
+                    nsl = -(-500 // args.max_targets)
+                    per_call = -(-500 // nsl)
+                    print(f"redrock, {name}, in slices of at most {args.max_targets} targets (redshift.max_targets): "
+                          f"{nsl} calls of {per_call}: {fixed * nsl + 500 * per:.0f} s and "
+                          f"{mem[lo] + (per_call - lo) * mper:.0f} MB per 500-target petal")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
