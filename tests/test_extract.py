@@ -212,26 +212,11 @@ def test_simulated_frame_against_truth(tmp_path, real_psf_file):
         extraction_vs_truth(read_frame(frame), truth)
 
 
-def test_stamp_sums_and_cholesky_kernels_match_numpy(rng):
+def test_stamp_sums_kernel_matches_numpy(rng):
     stamps, x0, y0, data, weight = _small_problem(rng)
     planes = np.stack([data, weight, data * weight])
     np.testing.assert_allclose(extract.stamp_sums(stamps, x0, y0, planes, use_numba=True),
                                extract.stamp_sums(stamps, x0, y0, planes, use_numba=False), rtol=1e-12, atol=1e-14)
-    m = rng.normal(size=(30, 30))
-    a = m @ m.T + 30 * np.eye(30)
-    b = rng.normal(size=30)
-    # the trailing block of the inverse after a reordering, from the factor's trailing rows only
-    perm = rng.permutation(30)
-    for k in (0, 12, 29):  # k = 0: the whole inverse
-        x3, t3, i3 = extract.cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=True)
-        x4, t4, i4 = extract.cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=False)
-        assert i3 == 0 and i4 == 0 and t3.shape == (30 - k, 30 - k)
-        np.testing.assert_allclose(x3, np.linalg.solve(a, b)[perm], rtol=1e-10)
-        np.testing.assert_allclose(t3, np.linalg.inv(a)[np.ix_(perm[k:], perm[k:])], rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(t3, t4, rtol=1e-12, atol=1e-16)
-    a[5, 5] = -1.0  # not positive definite: reported, not raised
-    assert extract.cholesky_solve_trailing_inverse(a, b, perm, 12)[2] > 0
-    assert extract.cholesky_solve_trailing_inverse(a, b, perm, 12, use_numba=False)[2] > 0
 
 
 def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
@@ -276,9 +261,12 @@ def test_patch_solve_numba_matches_numpy_reference(r0_problem):
     floor = np.full(img.shape, 9.0)  # exercises the two-solve model variance too
     a = extract.extract_patch(*args, opts, model=True, var_floor=floor)
     b = extract.extract_patch(*args, extract.ExtractOptions(use_numba=False), model=True, var_floor=floor)
+    # the numba path is a banded Cholesky and the band of the inverse, the reference a dense
+    # solve and inverse: the two round differently on the patch's least constrained bins (the
+    # normal matrix's condition number reaches ~1e8 with the 1e-8 ridge)
     for key in ("flux", "ivar", "chi2pix", "R", "model"):
         scale = np.max(np.abs(b[key]))
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-7, atol=1e-8 * scale, err_msg=key)
 
 
 def test_threads_and_rank_split_give_identical_frames(r0_problem):

@@ -1,9 +1,9 @@
-"""GIL-free Cholesky solves and inverses for numba code (references: the ``*_numpy`` functions of
+"""GIL-free banded Cholesky solves and inverses for numba code (references: the ``*_numpy`` functions of
 fiberflow.steps.extract).
 
 scipy's own LAPACK wrappers hold the GIL, so threads calling them run one at a time; these
-kernels call the same LAPACK routines (``dpotrf``, ``dpotrs``, ``dpotri``, banded ``dpbtrf``, ``dpbtrs`` from
-``scipy.linalg.cython_lapack``) from a ``nogil`` numba function.
+kernels call the same LAPACK routines (banded ``dpbtrf``, ``dpbtrs`` from ``scipy.linalg.cython_lapack``)
+from a ``nogil`` numba function.
 """
 
 import ctypes
@@ -20,89 +20,8 @@ def _lapack(name, nargs):
     return ctypes.CFUNCTYPE(None, *([_VP] * nargs))(addr)
 
 
-_dpotrf = _lapack("dpotrf", 5)
-_dpotrs = _lapack("dpotrs", 8)
-_dpotri = _lapack("dpotri", 5)
-
-
-@njit(nogil=True)
-def cholesky_solve_trailing_inverse_numba(a, b, perm, k):
-    """Solve ``a x = b`` and return the trailing block of the inverse, by Cholesky, after
-    reordering the unknowns by ``perm``.
-
-    With the reordered matrix ``[[P, B], [B^T, T]] = L L^T`` (``P`` the first ``k`` unknowns), the
-    inverse's trailing block is ``(T - B^T P^-1 B)^-1 = (L_T L_T^T)^-1``: ``dpotri`` on the factor's
-    trailing ``n - k`` rows only, ``(n - k)^3`` operations instead of ``n^3``.
-
-    Parameters
-    ----------
-    a : (n, n) float64, symmetric positive definite
-    b : (n,) float64
-    perm : (n,) int64
-    k : int
-
-    Returns
-    -------
-    x : (n,)
-        Solution in the reordered order (``x[i]`` is unknown ``perm[i]``).
-    inv : (n - k, n - k)
-        ``a^-1`` restricted to the unknowns ``perm[k:]`` (in that order).
-    info : int
-        LAPACK status (0 on success).
-    """
-    n = a.shape[0]
-    m = n - k
-    u, x = _gather(a, b, perm)
-    t = np.zeros((m, m))
-    uplo = np.full(1, 85, np.uint8)  # Fortran 'U' of a C-order array: its lower triangle, L with a = L L^T
-    ints = np.array([n, m, 1, 0], np.int32)  # LAPACK's integer arguments, passed by pointer
-    nn, mm, one, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4]
-    _dpotrf(uplo.ctypes, nn.ctypes, u.ctypes, nn.ctypes, info.ctypes)
-    if info[0] != 0:
-        return x, t, info[0]
-    _dpotrs(uplo.ctypes, nn.ctypes, one.ctypes, u.ctypes, nn.ctypes, x.ctypes, nn.ctypes, info.ctypes)
-    if info[0] != 0:
-        return x, t, info[0]
-    _lower_block(u, k, t)
-    if m > 0:
-        _dpotri(uplo.ctypes, mm.ctypes, t.ctypes, mm.ctypes, info.ctypes)
-    _symmetrize(t)
-    return x, t, info[0]
-
-
 # the loops live in cached functions: the ones calling LAPACK through ctypes cannot be cached and are
 # compiled in every process, so they are kept small
-
-
-@njit(cache=True, nogil=True)
-def _gather(a, b, perm):
-    """``a[perm][:, perm]`` and ``b[perm]``."""
-    n = a.shape[0]
-    u = np.empty((n, n))
-    x = np.empty(n)
-    for i in range(n):
-        x[i] = b[perm[i]]
-        ai = a[perm[i]]
-        ui = u[i]
-        for j in range(n):
-            ui[j] = ai[perm[j]]
-    return u, x
-
-
-@njit(cache=True, nogil=True)
-def _lower_block(u, k, t):
-    """The lower triangle of ``u[k:, k:]`` into ``t``."""
-    for i in range(t.shape[0]):
-        for j in range(i + 1):
-            t[i, j] = u[k + i, k + j]
-
-
-@njit(cache=True, nogil=True)
-def _symmetrize(t):
-    """Lower triangle copied onto the upper one."""
-    for i in range(t.shape[0]):
-        for j in range(i + 1, t.shape[0]):
-            t[i, j] = t[j, i]
 
 
 @njit(cache=True, nogil=True)
@@ -117,6 +36,7 @@ def _pack_band(a, b, perm, kd):
         for d in range(min(w, n - j)):
             ab[j, d] = a[perm[j + d], perm[j]]
     return ab, x
+
 
 _dpbtrf = _lapack("dpbtrf", 6)
 _dpbtrs = _lapack("dpbtrs", 9)

@@ -8,12 +8,12 @@ so light from outside it is modelled). For each patch:
    times the bin width, so fluxes are in electron/Angstrom;
 2. the normal equations ``A^T W A f = A^T W d`` (W = pixel inverse variance, masked pixels 0;
    numba kernel over the overlapping stamp pairs, with a numpy reference) get a tiny ridge prior
-   so unconstrained bins (CCD edges, masked regions) stay solvable, then a Cholesky solve gives
-   the deconvolved flux and the covariance C of the core fibers' unknowns (the padding fibers
-   first, so only the factor's trailing block is inverted); the covariances of the overlapping
-   pairs, all the pixel leverages need, come from the band of the inverse (banded Cholesky in
-   wavelength-major order and the Takahashi recurrence). The first solve of the model-variance
-   weights needs only those and the flux: it is banded throughout;
+   so unconstrained bins (CCD edges, masked regions) stay solvable. The matrix is banded: a
+   banded Cholesky solve gives the deconvolved flux, and the Takahashi recurrence the band of
+   the inverse C. The first solve (the model of the model-variance weights) needs the flux and
+   the covariances of the overlapping pairs (all the pixel leverages need): its band is taken in
+   wavelength-major order, the narrowest. The second solve's band is taken in fiber-major order
+   and at least a fiber's bins wide, so it also holds every fiber's whole block of C;
 3. per fiber, the block of C is inverted and square-rooted (symmetric square root ``Q``);
    ``R = Q / rowsum(Q)`` is the fiber's resolution matrix, which never mixes fibers. Its rows
    are truncated to ``ndiag`` diagonals and renormalised; the reconvolved flux is ``R f`` and
@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
 
 from ..bitmasks import specmask
 from ..config import StepOptions
@@ -340,7 +339,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
     fidx = {int(fb): k for k, fb in enumerate(fibers)}
     kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
-    f, ccore, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, band, kcore, nw)
+    f, cblocks, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw)
     mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
     good = weight > 0
     # expected chi2 of a pixel is 1 - leverage: CHI2PIX is normalised by it (median 1 when the
@@ -360,7 +359,6 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     band = core.start + np.arange(ncore)[:, None] + np.arange(-h, h + 1)[None, :]
     inb = (band >= 0) & (band < nw)
     band = np.clip(band, 0, nw - 1)
-    cblocks = np.stack([ccore[c * nw:(c + 1) * nw, c * nw:(c + 1) * nw] for c in range(nc)])
     Rs = fiber_resolution(cblocks, ndiag, core, valid)  # (nc, ncore, nw)
     fk = f.reshape(nf, nw)[kcore]
     out["flux"] = np.einsum("crw,cw->cr", Rs, fk)
@@ -407,35 +405,9 @@ def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     return ok
 
 
-def cholesky_solve_trailing_inverse_numpy(a, b, perm, k):
-    """Reference of :func:`fiberflow._kernels.lapack.cholesky_solve_trailing_inverse_numba` (scipy LAPACK,
-    the full inverse)."""
-    ap = a[np.ix_(perm, perm)]
-    u, info = lapack.dpotrf(ap, lower=0, clean=1)
-    if info != 0:
-        return np.zeros(len(b)), np.zeros((len(b) - k,) * 2), info
-    x, info = lapack.dpotrs(u, b[perm], lower=0)
-    inv, info2 = lapack.dpotri(u, lower=0)
-    cov = np.triu(inv)
-    cov += np.triu(inv, 1).T
-    return x, cov[k:, k:], info or info2
-
-
 def _lapack_args(a, b, perm):
     return (np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64),
             np.ascontiguousarray(perm, np.int64))
-
-
-def cholesky_solve_trailing_inverse(a, b, perm, k, use_numba=True):
-    """``x`` (reordered by ``perm``) and the block of ``a^-1`` of the unknowns ``perm[k:]``, and the
-    LAPACK status: one Cholesky, then the inverse of the factor's trailing rows only (see the numba
-    kernel; ``k = 0`` is the whole inverse). The numba path releases the GIL (extraction threads run
-    in parallel)."""
-    if use_numba:
-        from .._kernels.lapack import cholesky_solve_trailing_inverse_numba
-
-        return cholesky_solve_trailing_inverse_numba(*_lapack_args(a, b, perm), int(k))
-    return cholesky_solve_trailing_inverse_numpy(*_lapack_args(a, b, perm), int(k))
 
 
 def band_solve_inverse_numpy(a, b, perm, kd):
@@ -516,37 +488,36 @@ def _solve_band(st, lx, ly, data, weight, opts, pairs, band):
     return f, zb[lo, d]
 
 
-def _solve_core(st, lx, ly, data, weight, opts, pairs, band, kcore, nw):
-    """Flux of one patch, the covariance of its core fibers' unknowns, the covariances of its
+def _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw):
+    """Flux of one patch, the covariance blocks of its core fibers, the covariances of its
     overlapping pairs (for the leverages) and the information diagonal.
 
-    The core fibers' block of the inverse comes from one Cholesky with the padding fibers' unknowns
-    first and the inverse of the factor's trailing rows only; the pairs' covariances from the band of
-    the inverse (:func:`_solve_band`'s banded factor).
+    In the patch's own fiber-major order a fiber's bins are contiguous and a spot only overlaps
+    spots of nearby bins of the neighbouring fibers, so the normal matrix is banded with
+    ``kd`` about ``nw`` plus the spot's reach in bins. With ``kd >= nw - 1`` the band of the
+    inverse holds every fiber's whole (nw, nw) covariance block as well as every overlapping
+    pair: one banded Cholesky and the band of the inverse (``n kd^2`` operations) give all the
+    second solve needs, instead of a dense Cholesky and inverse (``n^3``).
 
     Returns
     -------
     f : (n,) fiber-major
-    ccore : (nc * nw, nc * nw)
-        Covariance of the core fibers' unknowns, fiber-major in the order of ``kcore``.
+    cblocks : (nc, nw, nw)
+        Covariance of each core fiber's unknowns, in the order of ``kcore``.
     cpair : (npair,)
     diag : (n,) information diagonal (0 where a bin carries no data)
     """
     ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
     n = len(atd)
-    nf = n // nw
-    core = [int(c) for c in kcore]
-    pads = [k for k in range(nf) if k not in core]
-    order = np.concatenate([np.arange(k * nw, (k + 1) * nw) for k in pads + core])
-    x, ccore, info = cholesky_solve_trailing_inverse(ata, atd, order, len(pads) * nw, opts.use_numba)
-    perm, lo, d, kd = band
-    _, zb, info2 = band_solve_inverse(ata, atd, perm, kd, opts.use_numba) if info == 0 else (None, None, 1)
-    if info != 0 or info2 != 0 or not np.all(np.isfinite(x)):
-        return (np.zeros(n), np.eye(len(kcore) * nw) / ridge, np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0),
-                np.zeros(n))
-    f = np.empty(n)
-    f[order] = x
-    return f, ccore, zb[lo, d], diag
+    d = np.abs(pairs[0] - pairs[1])
+    kd = max(int(d.max()) if d.size else 0, nw - 1)
+    f, zb, info = band_solve_inverse(ata, atd, np.arange(n, dtype=np.int64), kd, opts.use_numba)
+    if info != 0 or not np.all(np.isfinite(f)):
+        return (np.zeros(n), np.broadcast_to(np.eye(nw) / ridge, (len(kcore), nw, nw)),
+                np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0), np.zeros(n))
+    i, j = np.indices((nw, nw))
+    rows = np.asarray(kcore)[:, None, None] * nw + np.minimum(i, j)[None]
+    return f, zb[rows, np.abs(i - j)[None]], zb[np.minimum(pairs[0], pairs[1]), d], diag
 
 
 # ---------------------------------------------------------------------------- frame
