@@ -118,7 +118,7 @@ def profile(pre, psf, nfib, wall1=None):
     tot = st.total_tt
     print(f"  time on {len(plan)} patches in one thread ({tot:.1f} s under the profiler):")
     for name in ("spot_inputs", "stamps_from_inputs", "overlap_pairs", "normal_equations", "band_solve_inverse",
-                 "cholesky_solve_trailing_inverse", "fiber_resolution", "leverage", "stamp_sums", "model_image"):
+                 "fiber_resolution", "leverage", "stamp_sums", "model_image"):
         t = sum(v[3] for k, v in st.stats.items() if k[2] == name)
         print(f"    {name:24s} {t:6.2f} s ({100 * t / tot:4.1f}%)")
     # floating-point operations of one interior patch
@@ -132,15 +132,15 @@ def profile(pre, psf, nfib, wall1=None):
     m = len(pw)
     pi, pj = extract.overlap_pairs(x0, y0, sy, sx)
     ov = (np.clip(sy - np.abs(y0[pj] - y0[pi]), 0, None) * np.clip(sx - np.abs(x0[pj] - x0[pi]), 0, None)).sum()
-    kd = extract._pair_band((pi, pj), extract.bin_major(len(solved), m))[3]
+    kd = extract._pair_band((pi, pj), extract.bin_major(len(solved), m))[3]  # first solve: wavelength-major band
+    kd2 = max(int(np.abs(pi - pj).max()), m - 1)  # second solve: fiber-major band, >= a fiber's bins
     npass = 2 if opts.model_variance else 1  # a first solve sets the model variance
     f_ne = npass * 2.0 * ov     # A^T W A: a multiply-add per overlapping pixel of every pair
-    f_lev = npass * 3.0 * ov    # leverages (leave-one-out model, CHI2PIX): the same pairs
-    f_band = npass * (n * kd**2 + 2 * n * kd**2)  # banded Cholesky + the band of the inverse (Takahashi)
-    nc = len(core) * m          # the core fibers' unknowns
-    f_chol = n**3 / 3 + 2 * nc**3 / 3 + 2 * n**2  # potrf + potri of the core block + potrs
+    f_lev = 3.0 * ov            # leverages (the first solve's: leave-one-out model and CHI2PIX): the same pairs
+    # banded Cholesky + the band of the inverse (Takahashi), n kd^2 multiply-adds each
+    f_band = (npass - 1) * 3 * n * kd**2 + 3 * n * kd2**2
     f_res = 9.0 * len(core) * m**3 + 4.0 * len(core) * (w1 - w0) * m**2  # eigh + Q rows, R C R^T
-    total = f_ne + f_lev + f_band + f_chol + f_res
+    total = f_ne + f_lev + f_band + f_res
     a = np.random.default_rng(0).normal(size=(1000, 1000))
     with threadpool_limits(limits=1):
         a @ a
@@ -149,9 +149,9 @@ def profile(pre, psf, nfib, wall1=None):
             a @ a
         gflops = 3 * 2e9 / (time.perf_counter() - t0) / 1e9
     npatch = len(extract.patch_plan(psf.nfiber, 25, wave.size, opts))
-    print(f"  one patch: {n} unknowns ({len(solved)} fibers x {m} bins, {len(pi)} overlapping pairs, band {kd}); "
-          f"normal equations {f_ne / 1e6:.1f} MFLOP, leverages {f_lev / 1e6:.1f}, banded solves {f_band / 1e6:.1f}, "
-          f"Cholesky + core inverse {f_chol / 1e6:.1f}, resolution {f_res / 1e6:.1f}: "
+    print(f"  one patch: {n} unknowns ({len(solved)} fibers x {m} bins, {len(pi)} overlapping pairs, bands {kd} "
+          f"and {kd2}); normal equations {f_ne / 1e6:.1f} MFLOP, leverages {f_lev / 1e6:.1f}, banded solves "
+          f"{f_band / 1e6:.1f}, resolution {f_res / 1e6:.1f}: "
           f"{total / 1e6:.0f} MFLOP; x {npatch} patches = {total * npatch / 1e9:.0f} GFLOP per frame")
     print(f"  this machine: {gflops:.1f} GFLOP/s per core on a 1000x1000 matmul (BLAS, 1 thread) -> "
           f"{total * npatch / 1e9 / gflops:.0f} s of pure arithmetic per frame on one core")
