@@ -1,20 +1,22 @@
-"""Where the mean pull of the model-variance extraction comes from (issue 23), on one interior patch of
+"""The flux bias of model-variance weights and where it comes from (issue 23), on one interior patch of
 the real DESI r0 PSF (25 fibers, light on the extraction grid, read noise 3 e).
 
 Usage: python benchmarks/bias_extract.py [--levels 60 600 3000] [--nreal 300]
 
-For each brightness [e/A] the same noisy images are extracted twice by fiberflow's own code: with the
-default model-variance weights and with the true pixel variance (fixed weights: a linear, unbiased
-estimator). Printed, in units of the output (R-space) flux error:
+For each brightness [e/A] the same noisy images are extracted by fiberflow's own code with the true
+pixel variance (fixed weights: a linear, unbiased estimator) and with model-variance weights: the
+default (the smooth model wherever the leave-one-out model lies within ``extract.variance_nsig``
+of its own noise from it) and the leave-one-out model everywhere (``extract.variance_smooth: 0``).
+Printed, in units of the output (R-space) flux error:
 - ``paired``: mean of (model-variance flux - true-weight flux) / sigma, precise to ~1e-3 because the
   noise cancels; it is the flux bias the data-derived weights add;
-- ``pull``: the mean pull (flux - R truth) sqrt(ivar) of the model-variance extraction, which also
-  carries the correlation of its own ivar with the noise;
-- ``R b``: the first-order flux bias ``b = C A^T beta``, ``beta_i = w_i h_i`` (a pixel's weight follows
-  its neighbours' noise through the leave-one-out model), mapped to R space with the mean resolution
-  matrix; ``MC deconvolved`` / ``b deconvolved``: the same bias in the deconvolved unknowns from a dense
-  replica of the two solves (Monte Carlo) and from the formula;
-- ``R follows noise``: paired - R b, the part that comes from the resolution matrix (computed from the
+- ``pull``: the mean pull (flux - R truth) sqrt(ivar) and its std, which also carry the correlation
+  of the extraction's own ivar with the noise;
+- for the leave-one-out model, ``R b``: the first-order flux bias ``b = C A^T beta``,
+  ``beta_i = w_i h_i`` (a pixel's weight follows its neighbours' noise through the leave-one-out
+  model), mapped to R space with the mean resolution matrix; ``MC`` / ``b`` (deconvolved): the same
+  bias in the deconvolved unknowns from a dense replica of the two solves (Monte Carlo) and from the
+  formula; ``R follows noise``: paired - R b, the part from the resolution matrix (computed from the
   noisy weights' covariance) correlating with the flux errors.
 """
 
@@ -64,23 +66,29 @@ def main():
         sd = np.where(ivar > 0, 1 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), 0.0)
         ys, xs = np.nonzero(ivar > 0)
         box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-        paired, pulls = [], []
+        variants = {"default": opts, "leave-one-out only": extract.ExtractOptions(variance_smooth=0.0)}
+        paired = {k: [] for k in variants}
+        pulls = {k: [] for k in variants}
+        sl = (slice(core_f[0], core_f[-1] + 1), out_bins)
         for _ in range(args.nreal):
             img = clean.copy()
             img[box] += rng.normal(size=sd[box].shape) * sd[box]
-            mv = extract.extract_frame(img, ivar, psf, wave, 25, opts, units=[unit], var_floor=floor)
             lin = extract.extract_frame(img, ivar, psf, wave, 25, extract.ExtractOptions(model_variance=False),
                                         units=[unit], var_floor=floor)
-            sl = (slice(core_f[0], core_f[-1] + 1), out_bins)
-            paired.append((mv["flux"] - lin["flux"])[sl] * np.sqrt(lin["ivar"][sl]))
-            rt = np.array([resolution.apply(mv["resolution"][f], truth[f]) for f in core_f])[:, out_bins]
-            pulls.append((mv["flux"][sl] - rt) * np.sqrt(mv["ivar"][sl]))
-        paired, pulls = np.array(paired), np.array(pulls)
+            for name, o in variants.items():
+                mv = extract.extract_frame(img, ivar, psf, wave, 25, o, units=[unit], var_floor=floor)
+                paired[name].append((mv["flux"] - lin["flux"])[sl] * np.sqrt(lin["ivar"][sl]))
+                rt = np.array([resolution.apply(mv["resolution"][f], truth[f]) for f in core_f])[:, out_bins]
+                pulls[name].append((mv["flux"][sl] - rt) * np.sqrt(mv["ivar"][sl]))
         first = first_order(extract, psf, wave, unit, clean, ivar, floor, args.nreal, rng)
-        print(f"  {level:7.0f} e/A: paired {paired.mean():+.4f} +- {paired.std() / np.sqrt(paired.size):.4f}, "
-              f"pull {pulls.mean():+.4f} +- {pulls.std() / np.sqrt(pulls.size):.4f}; R b {first['Rb']:+.4f}, "
-              f"R follows noise {paired.mean() - first['Rb']:+.4f}; deconvolved: MC {first['mc']:+.4f} "
-              f"+- {first['mc_err']:.4f}, b {first['b']:+.4f}")
+        for name in variants:
+            pa, pu = np.array(paired[name]), np.array(pulls[name])
+            line = (f"  {level:7.0f} e/A {name:18s}: paired {pa.mean():+.4f} +- {pa.std() / np.sqrt(pa.size):.4f}, "
+                    f"pull mean {pu.mean():+.4f} +- {pu.std() / np.sqrt(pu.size):.4f}, std {pu.std():.4f}")
+            if name != "default":
+                line += (f"; R b {first['Rb']:+.4f}, R follows noise {pa.mean() - first['Rb']:+.4f}; deconvolved: "
+                         f"MC {first['mc']:+.4f} +- {first['mc_err']:.4f}, b {first['b']:+.4f}")
+            print(line)
 
 
 def first_order(extract, psf, wave, unit, clean, ivar, floor, nreal, rng):

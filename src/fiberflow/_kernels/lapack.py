@@ -43,7 +43,7 @@ _dpbtrs = _lapack("dpbtrs", 9)
 
 
 @njit(nogil=True)
-def band_solve_inverse_numba(a, b, perm, kd):
+def band_solve_inverse_numba(a, b, perm, kd, inverse):
     """Solve ``a x = b`` for a symmetric positive definite matrix that is banded once its rows and
     columns are reordered by ``perm``, and return the band of the reordered ``a^-1`` (banded
     Cholesky ``dpbtrf``/``dpbtrs``, then the Takahashi recurrence on the factor).
@@ -55,6 +55,8 @@ def band_solve_inverse_numba(a, b, perm, kd):
     b : (n,) float64
     perm : (n,) int64
     kd : int
+    inverse : bool
+        Also the band of the inverse (else ``zb`` stays 0).
 
     Returns
     -------
@@ -85,7 +87,8 @@ def band_solve_inverse_numba(a, b, perm, kd):
     _dpbtrs(uplo.ctypes, nn.ctypes, kk.ctypes, one.ctypes, ab.ctypes, ldab.ctypes, x.ctypes, nn.ctypes, info.ctypes)
     if info[0] != 0:
         return x, zb, info[0]
-    _takahashi(ab, zb, kd)
+    if inverse:
+        _takahashi(ab, zb, kd)
     return x, zb, info[0]
 
 
