@@ -283,6 +283,11 @@ def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
     inv = np.linalg.inv(band)
     for d in range(kd + 1):
         np.testing.assert_allclose(z1[: nf * nw - d, d], np.diagonal(inv, -d), rtol=1e-10, atol=1e-14)
+    for use_numba in (True, False):  # the band of the inverse from a column on (rows before it: 0)
+        x4, z4, i4 = extract.band_solve_inverse(a, b, perm, kd, use_numba=use_numba, j0=17)
+        assert i4 == 0 and not z4[:17].any()
+        np.testing.assert_allclose(z4[17:], z1[17:], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(x4, x1, rtol=1e-10)
     for use_numba in (True, False):  # the solution alone (the smooth model of the model variance)
         x3, z3, i3 = extract.band_solve_inverse(a, b, perm, kd, use_numba=use_numba, inverse=False)
         assert i3 == 0 and not z3.any()
@@ -353,3 +358,38 @@ def test_boxcar_recovers_flux_and_has_a_resolution(r0_problem):
     hit = out2["ivar"] == 0
     assert hit[:, 95:106].any() and not hit[:, :80].any()
     assert np.all(out2["mask"][hit] & extract.ALLBADPIX)
+
+
+def test_median_positive_matches_numpy(rng):
+    for _ in range(300):
+        x = rng.normal(size=(3, int(rng.integers(1, 30))))
+        x[rng.random(x.shape) < 0.3] = 0.0
+        ref = np.array([np.median(r[r > 0]) if np.any(r > 0) else 0.0 for r in x])
+        np.testing.assert_allclose(extract.median_positive(x), ref, rtol=1e-15)
+        np.testing.assert_allclose(extract.median_positive(x[1]), ref[1], rtol=1e-15)
+    assert extract.median_positive(np.zeros((2, 4))).tolist() == [0.0, 0.0]
+
+
+def test_extraction_process_keeps_freed_memory():
+    """The extraction command's mallopt settings take effect on glibc (each few-MB temporary of a
+    patch is otherwise paged in again), in a fresh process so this one is left alone."""
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import resource, sys, numpy as np\n"
+            "from fiberflow.parallel import keep_freed_memory\n"
+            "ok = keep_freed_memory() if sys.argv[1] == '1' else None\n"
+            "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for n in range(100):\n"
+            "    arrs = [np.ones(250_000) for _ in range(8)]\n"  # 8 x 2 MB, freed together
+            "    del arrs\n"
+            "print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+    runs = {k: subprocess.run([sys.executable, "-c", code, k], capture_output=True, text=True,
+                              check=True).stdout.split() for k in ("0", "1")}
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert runs["1"][0] == "True"
+    # 100 rounds of 16 MB allocated and freed: ~390,000 page faults by default (the freed top of the
+    # heap is given back and paged in again each round), a few thousand with the settings
+    assert int(runs["0"][1]) > 100_000 and int(runs["1"][1]) < 20_000, runs

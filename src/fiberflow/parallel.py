@@ -63,3 +63,35 @@ def mpi_comm():
                           "install the extra: pip install 'fiberflow[mpi]'") from exc
     comm = MPI.COMM_WORLD
     return comm if comm.Get_size() > 1 else None
+
+
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30, top_pad=64 << 20):
+    """Let this process reuse the memory it frees instead of giving it back to the system.
+
+    A step that allocates and frees the same few-MB temporaries thousands of times (the extraction's
+    patches: normal matrices, bands, padded frames) otherwise pays a page fault per page each time:
+    glibc serves such blocks with ``mmap`` or trims them off the heap's top when freed. Measured on a
+    full-size r0 extraction (one thread): system time 2.7-6.5 s -> 0.5-0.75 s, wall 37-46 s ->
+    35-37 s in alternating runs, peak RSS +70 MB (1.10 -> 1.18 GB). Blocks up to ``mmap_threshold``
+    come from the heap; its top is trimmed only beyond ``trim_threshold`` and grows by ``top_pad``.
+    A no-op where the C library is not glibc.
+
+    Returns
+    -------
+    bool : whether the settings took effect
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return all(mallopt(p, int(v)) == 1 for p, v in ((_M_MMAP_THRESHOLD, mmap_threshold),
+                                                      (_M_TRIM_THRESHOLD, trim_threshold), (_M_TOP_PAD, top_pad)))

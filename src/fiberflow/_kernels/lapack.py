@@ -3,25 +3,35 @@ fiberflow.steps.extract).
 
 scipy's own LAPACK wrappers hold the GIL, so threads calling them run one at a time; these
 kernels call the same LAPACK routines (banded ``dpbtrf``, ``dpbtrs`` from ``scipy.linalg.cython_lapack``)
-from a ``nogil`` numba function.
+from a ``nogil`` numba function. The routines' addresses are arguments (an intrinsic calls a C function
+at a run-time address), not constants compiled into the code, so the kernels are cached on disk like
+the others instead of compiled in every process (about a second of every extraction job).
 """
 
-import ctypes
-
 import numpy as np
-from numba import njit
-from numba.extending import get_cython_function_address
-
-_VP = ctypes.c_void_p
-
-
-def _lapack(name, nargs):
-    addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
-    return ctypes.CFUNCTYPE(None, *([_VP] * nargs))(addr)
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import get_cython_function_address, intrinsic
 
 
-# the loops live in cached functions: the ones calling LAPACK through ctypes cannot be cached and are
-# compiled in every process, so they are kept small
+@intrinsic
+def _ccall(typingctx, fn, args):
+    """Call the C function (no return value) at address ``fn`` with the pointers ``args`` (a tuple of
+    integers, e.g. ``arr.ctypes.data``): LAPACK's Fortran calling convention passes everything by pointer."""
+    n = len(args)
+
+    def codegen(context, builder, signature, llargs):
+        fnaddr, tup = llargs
+        p8 = ir.IntType(8).as_pointer()
+        fp = builder.inttoptr(fnaddr, ir.FunctionType(ir.VoidType(), [p8] * n).as_pointer())
+        builder.call(fp, [builder.inttoptr(builder.extract_value(tup, i), p8) for i in range(n)])
+        return context.get_dummy_value()
+
+    return types.void(fn, args), codegen
+
+
+_ADDR = np.array([get_cython_function_address("scipy.linalg.cython_lapack", name) for name in ("dpbtrf", "dpbtrs")],
+                 np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -38,12 +48,7 @@ def _pack_band(a, b, perm, kd):
     return ab, x
 
 
-_dpbtrf = _lapack("dpbtrf", 6)
-_dpbtrs = _lapack("dpbtrs", 9)
-
-
-@njit(nogil=True)
-def band_solve_inverse_numba(a, b, perm, kd, inverse):
+def band_solve_inverse_numba(a, b, perm, kd, inverse, j0=0):
     """Solve ``a x = b`` for a symmetric positive definite matrix that is banded once its rows and
     columns are reordered by ``perm``, and return the band of the reordered ``a^-1`` (banded
     Cholesky ``dpbtrf``/``dpbtrs``, then the Takahashi recurrence on the factor).
@@ -57,13 +62,16 @@ def band_solve_inverse_numba(a, b, perm, kd, inverse):
     kd : int
     inverse : bool
         Also the band of the inverse (else ``zb`` stays 0).
+    j0 : int
+        The band of the inverse is computed for the columns ``j >= j0`` only (rows ``j < j0`` of ``zb``
+        stay 0; the recurrence runs backwards, so the first columns cost nothing when not needed).
 
     Returns
     -------
     x : (n,)
         The solution, in the reordered order (``x[k]`` is unknown ``perm[k]``).
     zb : (n, kd + 1)
-        ``zb[j, d] = Z[j + d, j]`` of ``Z = (a[perm][:, perm])^-1`` (0 where ``j + d >= n``).
+        ``zb[j, d] = Z[j + d, j]`` of ``Z = (a[perm][:, perm])^-1`` (0 where ``j + d >= n`` or ``j < j0``).
     info : int
         LAPACK status (0 on success).
 
@@ -74,49 +82,63 @@ def band_solve_inverse_numba(a, b, perm, kd, inverse):
     The sum runs over the band of column j of L, and every ``Z[i, k]`` it needs lies inside the band and in a
     later column: ``n kd^2`` operations instead of the ``n^3`` of a full inverse.
     """
+    return _band_solve_inverse(a, b, perm, kd, inverse, j0, _ADDR)
+
+
+@njit(cache=True, nogil=True)
+def _band_solve_inverse(a, b, perm, kd, inverse, j0, addr):
     n = a.shape[0]
     w = kd + 1
     ab, x = _pack_band(a, b, perm, kd)  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
     zb = np.zeros((n, w))
     uplo = np.full(1, 76, np.uint8)  # 'L'
     ints = np.array([n, kd, w, 1, 0], np.int32)  # LAPACK's integer arguments, passed by pointer
-    nn, kk, ldab, one, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4], ints[4:5]
-    _dpbtrf(uplo.ctypes, nn.ctypes, kk.ctypes, ab.ctypes, ldab.ctypes, info.ctypes)
-    if info[0] != 0:
-        return x, zb, info[0]
-    _dpbtrs(uplo.ctypes, nn.ctypes, kk.ctypes, one.ctypes, ab.ctypes, ldab.ctypes, x.ctypes, nn.ctypes, info.ctypes)
-    if info[0] != 0:
-        return x, zb, info[0]
+    p = ints.ctypes.data
+    nn, kk, ldab, one, info = p, p + 4, p + 8, p + 12, p + 16
+    _ccall(addr[0], (uplo.ctypes.data, nn, kk, ab.ctypes.data, ldab, info))  # dpbtrf
+    if ints[4] != 0:
+        return x, zb, ints[4]
+    _ccall(addr[1], (uplo.ctypes.data, nn, kk, one, ab.ctypes.data, ldab, x.ctypes.data, nn, info))  # dpbtrs
+    if ints[4] != 0:
+        return x, zb, ints[4]
     if inverse:
-        _takahashi(ab, zb, kd)
-    return x, zb, info[0]
+        _takahashi(ab, zb, kd, j0)
+    return x, zb, ints[4]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _takahashi(ab, zb, kd):
-    """Band ``zb`` of the inverse from the lower band Cholesky factor ``ab`` (both (n, kd + 1)).
+def _takahashi(ab, zb, kd, j0):
+    """Band ``zb`` of the inverse from the lower band Cholesky factor ``ab`` (both (n, kd + 1)), for the
+    columns ``j >= j0`` (the recurrence runs from the last column back; rows ``j < j0`` of ``zb`` stay 0).
 
-    Works on both halves of the band (``zf[i, kd + k - i] = Z[i, k]``), so every sum is one
-    contiguous run of memory."""
+    Column j needs ``s = Z_W l`` with ``Z_W`` the (symmetric) window of Z over rows and columns
+    ``j + 1 .. j + kd`` and ``l`` the factor's column below the diagonal. Only the lower half of the band
+    is kept (``zl[i, kd - d] = Z[i, i - d]``) and each element of the window's lower half is read once
+    for both of its products (half the memory traffic of a plain product: the loop is bound by it)."""
     n = ab.shape[0]
-    zf = np.zeros((n, 2 * kd + 1))
-    for j in range(n - 1, -1, -1):
+    zl = np.zeros((n, kd + 1))
+    s = np.zeros(kd + 1)
+    for j in range(n - 1, j0 - 1, -1):
         ljj = ab[j, 0]
         m = min(kd, n - 1 - j)
         lj = ab[j, 1:m + 1]
-        for di in range(m, 0, -1):
-            i = j + di
-            zi = zf[i, kd + 1 - di:kd + 1 - di + m]  # Z[i, j + 1 .. j + m]
-            s = 0.0
-            for t in range(m):
-                s += zi[t] * lj[t]
-            z = -s / ljj
-            zf[i, kd - di] = z
-            zf[j, kd + di] = z
-        s = 0.0
-        for dk in range(1, m + 1):
-            s += zf[j, kd + dk] * ab[j, dk]
-        zf[j, kd] = (1.0 / ljj - s) / ljj
-    for j in range(n):
+        for t in range(m):
+            s[t] = 0.0
+        for di in range(1, m + 1):
+            row = zl[j + di, kd + 1 - di:kd + 1]  # Z[i, j + 1 .. i] of row i = j + di
+            li = lj[di - 1]
+            acc = 0.0
+            for t in range(di - 1):
+                z = row[t]
+                acc += z * lj[t]
+                s[t] += z * li
+            s[di - 1] += acc + row[di - 1] * li
+        acc = 0.0
+        for di in range(1, m + 1):
+            z = -s[di - 1] / ljj
+            zl[j + di, kd - di] = z
+            acc += z * lj[di - 1]
+        zl[j, kd] = (1.0 / ljj - acc) / ljj
+    for j in range(j0, n):
         for d in range(min(kd + 1, n - j)):
-            zb[j, d] = zf[j, kd + d]
+            zb[j, d] = zl[j + d, kd - d]

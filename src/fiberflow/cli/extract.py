@@ -26,8 +26,9 @@ def add_arguments(p, name):
 
 
 def run(args):
-    from ..parallel import mpi_comm
+    from ..parallel import keep_freed_memory, mpi_comm
 
+    keep_freed_memory()  # thousands of patches' few-MB temporaries: no page faults for each
     comm = mpi_comm()
     if comm is None:
         return _run(args, None)

@@ -204,14 +204,15 @@ def spot_inputs(psf, wave, fibers=None):
     }
 
 
-def slice_inputs(p, lo, hi):
-    """The spot inputs (:func:`spot_inputs`) of wavelengths ``lo:hi`` of every fiber, flattened the
-    same way: a patch's inputs cut from those of its fibers over a whole wavelength grid."""
+def slice_inputs(p, lo, hi, fibers=slice(None)):
+    """The spot inputs (:func:`spot_inputs`) of wavelengths ``lo:hi`` of the fibers ``fibers`` (a slice
+    of those of ``p``; default all), flattened the same way: a patch's inputs cut from those of its
+    bundle over a whole wavelength grid."""
     nf, nw = p["shape"]
-    out = {"shape": (nf, hi - lo)}
+    out = {"shape": (len(range(nf)[fibers]), hi - lo)}
     for key in ("xc", "yc", "sigx", "sigy", "gh", "tail"):
         a = p[key]
-        a = a.reshape((nf, nw) + a.shape[1:])[:, lo:hi]
+        a = a.reshape((nf, nw) + a.shape[1:])[fibers, lo:hi]
         out[key] = np.ascontiguousarray(a.reshape((-1,) + a.shape[2:]))
     return out
 

@@ -354,15 +354,15 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         weight = np.where(weight > 0, 1.0 / np.maximum(var, 1e-30), 0.0)
     fidx = {int(fb): k for k, fb in enumerate(fibers)}
     kcore = np.array([fidx[int(fb)] for fb in core_fibers], int)
-    f, cblocks, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw)
-    mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
-    good = weight > 0
     # expected chi2 of a pixel is 1 - leverage: CHI2PIX is normalised by it (median 1 when the
     # PSF and the variance are right). With model-variance weights the first solve's leverages
     # serve (its weights are the input ivar's): on the full-size bench frame that moves CHI2PIX by
     # +0.6% (median; +1.3% at the 99th percentile) and saves 7% of the patch's time
-    lev = lev0 if use_model_var and opts.psferr == 0 else leverage(st, lx, ly, weight, None, opts.use_numba,
-                                                                    pairs, cpair)
+    own_lev = not (use_model_var and opts.psferr == 0)
+    f, cblocks, cpair, diag = _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw, own_lev)
+    mod = model_image(st, lx, ly, f, data.shape, opts.use_numba)
+    good = weight > 0
+    lev = leverage(st, lx, ly, weight, None, opts.use_numba, pairs, cpair) if own_lev else lev0
     dof = np.where(good, np.clip(1.0 - lev, 0.0, 1.0), 0.0)
     planes = np.stack([good.astype(np.float64), dof, weight * (data - mod) ** 2])
     units = (kcore[:, None] * nw + core.start + np.arange(ncore)[None, :]).ravel()
@@ -406,7 +406,7 @@ def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     ylo, yhi, xlo, xhi = box
     sy, sx = stamp_shape
     ok = np.ones((yhi - ylo, xhi - xlo))
-    up = np.median(sy0[:, -1] - sy0[:, 0]) >= 0  # y grows with wavelength
+    up = np.count_nonzero(sy0[:, -1] >= sy0[:, 0]) * 2 >= len(sy0)  # y grows with wavelength (most fibers)
     oy0 = np.floor(yc + 0.5).astype(np.int64) - psf.hsizey
     ox0 = np.floor(xc + 0.5).astype(np.int64) - psf.hsizex
     for k in range(len(xc)):
@@ -428,7 +428,7 @@ def _lapack_args(a, b, perm):
             np.ascontiguousarray(perm, np.int64))
 
 
-def band_solve_inverse_numpy(a, b, perm, kd, inverse=True):
+def band_solve_inverse_numpy(a, b, perm, kd, inverse=True, j0=0):
     """Reference of :func:`fiberflow._kernels.lapack.band_solve_inverse_numba` (dense solve and inverse)."""
     ap = a[np.ix_(perm, perm)]
     n = len(perm)
@@ -442,18 +442,21 @@ def band_solve_inverse_numpy(a, b, perm, kd, inverse=True):
     if inverse:
         for d in range(min(kd + 1, n)):
             zb[: n - d, d] = np.diagonal(z, -d)
+        zb[:j0] = 0.0
     return x, zb, 0
 
 
-def band_solve_inverse(a, b, perm, kd, use_numba=True, inverse=True):
+def band_solve_inverse(a, b, perm, kd, use_numba=True, inverse=True, j0=0):
     """Solution and banded inverse of a symmetric positive definite matrix that is banded (``kd``
     diagonals each side) once reordered by ``perm``: ``x`` and ``zb[j, d] = Z[j + d, j]`` in the
-    reordered order (zeros without ``inverse``), and the LAPACK status (see the numba kernel)."""
+    reordered order for the columns ``j >= j0`` (zeros elsewhere and without ``inverse``), and the
+    LAPACK status (see the numba kernel)."""
+    args = (*_lapack_args(a, b, perm), int(kd), bool(inverse), int(j0))
     if use_numba:
         from .._kernels.lapack import band_solve_inverse_numba
 
-        return band_solve_inverse_numba(*_lapack_args(a, b, perm), int(kd), bool(inverse))
-    return band_solve_inverse_numpy(*_lapack_args(a, b, perm), int(kd), bool(inverse))
+        return band_solve_inverse_numba(*args)
+    return band_solve_inverse_numpy(*args)
 
 
 def bin_major(nf, nw):
@@ -463,12 +466,34 @@ def bin_major(nf, nw):
     return (np.arange(nf)[None, :] * nw + np.arange(nw)[:, None]).ravel().astype(np.int64)
 
 
+def median_positive(x):
+    """Median of the positive entries of each row (0 for a row without any): one sort instead of a
+    ``np.median`` call per row (those cost more than a patch's small arrays themselves).
+
+    Parameters
+    ----------
+    x : (..., m)
+
+    Returns
+    -------
+    (...,) float64
+    """
+    x = np.asarray(x, np.float64)
+    m = x.shape[-1]
+    pos = x > 0
+    s = np.sort(np.where(pos, x, np.inf), axis=-1).reshape(-1, m)
+    k = np.count_nonzero(pos, axis=-1).reshape(-1)
+    r = np.arange(k.size)
+    mid = 0.5 * (s[r, np.maximum((k - 1) // 2, 0)] + s[r, np.minimum(k // 2, m - 1)])
+    return np.where(k > 0, mid, 0.0).reshape(x.shape[:-1])
+
+
 def _ridged(st, lx, ly, data, weight, opts, pairs):
     """Normal equations with the tiny ridge that keeps bins without data solvable, and the
     information diagonal (0 where it is at the ridge level: those bins carry no data)."""
     ata, atd = normal_equations(st, lx, ly, data, weight, opts.use_numba, pairs)
     diag = np.diag(ata).copy()
-    scale = np.median(diag[diag > 0]) if np.any(diag > 0) else 1.0
+    scale = float(median_positive(diag)) or 1.0
     ridge = scale * (1e-8 + opts.regularize)  # optional user regularisation on top
     ata[np.diag_indices_from(ata)] += ridge
     return ata, atd, np.where(diag > 1e-6 * scale, diag, 0.0), ridge
@@ -514,7 +539,7 @@ def _solve_band(st, lx, ly, data, weight, opts, pairs, band, smooth=0.0, nw=None
     if smooth > 0:
         nf = n // nw
         info_f = diag.reshape(nf, nw)
-        pen = np.array([smooth * np.median(r[r > 0]) if np.any(r > 0) else 0.0 for r in info_f])
+        pen = smooth * median_positive(info_f)
         i = (np.arange(nf)[:, None] * nw + np.arange(nw - 1)[None, :]).ravel()
         p = np.repeat(pen, nw - 1)
         ata[i, i] += p
@@ -562,7 +587,7 @@ def _smooth_where_noise(loo, smooth_model, h, weight, nsig):
     return np.where(np.abs(loo - smooth_model) > nsig * noise, loo, smooth_model)
 
 
-def _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw):
+def _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw, need_pairs=True):
     """Flux of one patch, the covariance blocks of its core fibers, the covariances of its
     overlapping pairs (for the leverages) and the information diagonal.
 
@@ -571,27 +596,31 @@ def _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw):
     ``kd`` about ``nw`` plus the spot's reach in bins. With ``kd >= nw - 1`` the band of the
     inverse holds every fiber's whole (nw, nw) covariance block as well as every overlapping
     pair: one banded Cholesky and the band of the inverse (``n kd^2`` operations) give all the
-    second solve needs, instead of a dense Cholesky and inverse (``n^3``).
+    second solve needs, instead of a dense Cholesky and inverse (``n^3``). Without
+    ``need_pairs`` the recurrence stops at the first core fiber's bins (the pairs' covariances are then
+    not computed: ``cpair`` is None).
 
     Returns
     -------
     f : (n,) fiber-major
     cblocks : (nc, nw, nw)
         Covariance of each core fiber's unknowns, in the order of ``kcore``.
-    cpair : (npair,)
+    cpair : (npair,) or None
     diag : (n,) information diagonal (0 where a bin carries no data)
     """
     ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
     n = len(atd)
     d = np.abs(pairs[0] - pairs[1])
     kd = max(int(d.max()) if d.size else 0, nw - 1)
-    f, zb, info = band_solve_inverse(ata, atd, np.arange(n, dtype=np.int64), kd, opts.use_numba)
+    j0 = 0 if need_pairs else int(np.min(kcore)) * nw
+    f, zb, info = band_solve_inverse(ata, atd, np.arange(n, dtype=np.int64), kd, opts.use_numba, j0=j0)
     if info != 0 or not np.all(np.isfinite(f)):
         return (np.zeros(n), np.broadcast_to(np.eye(nw) / ridge, (len(kcore), nw, nw)),
-                np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0), np.zeros(n))
+                np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0) if need_pairs else None, np.zeros(n))
     i, j = np.indices((nw, nw))
     rows = np.asarray(kcore)[:, None, None] * nw + np.minimum(i, j)[None]
-    return f, zb[rows, np.abs(i - j)[None]], zb[np.minimum(pairs[0], pairs[1]), d], diag
+    cpair = zb[np.minimum(pairs[0], pairs[1]), d] if need_pairs else None
+    return f, zb[rows, np.abs(i - j)[None]], cpair, diag
 
 
 # ---------------------------------------------------------------------------- frame
@@ -649,32 +678,36 @@ def run_units(image, ivar, psf, wave, plan, opts, nthreads=1, model=False, var_f
 
     nwave = wave.size
     step = float(np.median(np.diff(wave))) if nwave > 1 else 1.0
-    # the spot inputs (trace, shape parameters) and the stamps of a patch's fibers over the whole
-    # grid, once per fiber set rather than once per patch (patches overlap by their padding bins);
-    # the few most recent sets are kept (patches come in order)
+    # the spot inputs (trace, shape parameters) and the stamps of a bundle's fibers over the whole
+    # grid, once per bundle rather than once per patch (patches overlap by their padding bins, and
+    # sub-bundles by their padding fibers); the most recent bundles are kept (patches come in order)
     base = -opts.nwavepad - 1
     cache, lock = OrderedDict(), threading.Lock()
+    bundles = {}
+    for b, _, solved_f, _, _ in plan:
+        lo, hi = bundles.get(b, (solved_f[0], solved_f[-1]))
+        bundles[b] = min(lo, solved_f[0]), max(hi, solved_f[-1])
 
-    def spots(solved_f):
-        key = tuple(int(f) for f in solved_f)
+    def spots(b):
         with lock:
-            if key not in cache:
+            if b not in cache:
                 grid = wave[0] + step * np.arange(base, nwave + opts.nwavepad + 1)
-                p = psfmodel.spot_inputs(psf, grid, psf.fibermin + np.asarray(solved_f))
-                cache[key] = p, psfmodel.stamps_from_inputs(psf, p, use_numba=opts.use_numba, parallel=False)
-                while len(cache) > 2 * max(nthreads, 1) + 2:
+                p = psfmodel.spot_inputs(psf, grid, psf.fibermin + np.arange(bundles[b][0], bundles[b][1] + 1))
+                cache[b] = p, psfmodel.stamps_from_inputs(psf, p, use_numba=opts.use_numba, parallel=False)
+                while len(cache) > max(nthreads, 1) + 1:
                     cache.popitem(last=False)
-            return cache[key]
+            return cache[b]
 
     def one(unit):
-        _, core_f, solved_f, w0, w1 = unit
+        b, core_f, solved_f, w0, w1 = unit
         lo, hi = w0 - opts.nwavepad, w1 + opts.nwavepad
         pw = wave[0] + step * np.arange(lo, hi)
-        p, st = spots(solved_f)
+        p, st = spots(b)
+        fs = slice(solved_f[0] - bundles[b][0], solved_f[-1] + 1 - bundles[b][0])
         cut = slice(lo - base, hi - base)
         return extract_patch(image, ivar, psf, solved_f, core_f, pw, slice(w0 - lo, w1 - lo),
                              np.full(pw.size, step), opts, slice(max(0, -lo), nwave - lo), model, var_floor,
-                             psfmodel.slice_inputs(p, lo - 1 - base, hi + 1 - base), tuple(a[:, cut] for a in st))
+                             psfmodel.slice_inputs(p, lo - 1 - base, hi + 1 - base, fs), tuple(a[fs, cut] for a in st))
 
     with threadpool_limits(limits=1):
         if nthreads <= 1 or len(plan) <= 1:

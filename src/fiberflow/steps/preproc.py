@@ -280,9 +280,11 @@ def variance_floor(readnoise, bias_nzero=0, dark_electrons=0.0):
     -------
     (ny, nx) float64
     """
-    rn2 = np.asarray(readnoise, np.float64) ** 2
     master = master_noise_factors(int(bias_nzero))[0] if bias_nzero > 0 else 0.0
-    return rn2 * (1.0 + master) + max(float(dark_electrons), 0.0)
+    out = np.square(readnoise, dtype=np.float64)  # in place from here: full-size frames
+    out *= 1.0 + master
+    out += max(float(dark_electrons), 0.0)
+    return out
 
 
 def image_variance_floor(image):
