@@ -87,9 +87,9 @@ def rows_to_diags(rows):
     nfib, nwave, ndiag = rows.shape
     h = ndiag // 2
     out = np.zeros((nfib, ndiag, nwave))
-    for k, off in enumerate(range(h, -h - 1, -1)):
-        j = np.arange(max(0, off), min(nwave, nwave + off))
-        out[:, k, j] = rows[:, j - off, off + h]
+    for k, off in enumerate(range(h, -h - 1, -1)):  # slices, not index arrays: full frames
+        j0, j1 = max(0, off), min(nwave, nwave + off)
+        out[:, k, j0:j1] = rows[:, j0 - off:j1 - off, off + h]
     return out
 
 
@@ -102,8 +102,8 @@ def diags_to_rows(rdata):
     h = ndiag // 2
     rows = np.zeros((nspec, nwave, ndiag))
     for k, off in enumerate(range(h, -h - 1, -1)):  # rdata[k, j] = R[j - off, j]
-        j = np.arange(max(0, off), min(nwave, nwave + off))
-        rows[:, j - off, off + h] = rdata[:, k, j]
+        j0, j1 = max(0, off), min(nwave, nwave + off)
+        rows[:, j0 - off:j1 - off, off + h] = rdata[:, k, j0:j1]
     return rows
 
 

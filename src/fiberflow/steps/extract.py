@@ -37,7 +37,6 @@ import numpy as np
 from ..bitmasks import specmask
 from ..config import StepOptions
 from ..models import psf as psfmodel
-from ..models.resolution import rows_to_diags
 
 SOMEBADPIX = specmask.mask("SOMEBADPIX")
 ALLBADPIX = specmask.mask("ALLBADPIX")
@@ -724,21 +723,27 @@ def assemble(plan, results, psf, nwave, shape, opts):
     fivar = np.zeros((nfib, nwave))
     chi2 = np.zeros((nfib, nwave))
     masked = np.ones((nfib, nwave))
-    rows = np.zeros((nfib, nwave, ndiag))  # R rows: offsets -h..+h
+    h = ndiag // 2
+    resolution = np.zeros((nfib, ndiag, nwave))  # dia storage: [k, j] = R[j - off, j], off = h - k
     model = None
     for (_, core_f, _, w0, w1), res in zip(plan, results):
+        if core_f.size and core_f[-1] - core_f[0] + 1 == core_f.size:  # contiguous (always, from patch_plan)
+            core_f = slice(int(core_f[0]), int(core_f[-1]) + 1)
         flux[core_f, w0:w1] = res["flux"]
         fivar[core_f, w0:w1] = res["ivar"]
         chi2[core_f, w0:w1] = res["chi2pix"]
         masked[core_f, w0:w1] = res["masked"]
-        rows[core_f, w0:w1] = res["R"]
+        for d in range(ndiag):  # R rows' offsets -h..+h: row i's entry d lands in column i + d - h
+            off = d - h
+            j0, j1 = max(w0 + off, 0), min(w1 + off, nwave)
+            if j1 > j0:
+                resolution[core_f, h - off, j0:j1] = res["R"][:, j0 - off - w0:j1 - off - w0, d]
         if "model" in res:
             if model is None:
                 model = np.zeros(shape)
             y0, x0 = res["model_box"]
             my, mx = res["model"].shape
             model[y0:y0 + my, x0:x0 + mx] += res["model"]
-    resolution = rows_to_diags(rows)
     mask = np.zeros((nfib, nwave), np.int32)
     mask[masked > 0] |= SOMEBADPIX
     mask[(masked >= 0.99) | (fivar == 0)] |= ALLBADPIX
