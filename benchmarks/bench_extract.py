@@ -139,7 +139,8 @@ def profile(pre, psf, nfib, wall1=None):
     f_lev = 3.0 * ov            # leverages (the first solve's: leave-one-out model and CHI2PIX): the same pairs
     # banded Cholesky + the band of the inverse (Takahashi), n kd^2 multiply-adds each
     # (+ the smooth model of the model variance: one more bin-major banded factor and solve, no inverse)
-    f_band = (npass - 1) * 4 * n * kd**2 + 3 * n * kd2**2
+    # (the second solve's inverse from the first core fiber's bins on: the leverages are the first solve's)
+    f_band = (npass - 1) * 4 * n * kd**2 + n * kd2**2 + 2 * (n - (m if npass == 2 else 0)) * kd2**2
     f_res = 9.0 * len(core) * m**3 + 4.0 * len(core) * (w1 - w0) * m**2  # eigh + Q rows, R C R^T
     total = f_ne + f_lev + f_band + f_res
     a = np.random.default_rng(0).normal(size=(1000, 1000))
