@@ -117,8 +117,8 @@ def profile(pre, psf, nfib, wall1=None):
     st = pstats.Stats(prof)
     tot = st.total_tt
     print(f"  time on {len(plan)} patches in one thread ({tot:.1f} s under the profiler):")
-    for name in ("spot_inputs", "stamps_from_inputs", "overlap_pairs", "normal_equations", "band_solve_inverse",
-                 "fiber_resolution", "leverage", "stamp_sums", "model_image"):
+    for name in ("spot_inputs", "stamps_from_inputs", "overlap_pairs", "normal_equations_band", "band_solve_packed",
+                 "resolution_rows", "leverage", "stamp_sums", "model_image"):
         t = sum(v[3] for k, v in st.stats.items() if k[2] == name)
         print(f"    {name:24s} {t:6.2f} s ({100 * t / tot:4.1f}%)")
     # floating-point operations of one interior patch
@@ -132,7 +132,7 @@ def profile(pre, psf, nfib, wall1=None):
     m = len(pw)
     pi, pj = extract.overlap_pairs(x0, y0, sy, sx)
     ov = (np.clip(sy - np.abs(y0[pj] - y0[pi]), 0, None) * np.clip(sx - np.abs(x0[pj] - x0[pi]), 0, None)).sum()
-    kd = extract._pair_band((pi, pj), extract.bin_major(len(solved), m))[3]  # first solve: wavelength-major band
+    kd = extract._pair_band((pi, pj), extract.bin_major(len(solved), m))[4]  # first solve: wavelength-major band
     kd2 = max(int(np.abs(pi - pj).max()), m - 1)  # second solve: fiber-major band, >= a fiber's bins
     npass = 2 if opts.model_variance else 1  # a first solve sets the model variance
     f_ne = npass * 2.0 * ov     # A^T W A: a multiply-add per overlapping pixel of every pair
@@ -141,7 +141,8 @@ def profile(pre, psf, nfib, wall1=None):
     # (+ the smooth model of the model variance: one more bin-major banded factor and solve, no inverse)
     # (the second solve's inverse from the first core fiber's bins on: the leverages are the first solve's)
     f_band = (npass - 1) * 4 * n * kd**2 + n * kd2**2 + 2 * (n - (m if npass == 2 else 0)) * kd2**2
-    f_res = 9.0 * len(core) * m**3 + 4.0 * len(core) * (w1 - w0) * m**2  # eigh + Q rows, R C R^T
+    nd = 2 * psf.hsizey + 1
+    f_res = len(core) * (9.0 * m**3 + 2.0 * (w1 - w0) * nd * (m + nd))  # eigh + the band of Q's rows, R C R^T
     total = f_ne + f_lev + f_band + f_res
     a = np.random.default_rng(0).normal(size=(1000, 1000))
     with threadpool_limits(limits=1):

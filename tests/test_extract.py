@@ -30,6 +30,36 @@ def test_normal_equations_kernel_matches_numpy(rng):
     np.testing.assert_allclose(m1, m2, rtol=1e-12)
 
 
+def test_normal_equations_in_band_storage(rng):
+    """The normal equations written straight into band storage (any order of the unknowns) hold the
+    dense matrix's entries, in numba and numpy; a solve from them equals the dense solve."""
+    stamps, x0, y0, data, weight = _small_problem(rng, n=12)
+    ata, atd = extract.normal_equations(stamps, x0, y0, data, weight, use_numba=False)
+    n = len(atd)
+    for pos in (np.arange(n), rng.permutation(n)):
+        for use_numba in (True, False):
+            ab, b = extract.normal_equations_band(stamps, x0, y0, data, weight, pos, n - 1, use_numba)
+            np.testing.assert_allclose(b, atd, rtol=1e-12, atol=1e-14)
+            for k in range(n):
+                for j in range(n):
+                    p, q = min(pos[k], pos[j]), abs(pos[k] - pos[j])
+                    assert ab[p, q] == pytest.approx(ata[k, j], rel=1e-12, abs=1e-14)
+            for j in range(1, n):  # entries past the end of the matrix stay 0
+                assert not ab[n - j:, j].any()
+            reg = ab.copy()
+            reg[:, 0] += 1.0
+            x, zb, info = extract.band_solve_packed(reg, atd[np.argsort(pos)], n - 1, use_numba)
+            a1 = ata + np.eye(n)
+            assert info == 0
+            np.testing.assert_allclose(x[pos], np.linalg.solve(a1, atd), rtol=1e-9)
+            inv = np.linalg.inv(a1)[np.ix_(np.argsort(pos), np.argsort(pos))]
+            np.testing.assert_allclose(zb[:, 0], np.diagonal(inv), rtol=1e-9)
+    # a narrower band drops only the pairs farther apart than kd (there should be none in use)
+    ab3, _ = extract.normal_equations_band(stamps, x0, y0, data, weight, np.arange(n), 3)
+    np.testing.assert_array_equal(ab3, extract.normal_equations_band(stamps, x0, y0, data, weight, np.arange(n),
+                                                                     n - 1)[0][:, :4])
+
+
 def test_leverage_kernel_matches_numpy_and_sums_to_unknowns(rng):
     stamps, x0, y0, data, weight = _small_problem(rng)
     ata, _ = extract.normal_equations(stamps, x0, y0, data, weight)
@@ -295,6 +325,34 @@ def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
     a[pos[5], pos[5]] = -50.0  # not positive definite: reported, not raised
     assert extract.band_solve_inverse(a, b, perm, kd)[2] > 0
     assert extract.band_solve_inverse(a, b, perm, kd, use_numba=False, inverse=False)[2] > 0
+
+
+def test_resolution_rows_kernel_matches_numpy(rng):
+    """The banded resolution rows, flux and variance of the numba kernel against the full rows of the numpy
+    reference: interior rows, rows at the ends of the output grid (``valid``), bins without information
+    (the ridge's huge variance) and a block with no positive eigenvalue (identity rows)."""
+    k, m, nd = 4, 40, 11
+    cov = np.empty((k, m, m))
+    for c in range(k):
+        a = np.eye(m) * 4 + np.diag(np.full(m - 1, -1.5), 1) + np.diag(np.full(m - 1, -1.5), -1)
+        a += 0.3 * np.diag(rng.random(m))  # banded information, like a fiber's
+        cov[c] = np.linalg.inv(a)
+    cov[1, 7, 7] = 1e8  # a bin without data (ridge level)
+    cov[3] = -np.eye(m)  # nothing positive: every row is the identity
+    fk = rng.normal(size=(k, m))
+    for rows, valid in ((slice(10, 30), None), (slice(3, 30), slice(3, 40)), (slice(10, 37), slice(0, 37))):
+        r1, f1, v1 = extract.resolution_rows(cov, fk, nd, rows, valid, use_numba=True)
+        r2, f2, v2 = extract.resolution_rows(cov, fk, nd, rows, valid, use_numba=False)
+        np.testing.assert_allclose(r1, r2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(f1, f2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(v1, v2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(r1[:3].sum(axis=2), 1.0, atol=1e-12)
+        idx = np.arange(rows.start, rows.stop)
+        np.testing.assert_array_equal(r1[3], np.eye(nd)[np.full(len(idx), nd // 2)])
+        np.testing.assert_allclose(f1[3], fk[3, idx])
+        if valid is not None:  # no weight on columns outside the output grid
+            off = idx[:, None] + np.arange(-(nd // 2), nd // 2 + 1)[None, :]
+            assert not r1[:3][:, (off < valid.start) | (off >= valid.stop)].any()
 
 
 def test_patch_solve_numba_matches_numpy_reference(r0_problem):

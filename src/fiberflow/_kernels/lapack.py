@@ -85,11 +85,23 @@ def band_solve_inverse_numba(a, b, perm, kd, inverse, j0=0):
     return _band_solve_inverse(a, b, perm, kd, inverse, j0, _ADDR)
 
 
+def band_solve_packed_numba(ab, x, kd, inverse, j0=0):
+    """:func:`band_solve_inverse_numba` of a matrix already in lower band storage: ``ab`` (n, kd + 1)
+    with ``ab[j, d] = a[j + d, j]`` (overwritten by the Cholesky factor) and the right-hand side ``x``
+    (n,) in the same order (overwritten by the solution). Returns ``(x, zb, info)`` as it does."""
+    return _solve_packed(ab, x, kd, inverse, j0, _ADDR)
+
+
 @njit(cache=True, nogil=True)
 def _band_solve_inverse(a, b, perm, kd, inverse, j0, addr):
-    n = a.shape[0]
-    w = kd + 1
     ab, x = _pack_band(a, b, perm, kd)  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
+    return _solve_packed(ab, x, kd, inverse, j0, addr)
+
+
+@njit(cache=True, nogil=True)
+def _solve_packed(ab, x, kd, inverse, j0, addr):
+    n = ab.shape[0]
+    w = kd + 1
     zb = np.zeros((n, w))
     uplo = np.full(1, 76, np.uint8)  # 'L'
     ints = np.array([n, kd, w, 1, 0], np.int32)  # LAPACK's integer arguments, passed by pointer

@@ -9,6 +9,10 @@ from numba import njit
 def overlap_pairs_numba(x0, y0, sy, sx):
     """Pairs ``i <= j`` of stamps that share a pixel (the non-zero entries of A^T W A).
 
+    The stamps are taken in chunks of 16 consecutive ones with their bounding box: a stamp is only
+    compared with the stamps of the chunks whose box it can reach (a patch's stamps lie along a few
+    traces, so most chunks are out of reach). Pairs come in the order of a full ``i``, ``j >= i`` scan.
+
     Parameters
     ----------
     x0, y0 : (n,) int64
@@ -21,20 +25,36 @@ def overlap_pairs_numba(x0, y0, sy, sx):
     pi, pj : (npair,) int64
     """
     n = x0.size
+    cs = 16
+    nch = (n + cs - 1) // cs
+    box = np.empty((nch, 4), np.int64)  # xmin, xmax, ymin, ymax of each chunk
+    for c in range(nch):
+        box[c, 0] = box[c, 1] = x0[c * cs]
+        box[c, 2] = box[c, 3] = y0[c * cs]
+        for j in range(c * cs, min(n, (c + 1) * cs)):
+            box[c, 0] = min(box[c, 0], x0[j])
+            box[c, 1] = max(box[c, 1], x0[j])
+            box[c, 2] = min(box[c, 2], y0[j])
+            box[c, 3] = max(box[c, 3], y0[j])
     count = 0
-    for i in range(n):
-        for j in range(i, n):
-            if abs(y0[j] - y0[i]) < sy and abs(x0[j] - x0[i]) < sx:
-                count += 1
-    pi = np.empty(count, np.int64)
-    pj = np.empty(count, np.int64)
-    k = 0
-    for i in range(n):
-        for j in range(i, n):
-            if abs(y0[j] - y0[i]) < sy and abs(x0[j] - x0[i]) < sx:
-                pi[k] = i
-                pj[k] = j
-                k += 1
+    for sweep in range(2):
+        if sweep == 1:
+            pi = np.empty(count, np.int64)
+            pj = np.empty(count, np.int64)
+        k = 0
+        for i in range(n):
+            xi, yi = x0[i], y0[i]
+            for c in range(i // cs, nch):
+                if (box[c, 0] - xi >= sx or xi - box[c, 1] >= sx or box[c, 2] - yi >= sy
+                        or yi - box[c, 3] >= sy):
+                    continue
+                for j in range(max(i, c * cs), min(n, (c + 1) * cs)):
+                    if abs(y0[j] - yi) < sy and abs(x0[j] - xi) < sx:
+                        if sweep == 1:
+                            pi[k] = i
+                            pj[k] = j
+                        k += 1
+        count = k
     return pi, pj
 
 
@@ -57,29 +77,14 @@ def _inside(x0, y0, sy, sx, ny, nx):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
-    """A^T W A and A^T W d for unknowns whose model columns are pixel stamps.
+def _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, dense):
+    """A^T W A, dense (n, n) or in band storage (n, kd + 1) of the order ``pos``, and A^T W d (see
+    :func:`normal_equations_numba` and :func:`normal_equations_band_numba`).
 
     The frame is padded by a stamp on every side (weight 0), so the inner loops run over
     contiguous stamp rows without bounds checks; each stamp is multiplied by its pixels'
-    weights once.
-
-    Parameters
-    ----------
-    stamps : (n, sy, sx) float64
-        Column k of A is ``stamps[k]`` placed with its pixel [0, 0] at (y0[k], x0[k]) in the
-        local pixel frame of ``data``.
-    x0, y0 : (n,) int64
-    data, weight : (ny, nx) float64
-        Pixels of the patch region and their weights (inverse variance, 0 = masked).
-    pi, pj : (npair,) int64
-        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`).
-
-    Returns
-    -------
-    ata : (n, n) float64
-    atd : (n,) float64
-    """
+    weights once. (The pair products stay in this loop: moved to a function of their own, numba no
+    longer vectorises them, 2x slower.)"""
     n, sy, sx = stamps.shape
     ny, nx = data.shape
     wp = np.zeros((ny + 2 * sy, nx + 2 * sx))
@@ -101,12 +106,15 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
                 ws[i, a, b] = v
                 acc += v * dp[yy + a, xx + b]
         atd[i] = acc
-    ata = np.zeros((n, n))
+    out = np.zeros((n, n)) if dense else np.zeros((n, kd + 1))
     wsf = ws.reshape(n, sy * sx)
     stf = stamps.reshape(n, sy * sx)
     for p in range(pi.size):
         i, j = pi[p], pj[p]
         if not (inside[i] and inside[j]):
+            continue
+        d = abs(pos[i] - pos[j])
+        if not dense and d > kd:
             continue
         dy, dx, a0, a1, b0, b1 = _overlap(i, j, x0, y0, sy, sx)
         s = 0.0
@@ -122,9 +130,57 @@ def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
                 v = stamps[j, a - dy, b0 - dx:b1 - dx]
                 for t in range(u.size):
                     s += u[t] * v[t]
-        ata[i, j] = s
-        ata[j, i] = s
-    return ata, atd
+        if dense:
+            out[i, j] = s
+            out[j, i] = s
+        else:
+            out[min(pos[i], pos[j]), d] = s
+    return out, atd
+
+
+@njit(cache=True, nogil=True)
+def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
+    """A^T W A and A^T W d for unknowns whose model columns are pixel stamps.
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx) float64
+        Column k of A is ``stamps[k]`` placed with its pixel [0, 0] at (y0[k], x0[k]) in the
+        local pixel frame of ``data``.
+    x0, y0 : (n,) int64
+    data, weight : (ny, nx) float64
+        Pixels of the patch region and their weights (inverse variance, 0 = masked).
+    pi, pj : (npair,) int64
+        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`).
+
+    Returns
+    -------
+    ata : (n, n) float64
+    atd : (n,) float64
+    """
+    return _normal_equations(stamps, x0, y0, data, weight, pi, pj, np.arange(stamps.shape[0]), 0, True)
+
+
+@njit(cache=True, nogil=True)
+def normal_equations_band_numba(stamps, x0, y0, data, weight, pi, pj, pos, kd):
+    """:func:`normal_equations_numba` straight into LAPACK's lower band storage of the matrix reordered
+    so that unknown ``k`` comes at position ``pos[k]``: ``ab[p, d] = (A^T W A)[k, l]`` for the unknowns
+    at positions ``p + d`` and ``p`` (no dense (n, n) matrix to fill and pack).
+
+    Parameters
+    ----------
+    pos : (n,) int64
+        Position of each unknown in the banded order.
+    kd : int
+        Half-bandwidth of the storage (pairs farther apart are dropped: there should be none).
+
+    Returns
+    -------
+    ab : (n, kd + 1) float64
+    atd : (n,) float64
+        In the unknowns' own order.
+    """
+    return _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, False)
 
 
 @njit(cache=True, nogil=True)

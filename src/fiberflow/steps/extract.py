@@ -128,6 +128,37 @@ def normal_equations(stamps, x0, y0, data, weight, use_numba=True, pairs=None):
     return normal_equations_numpy(*args)
 
 
+def normal_equations_band(stamps, x0, y0, data, weight, pos, kd, use_numba=True, pairs=None):
+    """:func:`normal_equations` in LAPACK's lower band storage of the reordered matrix (unknown ``k`` at
+    position ``pos[k]``): ``ab[p, d]`` (n, kd + 1) is the entry of the unknowns at positions ``p + d`` and
+    ``p`` (0 beyond the end); ``atd`` (n,) in the unknowns' own order. The numpy path packs the dense
+    matrix."""
+    pos = np.ascontiguousarray(pos, np.int64)
+    if use_numba:
+        from .._kernels.normaleq import normal_equations_band_numba
+
+        args = (np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
+                np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(data, np.float64),
+                np.ascontiguousarray(weight, np.float64))
+        if pairs is None:
+            pairs = overlap_pairs(args[1], args[2], *args[0].shape[1:])
+        return normal_equations_band_numba(*args, *pairs, pos, int(kd))
+    ata, atd = normal_equations(stamps, x0, y0, data, weight, use_numba=False)
+    return _pack(ata, pos, kd), atd
+
+
+def _pack(a, pos, kd):
+    """Lower band storage (n, kd + 1) of the dense symmetric ``a`` reordered by ``pos``."""
+    perm = np.empty_like(pos)
+    perm[pos] = np.arange(len(pos))
+    ar = a[np.ix_(perm, perm)]
+    n = len(pos)
+    ab = np.zeros((n, kd + 1))
+    for d in range(min(kd + 1, n)):
+        ab[: n - d, d] = np.diagonal(ar, -d)
+    return ab
+
+
 def leverage_numpy(stamps, x0, y0, weight, cov):
     """Numpy reference of the pixel leverages ``w * diag(A C A^T)`` (ny, nx)."""
     A = _dense_columns(stamps, x0, y0, weight.shape)
@@ -248,6 +279,55 @@ def fiber_resolution(cov_block, ndiag, rows, valid=None):
     return R
 
 
+def resolution_rows_numpy(cov_block, fk, ndiag, rows, valid=None):
+    """Reference of :func:`fiberflow._kernels.resolution.resolution_rows_numba` (from
+    :func:`fiber_resolution`'s full rows)."""
+    m = cov_block.shape[-1]
+    h = ndiag // 2
+    Rs = fiber_resolution(cov_block, ndiag, rows, valid)  # (k, nrows, m)
+    flux = np.einsum("crw,cw->cr", Rs, fk)
+    var = np.sum((Rs @ cov_block) * Rs, axis=2)
+    band = rows.start + np.arange(rows.stop - rows.start)[:, None] + np.arange(-h, h + 1)[None, :]
+    inb = (band >= 0) & (band < m)
+    band = np.clip(band, 0, m - 1)
+    R = np.where(inb[None], np.take_along_axis(Rs, np.broadcast_to(band, (len(Rs),) + band.shape), axis=2), 0.0)
+    return R, flux, var
+
+
+def resolution_rows(cov_block, fk, ndiag, rows, valid=None, use_numba=True):
+    """Resolution rows (as diagonals), flux and variance of the output bins of k fibers.
+
+    Parameters
+    ----------
+    cov_block : (k, m, m)
+        Covariance of each fiber's deconvolved fluxes over the solved bins.
+    fk : (k, m)
+        The deconvolved fluxes.
+    ndiag : int
+    rows : slice
+        The output bins (indices into the m solved bins).
+    valid : slice, optional
+        See :func:`fiber_resolution`.
+
+    Returns
+    -------
+    R : (k, nrows, ndiag)
+        Rows of :func:`fiber_resolution` at offsets ``-h .. h`` from the diagonal.
+    flux, var : (k, nrows)
+        ``R f`` and ``diag(R C R^T)``.
+    """
+    if not use_numba:
+        return resolution_rows_numpy(cov_block, fk, ndiag, rows, valid)
+    from .._kernels.resolution import resolution_rows_numba
+
+    m = cov_block.shape[-1]
+    lam, vecs = np.linalg.eigh(cov_block)
+    vlo, vhi = (0, m) if valid is None else (valid.start, valid.stop)
+    return resolution_rows_numba(np.ascontiguousarray(vecs), lam, np.ascontiguousarray(cov_block, np.float64),
+                                 np.ascontiguousarray(fk, np.float64), rows.start, rows.stop - rows.start,
+                                 ndiag // 2, vlo, vhi)
+
+
 # ---------------------------------------------------------------------------- one patch
 def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, valid=None, model=False,
                   var_floor=None, inputs=None, spots=None):
@@ -305,7 +385,6 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     ylo, yhi = max(int(sy0.min()), 0), min(int(sy0.max()) + sy, ny)
     xlo, xhi = max(int(sx0.min()), 0), min(int(sx0.max()) + sx, nx)
     ndiag = opts.ndiag or 2 * psf.hsizey + 1
-    h = ndiag // 2
     nc, ncore = len(core_fibers), core.stop - core.start
     out = {"flux": np.zeros((nc, ncore)), "ivar": np.zeros((nc, ncore)), "chi2pix": np.zeros((nc, ncore)),
            "masked": np.ones((nc, ncore)), "R": np.zeros((nc, ncore, ndiag))}
@@ -373,16 +452,10 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     out["masked"] = np.where(masked < 1e-9, 0.0, masked)
     wsum = sums[..., 1]
     out["chi2pix"] = np.where(has & (wsum > 0), sums[..., 2] / np.where(wsum > 0, wsum, 1.0), 0.0)
-    band = core.start + np.arange(ncore)[:, None] + np.arange(-h, h + 1)[None, :]
-    inb = (band >= 0) & (band < nw)
-    band = np.clip(band, 0, nw - 1)
-    Rs = fiber_resolution(cblocks, ndiag, core, valid)  # (nc, ncore, nw)
     fk = f.reshape(nf, nw)[kcore]
-    out["flux"] = np.einsum("crw,cw->cr", Rs, fk)
-    var = np.sum((Rs @ cblocks) * Rs, axis=2)
+    out["R"], out["flux"], var = resolution_rows(cblocks, fk, ndiag, core, valid, opts.use_numba)
     info = diag.reshape(nf, nw)[kcore][:, core] > 0
     out["ivar"] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
-    out["R"] = np.where(inb[None], np.take_along_axis(Rs, np.broadcast_to(band, (nc,) + band.shape), axis=2), 0.0)
     if model:
         fc = np.zeros_like(f)
         fc[units] = f[units]
@@ -406,18 +479,20 @@ def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     sy, sx = stamp_shape
     ok = np.ones((yhi - ylo, xhi - xlo))
     up = np.count_nonzero(sy0[:, -1] >= sy0[:, 0]) * 2 >= len(sy0)  # y grows with wavelength (most fibers)
-    oy0 = np.floor(yc + 0.5).astype(np.int64) - psf.hsizey
-    ox0 = np.floor(xc + 0.5).astype(np.int64) - psf.hsizex
-    for k in range(len(xc)):
+    # (Python ints from here: this loop runs for every patch)
+    oy0 = (np.floor(yc + 0.5).astype(np.int64) - psf.hsizey).tolist()
+    ox0 = (np.floor(xc + 0.5).astype(np.int64) - psf.hsizex).tolist()
+    smin, smax = sx0.min(axis=1).tolist(), sx0.max(axis=1).tolist()
+    for k in range(len(ox0)):
         for end in (0, 1):
-            c0 = max(int(min(ox0[k, end], sx0[k].min())) - xlo, 0)
-            c1 = min(int(max(ox0[k, end], sx0[k].max())) + sx - xlo, xhi - xlo)
+            c0 = max(min(ox0[k][end], smin[k]) - xlo, 0)
+            c1 = min(max(ox0[k][end], smax[k]) + sx - xlo, xhi - xlo)
             low_side = (end == 0) == up  # the outside spot lies below the solved ones
             if low_side:
-                r1 = min(int(oy0[k, end]) + sy - ylo, yhi - ylo)
+                r1 = min(oy0[k][end] + sy - ylo, yhi - ylo)
                 ok[:max(r1, 0), c0:c1] = 0.0
             else:
-                r0 = max(int(oy0[k, end]) - ylo, 0)
+                r0 = max(oy0[k][end] - ylo, 0)
                 ok[r0:, c0:c1] = 0.0
     return ok
 
@@ -458,6 +533,24 @@ def band_solve_inverse(a, b, perm, kd, use_numba=True, inverse=True, j0=0):
     return band_solve_inverse_numpy(*args)
 
 
+def band_solve_packed(ab, x, kd, use_numba=True, inverse=True, j0=0):
+    """:func:`band_solve_inverse` of a matrix in lower band storage ``ab`` (n, kd + 1) with the
+    right-hand side ``x`` (n,) in its order (both overwritten on the numba path: pass copies to keep
+    them). Returns ``(x, zb, info)``."""
+    if use_numba:
+        from .._kernels.lapack import band_solve_packed_numba
+
+        return band_solve_packed_numba(np.ascontiguousarray(ab, np.float64), np.ascontiguousarray(x, np.float64),
+                                       int(kd), bool(inverse), int(j0))
+    n = ab.shape[0]
+    a = np.zeros((n, n))
+    for d in range(min(kd + 1, n)):
+        idx = np.arange(n - d)
+        a[idx + d, idx] = ab[: n - d, d]
+        a[idx, idx + d] = ab[: n - d, d]
+    return band_solve_inverse_numpy(a, np.asarray(x, np.float64), np.arange(n), kd, inverse, j0)
+
+
 def bin_major(nf, nw):
     """Order of the unknowns (fiber-major: ``fiber * nw + bin``) by wavelength bin, then fiber: the
     one in which the normal equations of a patch are banded (spots only overlap their neighbours
@@ -487,26 +580,28 @@ def median_positive(x):
     return np.where(k > 0, mid, 0.0).reshape(x.shape[:-1])
 
 
-def _ridged(st, lx, ly, data, weight, opts, pairs):
-    """Normal equations with the tiny ridge that keeps bins without data solvable, and the
-    information diagonal (0 where it is at the ridge level: those bins carry no data)."""
-    ata, atd = normal_equations(st, lx, ly, data, weight, opts.use_numba, pairs)
-    diag = np.diag(ata).copy()
+def _ridged(st, lx, ly, data, weight, opts, pairs, pos, kd):
+    """Normal equations in band storage (order ``pos``, half-bandwidth ``kd``; see
+    :func:`normal_equations_band`) with the tiny ridge that keeps bins without data solvable, and the
+    information diagonal in the unknowns' own order (0 where it is at the ridge level: those bins
+    carry no data)."""
+    ab, atd = normal_equations_band(st, lx, ly, data, weight, pos, kd, opts.use_numba, pairs)
+    diag = ab[pos, 0]
     scale = float(median_positive(diag)) or 1.0
     ridge = scale * (1e-8 + opts.regularize)  # optional user regularisation on top
-    ata[np.diag_indices_from(ata)] += ridge
-    return ata, atd, np.where(diag > 1e-6 * scale, diag, 0.0), ridge
+    ab[:, 0] += ridge
+    return ab, atd, np.where(diag > 1e-6 * scale, diag, 0.0), ridge
 
 
 def _pair_band(pairs, perm):
-    """The band layout of a patch, once for both solves: the bin-major order ``perm``, where each
-    overlapping pair sits in the band of the reordered inverse (row, diagonal) and the
-    half-bandwidth kd."""
+    """The band layout of a patch, once for both solves: the bin-major order ``perm`` (position ->
+    unknown) and ``pos`` (unknown -> position), where each overlapping pair sits in the band of the
+    reordered inverse (row, diagonal) and the half-bandwidth kd."""
     pos = np.empty(len(perm), np.int64)
     pos[perm] = np.arange(len(perm))
     pa, pb = pos[pairs[0]], pos[pairs[1]]
     d = np.abs(pa - pb)
-    return perm, np.minimum(pa, pb), d, (int(d.max()) if d.size else 0)
+    return perm, pos, np.minimum(pa, pb), d, (int(d.max()) if d.size else 0)
 
 
 def _solve_band(st, lx, ly, data, weight, opts, pairs, band, smooth=0.0, nw=None):
@@ -526,26 +621,28 @@ def _solve_band(st, lx, ly, data, weight, opts, pairs, band, smooth=0.0, nw=None
     fs : (n,) or None
         The smooth flux (None without ``smooth``).
     """
-    ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
-    n = len(atd)
-    perm, lo, d, kd = band
-    x, zb, info = band_solve_inverse(ata, atd, perm, kd, opts.use_numba)
+    perm, pos, lo, d, kd = band
+    n = len(perm)
+    nf = n // nw if smooth > 0 else 1
+    kds = max(kd, nf)  # the prior couples a fiber's neighbouring bins: nf apart in bin-major order
+    ab, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs, pos, kds)
+    abs_ = ab.copy() if smooth > 0 else None  # (the solve overwrites ab with its factor)
+    x, zb, info = band_solve_packed(ab[:, :kd + 1], atd[perm], kd, opts.use_numba)
     if info != 0 or not np.all(np.isfinite(x)):
         return np.zeros(n), np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0), None
     f = np.empty(n)
     f[perm] = x
     fs = None
     if smooth > 0:
-        nf = n // nw
         info_f = diag.reshape(nf, nw)
         pen = smooth * median_positive(info_f)
         i = (np.arange(nf)[:, None] * nw + np.arange(nw - 1)[None, :]).ravel()
         p = np.repeat(pen, nw - 1)
-        ata[i, i] += p
-        ata[i + 1, i + 1] += p
-        ata[i, i + 1] -= p
-        ata[i + 1, i] -= p
-        xs, _, info = band_solve_inverse(ata, atd, perm, max(kd, nf), opts.use_numba, inverse=False)
+        pi, pi1 = pos[i], pos[i + 1]
+        abs_[pi, 0] += p
+        abs_[pi1, 0] += p
+        abs_[np.minimum(pi, pi1), np.abs(pi1 - pi)] -= p
+        xs, _, info = band_solve_packed(abs_, atd[perm], kds, opts.use_numba, inverse=False)
         if info == 0 and np.all(np.isfinite(xs)):
             fs = np.empty(n)
             fs[perm] = xs
@@ -607,12 +704,12 @@ def _solve_core(st, lx, ly, data, weight, opts, pairs, kcore, nw, need_pairs=Tru
     cpair : (npair,) or None
     diag : (n,) information diagonal (0 where a bin carries no data)
     """
-    ata, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs)
-    n = len(atd)
+    n = len(st)
     d = np.abs(pairs[0] - pairs[1])
     kd = max(int(d.max()) if d.size else 0, nw - 1)
+    ab, atd, diag, ridge = _ridged(st, lx, ly, data, weight, opts, pairs, np.arange(n, dtype=np.int64), kd)
     j0 = 0 if need_pairs else int(np.min(kcore)) * nw
-    f, zb, info = band_solve_inverse(ata, atd, np.arange(n, dtype=np.int64), kd, opts.use_numba, j0=j0)
+    f, zb, info = band_solve_packed(ab, atd, kd, opts.use_numba, j0=j0)
     if info != 0 or not np.all(np.isfinite(f)):
         return (np.zeros(n), np.broadcast_to(np.eye(nw) / ridge, (len(kcore), nw, nw)),
                 np.where(pairs[0] == pairs[1], 1.0 / ridge, 0.0) if need_pairs else None, np.zeros(n))
