@@ -288,6 +288,14 @@ def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
     p1 = extract.overlap_pairs(x0, y0, 5, 7, use_numba=True)
     p2 = extract.overlap_pairs(x0, y0, 5, 7, use_numba=False)
     assert [list(p) for p in p1] == [list(p) for p in p2] and len(p1[0]) > 12
+    # many stamps along three traces (chunks of 16 whose boxes are out of reach get skipped)
+    k = np.arange(150)
+    tx = (k % 3) * 9 + (k // 3) // 20 + rng.integers(0, 2, k.size)
+    ty = (k // 3) * 2 + rng.integers(-1, 2, k.size)
+    for sy, sx in ((11, 17), (5, 7)):
+        q1 = extract.overlap_pairs(tx, ty, sy, sx, use_numba=True)
+        q2 = extract.overlap_pairs(tx, ty, sy, sx, use_numba=False)
+        assert [list(p) for p in q1] == [list(p) for p in q2] and len(q1[0]) > 150
     # the leverages from the covariances of the overlapping pairs only equal those of the full matrix
     ata, _ = extract.normal_equations(stamps, x0, y0, data, weight, pairs=p1)
     cov = np.linalg.inv(ata + np.eye(12))
