@@ -19,6 +19,7 @@ import argparse
 import glob
 import os
 
+import fitsio
 import numpy as np
 
 
@@ -50,8 +51,6 @@ def frame_residuals(prod, truth_root, cls, cameras):
             continue
         t = TruthFrame.read(tp)
         s, f = read_frame(sf), read_frame(framep)
-        import fitsio
-
         sky = fitsio.read(skyp, "SKY").astype(float)
         tobj = (t.electrons.astype(float) - t.sky) / t.fiberflat
         tsky = t.sky / t.fiberflat

@@ -313,8 +313,12 @@ def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
     pos[perm] = np.arange(perm.size)
     a = band[np.ix_(pos, pos)]  # the same matrix in fiber-major order
     b = rng.normal(size=nf * nw)
-    x1, z1, i1 = extract.band_solve_inverse(a, b, perm, kd, use_numba=True)
-    x2, z2, i2 = extract.band_solve_inverse(a, b, perm, kd, use_numba=False)
+
+    def band_solve(a, b, perm, kd, use_numba=True, **kw):  # the fiber-major system in the band of order perm
+        return extract.band_solve_packed(extract._pack(a, pos, kd), b[perm], kd, use_numba, **kw)
+
+    x1, z1, i1 = band_solve(a, b, perm, kd, use_numba=True)
+    x2, z2, i2 = band_solve(a, b, perm, kd, use_numba=False)
     assert i1 == 0 and i2 == 0
     np.testing.assert_allclose(x1[pos], np.linalg.solve(a, b), rtol=1e-10)
     np.testing.assert_allclose(z1, z2, rtol=1e-10, atol=1e-14)
@@ -322,17 +326,17 @@ def test_overlap_pairs_and_band_inverse_kernels_match_numpy(rng):
     for d in range(kd + 1):
         np.testing.assert_allclose(z1[: nf * nw - d, d], np.diagonal(inv, -d), rtol=1e-10, atol=1e-14)
     for use_numba in (True, False):  # the band of the inverse from a column on (rows before it: 0)
-        x4, z4, i4 = extract.band_solve_inverse(a, b, perm, kd, use_numba=use_numba, j0=17)
+        x4, z4, i4 = band_solve(a, b, perm, kd, use_numba=use_numba, j0=17)
         assert i4 == 0 and not z4[:17].any()
         np.testing.assert_allclose(z4[17:], z1[17:], rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(x4, x1, rtol=1e-10)
     for use_numba in (True, False):  # the solution alone (the smooth model of the model variance)
-        x3, z3, i3 = extract.band_solve_inverse(a, b, perm, kd, use_numba=use_numba, inverse=False)
+        x3, z3, i3 = band_solve(a, b, perm, kd, use_numba=use_numba, inverse=False)
         assert i3 == 0 and not z3.any()
         np.testing.assert_allclose(x3, x1, rtol=1e-10)
     a[pos[5], pos[5]] = -50.0  # not positive definite: reported, not raised
-    assert extract.band_solve_inverse(a, b, perm, kd)[2] > 0
-    assert extract.band_solve_inverse(a, b, perm, kd, use_numba=False, inverse=False)[2] > 0
+    assert band_solve(a, b, perm, kd)[2] > 0
+    assert band_solve(a, b, perm, kd, use_numba=False, inverse=False)[2] > 0
 
 
 def test_resolution_rows_kernel_matches_numpy(rng):

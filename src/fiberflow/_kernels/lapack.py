@@ -34,31 +34,18 @@ _ADDR = np.array([get_cython_function_address("scipy.linalg.cython_lapack", name
                  np.int64)
 
 
-@njit(cache=True, nogil=True)
-def _pack_band(a, b, perm, kd):
-    """Lower band storage ``ab[j, d] = a[perm[j + d], perm[j]]`` (n, kd + 1) and ``b[perm]``."""
-    n = a.shape[0]
-    w = kd + 1
-    ab = np.zeros((n, w))
-    x = np.empty(n)
-    for j in range(n):
-        x[j] = b[perm[j]]
-        for d in range(min(w, n - j)):
-            ab[j, d] = a[perm[j + d], perm[j]]
-    return ab, x
-
-
-def band_solve_inverse_numba(a, b, perm, kd, inverse, j0=0):
-    """Solve ``a x = b`` for a symmetric positive definite matrix that is banded once its rows and
-    columns are reordered by ``perm``, and return the band of the reordered ``a^-1`` (banded
-    Cholesky ``dpbtrf``/``dpbtrs``, then the Takahashi recurrence on the factor).
+def band_solve_packed_numba(ab, x, kd, inverse, j0=0):
+    """Solve ``a x = b`` for a symmetric positive definite band matrix given in LAPACK's lower band
+    storage, and return the band of ``a^-1`` (banded Cholesky ``dpbtrf``/``dpbtrs``, then the Takahashi
+    recurrence on the factor).
 
     Parameters
     ----------
-    a : (n, n) float64
-        Symmetric; ``a[perm][:, perm]`` is zero beyond ``kd`` diagonals from the main one.
-    b : (n,) float64
-    perm : (n,) int64
+    ab : (n, kd + 1) float64, C-contiguous
+        ``ab[j, d] = a[j + d, j]`` (C order (n, kd + 1) is Fortran's (kd + 1, n)); overwritten by the
+        Cholesky factor.
+    x : (n,) float64
+        The right-hand side; overwritten by the solution.
     kd : int
     inverse : bool
         Also the band of the inverse (else ``zb`` stays 0).
@@ -69,9 +56,9 @@ def band_solve_inverse_numba(a, b, perm, kd, inverse, j0=0):
     Returns
     -------
     x : (n,)
-        The solution, in the reordered order (``x[k]`` is unknown ``perm[k]``).
+        The solution.
     zb : (n, kd + 1)
-        ``zb[j, d] = Z[j + d, j]`` of ``Z = (a[perm][:, perm])^-1`` (0 where ``j + d >= n`` or ``j < j0``).
+        ``zb[j, d] = Z[j + d, j]`` of ``Z = a^-1`` (0 where ``j + d >= n`` or ``j < j0``).
     info : int
         LAPACK status (0 on success).
 
@@ -82,20 +69,7 @@ def band_solve_inverse_numba(a, b, perm, kd, inverse, j0=0):
     The sum runs over the band of column j of L, and every ``Z[i, k]`` it needs lies inside the band and in a
     later column: ``n kd^2`` operations instead of the ``n^3`` of a full inverse.
     """
-    return _band_solve_inverse(a, b, perm, kd, inverse, j0, _ADDR)
-
-
-def band_solve_packed_numba(ab, x, kd, inverse, j0=0):
-    """:func:`band_solve_inverse_numba` of a matrix already in lower band storage: ``ab`` (n, kd + 1)
-    with ``ab[j, d] = a[j + d, j]`` (overwritten by the Cholesky factor) and the right-hand side ``x``
-    (n,) in the same order (overwritten by the solution). Returns ``(x, zb, info)`` as it does."""
     return _solve_packed(ab, x, kd, inverse, j0, _ADDR)
-
-
-@njit(cache=True, nogil=True)
-def _band_solve_inverse(a, b, perm, kd, inverse, j0, addr):
-    ab, x = _pack_band(a, b, perm, kd)  # C-order (n, kd+1) = Fortran (kd+1, n): lower band storage
-    return _solve_packed(ab, x, kd, inverse, j0, addr)
 
 
 @njit(cache=True, nogil=True)

@@ -77,9 +77,32 @@ def _inside(x0, y0, sy, sx, ny, nx):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, dense):
-    """A^T W A, dense (n, n) or in band storage (n, kd + 1) of the order ``pos``, and A^T W d (see
-    :func:`normal_equations_numba` and :func:`normal_equations_band_numba`).
+def normal_equations_band_numba(stamps, x0, y0, data, weight, pi, pj, pos, kd):
+    """A^T W A in LAPACK's lower band storage of the matrix reordered so that unknown ``k`` comes at
+    position ``pos[k]`` (``ab[p, d]`` is the entry of the unknowns at positions ``p + d`` and ``p``; no
+    dense (n, n) matrix to fill and pack), and A^T W d, for unknowns whose model columns are pixel
+    stamps.
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx) float64
+        Column k of A is ``stamps[k]`` placed with its pixel [0, 0] at (y0[k], x0[k]) in the
+        local pixel frame of ``data``.
+    x0, y0 : (n,) int64
+    data, weight : (ny, nx) float64
+        Pixels of the patch region and their weights (inverse variance, 0 = masked).
+    pi, pj : (npair,) int64
+        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`).
+    pos : (n,) int64
+        Position of each unknown in the banded order.
+    kd : int
+        Half-bandwidth of the storage (pairs farther apart are dropped: there should be none).
+
+    Returns
+    -------
+    ab : (n, kd + 1) float64
+    atd : (n,) float64
+        In the unknowns' own order.
 
     The frame is padded by a stamp on every side (weight 0), so the inner loops run over
     contiguous stamp rows without bounds checks; each stamp is multiplied by its pixels'
@@ -106,7 +129,7 @@ def _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, dense):
                 ws[i, a, b] = v
                 acc += v * dp[yy + a, xx + b]
         atd[i] = acc
-    out = np.zeros((n, n)) if dense else np.zeros((n, kd + 1))
+    ab = np.zeros((n, kd + 1))
     wsf = ws.reshape(n, sy * sx)
     stf = stamps.reshape(n, sy * sx)
     for p in range(pi.size):
@@ -114,7 +137,7 @@ def _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, dense):
         if not (inside[i] and inside[j]):
             continue
         d = abs(pos[i] - pos[j])
-        if not dense and d > kd:
+        if d > kd:
             continue
         dy, dx, a0, a1, b0, b1 = _overlap(i, j, x0, y0, sy, sx)
         s = 0.0
@@ -130,57 +153,8 @@ def _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, dense):
                 v = stamps[j, a - dy, b0 - dx:b1 - dx]
                 for t in range(u.size):
                     s += u[t] * v[t]
-        if dense:
-            out[i, j] = s
-            out[j, i] = s
-        else:
-            out[min(pos[i], pos[j]), d] = s
-    return out, atd
-
-
-@njit(cache=True, nogil=True)
-def normal_equations_numba(stamps, x0, y0, data, weight, pi, pj):
-    """A^T W A and A^T W d for unknowns whose model columns are pixel stamps.
-
-    Parameters
-    ----------
-    stamps : (n, sy, sx) float64
-        Column k of A is ``stamps[k]`` placed with its pixel [0, 0] at (y0[k], x0[k]) in the
-        local pixel frame of ``data``.
-    x0, y0 : (n,) int64
-    data, weight : (ny, nx) float64
-        Pixels of the patch region and their weights (inverse variance, 0 = masked).
-    pi, pj : (npair,) int64
-        Overlapping pairs ``i <= j`` (:func:`overlap_pairs_numba`).
-
-    Returns
-    -------
-    ata : (n, n) float64
-    atd : (n,) float64
-    """
-    return _normal_equations(stamps, x0, y0, data, weight, pi, pj, np.arange(stamps.shape[0]), 0, True)
-
-
-@njit(cache=True, nogil=True)
-def normal_equations_band_numba(stamps, x0, y0, data, weight, pi, pj, pos, kd):
-    """:func:`normal_equations_numba` straight into LAPACK's lower band storage of the matrix reordered
-    so that unknown ``k`` comes at position ``pos[k]``: ``ab[p, d] = (A^T W A)[k, l]`` for the unknowns
-    at positions ``p + d`` and ``p`` (no dense (n, n) matrix to fill and pack).
-
-    Parameters
-    ----------
-    pos : (n,) int64
-        Position of each unknown in the banded order.
-    kd : int
-        Half-bandwidth of the storage (pairs farther apart are dropped: there should be none).
-
-    Returns
-    -------
-    ab : (n, kd + 1) float64
-    atd : (n,) float64
-        In the unknowns' own order.
-    """
-    return _normal_equations(stamps, x0, y0, data, weight, pi, pj, pos, kd, False)
+        ab[min(pos[i], pos[j]), d] = s
+    return ab, atd
 
 
 @njit(cache=True, nogil=True)

@@ -106,26 +106,30 @@ def _dense_columns(stamps, x0, y0, shape):
 
 
 def normal_equations_numpy(stamps, x0, y0, data, weight):
-    """Numpy reference of :func:`fiberflow._kernels.normaleq.normal_equations_numba` (dense A)."""
+    """Numpy reference of :func:`fiberflow._kernels.normaleq.normal_equations_band_numba` (dense A, dense
+    A^T W A)."""
     A = _dense_columns(stamps, x0, y0, data.shape)
     w = weight.ravel()
     return A.T @ (w[:, None] * A), A.T @ (w * data.ravel())
 
 
 def normal_equations(stamps, x0, y0, data, weight, use_numba=True, pairs=None):
-    """A^T W A (n, n) and A^T W d (n,) for stamp columns (see the numba kernel).
+    """A^T W A (n, n) and A^T W d (n,) for stamp columns: :func:`normal_equations_band` with the
+    unknowns' own order and a full band, unpacked (for tests and small problems; a patch's solves
+    take the band).
 
     ``pairs`` (from :func:`overlap_pairs`) saves finding the overlapping stamps again."""
-    args = (np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
+    n = len(stamps)
+    if not use_numba:
+        return normal_equations_numpy(*_kernel_args(stamps, x0, y0, data, weight))
+    ab, atd = normal_equations_band(stamps, x0, y0, data, weight, np.arange(n), max(n - 1, 0), True, pairs)
+    return _unpack(ab), atd
+
+
+def _kernel_args(stamps, x0, y0, data, weight):
+    return (np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
             np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(data, np.float64),
             np.ascontiguousarray(weight, np.float64))
-    if use_numba:
-        from .._kernels.normaleq import normal_equations_numba
-
-        if pairs is None:
-            pairs = overlap_pairs(args[1], args[2], *args[0].shape[1:])
-        return normal_equations_numba(*args, *pairs)
-    return normal_equations_numpy(*args)
 
 
 def normal_equations_band(stamps, x0, y0, data, weight, pos, kd, use_numba=True, pairs=None):
@@ -134,16 +138,14 @@ def normal_equations_band(stamps, x0, y0, data, weight, pos, kd, use_numba=True,
     ``p`` (0 beyond the end); ``atd`` (n,) in the unknowns' own order. The numpy path packs the dense
     matrix."""
     pos = np.ascontiguousarray(pos, np.int64)
+    args = _kernel_args(stamps, x0, y0, data, weight)
     if use_numba:
         from .._kernels.normaleq import normal_equations_band_numba
 
-        args = (np.ascontiguousarray(stamps, np.float64), np.ascontiguousarray(x0, np.int64),
-                np.ascontiguousarray(y0, np.int64), np.ascontiguousarray(data, np.float64),
-                np.ascontiguousarray(weight, np.float64))
         if pairs is None:
             pairs = overlap_pairs(args[1], args[2], *args[0].shape[1:])
         return normal_equations_band_numba(*args, *pairs, pos, int(kd))
-    ata, atd = normal_equations(stamps, x0, y0, data, weight, use_numba=False)
+    ata, atd = normal_equations_numpy(*args)
     return _pack(ata, pos, kd), atd
 
 
@@ -157,6 +159,17 @@ def _pack(a, pos, kd):
     for d in range(min(kd + 1, n)):
         ab[: n - d, d] = np.diagonal(ar, -d)
     return ab
+
+
+def _unpack(ab):
+    """The dense symmetric (n, n) matrix of lower band storage ``ab`` (n, kd + 1)."""
+    n, w = ab.shape
+    a = np.zeros((n, n))
+    for d in range(min(w, n)):
+        idx = np.arange(n - d)
+        a[idx + d, idx] = ab[: n - d, d]
+        a[idx, idx + d] = ab[: n - d, d]
+    return a
 
 
 def leverage_numpy(stamps, x0, y0, weight, cov):
@@ -497,20 +510,15 @@ def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
     return ok
 
 
-def _lapack_args(a, b, perm):
-    return (np.ascontiguousarray(a, np.float64), np.ascontiguousarray(b, np.float64),
-            np.ascontiguousarray(perm, np.int64))
-
-
-def band_solve_inverse_numpy(a, b, perm, kd, inverse=True, j0=0):
-    """Reference of :func:`fiberflow._kernels.lapack.band_solve_inverse_numba` (dense solve and inverse)."""
-    ap = a[np.ix_(perm, perm)]
-    n = len(perm)
+def band_solve_numpy(a, b, kd, inverse=True, j0=0):
+    """Reference of :func:`fiberflow._kernels.lapack.band_solve_packed_numba` on the dense matrix ``a``
+    (dense Cholesky check, solve and inverse)."""
+    n = len(b)
     zb = np.zeros((n, kd + 1))
     try:
-        np.linalg.cholesky(ap)
-        x = np.linalg.solve(ap, b[perm])
-        z = np.linalg.inv(ap) if inverse else None
+        np.linalg.cholesky(a)
+        x = np.linalg.solve(a, b)
+        z = np.linalg.inv(a) if inverse else None
     except np.linalg.LinAlgError:
         return np.zeros(n), zb, 1
     if inverse:
@@ -520,35 +528,17 @@ def band_solve_inverse_numpy(a, b, perm, kd, inverse=True, j0=0):
     return x, zb, 0
 
 
-def band_solve_inverse(a, b, perm, kd, use_numba=True, inverse=True, j0=0):
-    """Solution and banded inverse of a symmetric positive definite matrix that is banded (``kd``
-    diagonals each side) once reordered by ``perm``: ``x`` and ``zb[j, d] = Z[j + d, j]`` in the
-    reordered order for the columns ``j >= j0`` (zeros elsewhere and without ``inverse``), and the
-    LAPACK status (see the numba kernel)."""
-    args = (*_lapack_args(a, b, perm), int(kd), bool(inverse), int(j0))
-    if use_numba:
-        from .._kernels.lapack import band_solve_inverse_numba
-
-        return band_solve_inverse_numba(*args)
-    return band_solve_inverse_numpy(*args)
-
-
 def band_solve_packed(ab, x, kd, use_numba=True, inverse=True, j0=0):
-    """:func:`band_solve_inverse` of a matrix in lower band storage ``ab`` (n, kd + 1) with the
-    right-hand side ``x`` (n,) in its order (both overwritten on the numba path: pass copies to keep
-    them). Returns ``(x, zb, info)``."""
+    """Solution of a symmetric positive definite band system in lower band storage ``ab`` (n, kd + 1)
+    with the right-hand side ``x`` (n,), and the band ``zb[j, d] = Z[j + d, j]`` of its inverse for the
+    columns ``j >= j0`` (zeros elsewhere and without ``inverse``), and the LAPACK status (see the numba
+    kernel). On the numba path ``ab`` and ``x`` are overwritten (pass copies to keep them)."""
     if use_numba:
         from .._kernels.lapack import band_solve_packed_numba
 
         return band_solve_packed_numba(np.ascontiguousarray(ab, np.float64), np.ascontiguousarray(x, np.float64),
                                        int(kd), bool(inverse), int(j0))
-    n = ab.shape[0]
-    a = np.zeros((n, n))
-    for d in range(min(kd + 1, n)):
-        idx = np.arange(n - d)
-        a[idx + d, idx] = ab[: n - d, d]
-        a[idx, idx + d] = ab[: n - d, d]
-    return band_solve_inverse_numpy(a, np.asarray(x, np.float64), np.arange(n), kd, inverse, j0)
+    return band_solve_numpy(_unpack(ab), np.asarray(x, np.float64), kd, inverse, j0)
 
 
 def bin_major(nf, nw):
