@@ -15,7 +15,12 @@ so light from outside it is modelled). For each patch:
    wavelength-major order, the narrowest. The model-variance weights take their signal term from
    a smooth model of the first solve (a first-difference prior; one more banded solve) except
    where the leave-one-out model departs from it beyond its noise (a weight that follows the
-   model's noise biases the flux high). The second solve's band is taken in fiber-major order
+   model's noise biases the flux high). By default (``variance_signal: patch``) that signal term
+   is not each fiber's own but the patch's per-wavelength median over its fibers (see
+   :func:`common_signal`): every fiber is weighted alike, so the sky a fiber's extraction
+   delivers does not depend on the fiber's own object, and the variance of the flux is scaled by
+   the ratio of each fiber's own pixel variance to the weights' (:func:`variance_ratio`).
+   The second solve's band is taken in fiber-major order
    and at least a fiber's bins wide, so it also holds every fiber's whole block of C;
 3. per fiber, the block of C is inverted and square-rooted (symmetric square root ``Q``);
    ``R = Q / rowsum(Q)`` is the fiber's resolution matrix, which never mixes fibers. Its rows
@@ -56,6 +61,8 @@ class ExtractOptions(StepOptions):
     model_variance: bool = True  #: with a variance floor given, weight pixels by floor + model (2 solves)
     variance_smooth: float = 3.0  #: first-difference prior (x each fiber's median information) of the smooth model of the model variance; 0: the leave-one-out model everywhere
     variance_nsig: float = 3.0  #: the leave-one-out model replaces the smooth one where they differ by more than this many sigma of its noise
+    variance_signal: str = "patch"  #: signal term of the weights: "patch" (the patch's per-wavelength median over its fibers, the same for every fiber but the bright ones; the ivar and CHI2PIX from each fiber's own variance) or "fiber" (each fiber's own model)
+    variance_bright: float = 3.0  #: with variance_signal "patch", fibers brighter or fainter than the patch's median fiber by more than this factor keep their own signal term
     ndiag: int | None = None   #: resolution diagonals (default 2*HSIZEY+1: 11 for DESI PSFs)
     chi2_bad: float = 100.0    #: CHI2PIX above this sets BAD2DFIT
     use_numba: bool = True
@@ -421,6 +428,7 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     pairs = overlap_pairs(lx, ly, sy, sx, opts.use_numba)
     band = _pair_band(pairs, bin_major(nf, nw))
     use_model_var = opts.model_variance and var_floor is not None
+    vown = None  # each pixel's own variance where the weights are not its inverse
     if opts.psferr > 0 or use_model_var:
         # the model of a first solve sets the signal term of the pixel variance (it carries no
         # pixel's own noise, unlike the preproc's neighbour median, which misses trace peaks)
@@ -439,6 +447,14 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
                 loo = _smooth_where_noise(loo, model_image(st, lx, ly, fs, data.shape, opts.use_numba), h0, weight,
                                           opts.variance_nsig)
             var = np.asarray(var_floor[ylo:yhi, xlo:xhi], np.float64) + np.clip(loo, 0.0, None)
+            if opts.variance_signal == "patch":
+                # the pixel's own variance (for the flux variance and CHI2PIX) and weights whose
+                # signal term is the same for every fiber of the patch
+                vown = np.where(weight > 0, var, 0.0)
+                signal = common_signal((f0 if fs is None else fs).reshape(nf, nw), opts.variance_bright)
+                var = (np.asarray(var_floor[ylo:yhi, xlo:xhi], np.float64)
+                       + np.clip(model_image(st, lx, ly, signal.ravel(), data.shape, opts.use_numba), 0.0, None))
+                vown = vown + (opts.psferr * mod) ** 2
         else:
             var = np.where(weight > 0, 1.0 / np.where(weight > 0, weight, 1.0), 0.0)
         var = var + (opts.psferr * mod) ** 2
@@ -455,7 +471,8 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     good = weight > 0
     lev = leverage(st, lx, ly, weight, None, opts.use_numba, pairs, cpair) if own_lev else lev0
     dof = np.where(good, np.clip(1.0 - lev, 0.0, 1.0), 0.0)
-    planes = np.stack([good.astype(np.float64), dof, weight * (data - mod) ** 2])
+    wchi = weight if vown is None else np.where(good, 1.0 / np.where(good, vown, 1.0), 0.0)
+    planes = np.stack([good.astype(np.float64), dof, wchi * (data - mod) ** 2])
     units = (kcore[:, None] * nw + core.start + np.arange(ncore)[None, :]).ravel()
     sums = stamp_sums(st[units], lx[units], ly[units], planes, opts.use_numba).reshape(nc, ncore, 3)
     tot = st[units].sum(axis=(1, 2)).reshape(nc, ncore)
@@ -467,6 +484,8 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
     out["chi2pix"] = np.where(has & (wsum > 0), sums[..., 2] / np.where(wsum > 0, wsum, 1.0), 0.0)
     fk = f.reshape(nf, nw)[kcore]
     out["R"], out["flux"], var = resolution_rows(cblocks, fk, ndiag, core, valid, opts.use_numba)
+    if vown is not None:
+        var = var * variance_ratio(st[units], lx[units], ly[units], weight, vown, opts.use_numba).reshape(nc, ncore)
     info = diag.reshape(nf, nw)[kcore][:, core] > 0
     out["ivar"] = np.where(info & (var > 0), 1.0 / np.maximum(var, 1e-300), 0.0)
     if model:
@@ -475,6 +494,63 @@ def extract_patch(image, ivar, psf, fibers, core_fibers, wave, core, dw, opts, v
         out["model"] = model_image(st, lx, ly, fc, data.shape, opts.use_numba)
         out["model_box"] = (ylo, xlo)
     return out
+
+
+def common_signal(flux, bright=3.0):
+    """The signal term of the weights of a patch's fibers: the per-wavelength median of the
+    fibers' (smooth) model flux, the same for every fiber, except a fiber more than ``bright``
+    times brighter or fainter than the median fiber, which keeps its own.
+
+    Weights that follow a fiber's own light weight the core of a sky line against its wings
+    differently in a fiber with an object than in a sky fiber; sky lines are narrower than the
+    extraction's bins (not representable on its grid), so the sky the extraction delivers then
+    depends on the fiber's own object, and a sky model from the sky fibers does not fit the
+    targets. Noiseless sky through the real r0 PSF (0.1 A lines, 250 e/A of sky, objects of
+    20 / 100 / 500 e/A): continuum bins after sky subtraction -0.02 / -0.11 / -0.31 e/A with each
+    fiber's own model, < 0.01 with this one, and the sky-line residuals 3x smaller
+    (``benchmarks/sky_weights.py``). A median keeps a patch's bright fibers (standards) out of the
+    others' weights and averages the fibers' noise. A fiber far from the median keeps its own
+    light in the weights: a bright one's light on its neighbours' pixels sets their variance, and
+    weights far from a fiber's own variance make its flux variance wrong by more than
+    :func:`variance_ratio` can mend (faint fibers between stars of 4e4 e/A weighted as the stars:
+    pulls of std 1.05); for a bright fiber the sky's dependence on its own light is a small part
+    of its flux (0.06% at 500 e/A).
+
+    Parameters
+    ----------
+    flux : (nf, nw)
+    bright : float
+        Fibers whose median flux exceeds this times the median fiber's keep their own.
+
+    Returns
+    -------
+    (nf, nw)
+    """
+    common = np.median(flux, axis=0)
+    level = np.median(flux, axis=1)
+    mid = float(np.median(level))
+    own = (level > bright * mid) | (level * bright < mid) if mid > 0 else np.ones(len(level), bool)
+    return np.where(own[:, None], flux, common[None, :])
+
+
+def variance_ratio(stamps, x0, y0, weight, var, use_numba=True):
+    """Variance of a flux estimated with pixel weights ``weight`` that are not ``1 / var``, relative
+    to the variance the weights' normal equations give: ``sum(s^2 w^2 v) / sum(s^2 w)`` over each
+    unknown's spot ``s`` (exact for one isolated spot; the weights and the variance vary slowly
+    over the few bins a spot's deconvolution mixes).
+
+    Parameters
+    ----------
+    stamps : (n, sy, sx)
+    x0, y0 : (n,) int
+    weight, var : (ny, nx)
+
+    Returns
+    -------
+    (n,), 1 where a spot has no weighted pixel.
+    """
+    s = stamp_sums(np.square(stamps), x0, y0, np.stack([weight * weight * var, weight]), use_numba)
+    return np.where(s[:, 1] > 0, s[:, 0] / np.where(s[:, 1] > 0, s[:, 1], 1.0), 1.0)
 
 
 def _complete_pixels(psf, xc, yc, sx0, sy0, stamp_shape, box):
