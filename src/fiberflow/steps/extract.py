@@ -949,6 +949,8 @@ def extract_frame(image, ivar, psf, wave, bundlesize, opts=None, units=None, nth
     diagonals in the scipy dia convention.
     """
     opts = opts or ExtractOptions()
+    if opts.variance_signal not in ("patch", "fiber"):
+        raise ValueError(f"extract.variance_signal must be patch or fiber, not {opts.variance_signal!r}")
     wave = np.asarray(wave, float)
     plan = patch_plan(psf.nfiber, bundlesize, wave.size, opts) if units is None else list(units)
     if comm is None or comm.Get_size() == 1:
