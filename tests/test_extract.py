@@ -204,6 +204,26 @@ def test_model_variance_flux_is_unbiased(real_psf, level):
     assert abs(p.mean()) < 4.0 / np.sqrt(p.size) and np.std(p) == pytest.approx(1.0, abs=0.02)
 
 
+def test_common_signal_and_variance_ratio(rng):
+    """The weights' shared signal term (the median fiber, bright and very faint fibers their own)
+    and the flux variance of weights that are not the inverse pixel variance, against a Monte Carlo
+    of one isolated spot."""
+    flux = np.array([[100.0, 110.0], [120.0, 130.0], [90.0, 95.0], [1000.0, 900.0], [5.0, 6.0]])
+    sig = extract.common_signal(flux, bright=3.0)
+    np.testing.assert_array_equal(sig[:3], np.broadcast_to(np.median(flux, axis=0), (3, 2)))
+    np.testing.assert_array_equal(sig[3:], flux[3:])  # 9x brighter and 19x fainter than the median fiber
+    yy, xx = np.mgrid[0:7, 0:7]
+    spot = np.exp(-0.5 * ((xx - 3.2) ** 2 + (yy - 2.9) ** 2) / 1.1**2)
+    spot /= spot.sum()
+    v = 9.0 + 4000.0 * spot  # a bright spot: Poisson variance follows its profile
+    w = 1.0 / (9.0 + 300.0 * spot)  # weights of a fainter signal
+    kappa = extract.variance_ratio(spot[None], np.zeros(1, int), np.zeros(1, int), w, v)[0]
+    d = 4000.0 * spot + rng.normal(size=(20000, 7, 7)) * np.sqrt(v)
+    fhat = (d * spot * w).sum(axis=(1, 2)) / (spot**2 * w).sum()
+    assert kappa > 1.5  # the weights' normal equations alone would say far too little
+    assert fhat.var() * (spot**2 * w).sum() == pytest.approx(kappa, rel=0.03)
+
+
 SKY_LEVELS = (0.0, 20.0, 100.0, 500.0, 3000.0)
 
 

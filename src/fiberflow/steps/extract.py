@@ -507,7 +507,7 @@ def common_signal(flux, bright=3.0):
     depends on the fiber's own object, and a sky model from the sky fibers does not fit the
     targets. Noiseless sky through the real r0 PSF (0.1 A lines, 250 e/A of sky, objects of
     20 / 100 / 500 e/A): continuum bins after sky subtraction -0.02 / -0.11 / -0.31 e/A with each
-    fiber's own model, < 0.01 with this one, and the sky-line residuals 3x smaller
+    fiber's own model, < 0.01 with this one, and the sky-line residuals 6x smaller
     (``benchmarks/sky_weights.py``). A median keeps a patch's bright fibers (standards) out of the
     others' weights and averages the fibers' noise. A fiber far from the median keeps its own
     light in the weights: a bright one's light on its neighbours' pixels sets their variance, and
@@ -520,7 +520,8 @@ def common_signal(flux, bright=3.0):
     ----------
     flux : (nf, nw)
     bright : float
-        Fibers whose median flux exceeds this times the median fiber's keep their own.
+        Fibers whose median flux differs from the median fiber's by more than this factor (either
+        way) keep their own.
 
     Returns
     -------
