@@ -172,17 +172,29 @@ def test_watcher_killed_mid_exposure_loses_nothing_and_redoes_nothing(tmp_path):
     watcher = subprocess.Popen(_ff("watch", "--config", cfg, "--catchup", "--waittime", "0.2"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exp31 = night / "00000031"
+    sm_log = _ql(tmp_path) / "logs" / "snakemake" / f"{NIGHT}-00000031.log"
+
+    def finished_cameras():
+        """cameras whose job wrote its last word (the record with the QUICKLOOK block, rewritten last)"""
+        cams = []
+        for p in exp31.glob("qa-[brz]0-00000031.json"):
+            try:
+                if "QUICKLOOK" in json.loads(p.read_text()):
+                    cams.append(p.name.split("-")[1])
+            except (OSError, ValueError):
+                pass
+        return cams
+
     t0 = time.time()
-    while time.time() - t0 < 600:
-        if exp31.exists() and any(exp31.glob("qa-[brz]0-00000031.json")):
-            break
+    while time.time() - t0 < 600 and not finished_cameras():
         assert watcher.poll() is None, watcher.stdout.read()
         time.sleep(0.02)
-    # a second on, Snakemake has recorded that camera's job as finished; the exposure is not done
-    # (its last camera takes seconds)
-    time.sleep(1.0)
-    done_before = set(exp31.glob("qa-[brz]0-00000031.*"))
-    time.sleep(1.0)
+    done_cams = finished_cameras()
+    # wait until Snakemake has recorded those jobs as finished (not a fixed sleep: CI machines are slow);
+    # the exposure is not done (its last camera takes seconds)
+    while time.time() - t0 < 600 and sm_log.read_text().count("(Rule: quicklook_camera)") < len(done_cams):
+        time.sleep(0.02)
+    done_before = {p for c in done_cams for p in exp31.glob(f"qa-{c}-00000031.*")}
     assert not (exp31 / "qa-00000031.json").exists() and len(list(exp31.glob("qa-[brz]0-00000031.json"))) < 3
     row = _table(tmp_path)[31]
     assert row["STATE"] == "running" and row["PID"]
