@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 
+from _simprod import simulate_cameras
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(PROJECT, "src"))
@@ -132,22 +134,12 @@ def main(argv=None):
     if not glob.glob(os.path.join(root, "raw", str(NIGHT), "*", "desi-*.fits.fz")):
         t = time.time()
         subprocess.run(ff + ["calibinit", "--config", cfg], check=True, capture_output=True)
-        # one simulate process per core, each a share of the exposures (the simulation's randomness is
-        # keyed by exposure and camera, and the shared truth files are written atomically, so the night
-        # is the same as one process would write)
+        nproc = simulate_cameras(cfg, plan, cameras, args.cores)
         from fiberflow.sim.plan import load_plan
 
-        expids = load_plan(plan).expids()
-        procs = [subprocess.Popen(ff + ["simulate", "--config", cfg, "--plan", plan, "--cameras", *cameras, "--expid",
-                                        *map(str, expids[k::args.cores])], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
-                 for k in range(min(args.cores, len(expids)))]
-        for proc in procs:
-            err = proc.communicate()[1]
-            if proc.returncode != 0:
-                raise SystemExit(f"simulate failed (exit {proc.returncode}):\n{err[-3000:]}")
-        print(f"simulated night {NIGHT}: {args.instrument}, {len(cameras)} cameras, {len(expids)} exposures in "
-              f"{time.time() - t:.0f} s with {len(procs)} processes (not timed below)", flush=True)
+        nexp = len(load_plan(plan).expids())
+        print(f"simulated night {NIGHT}: {args.instrument}, {len(cameras)} cameras, {nexp} exposures in "
+              f"{time.time() - t:.0f} s with {nproc} processes (not timed below)", flush=True)
     elif os.path.isdir(prod):
         shutil.rmtree(prod)  # a kept night is reduced again from scratch
         shutil.rmtree(os.path.join(root, ".snakemake"), ignore_errors=True)
