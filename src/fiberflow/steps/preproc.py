@@ -273,14 +273,13 @@ def grow_cosmics(image, var, valid, crs, nsig=COSMIC_GROW_NSIG, half=COSMIC_GROW
         cy, cx = flat // nx, flat % nx
         keep = ~excluded[cy, cx]
         cy, cx = cy[keep], cx[keep]
-        expect, evar = column_median(image, cy, cx, excluded, half), np.zeros(len(cy))
         # where a neighbouring column (same row) holds light, the pixel is expected at that
         # neighbour's value times the two columns' ratio over the rows around (a spectral line
         # across the trace is then expected, cosmic-ray charge is not); of two such predictions
-        # the larger one counts
-        pred, pvar = neighbour_predictions(image, var, excluded, cy, cx, half)
-        lit = np.isfinite(pred)
-        expect[lit], evar[lit] = pred[lit], pvar[lit]
+        # the larger one counts; elsewhere its column's median
+        expect, evar = neighbour_predictions(image, var, excluded, cy, cx, half)
+        dark = ~np.isfinite(expect)
+        expect[dark] = column_median(image, cy[dark], cx[dark], excluded, half)
         add = image[cy, cx] - expect > nsig * np.sqrt(sig[cy, cx] ** 2 + evar)
         ys, xs = cy[add], cx[add]
         mask[ys, xs] = True
