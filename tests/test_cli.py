@@ -233,6 +233,27 @@ def _check_demo_redshifts(prod, text):
     only_ff, only_ideal = int(pipe[0][0]), int(pipe[0][2])
     assert nsucc >= 0.8 * n, rows
     assert only_ff - only_ideal <= 2 * (only_ff + only_ideal) ** 0.5 + 1, pipe
+    # the ideal reductions carry noise as large as each coadd's measured scatter, with the ivar of
+    # that noise: their own pulls against the truth have unit robust width in every bin class
+    import numpy as np
+
+    from fiberflow.io.spectra import read_spectra
+    from fiberflow.validation import TruthFluxes, expected_coadd, noise_scale
+
+    ideals = sorted((prod / "validation").glob("healpix/main/dark/*/*/coadd-*.fits"))
+    assert len(ideals) == len(list(prod.glob("healpix/main/dark/*/*/coadd-*.fits"))), ideals
+    truth, widths = TruthFluxes(str(prod.parent.parent / "truth")), []
+    for path in ideals:
+        ideal = read_spectra(path)
+        assert all(f"IDNOIS{b.upper()}" in ideal.header for b in "brz"), path
+        rel = path.relative_to(prod / "validation")
+        expect, _ = expected_coadd(read_spectra(prod / str(rel).replace("coadd-", "spectra-")), ideal, truth)
+        for b, e in expect.items():
+            iv = ideal.ivar[b].astype(float)
+            widths += [(n, s) for _, _, n, s in noise_scale(ideal.flux[b], iv, (iv > 0) & (ideal.mask[b] == 0), e,
+                                                             min_count=300)[1] if n >= 300]
+    n, s = np.array(widths).T
+    assert len(s) >= 10 and np.all(np.abs(s - 1) < 0.12) and abs(np.sum(n * s) / n.sum() - 1) < 0.03, widths
 
 
 def test_demo_never_reports_work_it_did_not_do(tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fiberflow.steps.zcatalog import find_primary
-from fiberflow.validation import redshift_outcomes, success_table, wilson
+from fiberflow.validation import noise_scale, redshift_outcomes, success_table, wilson
 
 
 def _ff(*args):
@@ -159,6 +159,43 @@ def test_success_table_against_truth():
     all_ = success_table(out, ideal)[-1]
     assert (all_["NPIPELINE"], all_["NREVERSE"]) == (3, 1)
     assert abs(all_["NET_PIPELINE"] - 2 / 5) < 1e-12 and abs(all_["NET_PIPELINE_ERR"] - 2 / 5) < 1e-12
+
+
+def test_noise_scale_measures_a_conservative_ivar_on_sky_lines_and_ignores_residual_tails():
+    """A coadd whose ivar is 30% low on sky-line bins (its noise 0.78 of its sigma there) and
+    right elsewhere, with a few large sky residuals: the measured scale is 0.78 on the line
+    classes and 1 on the continuum, the residuals do not inflate it, and noise drawn at
+    ``scale / sqrt(ivar)`` with ivar ``ivar / scale**2`` has unit pulls in every class."""
+    rng = np.random.default_rng(5)
+    ntarget, nwave = 300, 2000
+    wave = np.arange(nwave)
+    expect = 4.0 + np.sin(wave / 97.0)[None, :] * np.linspace(0.5, 3, ntarget)[:, None]
+    ivar = np.full((ntarget, nwave), 4.0) * rng.uniform(0.5, 2.0, (ntarget, 1))
+    depth = np.ones(nwave)
+    for c in range(20, nwave, 60):  # sky lines: cores at 0.15, wings at 0.6 of the continuum ivar
+        depth[c - 1:c + 2] = 0.15
+        depth[[c - 3, c - 2, c + 2, c + 3]] = 0.6
+    ivar = ivar * depth
+    line = depth < 0.9
+    true_sigma = np.where(line, 0.78, 1.0) / np.sqrt(ivar)
+    flux = expect + rng.standard_normal(expect.shape) * true_sigma
+    tails = line[None, :] & (rng.uniform(size=flux.shape) < 0.02)
+    flux[tails] += 10 / np.sqrt(ivar[tails])  # residuals far beyond the noise on 2% of the line bins
+    good = np.ones(flux.shape, bool)
+    good[:, 500:520] = False
+    expect[7] = np.nan  # a target without truth
+    scale, classes = noise_scale(flux, ivar, good, expect)
+    (lo0, hi0, n0, s0), (_, _, n1, s1), (_, _, n2, s2), (_, _, n3, s3) = classes
+    assert (lo0, hi0) == (0.0, 0.5) and min(n0, n1, n3) > 10000 and n2 == 0
+    assert abs(s0 - 0.78) < 0.02 and abs(s1 - 0.78) < 0.02 and abs(s3 - 1.0) < 0.01, classes
+    assert s2 == pytest.approx(noise_scale(flux, ivar, good, expect, edges=())[1][0][3])  # empty class: overall
+    assert np.all(scale[:, line] < 0.8) and np.all(scale[:, ~line] > 0.98)
+    ideal = np.nan_to_num(expect) + rng.standard_normal(expect.shape) * scale / np.sqrt(ivar)
+    pulls = (ideal - np.nan_to_num(expect)) * np.sqrt(ivar / scale**2)
+    for sel in (line, ~line):
+        assert abs(np.std(pulls[:, sel]) - 1) < 0.01
+    # the ideal's noise is the coadd's own scatter (0.78 sigma) on lines, not the ivar's sigma
+    assert abs(np.std(((ideal - np.nan_to_num(expect)) * np.sqrt(ivar))[:, line]) - 0.78) < 0.01
 
 
 def test_summaries_count_good_fibers_and_redshifts():

@@ -452,11 +452,87 @@ def format_success_table(table):
     return lines
 
 
+NOISE_RATIO_EDGES = (0.5, 0.7, 0.9)  # bin classes of ivar / its running median: sky-line cores .. continuum
+NOISE_WINDOW = 101  # bins of that running median
+
+
+def robust_std(x, nsig=4.0, niter=5):
+    """Standard deviation of the Gaussian core of ``x``: starting from 1.4826 times the median
+    absolute deviation, the standard deviation of the values within ``nsig`` of the mean,
+    iterated (a few far outliers do not widen it; NaN for no values)."""
+    x = np.asarray(x, float)
+    if not x.size:
+        return np.nan
+    m = np.median(x)
+    s = 1.4826 * np.median(np.abs(x - m))
+    for _ in range(niter):
+        if not s > 0:
+            break
+        keep = x[np.abs(x - m) < nsig * s]
+        m, s = keep.mean(), keep.std()
+    return float(s)
+
+
+def noise_scale(flux, ivar, good, expect, edges=NOISE_RATIO_EDGES, window=NOISE_WINDOW, min_count=500):
+    """The coadd's measured scatter about the truth in units of its own sigma, by bin class.
+
+    A coadd's ivar can be conservative or optimistic where the sky-model variance dominates
+    (sky-line bins); an ideal reduction drawn at that ivar would carry more (or less) noise than
+    the coadd itself. Bins are classed by ``ivar / running median of ivar`` along each spectrum
+    (deep sky lines have a low ratio) and the scatter of each class is the robust standard
+    deviation (:func:`robust_std`) of the pulls ``(flux - expect) sqrt(ivar)``: the bulk of the noise, not the tails a
+    sky-subtraction residual puts on a few bins (those stay the pipeline's own).
+
+    Parameters
+    ----------
+    flux, ivar : (ntarget, nwave) float
+        One band of a coadd.
+    good : (ntarget, nwave) bool
+        Bins to measure (ivar > 0, mask 0).
+    expect : (ntarget, nwave) float
+        The truth's expected coadd (:func:`expected_coadd`), NaN rows without truth.
+    edges : sequence of float
+        Class boundaries of the ivar ratio.
+    window : int
+        Bins of the running median.
+    min_count : int
+        A class with fewer measured bins takes the band's overall scatter.
+
+    Returns
+    -------
+    scale : (ntarget, nwave) float
+        Measured sigma / ``1 / sqrt(ivar)`` of each bin's class (1 where nothing is measured).
+    classes : list of (lo, hi, nbins, scale), one per class, ratios low to high.
+    """
+    from scipy.ndimage import median_filter
+
+    flux, ivar = np.asarray(flux, float), np.asarray(ivar, float)
+    run = median_filter(ivar, size=(1, window), mode="nearest")
+    ratio = np.where(run > 0, ivar / np.where(run > 0, run, 1.0), 1.0)
+    use = good & (ivar > 0) & np.isfinite(expect)
+    pull = (flux - np.nan_to_num(expect)) * np.sqrt(np.maximum(ivar, 0.0))
+    overall = robust_std(pull[use])
+    overall = overall if np.isfinite(overall) and overall > 0 else 1.0
+    scale = np.full(flux.shape, overall)
+    bounds = [0.0, *edges, np.inf]
+    classes = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = (ratio >= lo) & (ratio < hi)
+        n = int((sel & use).sum())
+        v = robust_std(pull[sel & use]) if n >= min_count else overall
+        v = v if v > 0 else overall
+        scale[sel] = v
+        classes.append((lo, hi, n, v))
+    return scale, classes
+
+
 def ideal_coadd(spectra_path, coadd_path, truth_root, seed=0):
     """The ideal reduction of a coadd: the truth's expected coadd (:func:`expected_coadd`: the
     true flux of every exposure through the instrument, coadded with the coadd's own weights)
-    plus Gaussian noise at the coadd's own ivar. Everything else (ivar, mask, resolution,
-    fibermaps) is the coadd's.
+    plus Gaussian noise as large as the coadd's own measured scatter (:func:`noise_scale`: its
+    sigma ``1 / sqrt(ivar)`` times the robust pull width of each bin class), with the ivar of
+    that noise. Everything else (mask, resolution, fibermaps) is the coadd's. The header's
+    ``IDNOIS{B,R,Z}`` record the scales of the classes (ivar ratio < 0.5, < 0.7, < 0.9, >= 0.9).
 
     Returns
     -------
@@ -473,18 +549,21 @@ def ideal_coadd(spectra_path, coadd_path, truth_root, seed=0):
     if not expect:
         raise DataError(coadd_path, "has no band with truth (a merged-band coadd cannot be compared)")
     rng = np.random.default_rng([int(seed), zlib.crc32(os.path.basename(coadd_path).encode())])
-    flux = {}
+    flux, ivar = {}, {}
+    header = dict(co.header)
+    header["IDEAL"] = (True, "truth through the coadd's weights + its measured noise")
     for b in co.bands:
-        f = co.flux[b].astype(float)
+        f, iv = co.flux[b].astype(float), co.ivar[b].astype(float)
         if b in expect:
-            iv = co.ivar[b].astype(float)
-            sig = np.where(iv > 0, 1.0 / np.sqrt(np.where(iv > 0, iv, 1.0)), 0.0)
+            scale, classes = noise_scale(f, iv, (iv > 0) & (co.mask[b] == 0), expect[b])
+            sig = np.where(iv > 0, scale / np.sqrt(np.where(iv > 0, iv, 1.0)), 0.0)
             have = np.isfinite(expect[b])
             f = np.where(have, np.nan_to_num(expect[b]) + rng.standard_normal(f.shape) * sig, f)
-        flux[b] = f.astype(np.float32)
-    header = dict(co.header)
-    header["IDEAL"] = (True, "truth through the coadd's weights + noise at its ivar")
-    return dataclasses.replace(co, flux=flux, header=header)
+            iv = np.where(have, iv / scale**2, iv)
+            header[f"IDNOIS{b.upper()}"] = (",".join(f"{c[3]:.3f}" for c in classes),
+                                            "ideal sigma / coadd sigma by ivar ratio class")
+        flux[b], ivar[b] = f.astype(np.float32), iv.astype(np.float32)
+    return dataclasses.replace(co, flux=flux, ivar=ivar, header=header)
 
 
 def simulated_spectra(instrument="tiny", nfiber=16, nexp=2, sigma=0.05, seed=3, tileid=1234, petal=0):

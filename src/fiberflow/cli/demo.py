@@ -370,7 +370,7 @@ def _redshift_summary(roots, cfgfile):
     tot = table[-1]
     lines = [f"redshifts (redrock {zc.header.get('RRVER', '')}) of {tot['N']} targets in "
              f"{os.path.relpath(cat, roots['prod'])} against truth (success: ZWARN 0 and |dz|/(1+z) < 1000 km/s; "
-             f"ideal: the truth through each coadd's weights + noise at its ivar):"]
+             f"ideal: the truth through each coadd's weights + noise as large as its measured scatter):"]
     lines += ["  " + line for line in format_success_table(table)]
     lines.append(f"pipeline-induced redshift failures (fail on fiberflow's coadd, succeed on the ideal one): "
                  f"{tot['NPIPELINE']} of {tot['NIDEAL']} targets; {tot['NREVERSE']} the other way (the ideal's own "

@@ -4,7 +4,8 @@ Reads the catalog (``zpix`` or ``ztile``) and the simulator's per-tile truth tab
 the success table per class (success: ZWARN 0 and |dz|/(1+z) < 1000 km/s; catastrophic: ZWARN
 0 and beyond; Wilson 1-sigma intervals; median coadd exposure time). With ``--ideal`` it also
 runs redrock on the *ideal* reduction of every coadd of the catalog (the truth through the
-coadd's own weights plus noise at its own ivar, :func:`fiberflow.validation.ideal_coadd`) and
+coadd's own weights plus Gaussian noise as large as the coadd's own measured scatter,
+:func:`fiberflow.validation.ideal_coadd`) and
 counts the pipeline-induced failures: targets that fail on fiberflow's coadd but not on the
 ideal one, those that fail only on the ideal one (its own noise realization), and the net loss
 with its McNemar error. Validation only: the production never reads truth.
@@ -66,11 +67,14 @@ def ideal_catalog(args, zcat, prod, truth, outdir):
     import subprocess
     import sys
 
-    from ..errors import DataError
-    from ..steps.zcatalog import zcatalog
-    from ..validation import ideal_coadd
+    import numpy as np
 
-    rrfiles = []
+    from ..errors import DataError
+    from ..io.spectra import read_spectra_meta
+    from ..steps.zcatalog import zcatalog
+    from ..validation import NOISE_RATIO_EDGES, ideal_coadd
+
+    rrfiles, scales = [], {}
     for spath, cpath in catalog_coadds(zcat, args.group, prod):
         rel = os.path.relpath(cpath, prod)
         ideal = os.path.join(outdir, rel)
@@ -78,8 +82,11 @@ def ideal_catalog(args, zcat, prod, truth, outdir):
         if os.path.exists(rr) and os.path.exists(ideal) and os.path.getmtime(rr) >= os.path.getmtime(ideal) >= \
                 os.path.getmtime(cpath):
             rrfiles.append(rr)  # done by an earlier run on this coadd (the ideal noise is seeded by the file name)
+            _noise_scales(read_spectra_meta(ideal)[0], scales)
             continue
-        ideal_coadd(spath, cpath, truth).write(ideal)
+        icoadd = ideal_coadd(spath, cpath, truth)
+        icoadd.write(ideal)
+        _noise_scales(icoadd.header, scales)
         argv = [sys.executable, "-m", "fiberflow.cli.main", "redrock", "-i", ideal, "-o", rr, "--ncpu", str(args.ncpu)]
         if args.config:
             argv += ["--config", args.config]
@@ -88,7 +95,24 @@ def ideal_catalog(args, zcat, prod, truth, outdir):
             if subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
                 raise DataError(ideal, f"redrock failed on the ideal coadd (see {log})")
         rrfiles.append(rr)
+    if scales:
+        edges = ", ".join(["< " + str(NOISE_RATIO_EDGES[0])] + [f"{a}-{b}" for a, b in zip(NOISE_RATIO_EDGES[:-1], NOISE_RATIO_EDGES[1:])]
+                          + [">= " + str(NOISE_RATIO_EDGES[-1])])
+        print(f"ideal noise = the coadds' measured scatter in units of their sigma (median over {len(rrfiles)} coadds; "
+              f"bins by ivar / its running median: {edges}):")
+        for b, rows in scales.items():
+            print(f"  {b}: " + "  ".join(f"{v:.3f}" for v in np.median(np.array(rows), axis=0)))
     return zcatalog(rrfiles, args.group, args.survey, args.program).zcatalog
+
+
+def _noise_scales(header, out):
+    """Collect an ideal coadd's ``IDNOIS{B}`` scales into ``out`` (band -> list of lists)."""
+    for b in ("b", "r", "z"):
+        v = header.get(f"IDNOIS{b.upper()}")
+        if isinstance(v, tuple):
+            v = v[0]
+        if v:
+            out.setdefault(b, []).append([float(x) for x in str(v).split(",")])
 
 
 def run(args):
