@@ -389,3 +389,42 @@ def test_running_median_at_equals_the_full_median_filter():
         ref = median_filter(a, size=(1, width), mode="nearest")[:, cols]
         assert np.array_equal(running_median_at(a, cols, width), ref), width
     assert running_median_at(a, np.array([], int), 51).shape == (20, 0)
+
+
+def test_production_index_names_every_root_cause_before_downstream_alarms(tmp_path):
+    """A night of 4 faulty exposures whose root causes make 6 summary lines and whose downstream
+    alarms make more: the index row shows every root cause (its first bad step's metrics),
+    the downstream alarms after them, cut at 5 lines in all only when the roots take fewer."""
+    from fiberflow.qa import html
+
+    def score(status):
+        return {"STATUS": status, "VALUE": 1.0, "NORMAL": [0, 0], "WARNING": [0, 0]}
+
+    down = {"SKY": {"NSKY_OUTLIER": score("ALARM")}, "FLUXCALIB": {"FLUXFLAG": score("ALARM"), "ZP": score("ALARM")},
+            "CFRAME": {"SNR": score("WARNING")}}
+    roots = [("PREPROC", ["LITFRAC_REL_AMP"]), ("EXTRACT", ["NLOWTHRU"]),
+             ("SKY", ["MED_RESID_FRAC", "RESID_CHI2DOF"]), ("STDSTARS", ["NSTARS"])]
+    exps = []
+    for k, (step, metrics) in enumerate(roots):
+        scores = {s: dict(v) for s, v in down.items()}
+        scores.setdefault(step, {}).update({m: score("ALARM") for m in metrics})
+        exps.append({"EXPID": 100 + k, "OBSTYPE": "SCIENCE", "FRAMES": {"r0": {"SCORES": scores}},
+                     "FIRST_BAD": {"STEP": step, "CAMERAS": ["r0"], "METRICS": metrics}})
+    rec = {"NIGHT": 20250702, "EXPOSURES": exps, "STATUS": "ALARM", "NEXP": 4, "NEXP_ALARM": 4, "NALARM": 20,
+           "NSCORED": 40, "FIRST_BAD": {"STEP": "PREPROC", "EXPIDS": [100]}}
+    items, nroot = html.root_causes_first(rec, html.out_of_range(rec))
+    lines = html.out_of_range_summary(items)
+    assert nroot == 5 and [ln.split()[1:3] for ln in lines[:5]] == [
+        ["PREPROC", "LITFRAC_REL_AMP"], ["EXTRACT", "NLOWTHRU"], ["SKY", "MED_RESID_FRAC"],
+        ["SKY", "RESID_CHI2DOF"], ["STDSTARS", "NSTARS"]], lines
+    assert [ln.split()[:3] for ln in lines[5:]] == [["ALARM", "SKY", "NSKY_OUTLIER"], ["ALARM", "FLUXCALIB", "FLUXFLAG"],
+                                                    ["ALARM", "FLUXCALIB", "ZP"], ["WARNING", "CFRAME", "SNR"]], lines
+    # one more root cause: all 6 on the index row, the 3 downstream lines left to the night page
+    exps[2]["FIRST_BAD"]["METRICS"] = ["MED_RESID_FRAC", "NSKY_OUTLIER", "RESID_CHI2DOF"]
+    page = tmp_path / "index.html"
+    html.production_page(str(page), [rec], {20250702: str(tmp_path / "night.html")}, [], str(tmp_path / "table.fits"))
+    row = page.read_text()
+    for step, metrics in roots:
+        for m in metrics:
+            assert f"ALARM {step} {m} r0" in row, (m, row)
+    assert "ALARM SKY NSKY_OUTLIER r0" in row and "... 3 more on the night page" in row and "FLUXFLAG" not in row

@@ -122,6 +122,21 @@ def out_of_range(rec):
     return sorted(out, key=lambda r: (r["STATUS"] != "ALARM", STEPS.index(r["STEP"]), r["EXPID"], r["CAMERA"]))
 
 
+def root_causes_first(rec, items):
+    """``items`` (:func:`out_of_range`) with the alarms of the metrics that make an exposure's
+    first bad step (its root cause) ahead of the alarms they bring downstream, so that a short
+    summary names every fault of the night before their consequences; otherwise in the same
+    order. Also returns how many (step, metric) summary lines those root causes make."""
+    roots = {(e["FIRST_BAD"]["STEP"], m) for e in rec["EXPOSURES"] if e.get("FIRST_BAD")
+             for m in e["FIRST_BAD"].get("METRICS", [])}
+
+    def is_root(r):
+        return r["STATUS"] == "ALARM" and (r["STEP"], r["METRIC"]) in roots
+
+    ordered = sorted(items, key=lambda r: (not is_root(r), r["STATUS"] != "ALARM"))
+    return ordered, len({(r["STEP"], r["METRIC"]) for r in ordered if is_root(r)})
+
+
 def out_of_range_summary(items):
     """One short line per (status, step, metric): cameras, exposures, values and the normal range."""
     groups = {}
@@ -326,9 +341,11 @@ def production_page(path, records, night_pages, plots, table, tile_pages=None, h
     for rec in sorted(records, key=lambda r: r["NIGHT"], reverse=True):
         fb = rec.get("FIRST_BAD")
         fbs = f"{fb['STEP']} (exp {', '.join(map(str, fb['EXPIDS']))})" if fb else ""
-        why = out_of_range_summary(out_of_range(rec))
-        whys = "<br>".join(esc(w) for w in why[:5]) + (f"<br>... {len(why) - 5} more on the night page"
-                                                         if len(why) > 5 else "")
+        items, nroot = root_causes_first(rec, out_of_range(rec))
+        why = out_of_range_summary(items)
+        show = max(5, nroot)  # every root cause, then downstream alarms up to 5 lines
+        whys = "<br>".join(esc(w) for w in why[:show]) + (f"<br>... {len(why) - show} more on the night page"
+                                                            if len(why) > show else "")
         out.append(f'<tr><td><a href="{esc(rel(night_pages[rec["NIGHT"]], path))}">{rec["NIGHT"]}</a></td>'
                    f'<td class="st {esc(rec["STATUS"])}">{esc(rec["STATUS"])}</td><td>{rec["NEXP"]}</td>'
                    f'<td>{rec["NEXP_ALARM"]}</td><td>{rec["NALARM"]} / {rec["NSCORED"]}</td><td>{esc(fbs)}</td>'
