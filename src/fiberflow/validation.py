@@ -457,14 +457,15 @@ NOISE_WINDOW = 101  # bins of that running median
 
 
 def robust_std(x, nsig=4.0, niter=5):
-    """Standard deviation of the Gaussian core of ``x``: starting from 1.4826 times the median
-    absolute deviation, the standard deviation of the values within ``nsig`` of the mean,
-    iterated (a few far outliers do not widen it; NaN for no values)."""
+    """Standard deviation of the Gaussian core of ``x``: starting from
+    :func:`fiberflow.linalg.robust_sigma` (1.4826 MAD), the standard deviation of the values
+    within ``nsig`` of the mean, iterated (a few far outliers do not widen it; NaN for no values)."""
+    from .linalg import robust_sigma
+
     x = np.asarray(x, float)
     if not x.size:
         return np.nan
-    m = np.median(x)
-    s = 1.4826 * np.median(np.abs(x - m))
+    m, s = np.median(x), robust_sigma(x)
     for _ in range(niter):
         if not s > 0:
             break
