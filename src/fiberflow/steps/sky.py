@@ -428,8 +428,15 @@ def fit_sky(wave, flux, ivar, mask, rdata, skyfibers, opts=None):
             "niter": it, "adjustments": adj_coef, "covered": (w > 0).any(axis=0)}
 
 
-def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0):
+def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0, lone_chi2=16.0):
     """Fractional sky-model error per wavelength from the sky fibers' excess residual variance.
+
+    An error of the model is shared by the sky fibers (a line-spread-function or wavelength
+    mismatch shows in all of them); a defect of one fiber (a cosmic ray the masks missed, a bad
+    column) is not, and must not raise every fiber's sky variance around it. So each point's
+    chi2 counts at most ``max(lone_chi2, 4 x the median chi2 of its bin over the sky fibers)``:
+    a lone outlier adds no more than a 4-sigma point, while a mismatch that lifts the whole
+    bin keeps its full size.
 
     Parameters
     ----------
@@ -438,23 +445,28 @@ def model_error_fraction(resid, var, good, S_model, window=5, nsig=3.0):
     S_model : (nsky, nwave) sky model of the sky fibers
     window : bins over which the excess is averaged
     nsig : an excess is kept only where the window's chi2 exceeds its expectation by nsig sigma
+    lone_chi2 : the most one point's chi2 counts unless its bin's median chi2 is high
 
     Returns
     -------
     (nwave,) fractional error (0 where the model is statistically good)
     """
-    g = good.astype(float)
     chi = np.where(good, resid**2 / np.where(good, var, 1.0), 0.0)
+    med = np.nanmedian(np.where(good, chi, np.nan), axis=0) if good.any() else np.zeros(chi.shape[1])
+    good = good & (chi <= np.maximum(lone_chi2, 4.0 * np.nan_to_num(med))[None, :])
+    g = good.astype(float)
+    chi = np.where(good, chi, 0.0)
+    r2 = np.where(good, resid**2, 0.0)
     n = uniform_filter1d(g.sum(axis=0), window, mode="nearest") * window
     c = uniform_filter1d(chi.sum(axis=0), window, mode="nearest") * window
-    excess = uniform_filter1d(np.sum(np.where(good, resid**2 - var, 0.0), axis=0), window, mode="nearest") * window
+    excess = uniform_filter1d(np.sum(np.where(good, r2 - var, 0.0), axis=0), window, mode="nearest") * window
     s2 = uniform_filter1d(np.sum(np.where(good, S_model**2, 0.0), axis=0), window, mode="nearest") * window
     significant = (n > 0) & (c - n > nsig * np.sqrt(2.0 * np.maximum(n, 1.0)))
     # the excess of each bin against its own model flux: model errors on a bright line sit in
     # its wings (line-spread-function mismatch), where a fraction of the window's summed flux,
     # dominated by the line's peak, would spread almost nothing
     nb = g.sum(axis=0)
-    e = np.maximum(np.sum(np.where(good, resid**2 - var, 0.0), axis=0), 0.0) / np.maximum(nb, 1.0)
+    e = np.maximum(np.sum(np.where(good, r2 - var, 0.0), axis=0), 0.0) / np.maximum(nb, 1.0)
     e = np.maximum(e, uniform_filter1d(e, window, mode="nearest"))
     s2b = np.sum(np.where(good, S_model**2, 0.0), axis=0) / np.maximum(nb, 1.0)
     frac2 = np.where(significant & (s2 > 0), np.maximum(excess, 0.0) / np.where(s2 > 0, s2, 1.0), 0.0)
