@@ -110,6 +110,42 @@ def test_sky_metrics_find_a_contaminated_sky_fiber_and_line_residuals():
     assert m2["SKYLINE_RESID_MAX"] == pytest.approx(0.10, abs=0.02)
 
 
+def test_sky_chi2_counts_a_lone_cosmic_ray_as_a_tail_and_a_model_error_in_full():
+    """RESID_CHI2DOF says whether the sky model is as good as its variance: unit-Gaussian sky
+    fibers give 1; a few unmasked cosmic rays in one fiber (30-200 sigma over 2-3 bins) would
+    double a plain mean of chi2 but are lone defects (RESID_TAIL_FRAC); a model error shared
+    by the fibers (lines 30% under-subtracted) keeps its full size."""
+    rng = np.random.default_rng(11)
+    nspec, skyfib = 40, list(range(0, 40, 4))
+    wave = np.linspace(5800, 7600, 2000)
+    lines = sum(800.0 * np.exp(-0.5 * ((wave - w) / 1.2) ** 2) for w in (6000, 6300, 6800, 7300))
+    sky = 100.0 + lines
+    sig = np.sqrt(sky)
+    skym = np.repeat(sky[None, :], nspec, axis=0)
+    ivar = np.repeat(1.0 / sig[None, :] ** 2, nspec, axis=0)
+    mask = np.zeros((nspec, wave.size), np.int32)
+    fm = np.zeros(nspec, [("FIBER", "i4"), ("OBJTYPE", "U3"), ("FIBERSTATUS", "i4")])
+    fm["FIBER"], fm["OBJTYPE"] = np.arange(nspec), "TGT"
+    fm["OBJTYPE"][skyfib] = "SKY"
+    sflux = rng.normal(0.0, 1.0, (nspec, wave.size)) * sig
+    m, _ = M.sky_metrics(wave, sflux, ivar, mask, skym, fm)
+    assert m["RESID_CHI2DOF"] == pytest.approx(1.0, abs=0.03) and m["RESID_TAIL_FRAC"] < 1e-4
+    hit = sflux.copy()
+    for k, col in enumerate(rng.choice(wave.size - 3, 8, replace=False)):
+        hit[skyfib[3], col:col + 2 + k % 2] += rng.uniform(30, 200) * sig[col:col + 2 + k % 2]
+    plain = np.mean((hit[skyfib] ** 2 * ivar[skyfib]))
+    assert plain > 2.0  # what the plain mean said: a red alarm on a clean exposure
+    m, _ = M.sky_metrics(wave, hit, ivar, mask, skym, fm)
+    assert m["RESID_CHI2DOF"] == pytest.approx(1.0, abs=0.05)
+    assert m["RESID_TAIL_FRAC"] == pytest.approx(20 / (len(skyfib) * wave.size), rel=0.2)
+    # the model 20% low over 600 A in every sky fiber (2 sigma a bin): chi2 above the warning range, as
+    # the plain mean says
+    bad = sflux + np.where(np.abs(wave - 6700) < 300, 0.2 * sky, 0.0)[None, :]
+    m, _ = M.sky_metrics(wave, bad, ivar, mask, skym, fm)
+    full = np.mean(bad[skyfib] ** 2 * ivar[skyfib])
+    assert m["RESID_CHI2DOF"] > 2.0 and m["RESID_CHI2DOF"] == pytest.approx(full, rel=0.03)
+
+
 def test_a_glow_over_a_limited_wavelength_range_in_one_sky_fiber_is_an_outlier():
     """Light entering one sky fiber over ~200 A (the scattered-light walkthrough) hardly moves the
     fiber's whole-band median, but its 100 A windows find it; noise alone never does, even where

@@ -494,7 +494,7 @@ def window_residuals(wave, flux, ivar, mask, sky=None, width=100.0, nsig=5.0, nm
 
 
 def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, outlier=0.1, window=100.0,
-                window_outlier=0.2, window_nsig=5.0):
+                window_outlier=0.2, window_nsig=5.0, tail_nsig=5.0):
     """Sky-subtraction metrics from the sframe and the sky model of one camera.
 
     Parameters
@@ -512,13 +512,17 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         So does a sky fiber whose median residual over some ``window`` Angstrom exceeds
         ``window_outlier`` of the sky there at ``window_nsig`` significance
         (:func:`window_residuals`: light entering a few fibers over a limited wavelength range).
+    tail_nsig : float
+        RESID_CHI2DOF counts each bin's chi2 up to ``tail_nsig**2`` (for Gaussian residuals its
+        mean stays 1 to 1e-5); bins beyond are RESID_TAIL_FRAC.
 
     Returns
     -------
     metrics : dict
         NSKYFIB; MED_RESID (median residual of the sky fibers, electron/Angstrom) and
         MED_RESID_FRAC (over the median sky); RESID_CHI2DOF (chi2 per bin of the sky fibers
-        after subtraction, expected 1); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKY_WINDOW_RESID_MAX
+        after subtraction, each bin's capped at ``tail_nsig**2``, expected 1); RESID_TAIL_FRAC
+        (fraction of their bins beyond ``tail_nsig`` sigma: lone defects); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKY_WINDOW_RESID_MAX
         (largest significant |median residual / sky| of a sky fiber in a window) with
         SKY_WINDOW_WAVE and SKY_WINDOW_FIBER; SKYLINE_RESID_MAX (largest |median residual / sky| at the brightest sky lines) with SKYLINE_WAVE;
         MAX_BLOCK_RESID (largest |median residual fraction| of the sky fibers of a 50-fiber
@@ -544,7 +548,12 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         res = sflux[skyfib][g]
         metrics["MED_RESID"] = _f(np.median(res))
         metrics["MED_RESID_FRAC"] = _f(np.median(res) / sky_level if sky_level > 0 else np.nan)
-        metrics["RESID_CHI2DOF"] = _f(np.mean(res ** 2 * sivar[skyfib][g]))
+        chi2 = res ** 2 * sivar[skyfib][g]
+        # each bin counts at most a (tail_nsig)-sigma point: a cosmic ray or hot pixel the masks
+        # missed in one sky fiber is that fiber's defect (RESID_TAIL_FRAC counts them), not a sky
+        # model worse than its variance, which shows in many bins and keeps its size
+        metrics["RESID_CHI2DOF"] = _f(np.mean(np.minimum(chi2, tail_nsig ** 2)))
+        metrics["RESID_TAIL_FRAC"] = _f(np.mean(chi2 > tail_nsig ** 2))
         fib = np.arange(nspec) if fibermap is None else np.asarray(fibermap["FIBER"])
         sel = np.flatnonzero(skyfib)
         win = window_residuals(wave, sflux[sel], sivar[sel], smask[sel], sky[sel], window, window_nsig)
