@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from .linalg import robust_sigma
+
 
 class TruthFluxes:
     """The simulator's true flux of a target in one exposure and camera (truth ``FLUX``: the
@@ -460,8 +462,6 @@ def robust_std(x, nsig=4.0, niter=5):
     """Standard deviation of the Gaussian core of ``x``: starting from
     :func:`fiberflow.linalg.robust_sigma` (1.4826 MAD), the standard deviation of the values
     within ``nsig`` of the mean, iterated (a few far outliers do not widen it; NaN for no values)."""
-    from .linalg import robust_sigma
-
     x = np.asarray(x, float)
     if not x.size:
         return np.nan

@@ -522,7 +522,8 @@ def sky_metrics(wave, sflux, sivar, smask, sky, fibermap, header=None, nline=5, 
         NSKYFIB; MED_RESID (median residual of the sky fibers, electron/Angstrom) and
         MED_RESID_FRAC (over the median sky); RESID_CHI2DOF (chi2 per bin of the sky fibers
         after subtraction, each bin's capped at ``tail_nsig**2``, expected 1); RESID_TAIL_FRAC
-        (fraction of their bins beyond ``tail_nsig`` sigma: lone defects); NSKY_OUTLIER, SKY_OUTLIER_FIBERS; SKY_WINDOW_RESID_MAX
+        (fraction of their bins beyond ``tail_nsig`` sigma: lone defects); NSKY_OUTLIER,
+        SKY_OUTLIER_FIBERS; SKY_WINDOW_RESID_MAX
         (largest significant |median residual / sky| of a sky fiber in a window) with
         SKY_WINDOW_WAVE and SKY_WINDOW_FIBER; SKYLINE_RESID_MAX (largest |median residual / sky| at the brightest sky lines) with SKYLINE_WAVE;
         MAX_BLOCK_RESID (largest |median residual fraction| of the sky fibers of a 50-fiber
